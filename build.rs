@@ -1,0 +1,63 @@
+//! Compiles `proto/` with tonic-prost-build, using a vendored protoc so a fresh
+//! machine needs no system protobuf.
+//!
+//! Three things come out of it, all in `OUT_DIR`:
+//! - `switchyard.v1.rs`: prost messages plus clients and servers for both services;
+//! - `switchyard.v1.Inference.rs`: a second `Inference` server and client whose
+//!   messages are raw bytes (the router's pass-through hop, so unknown fields survive);
+//! - `switchyard_descriptor.bin`: the descriptor set served by gRPC reflection;
+//! - `fidelity/switchyard.v1.rs`: a test-only copy of the proto with extra fields.
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let config = || {
+        let mut c = tonic_prost_build::Config::new();
+        c.protoc_executable(&protoc);
+        c
+    };
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("switchyard_descriptor.bin"))
+        .compile_with_config(
+            config(),
+            &[
+                "proto/switchyard/v1/workers.proto",
+                "proto/switchyard/v1/inference.proto",
+            ],
+            &["proto"],
+        )?;
+
+    let raw = |name: &str, route: &str, streaming: bool| {
+        let m = tonic_build::manual::Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type("::bytes::Bytes")
+            .output_type("::bytes::Bytes")
+            .codec_path("crate::proxy::codec::BytesCodec");
+        if streaming {
+            m.server_streaming().build()
+        } else {
+            m.build()
+        }
+    };
+    let raw_inference = tonic_build::manual::Service::builder()
+        .name("Inference")
+        .package("switchyard.v1")
+        .method(raw("generate", "Generate", true))
+        .method(raw("abort", "Abort", false))
+        .build();
+    tonic_build::manual::Builder::new().compile(&[raw_inference]);
+
+    let fidelity = out_dir.join("fidelity");
+    std::fs::create_dir_all(&fidelity)?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .out_dir(&fidelity)
+        .compile_with_config(config(), &["tests/proto/fidelity.proto"], &["tests/proto"])?;
+
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=tests/proto");
+    Ok(())
+}

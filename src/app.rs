@@ -1,0 +1,159 @@
+//! Wiring: the registry, policy, router, services and health, built once
+//! from a [`Config`] and then served on a listener until a shutdown signal.
+//!
+//! `App::build` does everything that can fail because of configuration
+//! (including registering startup workers) before a socket is touched;
+//! `App::serve` runs. Background tasks (health checker, serving reporter)
+//! start in `serve` and stop when it returns.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::config::{Config, ConfigError};
+use crate::health::{HealthChecker, ServingReporter};
+use crate::pb;
+use crate::routers::grpc::GrpcRegularRouter;
+use crate::services::{InferenceService, WorkerManagementService};
+use crate::worker::{RegistryError, WorkerRegistry, WorkerSpec};
+
+/// Why the router could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A startup worker could not be registered.
+    #[error("startup worker {url}: {source}")]
+    Worker {
+        /// The worker's url.
+        url: String,
+        /// Why.
+        source: RegistryError,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not load the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A built router, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    registry: Arc<WorkerRegistry>,
+    router: Arc<GrpcRegularRouter>,
+    health: HealthReporter,
+}
+
+impl App {
+    /// Validates `config`, builds every component and registers the startup
+    /// workers, so they are routable before the router reports SERVING.
+    pub fn build(config: Config) -> Result<App, AppError> {
+        config.validate()?;
+        let registry = Arc::new(WorkerRegistry::new(config.upstream.channel_config()));
+        for w in &config.workers {
+            let spec = WorkerSpec::new(
+                &w.url,
+                &w.model_id,
+                w.role,
+                w.bootstrap_port,
+                w.labels.clone(),
+            )
+            .map_err(|e| AppError::Worker {
+                url: w.url.clone(),
+                source: e.into(),
+            })?;
+            registry.add(spec).map_err(|source| AppError::Worker {
+                url: w.url.clone(),
+                source,
+            })?;
+        }
+        let policy = crate::policies::build(config.policy.name);
+        let router = Arc::new(GrpcRegularRouter::new(registry.clone(), policy));
+        Ok(App {
+            config,
+            registry,
+            router,
+            health: HealthReporter::new(),
+        })
+    }
+
+    /// The registry this app routes from.
+    pub fn registry(&self) -> &Arc<WorkerRegistry> {
+        &self.registry
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+
+        let serving = ServingReporter::new(self.registry.clone(), self.health.clone());
+        serving.refresh().await;
+        let reporter_task = tokio::spawn(serving.run(stopped()));
+        let checker = HealthChecker::new(self.registry.clone(), self.config.health_check.clone());
+        let checker_task = tokio::spawn(checker.run(stopped()));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            HealthService::from_health_reporter(self.health.clone()),
+        );
+        let management = pb::worker_management_server::WorkerManagementServer::new(
+            WorkerManagementService::new(self.registry.clone()),
+        );
+        let inference = pb::raw::inference_server::InferenceServer::new(InferenceService::new(
+            self.router.clone(),
+        ));
+
+        let local = listener.local_addr().ok();
+        tracing::info!(addr = ?local, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");
+        let stop_on_shutdown = stop_tx.clone();
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(management)
+            .add_service(inference)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                // Report NOT_SERVING while in-flight calls drain.
+                let _ = stop_on_shutdown.send(true);
+            })
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = reporter_task.await;
+        let _ = checker_task.await;
+        tracing::info!("stopped");
+        Ok(result?)
+    }
+}

@@ -1,0 +1,90 @@
+//! `mock-worker`: a fake inference worker for tests, demos and benchmarks.
+//!
+//! Run with: `cargo run --bin mock-worker -- --listen 127.0.0.1:7001 --name alpha`
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard::mock::{MockConfig, MockWorker};
+
+/// A fake switchyard.v1.Inference worker with failure knobs.
+#[derive(Debug, Parser)]
+#[command(name = "mock-worker", version, about)]
+struct Args {
+    /// Address to serve on (port 0 picks a free one; the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Appears in the text of every generated token.
+    #[arg(long, default_value = "mock")]
+    name: String,
+    /// Tokens per request (unless the request sets max_new_tokens).
+    #[arg(long, default_value_t = 8)]
+    tokens: u32,
+    /// Pause before each token, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    token_delay_ms: u64,
+    /// Probability (0 to 1) of failing a call with UNAVAILABLE before any response.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Fail with INTERNAL after this many tokens.
+    #[arg(long)]
+    fail_after: Option<u32>,
+    /// Accept calls and never answer them.
+    #[arg(long)]
+    hang: bool,
+    /// Report NOT_SERVING on grpc.health.v1.
+    #[arg(long)]
+    unhealthy: bool,
+    /// Exit the process (status 3) when this many calls have arrived.
+    #[arg(long)]
+    exit_after_calls: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        eprintln!("mock-worker: --fail-rate must be between 0 and 1");
+        return ExitCode::FAILURE;
+    }
+    let config = MockConfig {
+        name: args.name.clone(),
+        tokens: args.tokens,
+        token_delay: Duration::from_millis(args.token_delay_ms),
+        fail_rate: args.fail_rate,
+        fail_after: args.fail_after,
+        hang: args.hang,
+        unhealthy: args.unhealthy,
+        exit_after_calls: args.exit_after_calls,
+    };
+    let worker = match MockWorker::start(args.listen, config).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("mock-worker: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("mock-worker {} listening on {}", args.name, worker.url());
+    let code = tokio::select! {
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = worker.exit_requested() => ExitCode::from(3),
+    };
+    let stats = worker.stats();
+    eprintln!(
+        "mock-worker {}: calls={} aborts={} cancelled={} completed={}",
+        args.name,
+        stats.calls(),
+        stats.aborts(),
+        stats.cancelled(),
+        stats.completed()
+    );
+    code
+}

@@ -1,0 +1,176 @@
+//! The command line. Flags override fields of the one [`Config`] tree (after
+//! `--config FILE`, if given); they are not a second configuration path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, StartupWorker, DEFAULT_GRPC_LISTEN};
+use crate::policies::PolicyKind;
+use crate::worker::WorkerRole;
+
+/// Switchyard: a gRPC-first router for fleets of LLM inference workers.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the router.
+    Serve(ServeArgs),
+    /// Run the router with two in-process mock workers and print how to call it.
+    Demo(DemoArgs),
+}
+
+/// `switchyard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML config file; flags below override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address (default 127.0.0.1:50051; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// A worker to register at startup (repeatable), e.g. grpc://127.0.0.1:7001.
+    #[arg(long = "worker", value_name = "URL")]
+    pub workers: Vec<String>,
+    /// The model served by the --worker workers.
+    #[arg(long, value_name = "ID")]
+    pub model: Option<String>,
+    /// Load-balancing policy.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<PolicyKind>,
+    /// Health-check interval in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub health_interval_ms: Option<u64>,
+    /// Health-check timeout in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub health_timeout_ms: Option<u64>,
+    /// Consecutive failed checks before a worker is unhealthy.
+    #[arg(long, value_name = "N")]
+    pub unhealthy_threshold: Option<u32>,
+    /// Consecutive passed checks before a worker is healthy again.
+    #[arg(long, value_name = "N")]
+    pub healthy_threshold: Option<u32>,
+}
+
+impl ServeArgs {
+    /// The config file (or defaults) with these flags applied.
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(addr) = self.grpc_listen {
+            config.grpc_listen = addr;
+        }
+        if !self.workers.is_empty() {
+            let model = self.model.clone().ok_or_else(|| {
+                ConfigError::Invalid(
+                    "--worker needs --model ID: the model those workers serve".into(),
+                )
+            })?;
+            config
+                .workers
+                .extend(self.workers.iter().map(|url| StartupWorker {
+                    url: url.clone(),
+                    model_id: model.clone(),
+                    role: WorkerRole::Regular,
+                    bootstrap_port: None,
+                    labels: Default::default(),
+                }));
+        } else if self.model.is_some() {
+            return Err(ConfigError::Invalid(
+                "--model applies to --worker; give at least one --worker URL".into(),
+            ));
+        }
+        if let Some(policy) = self.policy {
+            config.policy.name = policy;
+        }
+        let hc = &mut config.health_check;
+        hc.interval_ms = self.health_interval_ms.unwrap_or(hc.interval_ms);
+        hc.timeout_ms = self.health_timeout_ms.unwrap_or(hc.timeout_ms);
+        hc.unhealthy_threshold = self.unhealthy_threshold.unwrap_or(hc.unhealthy_threshold);
+        hc.healthy_threshold = self.healthy_threshold.unwrap_or(hc.healthy_threshold);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `switchyard demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the router listens.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_GRPC_LISTEN)]
+    pub grpc_listen: SocketAddr,
+    /// Tokens each mock worker streams per request.
+    #[arg(long, default_value_t = 16)]
+    pub tokens: u32,
+    /// Pause before each token, in milliseconds, so streaming is visible.
+    #[arg(long, default_value_t = 50)]
+    pub token_delay_ms: u64,
+}
+
+impl DemoArgs {
+    /// Per-token delay.
+    pub fn token_delay(&self) -> Duration {
+        Duration::from_millis(self.token_delay_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from([&["switchyard", "serve"], args].concat()).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            unreachable!()
+        };
+        serve.to_config()
+    }
+
+    #[test]
+    fn flags_override_the_tree() {
+        let c = serve(&[
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--worker",
+            "grpc://h:1",
+            "--worker",
+            "grpc://h:2",
+            "--model",
+            "m",
+            "--unhealthy-threshold",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.grpc_listen.port(), 0);
+        assert_eq!(c.workers.len(), 2);
+        assert_eq!(c.workers[1].model_id, "m");
+        assert_eq!(c.health_check.unhealthy_threshold, 5);
+    }
+
+    #[test]
+    fn worker_without_model_is_a_clear_error() {
+        assert!(serve(&["--worker", "grpc://h:1"])
+            .unwrap_err()
+            .to_string()
+            .contains("--model"));
+    }
+
+    #[test]
+    fn unknown_policy_lists_the_known_ones() {
+        let err = Cli::try_parse_from(["switchyard", "serve", "--policy", "fastest"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("round_robin"), "{err}");
+    }
+}

@@ -1,0 +1,258 @@
+//! One configuration tree for the router.
+//!
+//! Every knob lives here, as serde structs with defaults and
+//! `deny_unknown_fields`; a TOML file (`--config`) fills the tree and command
+//! line flags override fields of the same tree (see `cli`). [`Config::validate`]
+//! runs once, before anything is built.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policies::PolicyKind;
+use crate::worker::{ChannelConfig, WorkerRole};
+
+/// The router's default gRPC address: loopback only unless told otherwise.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this tree.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the gRPC listener (worker management, inference, health, reflection).
+    pub grpc_listen: SocketAddr,
+    /// Workers registered at startup, before the router reports SERVING.
+    pub workers: Vec<StartupWorker>,
+    /// Load balancing.
+    pub policy: PolicyConfig,
+    /// Active health checks of workers.
+    pub health_check: HealthCheckConfig,
+    /// Connections to workers.
+    pub upstream: UpstreamConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            grpc_listen: DEFAULT_GRPC_LISTEN
+                .parse()
+                .unwrap_or_else(|_| unreachable!("constant address")),
+            workers: Vec::new(),
+            policy: PolicyConfig::default(),
+            health_check: HealthCheckConfig::default(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+/// A worker to register at startup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupWorker {
+    /// `grpc://host:port` or `http://host:port`.
+    pub url: String,
+    /// The model it serves.
+    pub model_id: String,
+    /// Its role (default regular).
+    #[serde(default)]
+    pub role: WorkerRole,
+    /// Prefill workers' bootstrap port.
+    #[serde(default)]
+    pub bootstrap_port: Option<u32>,
+    /// Operator labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Which policy routes requests.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The policy for every model.
+    pub name: PolicyKind,
+}
+
+/// Active health checking: `grpc.health.v1/Check` on every gRPC worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Time between checks of one worker.
+    pub interval_ms: u64,
+    /// A check that takes longer counts as a failure.
+    pub timeout_ms: u64,
+    /// Consecutive failures before a healthy worker is marked unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes before an unhealthy worker is marked healthy.
+    pub healthy_threshold: u32,
+    /// The `grpc.health.v1` service name asked of workers ("" = the whole server).
+    pub service: String,
+}
+
+impl Default for HealthCheckConfig {
+    /// Every 5 s with a 2 s timeout: a dead worker is out of rotation within
+    /// about 15 s (3 failures) without probes adding noticeable load, and one
+    /// slow probe is not mistaken for death. Two successes before recovery
+    /// keep a flapping worker from being chosen on a single lucky probe.
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            service: String::new(),
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// Time between checks.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// Per-check timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Connections to workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Limit on establishing a connection to a worker.
+    pub connect_timeout_ms: u64,
+    /// HTTP/2 keep-alive ping interval on worker connections.
+    pub keep_alive_interval_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        let c = ChannelConfig::default();
+        UpstreamConfig {
+            connect_timeout_ms: c.connect_timeout.as_millis() as u64,
+            keep_alive_interval_ms: c.keep_alive_interval.as_millis() as u64,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The channel settings these values describe.
+    pub fn channel_config(&self) -> ChannelConfig {
+        ChannelConfig {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            keep_alive_interval: Duration::from_millis(self.keep_alive_interval_ms),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file into a config (defaults for what it leaves out).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let hc = &self.health_check;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if hc.interval_ms < 10 {
+            return invalid(format!(
+                "health_check.interval_ms must be at least 10 (got {})",
+                hc.interval_ms
+            ));
+        }
+        if hc.timeout_ms == 0 || hc.timeout_ms > hc.interval_ms {
+            return invalid(format!(
+                "health_check.timeout_ms must be between 1 and interval_ms ({}), got {}",
+                hc.interval_ms, hc.timeout_ms
+            ));
+        }
+        if hc.unhealthy_threshold == 0 || hc.healthy_threshold == 0 {
+            return invalid("health_check thresholds must be at least 1".into());
+        }
+        if self.upstream.connect_timeout_ms == 0 {
+            return invalid("upstream.connect_timeout_ms must be at least 1".into());
+        }
+        if self.upstream.keep_alive_interval_ms < 1_000 {
+            return invalid("upstream.keep_alive_interval_ms must be at least 1000".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.grpc_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn toml_fills_the_tree_and_rejects_unknown_fields() {
+        let c: Config = toml::from_str(
+            r#"
+            grpc_listen = "0.0.0.0:6000"
+            [health_check]
+            interval_ms = 100
+            timeout_ms = 50
+            [[workers]]
+            url = "grpc://127.0.0.1:7001"
+            model_id = "llama"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.grpc_listen.port(), 6000);
+        assert_eq!(c.health_check.unhealthy_threshold, 3);
+        assert_eq!(c.workers[0].role, WorkerRole::Regular);
+        let err = toml::from_str::<Config>("grpc_listn = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpc_listn"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let mut c = Config::default();
+        c.health_check.timeout_ms = c.health_check.interval_ms + 1;
+        assert!(c.validate().unwrap_err().to_string().contains("timeout_ms"));
+    }
+}

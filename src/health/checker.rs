@@ -1,0 +1,120 @@
+//! Active health checks of gRPC workers with `grpc.health.v1/Check`.
+//!
+//! One task checks all workers each interval, concurrently, each probe with a
+//! timeout. Consecutive-result counters live here, not on the worker, and are
+//! forgotten when the worker leaves the registry. Verdicts go through
+//! `WorkerRegistry::set_health`, which publishes them as events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::config::HealthCheckConfig;
+use crate::worker::{ConnectionMode, Worker, WorkerId, WorkerRegistry};
+
+/// Consecutive probe results for one worker.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    successes: u32,
+}
+
+/// Probes workers and records verdicts in the registry.
+#[derive(Debug)]
+pub struct HealthChecker {
+    registry: Arc<WorkerRegistry>,
+    config: HealthCheckConfig,
+    streaks: HashMap<WorkerId, Streak>,
+}
+
+impl HealthChecker {
+    /// A checker over `registry`.
+    pub fn new(registry: Arc<WorkerRegistry>, config: HealthCheckConfig) -> Self {
+        HealthChecker {
+            registry,
+            config,
+            streaks: HashMap::new(),
+        }
+    }
+
+    /// Checks every interval until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.config.interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticker.tick() => self.check_all().await,
+            }
+        }
+    }
+
+    /// One round: probe every gRPC worker once and apply the thresholds.
+    pub async fn check_all(&mut self) {
+        let workers: Vec<Arc<Worker>> = self
+            .registry
+            .list()
+            .into_iter()
+            .filter(|w| w.mode() == ConnectionMode::Grpc)
+            .collect();
+        self.streaks
+            .retain(|id, _| workers.iter().any(|w| w.id() == id));
+        let mut probes = JoinSet::new();
+        for worker in workers {
+            let service = self.config.service.clone();
+            let timeout = self.config.timeout();
+            probes.spawn(async move {
+                let ok = probe(&worker, service, timeout).await;
+                (worker, ok)
+            });
+        }
+        while let Some(result) = probes.join_next().await {
+            let Ok((worker, ok)) = result else { continue };
+            self.apply(&worker, ok);
+        }
+    }
+
+    fn apply(&mut self, worker: &Worker, ok: bool) {
+        let streak = self.streaks.entry(worker.id().clone()).or_default();
+        if ok {
+            streak.successes = streak.successes.saturating_add(1);
+            streak.failures = 0;
+        } else {
+            streak.failures = streak.failures.saturating_add(1);
+            streak.successes = 0;
+        }
+        let healthy = worker.is_healthy();
+        if healthy && streak.failures >= self.config.unhealthy_threshold {
+            if self.registry.set_health(worker.id(), false) {
+                tracing::warn!(worker = %worker.id(), url = worker.url(), failures = streak.failures, "worker is unhealthy");
+            }
+        } else if !healthy
+            && streak.successes >= self.config.healthy_threshold
+            && self.registry.set_health(worker.id(), true)
+        {
+            tracing::info!(worker = %worker.id(), url = worker.url(), "worker is healthy again");
+        }
+    }
+}
+
+async fn probe(worker: &Worker, service: String, timeout: std::time::Duration) -> bool {
+    let mut client = HealthClient::new(worker.channel());
+    let mut request = tonic::Request::new(HealthCheckRequest { service });
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,
+        Ok(Err(status)) => {
+            tracing::debug!(worker = %worker.id(), %status, "health check failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(worker = %worker.id(), "health check timed out");
+            false
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Health: of workers (checked by the router) and of the router itself
+//! (served over `grpc.health.v1`).
+//!
+//! [`HealthChecker`] is one loop, started by `App::serve` and stopped with it,
+//! that probes every gRPC worker on an interval and flips a worker's state in
+//! the registry after N consecutive failures or M consecutive successes.
+//! [`ServingReporter`] listens to registry events and keeps the router's own
+//! `switchyard.v1.Inference` status true to whether any model can be served.
+
+mod checker;
+mod reporter;
+
+pub use checker::HealthChecker;
+pub use reporter::{can_serve, ServingReporter};

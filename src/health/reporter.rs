@@ -1,0 +1,84 @@
+//! Keeps the router's `grpc.health.v1` statuses true.
+//!
+//! `""` and `switchyard.v1.WorkerManagement` are SERVING while the process
+//! is up. `switchyard.v1.Inference` is SERVING only while at least one model
+//! has a healthy worker the gRPC router can use; the reporter recomputes that
+//! on every registry event (it is cheap: one pass over the index groups).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::pb::service_names;
+use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
+
+/// Whether any model has a healthy regular gRPC worker.
+pub fn can_serve(registry: &WorkerRegistry) -> bool {
+    let snapshot = registry.snapshot();
+    let serving = snapshot
+        .models(ConnectionMode::Grpc, WorkerRole::Regular)
+        .filter_map(|m| snapshot.group(ConnectionMode::Grpc, WorkerRole::Regular, m))
+        .any(|group| group.iter().any(|w| w.is_healthy()));
+    serving
+}
+
+/// Publishes the router's serving status to tonic-health.
+#[derive(Debug, Clone)]
+pub struct ServingReporter {
+    registry: Arc<WorkerRegistry>,
+    reporter: HealthReporter,
+}
+
+impl ServingReporter {
+    /// A reporter for `registry` writing to `reporter`.
+    pub fn new(registry: Arc<WorkerRegistry>, reporter: HealthReporter) -> Self {
+        ServingReporter { registry, reporter }
+    }
+
+    /// Sets every status from the current registry.
+    pub async fn refresh(&self) {
+        self.reporter
+            .set_service_status(service_names::WORKER_MANAGEMENT, ServingStatus::Serving)
+            .await;
+        self.update_inference().await;
+    }
+
+    async fn update_inference(&self) {
+        let status = if can_serve(&self.registry) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter
+            .set_service_status(service_names::INFERENCE, status)
+            .await;
+    }
+
+    /// Follows registry events until `shutdown`, then reports NOT_SERVING
+    /// for everything so that probes see the router going away.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (_, _, mut events) = self.registry.watch();
+        self.refresh().await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                event = events.recv() => match event {
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.update_inference().await,
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+        for name in [
+            "",
+            service_names::WORKER_MANAGEMENT,
+            service_names::INFERENCE,
+        ] {
+            self.reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    }
+}

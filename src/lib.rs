@@ -1,0 +1,42 @@
+//! Switchyard: a gRPC-first request router for fleets of LLM inference workers.
+//!
+//! Operators add and remove workers over gRPC (`switchyard.v1.WorkerManagement`);
+//! clients call `switchyard.v1.Inference/Generate` on the router, which resolves
+//! candidate workers from the [`worker::WorkerRegistry`] on every call, asks a
+//! load-balancing [`policies::Policy`] to pick one and proxies the stream,
+//! faithfully, with cancellation, deadlines and load accounting. The router
+//! serves `grpc.health.v1` and checks its workers' health.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the `switchyard` binary: [`cli`] → [`config::Config`] → [`app::App`].
+//! - [`cli`]: clap definitions; flags override fields of the one config tree; `demo`.
+//! - [`config`]: the config tree (serde + defaults + `validate`).
+//! - [`app`]: wiring; `App::build(config)` then `serve(listener, shutdown)`.
+//! - [`pb`]: generated protobuf code (prost messages and a raw-bytes `Inference`).
+//! - [`worker`]: `Worker`, `WorkerId`, roles and modes (`spec`), the registry
+//!   (`registry`), load guards (`load`) and worker channels (`client`).
+//! - [`health`]: the worker health checker and the router's serving reporter.
+//! - [`policies`]: the `Policy` contract and factory; one file per policy.
+//! - [`routers`]: `RouteError`, in-flight calls, and the gRPC regular router.
+//! - [`proxy`]: the faithful hop: raw-bytes codec, metadata, deadlines, `ProxyStream`.
+//! - [`services`]: thin tonic services and the one error → `Status` mapping.
+//! - [`mock`]: a configurable fake worker, used by `mock-worker`, `demo` and tests.
+//! - `bin/mock_worker.rs`: the `mock-worker` binary.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod mock;
+pub mod pb;
+pub mod policies;
+pub mod proxy;
+pub mod routers;
+pub mod services;
+pub mod worker;
+
+pub use app::{App, AppError};
+pub use config::Config;

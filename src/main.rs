@@ -1,0 +1,125 @@
+//! The `switchyard` binary: parse the command line, build, serve until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard::cli::{Cli, Command, DemoArgs};
+use switchyard::mock::{MockConfig, MockWorker};
+use switchyard::{App, Config};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => match args.to_config() {
+            Ok(config) => run(config, None).await,
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Demo(args) => demo(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("switchyard: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
+    let app = App::build(config).map_err(|e| e.to_string())?;
+    let addr = app.config().grpc_listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("switchyard listening on {local}");
+    if let Some(banner) = banner {
+        println!("{}", banner.replace("{ADDR}", &local.to_string()));
+    }
+    app.serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let mut workers = Vec::new();
+    for name in ["alpha", "beta"] {
+        let config = MockConfig {
+            name: name.into(),
+            tokens: args.tokens,
+            token_delay: args.token_delay(),
+            ..MockConfig::default()
+        };
+        let worker = MockWorker::start("127.0.0.1:0".parse().map_err(|_| "bad address")?, config)
+            .await
+            .map_err(|e| format!("cannot start mock worker: {e}"))?;
+        workers.push(worker);
+    }
+    let mut config = Config {
+        grpc_listen: args.grpc_listen,
+        ..Config::default()
+    };
+    for w in &workers {
+        config.workers.push(switchyard::config::StartupWorker {
+            url: w.url(),
+            model_id: "demo".into(),
+            role: Default::default(),
+            bootstrap_port: None,
+            labels: Default::default(),
+        });
+    }
+    let banner = format!(
+        r#"
+Two mock workers serve model "demo": alpha at {alpha}, beta at {beta}.
+Round-robin alternates between them; each token's text names the worker.
+
+With grpcurl (uses server reflection):
+  grpcurl -plaintext {{ADDR}} list
+  grpcurl -plaintext -d '{{"model":"demo","text":"Hello"}}' {{ADDR}} switchyard.v1.Inference/Generate
+  grpcurl -plaintext -d '{{}}' {{ADDR}} switchyard.v1.WorkerManagement/ListWorkers
+  grpcurl -plaintext -d '{{"service":"switchyard.v1.Inference"}}' {{ADDR}} grpc.health.v1.Health/Check
+
+With Python (pip install -r clients/python/requirements.txt):
+  python3 clients/python/switchyard_client.py --router {{ADDR}} generate --model demo "Hello"
+  python3 clients/python/switchyard_client.py --router {{ADDR}} list
+  python3 clients/python/switchyard_client.py --router {{ADDR}} health
+
+Ctrl-C stops the demo."#,
+        alpha = workers[0].url(),
+        beta = workers[1].url(),
+    );
+    let result = run(config, Some(banner)).await;
+    for w in workers {
+        w.stop().await;
+    }
+    result
+}

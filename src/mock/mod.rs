@@ -1,0 +1,463 @@
+//! A configurable fake inference worker, for tests, demos and benchmarks.
+//!
+//! It serves `switchyard.v1.Inference` (over raw bytes, like the router, so
+//! it can see and echo fields unknown to Switchyard's proto) and
+//! `grpc.health.v1`. Each generated token's text names the worker. Failure
+//! knobs: a failure rate, failing after K tokens, hanging, reporting
+//! unhealthy, and asking its host process to exit after N calls. It counts
+//! calls, aborts and cancellations, and records what it received, through
+//! [`MockStats`]. The server task lives until [`MockWorker::stop`] or drop.
+
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+use crate::pb;
+use crate::pb::raw::inference_server::{Inference, InferenceServer};
+use crate::pb::service_names;
+
+pub use wire::unknown_fields;
+
+/// Field numbers of `GenerateRequest` that Switchyard's proto knows.
+const KNOWN_REQUEST_FIELDS: &[u32] = &[1, 2, 3, 4, 5, 6, 7];
+/// How many received requests the stats remember.
+const SEEN_LIMIT: usize = 1024;
+
+/// How the mock behaves. Changeable while it runs ([`MockWorker::update`]).
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Appears in the text of every token.
+    pub name: String,
+    /// Tokens per request, unless the request sets `max_new_tokens`.
+    pub tokens: u32,
+    /// Pause before each token.
+    pub token_delay: Duration,
+    /// Probability (0..=1) of failing a call with UNAVAILABLE before any response.
+    pub fail_rate: f64,
+    /// Fail with INTERNAL after sending this many tokens.
+    pub fail_after: Option<u32>,
+    /// Accept calls and never answer them.
+    pub hang: bool,
+    /// Report NOT_SERVING on `grpc.health.v1`.
+    pub unhealthy: bool,
+    /// Ask the host process to exit when this many calls have arrived.
+    pub exit_after_calls: Option<u64>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            name: "mock".into(),
+            tokens: 8,
+            token_delay: Duration::ZERO,
+            fail_rate: 0.0,
+            fail_after: None,
+            hang: false,
+            unhealthy: false,
+            exit_after_calls: None,
+        }
+    }
+}
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// `GenerateRequest.request_id`.
+    pub request_id: String,
+    /// `GenerateRequest.model`.
+    pub model: String,
+    /// The `x-request-id` metadata.
+    pub x_request_id: Option<String>,
+    /// The `grpc-timeout` the caller set, if any.
+    pub timeout: Option<Duration>,
+    /// Raw bytes of the fields Switchyard's proto does not know.
+    pub unknown_fields: Bytes,
+    /// Every metadata entry, as `(name, value)`, ASCII ones only.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Counters and records, shared with whoever started the mock.
+#[derive(Debug, Default)]
+pub struct MockStats {
+    calls: AtomicU64,
+    aborts: AtomicU64,
+    cancelled: AtomicU64,
+    completed: AtomicU64,
+    seen: Mutex<VecDeque<SeenRequest>>,
+}
+
+impl MockStats {
+    /// `Generate` calls received.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+    /// `Abort` calls received.
+    pub fn aborts(&self) -> u64 {
+        self.aborts.load(Ordering::SeqCst)
+    }
+    /// Streams whose caller went away before they finished.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+    /// Streams that ran to their end.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::SeqCst)
+    }
+    /// The most recent requests received (up to 1024), oldest first.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct MockService {
+    config: Arc<ArcSwap<MockConfig>>,
+    stats: Arc<MockStats>,
+    /// Running requests by id, so `Abort` can stop them.
+    running: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    exit: Arc<Notify>,
+}
+
+impl MockService {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn response(request_id: &str, body: pb::generate_response::Response, echo: &Bytes) -> Bytes {
+    let message = pb::GenerateResponse {
+        request_id: request_id.to_string(),
+        response: Some(body),
+    };
+    let mut out = BytesMut::with_capacity(message.encoded_len() + echo.len());
+    message.encode_raw(&mut out);
+    out.extend_from_slice(echo);
+    out.freeze()
+}
+
+#[tonic::async_trait]
+impl Inference for MockService {
+    type GenerateStream = ReceiverStream<Result<Bytes, Status>>;
+
+    async fn generate(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let view = pb::GenerateRequest::decode(body.clone())
+            .map_err(|e| Status::invalid_argument(format!("not a GenerateRequest: {e}")))?;
+        let echo = unknown_fields(&body, KNOWN_REQUEST_FIELDS).map_err(Status::invalid_argument)?;
+        let seen = SeenRequest {
+            request_id: view.request_id.clone(),
+            model: view.model.clone(),
+            x_request_id: metadata
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+            timeout: metadata
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::proxy::parse_grpc_timeout),
+            unknown_fields: echo.clone(),
+            metadata: metadata
+                .clone()
+                .into_headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+        };
+        {
+            let mut log = self.stats.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if log.len() == SEEN_LIMIT {
+                log.pop_front();
+            }
+            log.push_back(seen);
+        }
+        let calls = self.stats.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let config = self.config.load_full();
+        if config.exit_after_calls.is_some_and(|n| calls >= n) {
+            self.exit.notify_one();
+        }
+        if config.fail_rate > 0.0 && rand::random::<f64>() < config.fail_rate {
+            return Err(Status::unavailable(format!(
+                "mock worker {}: injected failure",
+                config.name
+            )));
+        }
+        let tokens = view
+            .sampling_params
+            .as_ref()
+            .map(|s| s.max_new_tokens)
+            .filter(|n| *n > 0)
+            .unwrap_or(config.tokens);
+        let prompt_tokens = match &view.input {
+            Some(pb::generate_request::Input::Text(t)) => t.split_whitespace().count() as u32,
+            Some(pb::generate_request::Input::TokenIds(t)) => t.ids.len() as u32,
+            None => 0,
+        };
+        let request_id = view.request_id;
+        let abort = Arc::new(Notify::new());
+        if !request_id.is_empty() {
+            self.running().insert(request_id.clone(), abort.clone());
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = stream_tokens(
+                &config,
+                &request_id,
+                tokens,
+                prompt_tokens,
+                &echo,
+                &tx,
+                &abort,
+            )
+            .await;
+            match outcome {
+                Outcome::Completed => this.stats.completed.fetch_add(1, Ordering::SeqCst),
+                Outcome::Cancelled => this.stats.cancelled.fetch_add(1, Ordering::SeqCst),
+                Outcome::Aborted | Outcome::Failed => 0,
+            };
+            let mut running = this.running();
+            if running
+                .get(&request_id)
+                .is_some_and(|n| Arc::ptr_eq(n, &abort))
+            {
+                running.remove(&request_id);
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn abort(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+        let abort = pb::AbortRequest::decode(request.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("not an AbortRequest: {e}")))?;
+        self.stats.aborts.fetch_add(1, Ordering::SeqCst);
+        let found = self.running().remove(&abort.request_id);
+        if let Some(notify) = &found {
+            notify.notify_one();
+        }
+        Ok(Response::new(Bytes::from(
+            pb::AbortResponse {
+                aborted: found.is_some(),
+            }
+            .encode_to_vec(),
+        )))
+    }
+}
+
+enum Outcome {
+    Completed,
+    Cancelled,
+    Aborted,
+    Failed,
+}
+
+type Tx = mpsc::Sender<Result<Bytes, Status>>;
+
+async fn stream_tokens(
+    config: &MockConfig,
+    request_id: &str,
+    tokens: u32,
+    prompt_tokens: u32,
+    echo: &Bytes,
+    tx: &Tx,
+    abort: &Notify,
+) -> Outcome {
+    use pb::generate_response::Response as R;
+    let finish = |reason: &str, completion: u32| {
+        response(
+            request_id,
+            R::Complete(pb::GenerateComplete {
+                finish_reason: reason.into(),
+                prompt_tokens,
+                completion_tokens: completion,
+            }),
+            echo,
+        )
+    };
+    if config.hang {
+        return tokio::select! {
+            _ = tx.closed() => Outcome::Cancelled,
+            _ = abort.notified() => Outcome::Aborted,
+        };
+    }
+    for i in 0..tokens {
+        if config.fail_after == Some(i) {
+            let status = Status::internal(format!(
+                "mock worker {}: injected failure after {i} tokens",
+                config.name
+            ));
+            let _ = tx.send(Err(status)).await;
+            return Outcome::Failed;
+        }
+        if !config.token_delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(config.token_delay) => {}
+                _ = tx.closed() => return Outcome::Cancelled,
+                _ = abort.notified() => {
+                    let _ = tx.send(Ok(finish("abort", i))).await;
+                    return Outcome::Aborted;
+                }
+            }
+        }
+        let chunk = R::Chunk(pb::GenerateChunk {
+            token_ids: vec![i],
+            text: format!("{}:{} ", config.name, i),
+        });
+        if tx
+            .send(Ok(response(request_id, chunk, echo)))
+            .await
+            .is_err()
+        {
+            return Outcome::Cancelled;
+        }
+    }
+    if tx.send(Ok(finish("length", tokens))).await.is_err() {
+        return Outcome::Cancelled;
+    }
+    Outcome::Completed
+}
+
+/// A running mock worker.
+#[derive(Debug)]
+pub struct MockWorker {
+    addr: SocketAddr,
+    config: Arc<ArcSwap<MockConfig>>,
+    stats: Arc<MockStats>,
+    health: HealthReporter,
+    exit: Arc<Notify>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl MockWorker {
+    /// Binds `listen` (port 0 for any) and serves until stopped.
+    pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<MockWorker> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let health = HealthReporter::new();
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let stats = Arc::new(MockStats::default());
+        let exit = Arc::new(Notify::new());
+        let service = MockService {
+            config: config.clone(),
+            stats: stats.clone(),
+            running: Arc::default(),
+            exit: exit.clone(),
+        };
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let health_server = tonic_health::pb::health_server::HealthServer::new(
+            HealthService::from_health_reporter(health.clone()),
+        );
+        let task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_server)
+                .add_service(InferenceServer::new(service))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "mock worker server failed");
+            }
+        });
+        let worker = MockWorker {
+            addr,
+            config,
+            stats,
+            health,
+            exit,
+            shutdown: Some(shutdown_tx),
+            task: Some(task),
+        };
+        let unhealthy = worker.config.load().unhealthy;
+        worker.set_healthy(!unhealthy).await;
+        Ok(worker)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `grpc://addr`, ready for `AddWorker`.
+    pub fn url(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    /// Counters and records.
+    pub fn stats(&self) -> &Arc<MockStats> {
+        &self.stats
+    }
+
+    /// The current behaviour.
+    pub fn config(&self) -> Arc<MockConfig> {
+        self.config.load_full()
+    }
+
+    /// Changes behaviour for calls that start from now on.
+    pub fn update(&self, change: impl FnOnce(&mut MockConfig)) {
+        let mut next = (*self.config.load_full()).clone();
+        change(&mut next);
+        self.config.store(Arc::new(next));
+    }
+
+    /// Reports SERVING or NOT_SERVING on `grpc.health.v1` ("" and Inference).
+    pub async fn set_healthy(&self, healthy: bool) {
+        self.update(|c| c.unhealthy = !healthy);
+        let status = if healthy {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.health.set_service_status("", status).await;
+        self.health
+            .set_service_status(service_names::INFERENCE, status)
+            .await;
+    }
+
+    /// Resolves when `exit_after_calls` has been reached.
+    pub async fn exit_requested(&self) {
+        self.exit.notified().await
+    }
+
+    /// Stops accepting calls, lets running streams finish, and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockWorker {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The response stream the router hands to tonic for one proxied call.
+//!
+//! It owns everything the call holds: the upstream stream, the load guard,
+//! the in-flight registration and an [`AbortOnDrop`]. Whatever ends the call
+//! (the worker finishing, failing, the deadline, or the client going away and
+//! tonic dropping the stream) releases all of them, in one place: `Drop`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Sleep;
+use tokio_stream::Stream;
+use tonic::{Status, Streaming};
+
+use crate::pb;
+use crate::worker::Worker;
+
+/// How long the router waits for a worker to acknowledge an `Abort`.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells a worker to abort a request if dropped while still armed.
+///
+/// Armed from dispatch until the worker ends the stream itself (success or
+/// error). Dropped armed means the client cancelled, disconnected or ran out
+/// of deadline: the upstream call is reset by dropping it, and the worker is
+/// additionally sent `Abort(request_id)` so engines that keep generating after
+/// a reset free their slot.
+#[derive(Debug)]
+pub struct AbortOnDrop {
+    target: Option<(Arc<Worker>, String)>,
+}
+
+impl AbortOnDrop {
+    /// Arms an abort of `request_id` on `worker`.
+    pub fn new(worker: Arc<Worker>, request_id: String) -> Self {
+        AbortOnDrop {
+            target: Some((worker, request_id)),
+        }
+    }
+
+    /// The worker finished the request on its own; nothing to abort.
+    pub fn disarm(&mut self) {
+        self.target = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some((worker, request_id)) = self.target.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut client = pb::inference_client::InferenceClient::new(worker.channel());
+            let mut request = tonic::Request::new(pb::AbortRequest {
+                request_id: request_id.clone(),
+            });
+            request.set_timeout(ABORT_TIMEOUT);
+            match tokio::time::timeout(ABORT_TIMEOUT, client.abort(request)).await {
+                Ok(Ok(_)) => tracing::debug!(worker = %worker.id(), %request_id, "upstream aborted"),
+                Ok(Err(status)) => {
+                    tracing::debug!(worker = %worker.id(), %request_id, %status, "abort not acknowledged")
+                }
+                Err(_) => tracing::debug!(worker = %worker.id(), %request_id, "abort timed out"),
+            }
+        });
+    }
+}
+
+/// Relays a worker's response messages to the client as they arrive.
+pub struct ProxyStream {
+    first: Option<Bytes>,
+    upstream: Option<Streaming<Bytes>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    abort: AbortOnDrop,
+    /// Everything else the call holds until it ends (load guard, in-flight
+    /// registration); released on drop.
+    _held: Box<dyn Send + Sync>,
+}
+
+impl ProxyStream {
+    /// A stream that yields `first` (the message already read to confirm the
+    /// worker answered), then the rest of `upstream`, until `deadline`.
+    pub fn new(
+        first: Option<Bytes>,
+        upstream: Streaming<Bytes>,
+        deadline: Option<tokio::time::Instant>,
+        abort: AbortOnDrop,
+        held: Box<dyn Send + Sync>,
+    ) -> Self {
+        ProxyStream {
+            first,
+            upstream: Some(upstream),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            abort,
+            _held: held,
+        }
+    }
+
+    fn finish(&mut self) {
+        // Dropping the upstream stream resets the call on the worker.
+        self.upstream = None;
+        self.deadline = None;
+    }
+}
+
+impl Stream for ProxyStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let Some(upstream) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                // Still armed: the worker is told to stop when we drop.
+                this.finish();
+                return Poll::Ready(Some(Err(Status::deadline_exceeded(
+                    "deadline exceeded while streaming from the worker",
+                ))));
+            }
+        }
+        match Pin::new(upstream).poll_next(cx) {
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Some(Err(status))) => {
+                // The worker's own error after a partial stream: passed on as is.
+                this.abort.disarm();
+                this.finish();
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Ready(None) => {
+                this.abort.disarm();
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl std::fmt::Debug for ProxyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyStream")
+            .field("open", &self.upstream.is_some())
+            .field("abort", &self.abort)
+            .finish()
+    }
+}

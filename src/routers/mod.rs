@@ -1,0 +1,68 @@
+//! Routers turn one client request into a dispatch to chosen workers.
+//!
+//! This module holds what every router shares: [`RouteError`], the one error
+//! type routers return (mapped to a gRPC status in `services::status`), and
+//! [`InflightCalls`], the table that lets `Abort` find a running request.
+//! Routers resolve candidates from the registry on every call; none keeps a
+//! worker list of its own.
+
+pub mod grpc;
+mod inflight;
+
+use crate::policies::PolicyError;
+use crate::worker::WorkerId;
+
+pub use inflight::{InflightCalls, InflightEntry};
+
+/// Why a call could not be routed or served.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The request itself is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// `model` was empty while several models are served.
+    #[error("the request names no model and {} models are served ({}): set `model`", .models.len(), .models.join(", "))]
+    ModelRequired {
+        /// The models served.
+        models: Vec<String>,
+    },
+    /// No worker of the right kind is registered at all.
+    #[error("no workers are registered for this router")]
+    NoModels,
+    /// No worker serves the model.
+    #[error("no workers serve model {model:?}")]
+    NoWorkers {
+        /// The requested model.
+        model: String,
+    },
+    /// Workers serve the model, but none is healthy.
+    #[error("no healthy workers for model {model:?} ({total} registered, all unhealthy)")]
+    NoHealthyWorkers {
+        /// The requested model.
+        model: String,
+        /// Registered workers of that model.
+        total: usize,
+    },
+    /// The policy refused.
+    #[error("no worker could be selected for model {model:?}: {source}")]
+    Policy {
+        /// The requested model.
+        model: String,
+        /// Why.
+        source: PolicyError,
+    },
+    /// The chosen worker failed before sending any response.
+    #[error("worker {worker} failed before responding: {}", .status.message())]
+    WorkerFailed {
+        /// The worker.
+        worker: WorkerId,
+        /// What the worker (or the connection to it) said.
+        status: tonic::Status,
+    },
+    /// The client's deadline passed before the worker answered.
+    #[error("deadline exceeded before worker {worker} responded")]
+    DeadlineExceeded {
+        /// The worker that was waited for.
+        worker: WorkerId,
+    },
+}

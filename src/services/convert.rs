@@ -1,0 +1,102 @@
+//! Proto ↔ domain conversions, at the service boundary only.
+
+use std::sync::Arc;
+
+use crate::pb;
+use crate::worker::{
+    ConnectionMode, SpecError, Worker, WorkerEvent, WorkerEventKind, WorkerRole, WorkerSpec,
+};
+
+pub fn role_from_proto(value: i32) -> Result<WorkerRole, SpecError> {
+    match pb::WorkerRole::try_from(value) {
+        Ok(pb::WorkerRole::Regular) => Ok(WorkerRole::Regular),
+        Ok(pb::WorkerRole::Prefill) => Ok(WorkerRole::Prefill),
+        Ok(pb::WorkerRole::Decode) => Ok(WorkerRole::Decode),
+        Err(_) => Err(SpecError::UnknownRole(value)),
+    }
+}
+
+pub fn role_to_proto(role: WorkerRole) -> pb::WorkerRole {
+    match role {
+        WorkerRole::Regular => pb::WorkerRole::Regular,
+        WorkerRole::Prefill => pb::WorkerRole::Prefill,
+        WorkerRole::Decode => pb::WorkerRole::Decode,
+    }
+}
+
+pub fn mode_to_proto(mode: ConnectionMode) -> pb::ConnectionMode {
+    match mode {
+        ConnectionMode::Grpc => pb::ConnectionMode::Grpc,
+        ConnectionMode::Http => pb::ConnectionMode::Http,
+    }
+}
+
+impl TryFrom<pb::WorkerSpec> for WorkerSpec {
+    type Error = SpecError;
+
+    fn try_from(spec: pb::WorkerSpec) -> Result<Self, SpecError> {
+        let role = role_from_proto(spec.role)?;
+        WorkerSpec::new(
+            &spec.url,
+            &spec.model_id,
+            role,
+            spec.bootstrap_port,
+            spec.labels.into_iter().collect(),
+        )
+    }
+}
+
+pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
+    let spec = worker.spec();
+    pb::WorkerInfo {
+        id: worker.id().to_string(),
+        spec: Some(pb::WorkerSpec {
+            url: worker.url().to_string(),
+            model_id: spec.model_id.clone(),
+            role: role_to_proto(spec.role) as i32,
+            bootstrap_port: spec.bootstrap_port.map(u32::from),
+            labels: spec.labels.clone().into_iter().collect(),
+        }),
+        connection_mode: mode_to_proto(worker.mode()) as i32,
+        health: if worker.is_healthy() {
+            pb::HealthStatus::Healthy
+        } else {
+            pb::HealthStatus::Unhealthy
+        } as i32,
+        in_flight: worker.in_flight(),
+    }
+}
+
+pub fn initial_event(worker: &Arc<Worker>, sequence: u64) -> pb::WorkerEvent {
+    pb::WorkerEvent {
+        kind: pb::worker_event::Kind::Added as i32,
+        worker: Some(worker_info(worker)),
+        sequence,
+        initial: true,
+    }
+}
+
+pub fn event(event: &WorkerEvent) -> pb::WorkerEvent {
+    use pb::worker_event::Kind;
+    let mut info = worker_info(&event.worker);
+    let kind = match event.kind {
+        WorkerEventKind::Added => Kind::Added,
+        WorkerEventKind::Removed => Kind::Removed,
+        WorkerEventKind::Updated => Kind::Updated,
+        WorkerEventKind::HealthChanged { healthy } => {
+            // The state at the time of the event, not whatever it is now.
+            info.health = if healthy {
+                pb::HealthStatus::Healthy
+            } else {
+                pb::HealthStatus::Unhealthy
+            } as i32;
+            Kind::HealthChanged
+        }
+    };
+    pb::WorkerEvent {
+        kind: kind as i32,
+        worker: Some(info),
+        sequence: event.sequence,
+        initial: false,
+    }
+}

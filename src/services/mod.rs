@@ -1,0 +1,13 @@
+//! tonic services: thin adapters from the wire to the core.
+//!
+//! Each service converts proto messages into domain types at the boundary
+//! (`convert`), calls the registry or a router, and maps errors to a
+//! `tonic::Status` in exactly one place (`status`).
+
+mod convert;
+mod inference;
+mod status;
+mod worker_management;
+
+pub use inference::InferenceService;
+pub use worker_management::WorkerManagementService;

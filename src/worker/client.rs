@@ -1,0 +1,46 @@
+//! How the router connects to gRPC workers.
+//!
+//! One [`tonic::transport::Channel`] per worker, created lazily (no connection
+//! until the first call) and multiplexing every call to that worker over
+//! HTTP/2. The channel reconnects by itself after a worker restarts.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+
+use super::Endpoint;
+
+/// Connection settings shared by every worker channel.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Limit on establishing a TCP connection to a worker.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval, to notice dead workers on idle connections.
+    pub keep_alive_interval: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            connect_timeout: Duration::from_secs(2),
+            keep_alive_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ChannelConfig {
+    pub(crate) fn lazy_channel(&self, endpoint: &Endpoint) -> Channel {
+        // The endpoint was validated when the spec was made, so this URI is
+        // well formed; `from_shared` can only fail on a malformed one.
+        let uri = format!("http://{}", endpoint.authority());
+        match TonicEndpoint::from_shared(uri) {
+            Ok(e) => e
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(self.keep_alive_interval)
+                .keep_alive_while_idle(false)
+                .connect_lazy(),
+            Err(_) => unreachable!("validated endpoint {} is a valid URI", endpoint.url()),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Workers: the domain model of one inference server process.
+//!
+//! A [`Worker`] is created from a validated [`WorkerSpec`] by the registry and
+//! shared as `Arc<Worker>`. Its identity and spec never change; its health and
+//! in-flight count are atomics written by the health checker and load guards.
+//! Its gRPC channel is created on first use and dropped with the last `Arc`,
+//! so a removed worker's streams in flight finish on the channel they started on.
+
+mod client;
+mod load;
+pub mod registry;
+mod spec;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+pub use client::ChannelConfig;
+pub use load::LoadGuard;
+pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
+pub use spec::{ConnectionMode, Endpoint, SpecError, WorkerRole, WorkerSpec};
+
+/// A worker's stable identity in the registry (`w-<16 hex digits>`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(Arc<str>);
+
+impl WorkerId {
+    pub(crate) fn generate() -> Self {
+        WorkerId(format!("w-{:016x}", rand::random::<u64>()).into())
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for WorkerId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One inference server process as the router knows it.
+pub struct Worker {
+    id: WorkerId,
+    spec: WorkerSpec,
+    endpoint: Endpoint,
+    model: Arc<str>,
+    /// Written by the health checker (through the registry, which publishes
+    /// the change); read on every routing decision. An atomic, because reads
+    /// vastly outnumber writes and no other state changes with it.
+    healthy: AtomicBool,
+    /// Requests dispatched to this worker and not yet finished; only
+    /// [`LoadGuard`] changes it.
+    in_flight: AtomicU32,
+    /// Created on first dispatch (connecting lazily), reused afterwards.
+    channel: OnceLock<tonic::transport::Channel>,
+    channel_config: ChannelConfig,
+}
+
+impl Worker {
+    pub(crate) fn new(id: WorkerId, spec: WorkerSpec, channel_config: ChannelConfig) -> Self {
+        let endpoint = spec.endpoint().clone();
+        let model = Arc::from(spec.model_id.as_str());
+        Worker {
+            id,
+            spec,
+            endpoint,
+            model,
+            healthy: AtomicBool::new(true),
+            in_flight: AtomicU32::new(0),
+            channel: OnceLock::new(),
+            channel_config,
+        }
+    }
+
+    /// The worker's registry id.
+    pub fn id(&self) -> &WorkerId {
+        &self.id
+    }
+
+    /// What the operator registered.
+    pub fn spec(&self) -> &WorkerSpec {
+        &self.spec
+    }
+
+    /// The (normalized) URL this worker was registered with.
+    pub fn url(&self) -> &str {
+        self.endpoint.url()
+    }
+
+    /// Host, port and scheme of the worker.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The model this worker serves.
+    pub fn model(&self) -> &Arc<str> {
+        &self.model
+    }
+
+    /// How the worker is reached.
+    pub fn mode(&self) -> ConnectionMode {
+        self.endpoint.mode()
+    }
+
+    /// The worker's role.
+    pub fn role(&self) -> WorkerRole {
+        self.spec.role
+    }
+
+    /// Whether the health checker currently considers the worker usable.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Sets health; returns true if it changed. Only the registry calls this,
+    /// so that every change is published as an event.
+    pub(crate) fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    /// Requests currently dispatched to this worker.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The worker's gRPC channel, created (not connected) on first use.
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel
+            .get_or_init(|| self.channel_config.lazy_channel(&self.endpoint))
+            .clone()
+    }
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("url", &self.url())
+            .field("model", &self.model)
+            .field("role", &self.spec.role)
+            .field("healthy", &self.is_healthy())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}

@@ -1,0 +1,348 @@
+//! The `WorkerRegistry`: the one store of workers (DESIGN invariant 1).
+//!
+//! Writers (add, remove, health changes) take a short std mutex, update the
+//! primary map, rebuild only the index group they touched, publish a new
+//! [`Snapshot`] through `ArcSwap`, and announce the change as a [`WorkerEvent`]
+//! in one total order. Readers on the hot path never lock: [`resolve`] loads
+//! the snapshot and does two hash lookups, so its cost does not depend on how
+//! many workers other models or modes have.
+//!
+//! Stateful policies implement [`RegistryListener`] and are called
+//! synchronously under the write lock, so when `remove` returns every policy
+//! has already forgotten the worker. Async consumers (`WatchWorkers`, the
+//! health reporter) use [`WorkerRegistry::watch`], a broadcast channel.
+//!
+//! [`resolve`]: WorkerRegistry::resolve
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+
+use super::{ChannelConfig, ConnectionMode, Worker, WorkerId, WorkerRole, WorkerSpec};
+
+/// Why a registry operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The URL is already registered.
+    #[error("a worker with url {url} is already registered as {id}")]
+    AlreadyExists { url: String, id: WorkerId },
+    /// No worker with this id or URL.
+    #[error("no worker with {what} {value:?}")]
+    NotFound { what: &'static str, value: String },
+    /// The spec itself is invalid.
+    #[error(transparent)]
+    InvalidSpec(#[from] super::SpecError),
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEventKind {
+    /// Registered (and routable).
+    Added,
+    /// Unregistered: never chosen for a new call again.
+    Removed,
+    /// Its spec changed.
+    Updated,
+    /// The health checker flipped its state.
+    HealthChanged {
+        /// The new state.
+        healthy: bool,
+    },
+}
+
+/// One change, in the registry's total order.
+#[derive(Debug, Clone)]
+pub struct WorkerEvent {
+    /// Strictly increasing position in the order of changes.
+    pub sequence: u64,
+    /// What happened.
+    pub kind: WorkerEventKind,
+    /// The worker it happened to.
+    pub worker: Arc<Worker>,
+}
+
+/// Something that keeps state about workers and must hear every change as it
+/// happens. Called under the registry's write lock: keep it short, never block.
+pub trait RegistryListener: Send + Sync {
+    /// Called once per change, in order.
+    fn on_event(&self, event: &WorkerEvent);
+}
+
+/// Index key: workers are resolved by connection mode, role and model.
+type GroupKey = (ConnectionMode, WorkerRole);
+type Group = Arc<[Arc<Worker>]>;
+
+/// What readers see: an immutable index, replaced as a whole on change.
+#[derive(Default)]
+pub struct Snapshot {
+    groups: HashMap<GroupKey, HashMap<Arc<str>, Group>>,
+}
+
+impl Snapshot {
+    /// Workers of one (mode, role, model), in registration order.
+    pub fn group(&self, mode: ConnectionMode, role: WorkerRole, model: &str) -> Option<&Group> {
+        self.groups.get(&(mode, role))?.get(model)
+    }
+
+    /// Models that have at least one worker of this mode and role.
+    pub fn models(
+        &self,
+        mode: ConnectionMode,
+        role: WorkerRole,
+    ) -> impl Iterator<Item = &Arc<str>> {
+        self.groups
+            .get(&(mode, role))
+            .into_iter()
+            .flat_map(|m| m.keys())
+    }
+}
+
+/// Writer-side state; only touched under the mutex.
+#[derive(Default)]
+struct State {
+    by_id: HashMap<WorkerId, Arc<Worker>>,
+    by_url: HashMap<String, WorkerId>,
+    /// Group members in registration order; the source the snapshot is built from.
+    groups: HashMap<(ConnectionMode, WorkerRole, Arc<str>), Vec<Arc<Worker>>>,
+    sequence: u64,
+    listeners: Vec<Weak<dyn RegistryListener>>,
+}
+
+/// The registry. Share it as `Arc<WorkerRegistry>`.
+pub struct WorkerRegistry {
+    /// Serializes writers so that index rebuilds and the event order agree.
+    /// A std mutex: it is never held across an `.await`.
+    state: Mutex<State>,
+    /// Read on every call without locking; swapped by writers.
+    snapshot: ArcSwap<Snapshot>,
+    events: broadcast::Sender<WorkerEvent>,
+    channel_config: ChannelConfig,
+}
+
+/// How many events an async watcher may fall behind before it is told to resync.
+const EVENT_BUFFER: usize = 4096;
+
+impl WorkerRegistry {
+    /// An empty registry whose workers connect with `channel_config`.
+    pub fn new(channel_config: ChannelConfig) -> Self {
+        WorkerRegistry {
+            state: Mutex::new(State::default()),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            channel_config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock leaves the maps consistent (every write is
+        // completed before listeners run), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a worker. It is routable when this returns.
+    pub fn add(&self, spec: WorkerSpec) -> Result<Arc<Worker>, RegistryError> {
+        let mut state = self.lock();
+        if let Some(id) = state.by_url.get(spec.url()) {
+            return Err(RegistryError::AlreadyExists {
+                url: spec.url().to_string(),
+                id: id.clone(),
+            });
+        }
+        let mut id = WorkerId::generate();
+        while state.by_id.contains_key(&id) {
+            id = WorkerId::generate();
+        }
+        let worker = Arc::new(Worker::new(id.clone(), spec, self.channel_config.clone()));
+        state.by_url.insert(worker.url().to_string(), id.clone());
+        state.by_id.insert(id, worker.clone());
+        let key = group_key(&worker);
+        state
+            .groups
+            .entry(key.clone())
+            .or_default()
+            .push(worker.clone());
+        self.publish_group(&state, &key);
+        self.emit(&mut state, WorkerEventKind::Added, &worker);
+        Ok(worker)
+    }
+
+    /// Unregisters a worker by id. No new call chooses it once this returns.
+    pub fn remove(&self, id: &str) -> Result<Arc<Worker>, RegistryError> {
+        let mut state = self.lock();
+        let worker = state
+            .by_id
+            .remove(id)
+            .ok_or_else(|| RegistryError::NotFound {
+                what: "id",
+                value: id.to_string(),
+            })?;
+        state.by_url.remove(worker.url());
+        let key = group_key(&worker);
+        if let Some(members) = state.groups.get_mut(&key) {
+            members.retain(|w| !Arc::ptr_eq(w, &worker));
+            if members.is_empty() {
+                state.groups.remove(&key);
+            }
+        }
+        self.publish_group(&state, &key);
+        self.emit(&mut state, WorkerEventKind::Removed, &worker);
+        Ok(worker)
+    }
+
+    /// Unregisters a worker by URL (any spelling that normalizes to it).
+    pub fn remove_by_url(&self, url: &str) -> Result<Arc<Worker>, RegistryError> {
+        let id = self.id_of_url(url)?;
+        self.remove(id.as_str())
+    }
+
+    /// Records a health check verdict; publishes an event if it changed.
+    pub fn set_health(&self, id: &WorkerId, healthy: bool) -> bool {
+        let mut state = self.lock();
+        let Some(worker) = state.by_id.get(id).cloned() else {
+            return false; // removed while being checked
+        };
+        if !worker.set_healthy(healthy) {
+            return false;
+        }
+        self.emit(
+            &mut state,
+            WorkerEventKind::HealthChanged { healthy },
+            &worker,
+        );
+        true
+    }
+
+    /// One worker by id.
+    pub fn get(&self, id: &str) -> Result<Arc<Worker>, RegistryError> {
+        self.lock()
+            .by_id
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound {
+                what: "id",
+                value: id.to_string(),
+            })
+    }
+
+    /// One worker by URL (any spelling that normalizes to it).
+    pub fn get_by_url(&self, url: &str) -> Result<Arc<Worker>, RegistryError> {
+        let id = self.id_of_url(url)?;
+        self.get(id.as_str())
+    }
+
+    fn id_of_url(&self, url: &str) -> Result<WorkerId, RegistryError> {
+        let normalized = super::Endpoint::parse(url)?;
+        self.lock()
+            .by_url
+            .get(normalized.url())
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound {
+                what: "url",
+                value: url.to_string(),
+            })
+    }
+
+    /// Every worker, in id order.
+    pub fn list(&self) -> Vec<Arc<Worker>> {
+        let mut all: Vec<_> = self.lock().by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
+    }
+
+    /// Number of registered workers.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// True when no worker is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hot-path read: the workers of (mode, role, model) right now.
+    /// Lock-free, and independent of the number of other models' workers.
+    pub fn resolve(&self, mode: ConnectionMode, role: WorkerRole, model: &str) -> Option<Group> {
+        self.snapshot.load().group(mode, role, model).cloned()
+    }
+
+    /// The current index snapshot, for reads that need several groups.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Registers a listener and returns the current workers, atomically: the
+    /// listener hears every change after the returned set and none before it.
+    /// The registry holds it weakly; it is dropped from the list once gone.
+    pub fn subscribe(&self, listener: Weak<dyn RegistryListener>) -> Vec<Arc<Worker>> {
+        let mut state = self.lock();
+        state.listeners.push(listener);
+        state.by_id.values().cloned().collect()
+    }
+
+    /// The current workers and a receiver of every later change, atomically.
+    /// A receiver that falls more than a few thousand events behind gets
+    /// `RecvError::Lagged` and must watch again to resync.
+    pub fn watch(&self) -> (Vec<Arc<Worker>>, u64, broadcast::Receiver<WorkerEvent>) {
+        let state = self.lock();
+        let rx = self.events.subscribe();
+        let mut all: Vec<_> = state.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        (all, state.sequence, rx)
+    }
+
+    fn publish_group(&self, state: &State, key: &(ConnectionMode, WorkerRole, Arc<str>)) {
+        let (mode, role, model) = key;
+        let current = self.snapshot.load();
+        // Copy the outer maps (one entry per group, not per worker) and
+        // replace only the group that changed.
+        let mut groups = current.groups.clone();
+        let by_model = groups.entry((*mode, *role)).or_default();
+        match state.groups.get(key) {
+            Some(members) => {
+                by_model.insert(model.clone(), members.iter().cloned().collect());
+            }
+            None => {
+                by_model.remove(model);
+                if by_model.is_empty() {
+                    groups.remove(&(*mode, *role));
+                }
+            }
+        }
+        self.snapshot.store(Arc::new(Snapshot { groups }));
+    }
+
+    fn emit(&self, state: &mut State, kind: WorkerEventKind, worker: &Arc<Worker>) {
+        state.sequence += 1;
+        let event = WorkerEvent {
+            sequence: state.sequence,
+            kind,
+            worker: worker.clone(),
+        };
+        state.listeners.retain(|l| match l.upgrade() {
+            Some(listener) => {
+                listener.on_event(&event);
+                true
+            }
+            None => false,
+        });
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(event);
+    }
+}
+
+fn group_key(worker: &Worker) -> (ConnectionMode, WorkerRole, Arc<str>) {
+    (worker.mode(), worker.role(), worker.model().clone())
+}
+
+impl std::fmt::Debug for WorkerRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerRegistry")
+            .field("workers", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! What an operator says about a worker, validated.
+//!
+//! [`WorkerSpec::new`] is the only way to make a spec, so every spec in the
+//! registry has a parsed, normalized URL (two spellings of one address are one
+//! worker) and a consistent role.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// How a worker is reached; follows from the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnectionMode {
+    /// `grpc://host:port`
+    Grpc,
+    /// `http://host:port`
+    Http,
+}
+
+impl fmt::Display for ConnectionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectionMode::Grpc => "grpc",
+            ConnectionMode::Http => "http",
+        })
+    }
+}
+
+/// What a worker does.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerRole {
+    /// Serves whole requests.
+    #[default]
+    Regular,
+    /// Prefill half of a disaggregated pair; has a bootstrap port.
+    Prefill,
+    /// Decode half of a disaggregated pair.
+    Decode,
+}
+
+impl fmt::Display for WorkerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkerRole::Regular => "regular",
+            WorkerRole::Prefill => "prefill",
+            WorkerRole::Decode => "decode",
+        })
+    }
+}
+
+/// Why a worker spec was refused. Every message names the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid worker url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("unsupported scheme {scheme:?} in worker url {url:?}: use grpc://host:port or http://host:port")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("invalid model_id {model:?}: {reason}")]
+    InvalidModel { model: String, reason: &'static str },
+    #[error("invalid bootstrap_port for a {role} worker: {reason}")]
+    BootstrapPort { role: WorkerRole, reason: String },
+    #[error("unknown worker role value {0}: use REGULAR (0), PREFILL (1) or DECODE (2)")]
+    UnknownRole(i32),
+    #[error("invalid labels: {0}")]
+    Labels(String),
+}
+
+/// A worker's parsed address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    mode: ConnectionMode,
+    host: String,
+    port: u16,
+    url: String,
+}
+
+impl Endpoint {
+    /// Parses `grpc://host:port` or `http://host[:port]`, normalizing case and a
+    /// trailing slash away.
+    pub fn parse(url: &str) -> Result<Endpoint, SpecError> {
+        let bad = |reason: &str| SpecError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let trimmed = url.trim();
+        if trimmed.is_empty() {
+            return Err(bad("the url is empty"));
+        }
+        let uri: http::Uri = trimmed
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| bad("missing scheme, e.g. grpc://127.0.0.1:7001"))?;
+        let mode = match scheme.to_ascii_lowercase().as_str() {
+            "grpc" => ConnectionMode::Grpc,
+            "http" => ConnectionMode::Http,
+            other => {
+                return Err(SpecError::UnsupportedScheme {
+                    url: url.to_string(),
+                    scheme: other.to_string(),
+                })
+            }
+        };
+        let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("credentials in the url are not supported"));
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let port = match (authority.port_u16(), mode) {
+            (Some(0), _) => return Err(bad("port 0 is not a worker port")),
+            (Some(p), _) => p,
+            (None, ConnectionMode::Http) => 80,
+            (None, ConnectionMode::Grpc) => {
+                return Err(bad(
+                    "a grpc:// url needs a port, e.g. grpc://127.0.0.1:7001",
+                ))
+            }
+        };
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad(
+                "a worker url is scheme://host:port with no path or query",
+            ));
+        }
+        let url = format!("{mode}://{host}:{port}");
+        Ok(Endpoint {
+            mode,
+            host,
+            port,
+            url,
+        })
+    }
+
+    /// How the worker is reached.
+    pub fn mode(&self) -> ConnectionMode {
+        self.mode
+    }
+
+    /// Host name or address (IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Normalized url: `scheme://host:port`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `host:port`, for HTTP/2 `:authority` and connecting.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A validated worker description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    endpoint: Endpoint,
+    /// The model this worker serves.
+    pub model_id: String,
+    /// What the worker does.
+    pub role: WorkerRole,
+    /// Prefill workers' KV bootstrap port.
+    pub bootstrap_port: Option<u16>,
+    /// Free-form operator labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+const MAX_MODEL_LEN: usize = 256;
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_LEN: usize = 256;
+
+impl WorkerSpec {
+    /// Validates and normalizes a worker description.
+    pub fn new(
+        url: &str,
+        model_id: &str,
+        role: WorkerRole,
+        bootstrap_port: Option<u32>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<WorkerSpec, SpecError> {
+        let endpoint = Endpoint::parse(url)?;
+        let bad_model = |reason| SpecError::InvalidModel {
+            model: model_id.to_string(),
+            reason,
+        };
+        if model_id.is_empty() {
+            return Err(bad_model("model_id is required"));
+        }
+        if model_id.len() > MAX_MODEL_LEN {
+            return Err(bad_model("longer than 256 bytes"));
+        }
+        if model_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad_model(
+                "must not contain whitespace or control characters",
+            ));
+        }
+        let bootstrap_port = match (role, bootstrap_port) {
+            (WorkerRole::Prefill, None) => {
+                return Err(SpecError::BootstrapPort {
+                    role,
+                    reason: "a prefill worker needs one".into(),
+                })
+            }
+            (WorkerRole::Prefill, Some(p)) => match u16::try_from(p) {
+                Ok(p) if p != 0 => Some(p),
+                _ => {
+                    return Err(SpecError::BootstrapPort {
+                        role,
+                        reason: format!("{p} is not a port (1-65535)"),
+                    })
+                }
+            },
+            (_, Some(_)) => {
+                return Err(SpecError::BootstrapPort {
+                    role,
+                    reason: "only prefill workers have one".into(),
+                })
+            }
+            (_, None) => None,
+        };
+        if labels.len() > MAX_LABELS {
+            return Err(SpecError::Labels(format!("at most {MAX_LABELS} labels")));
+        }
+        if let Some((k, _)) = labels
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+        {
+            return Err(SpecError::Labels(format!(
+                "label {k:?}: keys must be 1-{MAX_LABEL_LEN} bytes and values at most {MAX_LABEL_LEN}"
+            )));
+        }
+        Ok(WorkerSpec {
+            endpoint,
+            model_id: model_id.to_string(),
+            role,
+            bootstrap_port,
+            labels,
+        })
+    }
+
+    /// The parsed, normalized address.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The normalized url.
+    pub fn url(&self) -> &str {
+        self.endpoint.url()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> Result<WorkerSpec, SpecError> {
+        WorkerSpec::new(url, "m", WorkerRole::Regular, None, BTreeMap::new())
+    }
+
+    #[test]
+    fn normalizes_urls() {
+        assert_eq!(
+            spec("grpc://LOCALHOST:7001/").unwrap().url(),
+            "grpc://localhost:7001"
+        );
+        assert_eq!(spec("http://10.0.0.1").unwrap().url(), "http://10.0.0.1:80");
+        assert_eq!(
+            spec("grpc://[::1]:7001").unwrap().endpoint().host(),
+            "[::1]"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_urls_with_a_reason() {
+        for (url, needle) in [
+            ("", "empty"),
+            ("127.0.0.1:7001", "scheme"),
+            ("ftp://h:1", "unsupported scheme"),
+            ("grpc://h", "needs a port"),
+            ("grpc://h:0", "port 0"),
+            ("grpc://h:1/v1", "no path"),
+            ("grpc://u:p@h:1", "credentials"),
+            ("grpc://h:99999", "invalid"),
+        ] {
+            let err = spec(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn role_and_bootstrap_port_must_agree() {
+        let mk = |role, port| WorkerSpec::new("grpc://h:1", "m", role, port, BTreeMap::new());
+        assert!(mk(WorkerRole::Prefill, Some(9000)).is_ok());
+        assert!(mk(WorkerRole::Prefill, None).is_err());
+        assert!(mk(WorkerRole::Prefill, Some(70000)).is_err());
+        assert!(mk(WorkerRole::Decode, Some(9000)).is_err());
+        assert!(mk(WorkerRole::Regular, None).is_ok());
+    }
+
+    #[test]
+    fn model_is_required() {
+        let err = WorkerSpec::new("grpc://h:1", "", WorkerRole::Regular, None, BTreeMap::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("model_id is required"));
+    }
+}
