@@ -1,0 +1,242 @@
+//! Helpers shared by the integration tests: a real router on 127.0.0.1:0,
+//! real mock workers, and real tonic clients.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchyard::config::HealthCheckConfig;
+use switchyard::mock::{MockConfig, MockWorker};
+use switchyard::pb;
+use switchyard::pb::inference_client::InferenceClient;
+use switchyard::pb::worker_management_client::WorkerManagementClient;
+use switchyard::{App, Config};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+pub const MODEL: &str = "test-model";
+
+/// A router running in this process.
+pub struct Router {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), switchyard::AppError>>>,
+}
+
+/// Health checks fast enough for tests: a worker flips after 2 checks 50 ms apart.
+pub fn fast_health() -> HealthCheckConfig {
+    HealthCheckConfig {
+        interval_ms: 50,
+        timeout_ms: 40,
+        unhealthy_threshold: 2,
+        healthy_threshold: 2,
+        service: String::new(),
+    }
+}
+
+pub fn test_config() -> Config {
+    Config {
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        health_check: fast_health(),
+        ..Config::default()
+    }
+}
+
+pub async fn start_router() -> Router {
+    start_router_with(test_config()).await
+}
+
+pub async fn start_router_with(config: Config) -> Router {
+    let app = App::build(config).expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.serve(listener, async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    Router {
+        addr,
+        channel,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Router {
+    pub fn management(&self) -> WorkerManagementClient<Channel> {
+        WorkerManagementClient::new(self.channel.clone())
+    }
+
+    pub fn inference(&self) -> InferenceClient<Channel> {
+        InferenceClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    pub async fn add(&self, url: &str, model: &str) -> pb::WorkerInfo {
+        self.try_add(url, model).await.expect("AddWorker")
+    }
+
+    pub async fn try_add(&self, url: &str, model: &str) -> Result<pb::WorkerInfo, tonic::Status> {
+        let response = self
+            .management()
+            .add_worker(pb::AddWorkerRequest {
+                worker: Some(pb::WorkerSpec {
+                    url: url.into(),
+                    model_id: model.into(),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        Ok(response.into_inner().worker.unwrap())
+    }
+
+    pub async fn remove(&self, id: &str) -> pb::WorkerInfo {
+        self.management()
+            .remove_worker(pb::RemoveWorkerRequest {
+                target: Some(pb::remove_worker_request::Target::Id(id.into())),
+            })
+            .await
+            .expect("RemoveWorker")
+            .into_inner()
+            .worker
+            .unwrap()
+    }
+
+    pub async fn list(&self) -> Vec<pb::WorkerInfo> {
+        self.management()
+            .list_workers(pb::ListWorkersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+    }
+
+    /// `grpc.health.v1` status of `service` on the router.
+    pub async fn health_of(&self, service: &str) -> i32 {
+        self.health()
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    }
+
+    /// One whole Generate call: (worker id from metadata, responses).
+    pub async fn generate(&self, request: pb::GenerateRequest) -> Result<Generated, tonic::Status> {
+        let response = self.inference().generate(request).await?;
+        let worker = header(response.metadata(), "x-switchyard-worker-id");
+        let request_id = header(response.metadata(), "x-request-id");
+        let mut stream = response.into_inner();
+        let mut messages = Vec::new();
+        while let Some(message) = stream.message().await? {
+            messages.push(message);
+        }
+        Ok(Generated {
+            worker,
+            request_id,
+            messages,
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> String {
+    metadata
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What one Generate call returned.
+#[derive(Debug)]
+pub struct Generated {
+    pub worker: String,
+    pub request_id: String,
+    pub messages: Vec<pb::GenerateResponse>,
+}
+
+impl Generated {
+    /// The concatenated token text.
+    pub fn text(&self) -> String {
+        self.messages
+            .iter()
+            .filter_map(|m| match &m.response {
+                Some(pb::generate_response::Response::Chunk(c)) => Some(c.text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The finish reason of the final message, if the stream completed.
+    pub fn finish_reason(&self) -> Option<String> {
+        self.messages.iter().find_map(|m| match &m.response {
+            Some(pb::generate_response::Response::Complete(c)) => Some(c.finish_reason.clone()),
+            _ => None,
+        })
+    }
+}
+
+pub fn request(model: &str, text: &str) -> pb::GenerateRequest {
+    pb::GenerateRequest {
+        model: model.into(),
+        input: Some(pb::generate_request::Input::Text(text.into())),
+        ..Default::default()
+    }
+}
+
+pub async fn mock(name: &str) -> MockWorker {
+    mock_with(MockConfig {
+        name: name.into(),
+        tokens: 4,
+        ..MockConfig::default()
+    })
+    .await
+}
+
+pub async fn mock_with(config: MockConfig) -> MockWorker {
+    MockWorker::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap()
+}
+
+/// Polls `check` until it holds, or panics after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

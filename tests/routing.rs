@@ -1,0 +1,195 @@
+//! The gRPC regular router: add → routable, round-robin, remove, model
+//! resolution and every routing error code.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use switchyard::mock::MockConfig;
+use switchyard::pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn added_worker_is_routable_at_once_and_named_in_metadata() {
+    let router = start_router().await;
+    let worker = mock("alpha").await;
+    let info = router.add(&worker.url(), MODEL).await;
+    // No sleep: routable the moment AddWorker returned.
+    let out = router.generate(request(MODEL, "hello world")).await.unwrap();
+    assert_eq!(out.worker, info.id);
+    assert_eq!(out.text(), "alpha:0 alpha:1 alpha:2 alpha:3 ");
+    assert_eq!(out.finish_reason().as_deref(), Some("length"));
+    assert_eq!(worker.stats().calls(), 1);
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly() {
+    let router = start_router().await;
+    let mut workers = Vec::new();
+    for name in ["a", "b", "c"] {
+        let w = mock(name).await;
+        router.add(&w.url(), MODEL).await;
+        workers.push(w);
+    }
+    let mut by_worker: HashMap<String, u32> = HashMap::new();
+    for _ in 0..30 {
+        let out = router.generate(request(MODEL, "x")).await.unwrap();
+        *by_worker.entry(out.worker).or_default() += 1;
+    }
+    assert_eq!(by_worker.len(), 3);
+    assert!(by_worker.values().all(|n| *n == 10), "{by_worker:?}");
+    for w in &workers {
+        assert_eq!(w.stats().calls(), 10);
+    }
+}
+
+#[tokio::test]
+async fn removed_worker_gets_no_new_calls_but_its_stream_completes() {
+    let router = start_router().await;
+    let slow = mock_with(MockConfig {
+        name: "slow".into(),
+        tokens: 10,
+        token_delay: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let other = mock("other").await;
+    let slow_info = router.add(&slow.url(), MODEL).await;
+
+    // Start a stream on the slow worker, then remove it mid-stream.
+    let mut inference = router.inference();
+    let response = inference.generate(request(MODEL, "long")).await.unwrap();
+    let mut stream = response.into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.response, Some(pb::generate_response::Response::Chunk(_))));
+    router.add(&other.url(), MODEL).await;
+    router.remove(&slow_info.id).await;
+    let calls_at_removal = slow.stats().calls();
+
+    for _ in 0..10 {
+        let out = router.generate(request(MODEL, "x")).await.unwrap();
+        assert_ne!(out.worker, slow_info.id);
+    }
+    // The stream in flight on the removed worker runs to its end.
+    let mut rest = 0;
+    let mut finished = false;
+    while let Some(m) = stream.message().await.unwrap() {
+        match m.response {
+            Some(pb::generate_response::Response::Chunk(_)) => rest += 1,
+            Some(pb::generate_response::Response::Complete(c)) => finished = c.finish_reason == "length",
+            _ => {}
+        }
+    }
+    assert_eq!(rest, 9);
+    assert!(finished);
+    assert_eq!(slow.stats().calls(), calls_at_removal);
+    assert_eq!(other.stats().calls(), 10);
+}
+
+#[tokio::test]
+async fn empty_model_means_the_only_model_and_is_refused_when_ambiguous() {
+    let router = start_router().await;
+    let a = mock("a").await;
+    let b = mock("b").await;
+    router.add(&a.url(), "model-a").await;
+    let out = router.generate(request("", "x")).await.unwrap();
+    assert!(out.text().starts_with("a:0"));
+    // The worker sees the request as the client sent it.
+    assert_eq!(a.stats().seen()[0].model, "");
+
+    router.add(&b.url(), "model-b").await;
+    let err = router.generate(request("", "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("model-a") && err.message().contains("model-b"), "{}", err.message());
+    // Naming the model still works.
+    let out = router.generate(request("model-b", "x")).await.unwrap();
+    assert!(out.text().starts_with("b:0"));
+}
+
+#[tokio::test]
+async fn no_eligible_worker_is_unavailable_naming_the_model() {
+    let router = start_router().await;
+    let err = router.generate(request("", "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("no workers"), "{}", err.message());
+
+    let w = mock("a").await;
+    router.add(&w.url(), MODEL).await;
+    let err = router.generate(request("llama-70b", "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("llama-70b"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn worker_failing_before_any_response_is_unavailable() {
+    let router = start_router().await;
+    let failing = mock_with(MockConfig {
+        name: "failing".into(),
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&failing.url(), MODEL).await;
+    let err = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("failed before responding"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn unreachable_worker_is_unavailable_and_the_router_keeps_serving() {
+    let router = start_router().await;
+    let gone = mock("gone").await;
+    let url = gone.url();
+    gone.stop().await;
+    router.add(&url, MODEL).await;
+    let err = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let alive = mock("alive").await;
+    router.add(&alive.url(), "other").await;
+    assert!(router.generate(request("other", "x")).await.is_ok());
+}
+
+#[tokio::test]
+async fn failure_after_a_partial_stream_passes_the_workers_error_on() {
+    let router = start_router().await;
+    let flaky = mock_with(MockConfig {
+        name: "flaky".into(),
+        tokens: 10,
+        fail_after: Some(3),
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&flaky.url(), MODEL).await;
+    let response = router.inference().generate(request(MODEL, "x")).await.unwrap();
+    let mut stream = response.into_inner();
+    let mut chunks = 0;
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(_)) => chunks += 1,
+            Ok(None) => panic!("stream ended without the worker's error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(chunks, 3);
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.message().contains("injected failure after 3 tokens"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn garbage_request_bytes_are_invalid_argument_and_nothing_breaks() {
+    let router = start_router().await;
+    let w = mock("a").await;
+    router.add(&w.url(), MODEL).await;
+    // Send bytes that are not a GenerateRequest, through a raw client.
+    let mut raw = switchyard::pb::raw::inference_client::InferenceClient::new(router.channel.clone());
+    let err = raw
+        .generate(bytes::Bytes::from_static(&[0x0a, 0xff, 0xff, 0xff]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("GenerateRequest"), "{}", err.message());
+    assert_eq!(w.stats().calls(), 0);
+    assert!(router.generate(request(MODEL, "x")).await.is_ok());
+}
