@@ -97,6 +97,7 @@ pub struct MockStats {
     calls: AtomicU64,
     aborts: AtomicU64,
     cancelled: AtomicU64,
+    aborted: AtomicU64,
     completed: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
 }
@@ -113,6 +114,10 @@ impl MockStats {
     /// Streams whose caller went away before they finished.
     pub fn cancelled(&self) -> u64 {
         self.cancelled.load(Ordering::SeqCst)
+    }
+    /// Streams stopped by an `Abort` call.
+    pub fn aborted_streams(&self) -> u64 {
+        self.aborted.load(Ordering::SeqCst)
     }
     /// Streams that ran to their end.
     pub fn completed(&self) -> u64 {
@@ -236,7 +241,8 @@ impl Inference for MockService {
             match outcome {
                 Outcome::Completed => this.stats.completed.fetch_add(1, Ordering::SeqCst),
                 Outcome::Cancelled => this.stats.cancelled.fetch_add(1, Ordering::SeqCst),
-                Outcome::Aborted | Outcome::Failed => 0,
+                Outcome::Aborted => this.stats.aborted.fetch_add(1, Ordering::SeqCst),
+                Outcome::Failed => 0,
             };
             let mut running = this.running();
             if running

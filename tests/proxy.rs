@@ -1,0 +1,233 @@
+//! The faithful hop: cancellation, deadlines, request ids, load accounting,
+//! Abort, and fields unknown to Switchyard's proto in both directions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switchyard::mock::MockConfig;
+use switchyard::pb;
+use tonic::Code;
+
+/// A copy of the proto with fields Switchyard does not know (tests/proto/fidelity.proto).
+mod fidelity {
+    include!(concat!(env!("OUT_DIR"), "/fidelity/switchyard.v1.rs"));
+}
+
+fn slow(name: &str, tokens: u32, delay_ms: u64) -> MockConfig {
+    MockConfig {
+        name: name.into(),
+        tokens,
+        token_delay: Duration::from_millis(delay_ms),
+        ..MockConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn client_cancel_cancels_upstream_and_aborts_on_the_worker() {
+    let router = start_router().await;
+    let worker = mock_with(slow("w", 1000, 10)).await;
+    let info = router.add(&worker.url(), MODEL).await;
+    let response = router.inference().generate(request(MODEL, "x")).await.unwrap();
+    let mut stream = response.into_inner();
+    stream.message().await.unwrap().unwrap();
+    // In flight while streaming, visible to operators.
+    let listed = router.list().await;
+    assert_eq!(listed.iter().find(|w| w.id == info.id).unwrap().in_flight, 1);
+
+    drop(stream); // the client goes away
+    eventually(Duration::from_secs(5), "worker sees the abort", || async { worker.stats().aborts() == 1 }).await;
+    eventually(Duration::from_secs(5), "worker stops generating", || async {
+        worker.stats().cancelled() + worker.stats().aborted_streams() == 1
+    })
+    .await;
+    assert_eq!(worker.stats().completed(), 0);
+    // The load guard was released.
+    let listed = router.list().await;
+    assert_eq!(listed.iter().find(|w| w.id == info.id).unwrap().in_flight, 0);
+}
+
+#[tokio::test]
+async fn completed_streams_release_load_and_send_no_abort() {
+    let router = start_router().await;
+    let worker = mock("w").await;
+    router.add(&worker.url(), MODEL).await;
+    for _ in 0..5 {
+        router.generate(request(MODEL, "x")).await.unwrap();
+    }
+    assert!(router.list().await.iter().all(|w| w.in_flight == 0));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(worker.stats().aborts(), 0);
+    assert_eq!(worker.stats().completed(), 5);
+}
+
+#[tokio::test]
+async fn deadline_propagates_to_the_worker() {
+    let router = start_router().await;
+    let worker = mock("w").await;
+    router.add(&worker.url(), MODEL).await;
+    let mut req = tonic::Request::new(request(MODEL, "x"));
+    req.set_timeout(Duration::from_secs(7));
+    let mut stream = router.inference().generate(req).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    let seen = worker.stats().seen();
+    let timeout = seen[0].timeout.expect("the worker received a grpc-timeout");
+    assert!(timeout <= Duration::from_secs(7), "{timeout:?}");
+    assert!(timeout > Duration::from_secs(6), "{timeout:?}");
+}
+
+#[tokio::test]
+async fn deadline_expiring_is_deadline_exceeded_and_aborts_the_worker() {
+    let router = start_router().await;
+    let hanging = mock_with(MockConfig {
+        name: "hang".into(),
+        hang: true,
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&hanging.url(), MODEL).await;
+    let mut req = tonic::Request::new(request(MODEL, "x"));
+    req.set_timeout(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let err = match router.inference().generate(req).await {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    // Before any response the router answers DEADLINE_EXCEEDED, but a tonic
+    // client also runs its own timer for the response head and reports that
+    // one as CANCELLED "Timeout expired"; whichever lands first wins.
+    assert!(
+        err.code() == Code::DeadlineExceeded || (err.code() == Code::Cancelled && err.message() == "Timeout expired"),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    eventually(Duration::from_secs(5), "worker told to abort", || async { hanging.stats().aborts() == 1 }).await;
+
+    // Mid-stream expiry too: a slow stream outliving its deadline.
+    let slow_worker = mock_with(slow("slow", 100, 20)).await;
+    router.add(&slow_worker.url(), "slow-model").await;
+    let mut req = tonic::Request::new(request("slow-model", "x"));
+    req.set_timeout(Duration::from_millis(300));
+    let mut stream = router.inference().generate(req).await.unwrap().into_inner();
+    let mut got = 0;
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("stream should not finish within its deadline"),
+            Err(status) => break status,
+        }
+    };
+    assert!(got > 0 && got < 100, "{got}");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    eventually(Duration::from_secs(5), "slow worker told to abort", || async {
+        slow_worker.stats().aborts() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_id_is_generated_when_absent_and_propagated_when_present() {
+    let router = start_router().await;
+    let worker = mock("w").await;
+    router.add(&worker.url(), MODEL).await;
+
+    // No id anywhere: the router makes one, the worker and the client see it.
+    let out = router.generate(request(MODEL, "x")).await.unwrap();
+    assert_eq!(out.request_id.len(), 32, "{:?}", out.request_id);
+    let seen = &worker.stats().seen()[0];
+    assert_eq!(seen.request_id, out.request_id);
+    assert_eq!(seen.x_request_id.as_deref(), Some(out.request_id.as_str()));
+    assert!(out.messages.iter().all(|m| m.request_id == out.request_id));
+
+    // x-request-id from the client.
+    let mut req = tonic::Request::new(request(MODEL, "x"));
+    req.metadata_mut().insert("x-request-id", "client-id-42".parse().unwrap());
+    req.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
+    let response = router.inference().generate(req).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "client-id-42");
+    let seen = worker.stats().seen().pop().unwrap();
+    assert_eq!(seen.request_id, "client-id-42");
+    assert_eq!(seen.x_request_id.as_deref(), Some("client-id-42"));
+    // Other client metadata passes through.
+    assert!(seen.metadata.iter().any(|(k, v)| k == "x-tenant" && v == "acme"));
+
+    // request_id in the message wins and is left unchanged.
+    let mut body = request(MODEL, "x");
+    body.request_id = "body-id".into();
+    let out = router.generate(body).await.unwrap();
+    assert_eq!(out.request_id, "body-id");
+    assert_eq!(worker.stats().seen().pop().unwrap().x_request_id.as_deref(), Some("body-id"));
+}
+
+#[tokio::test]
+async fn abort_through_the_router_reaches_the_serving_worker() {
+    let router = start_router().await;
+    let worker = mock_with(slow("w", 1000, 10)).await;
+    router.add(&worker.url(), MODEL).await;
+    let mut body = request(MODEL, "x");
+    body.request_id = "to-abort".into();
+    let mut stream = router.inference().generate(body).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    let aborted = router
+        .inference()
+        .abort(pb::AbortRequest {
+            request_id: "to-abort".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aborted;
+    assert!(aborted);
+    // The worker ends the stream with finish_reason "abort".
+    let mut reason = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        if let Some(pb::generate_response::Response::Complete(c)) = m.response {
+            reason = Some(c.finish_reason);
+        }
+    }
+    assert_eq!(reason.as_deref(), Some("abort"));
+    // Unknown ids are not an error: the call may just have finished.
+    let again = router
+        .inference()
+        .abort(pb::AbortRequest {
+            request_id: "to-abort".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!again.into_inner().aborted);
+    let err = router.inference().abort(pb::AbortRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn unknown_fields_survive_both_directions() {
+    let router = start_router().await;
+    let worker = mock("w").await;
+    router.add(&worker.url(), MODEL).await;
+    let mut client = fidelity::inference_client::InferenceClient::new(router.channel.clone());
+    let request = fidelity::GenerateRequest {
+        request_id: String::new(),
+        model: MODEL.into(),
+        input: Some(fidelity::generate_request::Input::Text("hi".into())),
+        client_extension: "from-a-newer-client".into(),
+        client_numbers: vec![1, 300, u64::MAX],
+    };
+    let mut stream = client.generate(request).await.unwrap().into_inner();
+    let mut messages = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        messages.push(m);
+    }
+    // Client → worker: the worker received the unknown fields' bytes.
+    let seen = worker.stats().seen();
+    assert!(!seen[0].unknown_fields.is_empty());
+    // Worker → client: the worker echoed them as unknown response fields,
+    // and the router relayed them untouched.
+    assert_eq!(messages.len(), 5);
+    for m in &messages {
+        assert_eq!(m.client_extension, "from-a-newer-client");
+        assert_eq!(m.client_numbers, vec![1, 300, u64::MAX]);
+    }
+    // The router still added the request id it had to.
+    assert_eq!(messages[0].request_id.len(), 32);
+}
