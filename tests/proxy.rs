@@ -29,23 +29,38 @@ async fn client_cancel_cancels_upstream_and_aborts_on_the_worker() {
     let router = start_router().await;
     let worker = mock_with(slow("w", 1000, 10)).await;
     let info = router.add(&worker.url(), MODEL).await;
-    let response = router.inference().generate(request(MODEL, "x")).await.unwrap();
+    let response = router
+        .inference()
+        .generate(request(MODEL, "x"))
+        .await
+        .unwrap();
     let mut stream = response.into_inner();
     stream.message().await.unwrap().unwrap();
     // In flight while streaming, visible to operators.
     let listed = router.list().await;
-    assert_eq!(listed.iter().find(|w| w.id == info.id).unwrap().in_flight, 1);
+    assert_eq!(
+        listed.iter().find(|w| w.id == info.id).unwrap().in_flight,
+        1
+    );
 
     drop(stream); // the client goes away
-    eventually(Duration::from_secs(5), "worker sees the abort", || async { worker.stats().aborts() == 1 }).await;
-    eventually(Duration::from_secs(5), "worker stops generating", || async {
-        worker.stats().cancelled() + worker.stats().aborted_streams() == 1
+    eventually(Duration::from_secs(5), "worker sees the abort", || async {
+        worker.stats().aborts() == 1
     })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "worker stops generating",
+        || async { worker.stats().cancelled() + worker.stats().aborted_streams() == 1 },
+    )
     .await;
     assert_eq!(worker.stats().completed(), 0);
     // The load guard was released.
     let listed = router.list().await;
-    assert_eq!(listed.iter().find(|w| w.id == info.id).unwrap().in_flight, 0);
+    assert_eq!(
+        listed.iter().find(|w| w.id == info.id).unwrap().in_flight,
+        0
+    );
 }
 
 #[tokio::test]
@@ -98,11 +113,15 @@ async fn deadline_expiring_is_deadline_exceeded_and_aborts_the_worker() {
     // client also runs its own timer for the response head and reports that
     // one as CANCELLED "Timeout expired"; whichever lands first wins.
     assert!(
-        err.code() == Code::DeadlineExceeded || (err.code() == Code::Cancelled && err.message() == "Timeout expired"),
+        err.code() == Code::DeadlineExceeded
+            || (err.code() == Code::Cancelled && err.message() == "Timeout expired"),
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
-    eventually(Duration::from_secs(5), "worker told to abort", || async { hanging.stats().aborts() == 1 }).await;
+    eventually(Duration::from_secs(5), "worker told to abort", || async {
+        hanging.stats().aborts() == 1
+    })
+    .await;
 
     // Mid-stream expiry too: a slow stream outliving its deadline.
     let slow_worker = mock_with(slow("slow", 100, 20)).await;
@@ -120,9 +139,11 @@ async fn deadline_expiring_is_deadline_exceeded_and_aborts_the_worker() {
     };
     assert!(got > 0 && got < 100, "{got}");
     assert_eq!(err.code(), Code::DeadlineExceeded);
-    eventually(Duration::from_secs(5), "slow worker told to abort", || async {
-        slow_worker.stats().aborts() == 1
-    })
+    eventually(
+        Duration::from_secs(5),
+        "slow worker told to abort",
+        || async { slow_worker.stats().aborts() == 1 },
+    )
     .await;
 }
 
@@ -142,22 +163,33 @@ async fn request_id_is_generated_when_absent_and_propagated_when_present() {
 
     // x-request-id from the client.
     let mut req = tonic::Request::new(request(MODEL, "x"));
-    req.metadata_mut().insert("x-request-id", "client-id-42".parse().unwrap());
-    req.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
+    req.metadata_mut()
+        .insert("x-request-id", "client-id-42".parse().unwrap());
+    req.metadata_mut()
+        .insert("x-tenant", "acme".parse().unwrap());
     let response = router.inference().generate(req).await.unwrap();
-    assert_eq!(response.metadata().get("x-request-id").unwrap(), "client-id-42");
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "client-id-42"
+    );
     let seen = worker.stats().seen().pop().unwrap();
     assert_eq!(seen.request_id, "client-id-42");
     assert_eq!(seen.x_request_id.as_deref(), Some("client-id-42"));
     // Other client metadata passes through.
-    assert!(seen.metadata.iter().any(|(k, v)| k == "x-tenant" && v == "acme"));
+    assert!(seen
+        .metadata
+        .iter()
+        .any(|(k, v)| k == "x-tenant" && v == "acme"));
 
     // request_id in the message wins and is left unchanged.
     let mut body = request(MODEL, "x");
     body.request_id = "body-id".into();
     let out = router.generate(body).await.unwrap();
     assert_eq!(out.request_id, "body-id");
-    assert_eq!(worker.stats().seen().pop().unwrap().x_request_id.as_deref(), Some("body-id"));
+    assert_eq!(
+        worker.stats().seen().pop().unwrap().x_request_id.as_deref(),
+        Some("body-id")
+    );
 }
 
 #[tokio::test]
@@ -167,7 +199,12 @@ async fn abort_through_the_router_reaches_the_serving_worker() {
     router.add(&worker.url(), MODEL).await;
     let mut body = request(MODEL, "x");
     body.request_id = "to-abort".into();
-    let mut stream = router.inference().generate(body).await.unwrap().into_inner();
+    let mut stream = router
+        .inference()
+        .generate(body)
+        .await
+        .unwrap()
+        .into_inner();
     stream.message().await.unwrap().unwrap();
     let aborted = router
         .inference()
@@ -196,7 +233,11 @@ async fn abort_through_the_router_reaches_the_serving_worker() {
         .await
         .unwrap();
     assert!(!again.into_inner().aborted);
-    let err = router.inference().abort(pb::AbortRequest::default()).await.unwrap_err();
+    let err = router
+        .inference()
+        .abort(pb::AbortRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 

@@ -17,7 +17,10 @@ async fn added_worker_is_routable_at_once_and_named_in_metadata() {
     let worker = mock("alpha").await;
     let info = router.add(&worker.url(), MODEL).await;
     // No sleep: routable the moment AddWorker returned.
-    let out = router.generate(request(MODEL, "hello world")).await.unwrap();
+    let out = router
+        .generate(request(MODEL, "hello world"))
+        .await
+        .unwrap();
     assert_eq!(out.worker, info.id);
     assert_eq!(out.text(), "alpha:0 alpha:1 alpha:2 alpha:3 ");
     assert_eq!(out.finish_reason().as_deref(), Some("length"));
@@ -63,7 +66,10 @@ async fn removed_worker_gets_no_new_calls_but_its_stream_completes() {
     let response = inference.generate(request(MODEL, "long")).await.unwrap();
     let mut stream = response.into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    assert!(matches!(first.response, Some(pb::generate_response::Response::Chunk(_))));
+    assert!(matches!(
+        first.response,
+        Some(pb::generate_response::Response::Chunk(_))
+    ));
     router.add(&other.url(), MODEL).await;
     router.remove(&slow_info.id).await;
     let calls_at_removal = slow.stats().calls();
@@ -78,7 +84,9 @@ async fn removed_worker_gets_no_new_calls_but_its_stream_completes() {
     while let Some(m) = stream.message().await.unwrap() {
         match m.response {
             Some(pb::generate_response::Response::Chunk(_)) => rest += 1,
-            Some(pb::generate_response::Response::Complete(c)) => finished = c.finish_reason == "length",
+            Some(pb::generate_response::Response::Complete(c)) => {
+                finished = c.finish_reason == "length"
+            }
             _ => {}
         }
     }
@@ -102,7 +110,11 @@ async fn empty_model_means_the_only_model_and_is_refused_when_ambiguous() {
     router.add(&b.url(), "model-b").await;
     let err = router.generate(request("", "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("model-a") && err.message().contains("model-b"), "{}", err.message());
+    assert!(
+        err.message().contains("model-a") && err.message().contains("model-b"),
+        "{}",
+        err.message()
+    );
     // Naming the model still works.
     let out = router.generate(request("model-b", "x")).await.unwrap();
     assert!(out.text().starts_with("b:0"));
@@ -117,7 +129,10 @@ async fn no_eligible_worker_is_unavailable_naming_the_model() {
 
     let w = mock("a").await;
     router.add(&w.url(), MODEL).await;
-    let err = router.generate(request("llama-70b", "x")).await.unwrap_err();
+    let err = router
+        .generate(request("llama-70b", "x"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("llama-70b"), "{}", err.message());
 }
@@ -134,7 +149,11 @@ async fn worker_failing_before_any_response_is_unavailable() {
     router.add(&failing.url(), MODEL).await;
     let err = router.generate(request(MODEL, "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains("failed before responding"), "{}", err.message());
+    assert!(
+        err.message().contains("failed before responding"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
@@ -162,7 +181,11 @@ async fn failure_after_a_partial_stream_passes_the_workers_error_on() {
     })
     .await;
     router.add(&flaky.url(), MODEL).await;
-    let response = router.inference().generate(request(MODEL, "x")).await.unwrap();
+    let response = router
+        .inference()
+        .generate(request(MODEL, "x"))
+        .await
+        .unwrap();
     let mut stream = response.into_inner();
     let mut chunks = 0;
     let err = loop {
@@ -174,7 +197,11 @@ async fn failure_after_a_partial_stream_passes_the_workers_error_on() {
     };
     assert_eq!(chunks, 3);
     assert_eq!(err.code(), Code::Internal);
-    assert!(err.message().contains("injected failure after 3 tokens"), "{}", err.message());
+    assert!(
+        err.message().contains("injected failure after 3 tokens"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
@@ -183,13 +210,18 @@ async fn garbage_request_bytes_are_invalid_argument_and_nothing_breaks() {
     let w = mock("a").await;
     router.add(&w.url(), MODEL).await;
     // Send bytes that are not a GenerateRequest, through a raw client.
-    let mut raw = switchyard::pb::raw::inference_client::InferenceClient::new(router.channel.clone());
+    let mut raw =
+        switchyard::pb::raw::inference_client::InferenceClient::new(router.channel.clone());
     let err = raw
         .generate(bytes::Bytes::from_static(&[0x0a, 0xff, 0xff, 0xff]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("GenerateRequest"), "{}", err.message());
+    assert!(
+        err.message().contains("GenerateRequest"),
+        "{}",
+        err.message()
+    );
     assert_eq!(w.stats().calls(), 0);
     assert!(router.generate(request(MODEL, "x")).await.is_ok());
 }

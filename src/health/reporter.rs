@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Mutex;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -25,16 +26,23 @@ pub fn can_serve(registry: &WorkerRegistry) -> bool {
 }
 
 /// Publishes the router's serving status to tonic-health.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServingReporter {
     registry: Arc<WorkerRegistry>,
     reporter: HealthReporter,
+    /// The Inference status last published. tonic-health notifies `Watch`
+    /// clients on every set, even an unchanged one, so only changes are set.
+    last: Mutex<Option<ServingStatus>>,
 }
 
 impl ServingReporter {
     /// A reporter for `registry` writing to `reporter`.
     pub fn new(registry: Arc<WorkerRegistry>, reporter: HealthReporter) -> Self {
-        ServingReporter { registry, reporter }
+        ServingReporter {
+            registry,
+            reporter,
+            last: Mutex::new(None),
+        }
     }
 
     /// Sets every status from the current registry.
@@ -51,9 +59,14 @@ impl ServingReporter {
         } else {
             ServingStatus::NotServing
         };
-        self.reporter
-            .set_service_status(service_names::INFERENCE, status)
-            .await;
+        let mut last = self.last.lock().await;
+        if *last != Some(status) {
+            *last = Some(status);
+            // Set under the lock so that two updates cannot publish out of order.
+            self.reporter
+                .set_service_status(service_names::INFERENCE, status)
+                .await;
+        }
     }
 
     /// Follows registry events until `shutdown`, then reports NOT_SERVING

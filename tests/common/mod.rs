@@ -59,7 +59,11 @@ pub async fn start_router_with(config: Config) -> Router {
     let task = tokio::spawn(app.serve(listener, async {
         let _ = rx.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     Router {
         addr,
         channel,
@@ -123,7 +127,9 @@ impl Router {
     /// `grpc.health.v1` status of `service` on the router.
     pub async fn health_of(&self, service: &str) -> i32 {
         self.health()
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -220,7 +226,9 @@ pub async fn mock(name: &str) -> MockWorker {
 }
 
 pub async fn mock_with(config: MockConfig) -> MockWorker {
-    MockWorker::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap()
+    MockWorker::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
 }
 
 /// Polls `check` until it holds, or panics after `within`.
