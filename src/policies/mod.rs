@@ -6,6 +6,7 @@
 //! facts and returns a choice or a typed reason; `record` is the separate,
 //! explicit effect after dispatch (DESIGN invariant 3).
 
+pub mod radix_tree;
 mod round_robin;
 
 use std::fmt;

@@ -56,6 +56,9 @@ impl std::borrow::Borrow<str> for WorkerId {
 /// One inference server process as the router knows it.
 pub struct Worker {
     id: WorkerId,
+    /// A small number unique among the registry's workers, ever: policies key
+    /// per-worker state by it (cheaper to store and compare than the id).
+    ordinal: u64,
     spec: WorkerSpec,
     endpoint: Endpoint,
     model: Arc<str>,
@@ -72,11 +75,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(id: WorkerId, spec: WorkerSpec, channel_config: ChannelConfig) -> Self {
+    pub(crate) fn new(id: WorkerId, ordinal: u64, spec: WorkerSpec, channel_config: ChannelConfig) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
         Worker {
             id,
+            ordinal,
             spec,
             endpoint,
             model,
@@ -90,6 +94,11 @@ impl Worker {
     /// The worker's registry id.
     pub fn id(&self) -> &WorkerId {
         &self.id
+    }
+
+    /// Unique among every worker this registry has ever held.
+    pub fn ordinal(&self) -> u64 {
+        self.ordinal
     }
 
     /// What the operator registered.

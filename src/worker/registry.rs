@@ -107,6 +107,7 @@ struct State {
     /// Group members in registration order; the source the snapshot is built from.
     groups: HashMap<(ConnectionMode, WorkerRole, Arc<str>), Vec<Arc<Worker>>>,
     sequence: u64,
+    next_ordinal: u64,
     listeners: Vec<Weak<dyn RegistryListener>>,
 }
 
@@ -154,7 +155,8 @@ impl WorkerRegistry {
         while state.by_id.contains_key(&id) {
             id = WorkerId::generate();
         }
-        let worker = Arc::new(Worker::new(id.clone(), spec, self.channel_config.clone()));
+        state.next_ordinal += 1;
+        let worker = Arc::new(Worker::new(id.clone(), state.next_ordinal, spec, self.channel_config.clone()));
         state.by_url.insert(worker.url().to_string(), id.clone());
         state.by_id.insert(id, worker.clone());
         let key = group_key(&worker);
