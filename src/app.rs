@@ -17,6 +17,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::config::{Config, ConfigError};
 use crate::health::{HealthChecker, ServingReporter};
 use crate::pb;
+use crate::policies::PolicySet;
 use crate::routers::grpc::GrpcRegularRouter;
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::worker::{RegistryError, WorkerRegistry, WorkerSpec};
@@ -75,8 +76,8 @@ impl App {
                 source,
             })?;
         }
-        let policy = crate::policies::build(config.policy.name);
-        let router = Arc::new(GrpcRegularRouter::new(registry.clone(), policy));
+        let policies = PolicySet::build(&config.policy, &registry);
+        let router = Arc::new(GrpcRegularRouter::new(registry.clone(), policies));
         Ok(App {
             config,
             registry,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policies::PolicyKind;
+use crate::policies::PolicyConfig;
 use crate::worker::{ChannelConfig, WorkerRole};
 
 /// The router's default gRPC address: loopback only unless told otherwise.
@@ -89,14 +89,6 @@ pub struct StartupWorker {
     /// Operator labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-}
-
-/// Which policy routes requests.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// The policy for every model.
-    pub name: PolicyKind,
 }
 
 /// Active health checking: `grpc.health.v1/Check` on every gRPC worker.
@@ -208,6 +200,7 @@ impl Config {
         if self.upstream.connect_timeout_ms == 0 {
             return invalid("upstream.connect_timeout_ms must be at least 1".into());
         }
+        self.policy.validate().map_err(ConfigError::Invalid)?;
         if self.upstream.keep_alive_interval_ms < 1_000 {
             return invalid("upstream.keep_alive_interval_ms must be at least 1000".into());
         }

@@ -1,23 +1,38 @@
-//! Load-balancing policies: the contract, its error and the factory.
+//! Load-balancing policies: the contract, its error, the factory and the
+//! per-model policy set.
 //!
 //! A policy picks one worker out of a candidate snapshot the router resolved
 //! from the registry for this call (DESIGN invariant 1: policies hold no
-//! worker lists of their own). `select` looks only at candidates and request
-//! facts and returns a choice or a typed reason; `record` is the separate,
-//! explicit effect after dispatch (DESIGN invariant 3).
+//! worker lists of their own for routing). `select` looks only at candidates
+//! and request facts and returns a choice or a typed reason; `record` is the
+//! separate, explicit effect after dispatch (DESIGN invariant 3).
+//!
+//! Policies that keep state about workers (the cache-aware trees, the
+//! consistent-hash rings) are subscribed to registry events by [`build`] when
+//! they are created (DESIGN invariant 2), whoever creates them: the default
+//! policy, per-model overrides, and the PD routers' prefill and decode
+//! policies alike. No caller tells a policy about workers by hand.
 
+mod cache_aware;
+mod config;
+mod consistent_hash;
+mod power_of_two;
 pub mod radix_tree;
+mod random;
 mod round_robin;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use serde::{Deserialize, Serialize};
-
+pub use cache_aware::{CacheAware, CacheAwareConfig};
+pub use config::{PolicyConfig, PolicyKind};
+pub use consistent_hash::{ConsistentHash, ConsistentHashConfig};
+pub use power_of_two::PowerOfTwo;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
-use crate::worker::Worker;
+use crate::worker::{RegistryListener, Worker, WorkerRegistry};
 
 /// The facts about a request that a policy may look at.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,58 +60,105 @@ pub trait Policy: Send + Sync + fmt::Debug {
     /// The policy's configured name.
     fn name(&self) -> &'static str;
 
-    /// Chooses one of `candidates` (all healthy, never empty unless the caller
-    /// erred) and returns its index.
+    /// Chooses one of `candidates` (the healthy workers of the request's
+    /// model, mode and role, resolved for this call).
     fn select(
         &self,
         candidates: &[Arc<Worker>],
         request: &RequestFacts<'_>,
-    ) -> Result<usize, PolicyError>;
+    ) -> Result<Arc<Worker>, PolicyError>;
 
     /// Records that `worker` was dispatched `request`. Policies without memory
     /// ignore it.
-    fn record(&self, _worker: &Worker, _request: &RequestFacts<'_>) {}
+    fn record(&self, _worker: &Arc<Worker>, _request: &RequestFacts<'_>) {}
+
+    /// How much state this policy holds about `worker` (tree symbols, ring
+    /// points); 0 for stateless policies. For tests and diagnostics: it is
+    /// how one sees that registry events reached a policy.
+    fn remembered(&self, _worker: &Worker) -> usize {
+        0
+    }
 }
 
-/// The policies Switchyard ships.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyKind {
-    /// Each healthy worker in turn.
-    #[default]
-    RoundRobin,
-}
-
-impl PolicyKind {
-    /// Every name accepted by `--policy`.
-    pub const NAMES: &'static [&'static str] = &["round_robin"];
-}
-
-impl FromStr for PolicyKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "round_robin" => Ok(PolicyKind::RoundRobin),
-            other => Err(format!(
-                "unknown policy {other:?}; known policies: {}",
-                PolicyKind::NAMES.join(", ")
-            )),
+/// Builds a policy of `kind` with the knobs in `config`, subscribed to
+/// `registry` if it keeps state about workers.
+pub fn build(
+    kind: PolicyKind,
+    config: &PolicyConfig,
+    registry: &Arc<WorkerRegistry>,
+) -> Arc<dyn Policy> {
+    match kind {
+        PolicyKind::Random => Arc::new(Random),
+        PolicyKind::RoundRobin => Arc::new(RoundRobin::default()),
+        PolicyKind::PowerOfTwo => Arc::new(PowerOfTwo),
+        PolicyKind::CacheAware => {
+            let policy = Arc::new(CacheAware::new(config.cache_aware.clone()));
+            subscribe(registry, &policy);
+            policy.start_eviction();
+            policy
+        }
+        PolicyKind::ConsistentHash => {
+            let fallback = build(config.consistent_hash_fallback(), config, registry);
+            let policy = Arc::new(ConsistentHash::new(
+                config.consistent_hash.clone(),
+                fallback,
+            ));
+            for worker in subscribe(registry, &policy) {
+                policy.add(&worker);
+            }
+            policy
         }
     }
 }
 
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PolicyKind::RoundRobin => "round_robin",
-        })
+/// Registers `policy` for registry events; returns the workers registered
+/// before it, which the policy has not heard about.
+fn subscribe<P: RegistryListener + 'static>(
+    registry: &Arc<WorkerRegistry>,
+    policy: &Arc<P>,
+) -> Vec<Arc<Worker>> {
+    let weak: Weak<dyn RegistryListener> = Arc::downgrade(policy) as Weak<dyn RegistryListener>;
+    registry.subscribe(weak)
+}
+
+/// The default policy plus per-model overrides, each its own instance.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    default: Arc<dyn Policy>,
+    per_model: HashMap<String, Arc<dyn Policy>>,
+}
+
+impl PolicySet {
+    /// One instance of the default policy and one per override.
+    pub fn build(config: &PolicyConfig, registry: &Arc<WorkerRegistry>) -> Self {
+        PolicySet {
+            default: build(config.name, config, registry),
+            per_model: config
+                .models
+                .iter()
+                .map(|(model, kind)| (model.clone(), build(*kind, config, registry)))
+                .collect(),
+        }
+    }
+
+    /// A set that uses `policy` for every model.
+    pub fn single(policy: Arc<dyn Policy>) -> Self {
+        PolicySet {
+            default: policy,
+            per_model: HashMap::new(),
+        }
+    }
+
+    /// The policy for `model`.
+    pub fn for_model(&self, model: &str) -> &Arc<dyn Policy> {
+        self.per_model.get(model).unwrap_or(&self.default)
     }
 }
 
-/// Builds a policy instance.
-pub fn build(kind: PolicyKind) -> Arc<dyn Policy> {
-    match kind {
-        PolicyKind::RoundRobin => Arc::new(RoundRobin::default()),
-    }
+/// The candidate with the fewest requests in flight (the first among equals).
+pub(crate) fn least_loaded(candidates: &[Arc<Worker>]) -> Option<&Arc<Worker>> {
+    candidates.iter().min_by_key(|w| w.in_flight())
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,11 +86,15 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
     }
 
     fn node(&self, id: usize) -> &Node<T> {
-        self.nodes[id].as_ref().unwrap_or_else(|| unreachable!("live node id {id}"))
+        self.nodes[id]
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("live node id {id}"))
     }
 
     fn node_mut(&mut self, id: usize) -> &mut Node<T> {
-        self.nodes[id].as_mut().unwrap_or_else(|| unreachable!("live node id {id}"))
+        self.nodes[id]
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("live node id {id}"))
     }
 
     fn alloc(&mut self, node: Node<T>) -> usize {
@@ -200,7 +204,12 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
                 break;
             };
             let n = self.node(child);
-            let tenants: Vec<Tenant> = n.tenants.iter().map(|(t, _)| *t).filter(|t| accept(*t)).collect();
+            let tenants: Vec<Tenant> = n
+                .tenants
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| accept(*t))
+                .collect();
             if tenants.is_empty() {
                 // Tenants of descendants are tenants here too: nothing deeper.
                 break;
@@ -257,7 +266,12 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
         let Some(ids) = self.tenant_nodes.get(&tenant) else {
             return;
         };
-        let is_leaf = |tree: &Self, id: usize| tree.node(id).children.values().all(|c| !tree.node(*c).has(tenant));
+        let is_leaf = |tree: &Self, id: usize| {
+            tree.node(id)
+                .children
+                .values()
+                .all(|c| !tree.node(*c).has(tenant))
+        };
         let stamp = |tree: &Self, id: usize| {
             tree.node(id)
                 .tenants
@@ -271,7 +285,9 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
             .map(|id| Reverse((stamp(self, *id), *id)))
             .collect();
         while self.size_of(tenant) > max {
-            let Some(Reverse((_, id))) = heap.pop() else { break };
+            let Some(Reverse((_, id))) = heap.pop() else {
+                break;
+            };
             let (parent, len, first, now_empty) = {
                 let n = self.node_mut(id);
                 n.tenants.retain(|(t, _)| *t != tenant);
@@ -300,7 +316,12 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
 
     /// Evicts every tenant down to `max` symbols.
     pub fn evict(&mut self, max: usize) {
-        let over: Vec<Tenant> = self.sizes.iter().filter(|(_, s)| **s > max).map(|(t, _)| *t).collect();
+        let over: Vec<Tenant> = self
+            .sizes
+            .iter()
+            .filter(|(_, s)| **s > max)
+            .map(|(t, _)| *t)
+            .collect();
         for tenant in over {
             self.evict_tenant(tenant, max);
         }

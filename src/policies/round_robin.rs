@@ -26,10 +26,11 @@ impl Policy for RoundRobin {
         &self,
         candidates: &[Arc<Worker>],
         _request: &RequestFacts<'_>,
-    ) -> Result<usize, PolicyError> {
+    ) -> Result<Arc<Worker>, PolicyError> {
         if candidates.is_empty() {
             return Err(PolicyError::NoCandidates);
         }
-        Ok(self.cursor.fetch_add(1, Ordering::Relaxed) % candidates.len())
+        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % candidates.len();
+        Ok(candidates[i].clone())
     }
 }

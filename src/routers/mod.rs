@@ -8,6 +8,7 @@
 
 pub mod grpc;
 mod inflight;
+pub mod select;
 
 use crate::policies::PolicyError;
 use crate::worker::WorkerId;

@@ -75,7 +75,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(id: WorkerId, ordinal: u64, spec: WorkerSpec, channel_config: ChannelConfig) -> Self {
+    pub(crate) fn new(
+        id: WorkerId,
+        ordinal: u64,
+        spec: WorkerSpec,
+        channel_config: ChannelConfig,
+    ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
         Worker {

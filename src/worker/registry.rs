@@ -156,7 +156,12 @@ impl WorkerRegistry {
             id = WorkerId::generate();
         }
         state.next_ordinal += 1;
-        let worker = Arc::new(Worker::new(id.clone(), state.next_ordinal, spec, self.channel_config.clone()));
+        let worker = Arc::new(Worker::new(
+            id.clone(),
+            state.next_ordinal,
+            spec,
+            self.channel_config.clone(),
+        ));
         state.by_url.insert(worker.url().to_string(), id.clone());
         state.by_id.insert(id, worker.clone());
         let key = group_key(&worker);

@@ -23,7 +23,12 @@ impl<T: Copy + Eq + Hash + std::fmt::Debug> RadixTree<T> {
                 }
             }
         }
-        let recorded: HashMap<Tenant, usize> = self.sizes.iter().filter(|(_, s)| **s > 0).map(|(t, s)| (*t, *s)).collect();
+        let recorded: HashMap<Tenant, usize> = self
+            .sizes
+            .iter()
+            .filter(|(_, s)| **s > 0)
+            .map(|(t, s)| (*t, *s))
+            .collect();
         assert_eq!(sizes, recorded);
     }
 }
@@ -43,7 +48,13 @@ fn matches_and_splits() {
     tree.insert(b"hello world", 1, usize::MAX);
     tree.insert(b"hello there", 2, usize::MAX);
     let m = tree.longest_match(b"hello world!", |_| true);
-    assert_eq!(m, PrefixMatch { matched: 11, tenants: vec![1] });
+    assert_eq!(
+        m,
+        PrefixMatch {
+            matched: 11,
+            tenants: vec![1]
+        }
+    );
     let m = tree.longest_match(b"hello", |_| true);
     assert_eq!(m.matched, 5);
     let mut both = m.tenants.clone();

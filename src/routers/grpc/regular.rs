@@ -7,7 +7,6 @@
 //! it says anything becomes a clean `UNAVAILABLE`. The rest of the stream is
 //! relayed by [`ProxyStream`].
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,25 +16,26 @@ use tonic::metadata::MetadataValue;
 
 use crate::pb;
 use crate::pb::raw::inference_client::InferenceClient;
-use crate::policies::{Policy, RequestFacts};
+use crate::policies::{PolicySet, RequestFacts};
 use crate::proxy::{self, AbortOnDrop, ProxyStream};
+use crate::routers::select::{resolve_model, Candidates};
 use crate::routers::{InflightCalls, RouteError};
-use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, LoadGuard, WorkerRegistry, WorkerRole};
 
 /// Routes `Generate` to regular gRPC workers.
 #[derive(Debug)]
 pub struct GrpcRegularRouter {
     registry: Arc<WorkerRegistry>,
-    policy: Arc<dyn Policy>,
+    policies: PolicySet,
     inflight: Arc<InflightCalls>,
 }
 
 impl GrpcRegularRouter {
-    /// A router over `registry` choosing with `policy`.
-    pub fn new(registry: Arc<WorkerRegistry>, policy: Arc<dyn Policy>) -> Self {
+    /// A router over `registry` choosing with `policies`.
+    pub fn new(registry: Arc<WorkerRegistry>, policies: PolicySet) -> Self {
         GrpcRegularRouter {
             registry,
-            policy,
+            policies,
             inflight: Arc::new(InflightCalls::default()),
         }
     }
@@ -43,26 +43,6 @@ impl GrpcRegularRouter {
     /// Calls currently proxied.
     pub fn inflight(&self) -> &Arc<InflightCalls> {
         &self.inflight
-    }
-
-    /// Resolves an empty model name to the only model served.
-    fn resolve_model<'a>(&self, requested: &'a str) -> Result<Cow<'a, str>, RouteError> {
-        if !requested.is_empty() {
-            return Ok(Cow::Borrowed(requested));
-        }
-        let snapshot = self.registry.snapshot();
-        let mut models: Vec<String> = snapshot
-            .models(ConnectionMode::Grpc, WorkerRole::Regular)
-            .map(|m| m.to_string())
-            .collect();
-        match models.len() {
-            0 => Err(RouteError::NoModels),
-            1 => Ok(Cow::Owned(models.remove(0))),
-            _ => {
-                models.sort();
-                Err(RouteError::ModelRequired { models })
-            }
-        }
     }
 
     /// Proxies one `Generate` call. `request` carries the encoded
@@ -90,7 +70,12 @@ impl GrpcRegularRouter {
             }
             None => None,
         };
-        let model = self.resolve_model(&view.model)?;
+        let model = resolve_model(
+            &self.registry,
+            ConnectionMode::Grpc,
+            WorkerRole::Regular,
+            &view.model,
+        )?;
         let routing_key = metadata
             .get(proxy::ROUTING_KEY_HEADER)
             .and_then(|v| v.to_str().ok());
@@ -105,7 +90,13 @@ impl GrpcRegularRouter {
             token_ids,
             routing_key,
         };
-        let worker = self.select(&facts)?;
+        let worker = Candidates::resolve(
+            &self.registry,
+            ConnectionMode::Grpc,
+            WorkerRole::Regular,
+            &model,
+        )?
+        .choose(&self.policies, &facts)?;
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
 
         // The request id: the client's field, else its x-request-id, else new.
@@ -134,7 +125,7 @@ impl GrpcRegularRouter {
         }
 
         let load = LoadGuard::new(worker.clone());
-        self.policy.record(&worker, &facts);
+        self.policies.for_model(&model).record(&worker, &facts);
         let entry = self.inflight.register(&request_id, worker.clone());
         let mut abort = AbortOnDrop::new(worker.clone(), request_id);
 
@@ -171,43 +162,6 @@ impl GrpcRegularRouter {
             response.metadata_mut().insert(proxy::WORKER_ID_HEADER, id);
         }
         Ok(response)
-    }
-
-    fn select(&self, facts: &RequestFacts<'_>) -> Result<Arc<Worker>, RouteError> {
-        let model = facts.model;
-        let group = self
-            .registry
-            .resolve(ConnectionMode::Grpc, WorkerRole::Regular, model)
-            .ok_or_else(|| RouteError::NoWorkers {
-                model: model.into(),
-            })?;
-        // Usually every worker is healthy: then the snapshot is the candidate
-        // list as is, with no copy.
-        let candidates: Cow<'_, [Arc<Worker>]> = if group.iter().all(|w| w.is_healthy()) {
-            Cow::Borrowed(&group[..])
-        } else {
-            Cow::Owned(group.iter().filter(|w| w.is_healthy()).cloned().collect())
-        };
-        if candidates.is_empty() {
-            return Err(RouteError::NoHealthyWorkers {
-                model: model.into(),
-                total: group.len(),
-            });
-        }
-        let index =
-            self.policy
-                .select(&candidates, facts)
-                .map_err(|source| RouteError::Policy {
-                    model: model.into(),
-                    source,
-                })?;
-        candidates
-            .get(index)
-            .cloned()
-            .ok_or_else(|| RouteError::Policy {
-                model: model.into(),
-                source: crate::policies::PolicyError::NoCandidates,
-            })
     }
 
     /// Forwards `Abort(request_id)` to the worker serving it. Returns whether

@@ -1,0 +1,303 @@
+//! Cache-aware routing: send a request to the worker most likely to hold its
+//! prompt's prefix in KV cache, unless load is too unbalanced.
+//!
+//! Per model, a [`RadixTree`] of the routing inputs sent to each worker (token
+//! ids when the request has them, else text bytes). Selection, in order:
+//! 1. load imbalanced (max − min in-flight > `balance_abs_threshold` and
+//!    max > min × `balance_rel_threshold`): the least-loaded worker;
+//! 2. else, if the best prefix match covers ≥ `cache_threshold` of the input:
+//!    the matched worker (least loaded among ties);
+//! 3. else the least-loaded worker, ties broken by the smallest tree.
+//!
+//! `record` inserts the input for the chosen worker. Registry events keep the
+//! trees true: a removed worker is purged from its model's tree before
+//! `RemoveWorker` returns. Memory is bounded per worker (see the config).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::radix_tree::{RadixTree, Tenant};
+use super::{least_loaded, Policy, PolicyError, RequestFacts};
+use crate::worker::{RegistryListener, Worker, WorkerEvent, WorkerEventKind};
+
+/// Knobs of the cache-aware policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheAwareConfig {
+    /// Minimum fraction of the input that must match a worker's tree for the
+    /// match to decide. 0.5: below half, the cached part saves less than an
+    /// uneven load costs.
+    pub cache_threshold: f64,
+    /// Load is imbalanced only if max − min in-flight exceeds this. 32: a
+    /// few dozen requests of skew is normal for a worker serving a hot prefix
+    /// and is worth it for the cache hits.
+    pub balance_abs_threshold: u32,
+    /// ...and max exceeds min × this. 1.5: a worker half again as busy as the
+    /// idlest one is queueing, not just batching.
+    pub balance_rel_threshold: f64,
+    /// Symbols (bytes of text, or token ids) remembered per worker. 262,144:
+    /// about the KV capacity of a large-model worker in tokens; remembering
+    /// more than a worker can cache predicts nothing. Between eviction passes
+    /// a worker may hold up to twice this; inserts beyond that evict inline.
+    pub max_tree_size: usize,
+    /// How often trees are trimmed to `max_tree_size` (least recently used
+    /// first). 30 s: eviction is cheap, but there is no need to run it on
+    /// the request path.
+    pub eviction_interval_secs: u64,
+}
+
+impl Default for CacheAwareConfig {
+    fn default() -> Self {
+        CacheAwareConfig {
+            cache_threshold: 0.5,
+            balance_abs_threshold: 32,
+            balance_rel_threshold: 1.5,
+            max_tree_size: 1 << 18,
+            eviction_interval_secs: 30,
+        }
+    }
+}
+
+impl CacheAwareConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.cache_threshold) {
+            return Err(format!(
+                "policy.cache_aware.cache_threshold must be in [0, 1], got {}",
+                self.cache_threshold
+            ));
+        }
+        if !(self.balance_rel_threshold >= 1.0) {
+            return Err(format!(
+                "policy.cache_aware.balance_rel_threshold must be at least 1, got {}",
+                self.balance_rel_threshold
+            ));
+        }
+        if self.max_tree_size == 0 {
+            return Err("policy.cache_aware.max_tree_size must be at least 1".into());
+        }
+        if self.eviction_interval_secs == 0 {
+            return Err("policy.cache_aware.eviction_interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The trees of one model: one over text bytes, one over token ids.
+#[derive(Debug, Default)]
+struct ModelTrees {
+    text: RadixTree<u8>,
+    tokens: RadixTree<u32>,
+}
+
+/// The routing input of a request, as the tree sees it.
+enum Key<'a> {
+    Text(&'a [u8]),
+    Tokens(&'a [u32]),
+}
+
+impl<'a> Key<'a> {
+    fn of(request: &RequestFacts<'a>) -> Option<Key<'a>> {
+        match (request.token_ids, request.text) {
+            (Some(ids), _) if !ids.is_empty() => Some(Key::Tokens(ids)),
+            (_, Some(text)) if !text.is_empty() => Some(Key::Text(text.as_bytes())),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Key::Text(k) => k.len(),
+            Key::Tokens(k) => k.len(),
+        }
+    }
+}
+
+/// Candidates' ordinals, searchable quickly at any size.
+enum Ordinals {
+    Few(Vec<Tenant>),
+    Many(HashSet<Tenant>),
+}
+
+impl Ordinals {
+    fn of(candidates: &[Arc<Worker>]) -> Self {
+        let iter = candidates.iter().map(|w| w.ordinal());
+        if candidates.len() <= 16 {
+            Ordinals::Few(iter.collect())
+        } else {
+            Ordinals::Many(iter.collect())
+        }
+    }
+
+    fn contains(&self, t: Tenant) -> bool {
+        match self {
+            Ordinals::Few(v) => v.contains(&t),
+            Ordinals::Many(s) => s.contains(&t),
+        }
+    }
+}
+
+/// The cache-aware policy. One instance serves any number of models.
+#[derive(Debug)]
+pub struct CacheAware {
+    config: CacheAwareConfig,
+    /// One tree pair per model. A `DashMap` because requests for different
+    /// models look up trees concurrently; each pair sits behind its own std
+    /// mutex (held for microseconds, never across an `.await`).
+    trees: DashMap<Arc<str>, Arc<Mutex<ModelTrees>>>,
+}
+
+impl CacheAware {
+    /// A policy with these knobs and no memory yet.
+    pub fn new(config: CacheAwareConfig) -> Self {
+        CacheAware {
+            config,
+            trees: DashMap::new(),
+        }
+    }
+
+    fn model_trees(&self, model: &str) -> Option<Arc<Mutex<ModelTrees>>> {
+        self.trees.get(model).map(|t| t.clone())
+    }
+
+    fn lock(trees: &Mutex<ModelTrees>) -> MutexGuard<'_, ModelTrees> {
+        trees.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the periodic eviction task if a tokio runtime is running. The
+    /// task holds only a weak reference and ends when the policy is dropped.
+    pub fn start_eviction(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<CacheAware> = Arc::downgrade(self);
+        let period = Duration::from_secs(self.config.eviction_interval_secs);
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(policy) = weak.upgrade() else { return };
+                policy.evict();
+            }
+        });
+    }
+
+    /// Trims every worker's memory to `max_tree_size`.
+    pub fn evict(&self) {
+        let all: Vec<_> = self.trees.iter().map(|e| e.value().clone()).collect();
+        for trees in all {
+            let mut t = Self::lock(&trees);
+            t.text.evict(self.config.max_tree_size);
+            t.tokens.evict(self.config.max_tree_size);
+        }
+    }
+
+    fn imbalanced(&self, candidates: &[Arc<Worker>]) -> bool {
+        let (mut min, mut max) = (u32::MAX, 0);
+        for w in candidates {
+            let load = w.in_flight();
+            min = min.min(load);
+            max = max.max(load);
+        }
+        max - min > self.config.balance_abs_threshold
+            && f64::from(max) > f64::from(min) * self.config.balance_rel_threshold
+    }
+}
+
+impl Policy for CacheAware {
+    fn name(&self) -> &'static str {
+        "cache_aware"
+    }
+
+    fn select(
+        &self,
+        candidates: &[Arc<Worker>],
+        request: &RequestFacts<'_>,
+    ) -> Result<Arc<Worker>, PolicyError> {
+        let fallback = least_loaded(candidates).ok_or(PolicyError::NoCandidates)?;
+        if candidates.len() == 1 || self.imbalanced(candidates) {
+            return Ok(fallback.clone());
+        }
+        let (Some(key), Some(trees)) = (Key::of(request), self.model_trees(request.model)) else {
+            return Ok(fallback.clone());
+        };
+        let ordinals = Ordinals::of(candidates);
+        let trees = Self::lock(&trees);
+        let found = match key {
+            Key::Text(k) => trees.text.longest_match(k, |t| ordinals.contains(t)),
+            Key::Tokens(k) => trees.tokens.longest_match(k, |t| ordinals.contains(t)),
+        };
+        if !found.tenants.is_empty()
+            && found.matched as f64 >= self.config.cache_threshold * key.len() as f64
+        {
+            let best = candidates
+                .iter()
+                .filter(|w| found.tenants.contains(&w.ordinal()))
+                .min_by_key(|w| w.in_flight());
+            if let Some(best) = best {
+                return Ok(best.clone());
+            }
+        }
+        let size = |w: &Worker| match key {
+            Key::Text(_) => trees.text.size_of(w.ordinal()),
+            Key::Tokens(_) => trees.tokens.size_of(w.ordinal()),
+        };
+        let best = candidates
+            .iter()
+            .min_by_key(|w| (w.in_flight(), size(w)))
+            .unwrap_or(fallback);
+        Ok(best.clone())
+    }
+
+    fn record(&self, worker: &Arc<Worker>, request: &RequestFacts<'_>) {
+        let Some(key) = Key::of(request) else { return };
+        let trees = self
+            .trees
+            .entry(worker.model().clone())
+            .or_insert_with(|| Arc::new(Mutex::new(ModelTrees::default())))
+            .clone();
+        let max = self.config.max_tree_size;
+        let tenant = worker.ordinal();
+        let mut trees = Self::lock(&trees);
+        match key {
+            Key::Text(k) => {
+                trees.text.insert(k, tenant, max);
+                if trees.text.size_of(tenant) > 2 * max {
+                    trees.text.evict_tenant(tenant, max);
+                }
+            }
+            Key::Tokens(k) => {
+                trees.tokens.insert(k, tenant, max);
+                if trees.tokens.size_of(tenant) > 2 * max {
+                    trees.tokens.evict_tenant(tenant, max);
+                }
+            }
+        }
+    }
+
+    /// Symbols remembered for `worker` (text and tokens together).
+    fn remembered(&self, worker: &Worker) -> usize {
+        self.model_trees(worker.model()).map_or(0, |trees| {
+            let t = Self::lock(&trees);
+            t.text.size_of(worker.ordinal()) + t.tokens.size_of(worker.ordinal())
+        })
+    }
+}
+
+impl RegistryListener for CacheAware {
+    fn on_event(&self, event: &WorkerEvent) {
+        // Added workers become candidates through the registry; health is
+        // read per call. Only removal leaves state behind.
+        if event.kind == WorkerEventKind::Removed {
+            if let Some(trees) = self.model_trees(event.worker.model()) {
+                let mut t = Self::lock(&trees);
+                t.text.remove_tenant(event.worker.ordinal());
+                t.tokens.remove_tenant(event.worker.ordinal());
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The selection core every router shares: resolve the candidates of a
+//! (mode, role, model) from the registry at this moment, keep the healthy
+//! ones, and ask the model's policy to choose. Routers differ in what they
+//! do with the choice, not in how it is made.
+
+use std::sync::Arc;
+
+use super::RouteError;
+use crate::policies::{PolicySet, RequestFacts};
+use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+
+/// The healthy workers of one (mode, role, model), for one call.
+pub enum Candidates {
+    /// Every registered worker is healthy: the registry snapshot as is, no copy.
+    All(Arc<[Arc<Worker>]>),
+    /// Some are unhealthy: the healthy ones.
+    Healthy(Vec<Arc<Worker>>),
+}
+
+impl Candidates {
+    /// Resolves the candidates, or says why there are none.
+    pub fn resolve(
+        registry: &WorkerRegistry,
+        mode: ConnectionMode,
+        role: WorkerRole,
+        model: &str,
+    ) -> Result<Candidates, RouteError> {
+        let group = registry
+            .resolve(mode, role, model)
+            .ok_or_else(|| RouteError::NoWorkers {
+                model: model.into(),
+            })?;
+        if group.iter().all(|w| w.is_healthy()) {
+            return Ok(Candidates::All(group));
+        }
+        let healthy: Vec<_> = group.iter().filter(|w| w.is_healthy()).cloned().collect();
+        if healthy.is_empty() {
+            return Err(RouteError::NoHealthyWorkers {
+                model: model.into(),
+                total: group.len(),
+            });
+        }
+        Ok(Candidates::Healthy(healthy))
+    }
+
+    /// The workers.
+    pub fn as_slice(&self) -> &[Arc<Worker>] {
+        match self {
+            Candidates::All(group) => group,
+            Candidates::Healthy(list) => list,
+        }
+    }
+
+    /// Lets the model's policy choose among them.
+    pub fn choose(
+        &self,
+        policies: &PolicySet,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Arc<Worker>, RouteError> {
+        policies
+            .for_model(facts.model)
+            .select(self.as_slice(), facts)
+            .map_err(|source| RouteError::Policy {
+                model: facts.model.into(),
+                source,
+            })
+    }
+}
+
+/// Resolves an empty model name to the only model that has workers of this
+/// mode and role.
+pub fn resolve_model<'a>(
+    registry: &WorkerRegistry,
+    mode: ConnectionMode,
+    role: WorkerRole,
+    requested: &'a str,
+) -> Result<std::borrow::Cow<'a, str>, RouteError> {
+    if !requested.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(requested));
+    }
+    let snapshot = registry.snapshot();
+    let mut models: Vec<String> = snapshot.models(mode, role).map(|m| m.to_string()).collect();
+    match models.len() {
+        0 => Err(RouteError::NoModels),
+        1 => Ok(std::borrow::Cow::Owned(models.remove(0))),
+        _ => {
+            models.sort();
+            Err(RouteError::ModelRequired { models })
+        }
+    }
+}
