@@ -22,7 +22,8 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
@@ -378,12 +379,16 @@ impl MockWorker {
         );
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(health_server)
                 .add_service(InferenceServer::new(service))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = shutdown_rx.await;
-                })
+                .serve_with_incoming_shutdown(
+                    // serve_with_incoming ignores Server::tcp_nodelay; set it here,
+                    // or Nagle holds back small response frames for ~40 ms.
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = shutdown_rx.await;
+                    },
+                )
                 .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "mock worker server failed");
