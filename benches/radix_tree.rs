@@ -66,7 +66,7 @@ fn insert(bencher: divan::Bencher, size: usize) {
     bencher
         .with_inputs(|| {
             n += 1;
-            prompt((n as usize) % GROUPS, 20_000_000 + n, size)
+            (prompt((n as usize) % GROUPS, 20_000_000 + n, size), n % 8)
         })
-        .bench_local_refs(|p| t.insert(p, n % 8, usize::MAX));
+        .bench_local_refs(|(p, tenant)| t.insert(p, *tenant, usize::MAX));
 }

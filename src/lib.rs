@@ -17,8 +17,11 @@
 //! - [`worker`]: `Worker`, `WorkerId`, roles and modes (`spec`), the registry
 //!   (`registry`), load guards (`load`) and worker channels (`client`).
 //! - [`health`]: the worker health checker and the router's serving reporter.
-//! - [`policies`]: the `Policy` contract and factory; one file per policy.
-//! - [`routers`]: `RouteError`, in-flight calls, and the gRPC regular router.
+//! - [`policies`]: the `Policy` contract, factory and per-model `PolicySet`
+//!   (`mod.rs`), their config (`config`), one file per policy, and the
+//!   cache-aware `radix_tree`.
+//! - [`routers`]: `RouteError`, in-flight calls (`inflight`), the selection core
+//!   shared by every router (`select`), and the gRPC regular router (`grpc`).
 //! - [`proxy`]: the faithful hop: raw-bytes codec, metadata, deadlines, `ProxyStream`.
 //! - [`services`]: thin tonic services and the one error → `Status` mapping.
 //! - [`mock`]: a configurable fake worker, used by `mock-worker`, `demo` and tests.

@@ -116,26 +116,27 @@ impl<'a> Key<'a> {
     }
 }
 
-/// Candidates' ordinals, searchable quickly at any size.
-enum Ordinals {
-    Few(Vec<Tenant>),
-    Many(HashSet<Tenant>),
+/// Membership of tree tenants among the candidates, without allocating in
+/// the usual case: registry groups list workers in registration order, which
+/// is ascending ordinal order, so a binary search finds a tenant.
+enum Ordinals<'a> {
+    Sorted(&'a [Arc<Worker>]),
+    Set(HashSet<Tenant>),
 }
 
-impl Ordinals {
-    fn of(candidates: &[Arc<Worker>]) -> Self {
-        let iter = candidates.iter().map(|w| w.ordinal());
-        if candidates.len() <= 16 {
-            Ordinals::Few(iter.collect())
+impl<'a> Ordinals<'a> {
+    fn of(candidates: &'a [Arc<Worker>]) -> Self {
+        if candidates.is_sorted_by_key(|w| w.ordinal()) {
+            Ordinals::Sorted(candidates)
         } else {
-            Ordinals::Many(iter.collect())
+            Ordinals::Set(candidates.iter().map(|w| w.ordinal()).collect())
         }
     }
 
     fn contains(&self, t: Tenant) -> bool {
         match self {
-            Ordinals::Few(v) => v.contains(&t),
-            Ordinals::Many(s) => s.contains(&t),
+            Ordinals::Sorted(c) => c.binary_search_by_key(&t, |w| w.ordinal()).is_ok(),
+            Ordinals::Set(s) => s.contains(&t),
         }
     }
 }
@@ -246,20 +247,26 @@ impl Policy for CacheAware {
             Key::Text(_) => trees.text.size_of(w.ordinal()),
             Key::Tokens(_) => trees.tokens.size_of(w.ordinal()),
         };
+        // `fallback` has the least load; look up tree sizes only for its ties.
+        let least = fallback.in_flight();
         let best = candidates
             .iter()
-            .min_by_key(|w| (w.in_flight(), size(w)))
+            .filter(|w| w.in_flight() == least)
+            .min_by_key(|w| size(w))
             .unwrap_or(fallback);
         Ok(best.clone())
     }
 
     fn record(&self, worker: &Arc<Worker>, request: &RequestFacts<'_>) {
         let Some(key) = Key::of(request) else { return };
-        let trees = self
-            .trees
-            .entry(worker.model().clone())
-            .or_insert_with(|| Arc::new(Mutex::new(ModelTrees::default())))
-            .clone();
+        let trees = match self.model_trees(worker.model()) {
+            Some(trees) => trees,
+            None => self
+                .trees
+                .entry(worker.model().clone())
+                .or_insert_with(|| Arc::new(Mutex::new(ModelTrees::default())))
+                .clone(),
+        };
         let max = self.config.max_tree_size;
         let tenant = worker.ordinal();
         let mut trees = Self::lock(&trees);

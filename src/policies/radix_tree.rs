@@ -196,7 +196,7 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
 
     /// The longest prefix of `key` held by a tenant for which `accept` is true.
     pub fn longest_match(&self, key: &[T], accept: impl Fn(Tenant) -> bool) -> PrefixMatch {
-        let mut best = PrefixMatch::default();
+        let (mut matched, mut best) = (0, ROOT);
         let mut node = ROOT;
         let mut i = 0;
         while i < key.len() {
@@ -204,28 +204,29 @@ impl<T: Copy + Eq + Hash> RadixTree<T> {
                 break;
             };
             let n = self.node(child);
-            let tenants: Vec<Tenant> = n
-                .tenants
-                .iter()
-                .map(|(t, _)| *t)
-                .filter(|t| accept(*t))
-                .collect();
-            if tenants.is_empty() {
+            if !n.tenants.iter().any(|(t, _)| accept(*t)) {
                 // Tenants of descendants are tenants here too: nothing deeper.
                 break;
             }
             let common = lcp(&n.label, &key[i..]);
-            best = PrefixMatch {
-                matched: i + common,
-                tenants,
-            };
+            (matched, best) = (i + common, child);
             if common < n.label.len() {
                 break;
             }
             i += common;
             node = child;
         }
-        best
+        let tenants = if best == ROOT {
+            Vec::new()
+        } else {
+            let n = self.node(best);
+            n.tenants
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| accept(*t))
+                .collect()
+        };
+        PrefixMatch { matched, tenants }
     }
 
     /// Forgets `tenant` entirely.

@@ -81,7 +81,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Workers of one (mode, role, model), in registration order.
+    /// Workers of one (mode, role, model), in registration order (which is
+    /// ascending [`Worker::ordinal`] order; policies rely on it).
     pub fn group(&self, mode: ConnectionMode, role: WorkerRole, model: &str) -> Option<&Group> {
         self.groups.get(&(mode, role))?.get(model)
     }
