@@ -70,7 +70,7 @@ impl CacheAwareConfig {
                 self.cache_threshold
             ));
         }
-        if !(self.balance_rel_threshold >= 1.0) {
+        if self.balance_rel_threshold.is_nan() || self.balance_rel_threshold < 1.0 {
             return Err(format!(
                 "policy.cache_aware.balance_rel_threshold must be at least 1, got {}",
                 self.balance_rel_threshold

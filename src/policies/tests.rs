@@ -144,7 +144,7 @@ fn removal_purges_every_policy_instance_through_the_hook() {
     assert_eq!(sessions.remembered(&c), 0);
     assert_eq!(
         default
-            .select(&[b.clone()], &facts("m", "prefix of a"))
+            .select(std::slice::from_ref(&b), &facts("m", "prefix of a"))
             .unwrap()
             .id(),
         b.id()
@@ -226,4 +226,43 @@ fn consistent_hash_keeps_keys_and_moves_only_the_new_workers_share() {
     }
     let share = moved as f64 / keys.len() as f64;
     assert!((0.12..0.30).contains(&share), "moved {share}");
+}
+
+#[test]
+fn cache_aware_memory_stays_bounded_under_adversarial_input() {
+    let r = registry();
+    let mut cfg = config(PolicyKind::CacheAware);
+    cfg.cache_aware.max_tree_size = 1000;
+    let policy = build(PolicyKind::CacheAware, &cfg, &r);
+    let w = add(&r, 1, "m");
+    // One enormous prompt: remembered only up to the bound.
+    let huge = "x".repeat(4 << 20);
+    policy.record(&w, &facts("m", &huge));
+    assert!(policy.remembered(&w) <= 1000, "{}", policy.remembered(&w));
+    // Hundreds of thousands of distinct prefixes, no eviction pass in between.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..300_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let text = format!("{x:016x}{i}");
+        policy.record(&w, &facts("m", &text));
+        if i % 997 == 0 {
+            assert!(
+                policy.remembered(&w) <= 2000,
+                "after {i}: {}",
+                policy.remembered(&w)
+            );
+        }
+    }
+    assert!(policy.remembered(&w) <= 2000);
+    // Token-id prompts have their own tree and the same bound.
+    let tokens: Vec<u32> = (0..100_000).collect();
+    let token_facts = RequestFacts {
+        model: "m",
+        token_ids: Some(&tokens),
+        ..Default::default()
+    };
+    policy.record(&w, &token_facts);
+    assert!(policy.remembered(&w) <= 3000);
 }
