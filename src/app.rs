@@ -17,8 +17,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::config::{Config, ConfigError};
 use crate::health::{HealthChecker, ServingReporter};
 use crate::pb;
-use crate::policies::PolicySet;
-use crate::routers::grpc::GrpcRegularRouter;
+use crate::routers::grpc::GrpcRouter;
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::worker::{RegistryError, WorkerRegistry, WorkerSpec};
 
@@ -49,7 +48,7 @@ pub enum AppError {
 pub struct App {
     config: Config,
     registry: Arc<WorkerRegistry>,
-    router: Arc<GrpcRegularRouter>,
+    router: Arc<GrpcRouter>,
     health: HealthReporter,
 }
 
@@ -76,8 +75,7 @@ impl App {
                 source,
             })?;
         }
-        let policies = PolicySet::build(&config.policy, &registry);
-        let router = Arc::new(GrpcRegularRouter::new(registry.clone(), policies));
+        let router = Arc::new(GrpcRouter::new(registry.clone(), &config.policy));
         Ok(App {
             config,
             registry,

@@ -58,7 +58,7 @@ async fn add_get_list_remove_round_trip() {
     client
         .add_worker(spec(
             "grpc://127.0.0.1:7002",
-            "llama",
+            "llama-pd",
             pb::WorkerRole::Prefill,
             Some(9000),
         ))
@@ -105,7 +105,8 @@ async fn add_get_list_remove_round_trip() {
         ..Default::default()
     })
     .await;
-    assert_eq!(llama.len(), 2);
+    assert_eq!(llama.len(), 1);
+    assert_eq!(llama[0].id, added.id);
     let prefill = list(pb::ListWorkersRequest {
         role: Some(pb::WorkerRole::Prefill as i32),
         ..Default::default()

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard::mock::{MockConfig, MockWorker};
+use switchyard::mock::{MockConfig, MockRole, MockWorker};
 
 /// A fake switchyard.v1.Inference worker with failure knobs.
 #[derive(Debug, Parser)]
@@ -40,6 +40,15 @@ struct Args {
     /// Exit the process (status 3) when this many calls have arrived.
     #[arg(long)]
     exit_after_calls: Option<u64>,
+    /// regular, prefill (needs --bootstrap-port) or decode.
+    #[arg(long, default_value = "regular", value_parser = ["regular", "prefill", "decode"])]
+    role: String,
+    /// Prefill only: the rendezvous port decode workers connect to (0 picks a free one).
+    #[arg(long)]
+    bootstrap_port: Option<u16>,
+    /// How long the prefill/decode rendezvous waits for the other side, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    rendezvous_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -55,6 +64,19 @@ async fn main() -> ExitCode {
         eprintln!("mock-worker: --fail-rate must be between 0 and 1");
         return ExitCode::FAILURE;
     }
+    let role = match (args.role.as_str(), args.bootstrap_port) {
+        ("prefill", Some(bootstrap_port)) => MockRole::Prefill { bootstrap_port },
+        ("prefill", None) => {
+            eprintln!("mock-worker: --role prefill needs --bootstrap-port PORT");
+            return ExitCode::FAILURE;
+        }
+        (_, Some(_)) => {
+            eprintln!("mock-worker: --bootstrap-port applies to --role prefill only");
+            return ExitCode::FAILURE;
+        }
+        ("decode", None) => MockRole::Decode,
+        _ => MockRole::Regular,
+    };
     let config = MockConfig {
         name: args.name.clone(),
         tokens: args.tokens,
@@ -64,6 +86,8 @@ async fn main() -> ExitCode {
         hang: args.hang,
         unhealthy: args.unhealthy,
         exit_after_calls: args.exit_after_calls,
+        role,
+        rendezvous_timeout: Duration::from_millis(args.rendezvous_timeout_ms),
     };
     let worker = match MockWorker::start(args.listen, config).await {
         Ok(w) => w,
@@ -72,7 +96,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("mock-worker {} listening on {}", args.name, worker.url());
+    match worker.bootstrap_port() {
+        Some(port) => println!(
+            "mock-worker {} listening on {} bootstrap-port {port}",
+            args.name,
+            worker.url()
+        ),
+        None => println!("mock-worker {} listening on {}", args.name, worker.url()),
+    }
     let code = tokio::select! {
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         _ = worker.exit_requested() => ExitCode::from(3),

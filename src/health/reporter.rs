@@ -15,14 +15,23 @@ use tonic_health::ServingStatus;
 use crate::pb::service_names;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
-/// Whether any model has a healthy regular gRPC worker.
+/// Whether any model can be served over gRPC: a regular model with a
+/// healthy worker, or a PD model with a healthy prefill and a healthy decode
+/// worker.
 pub fn can_serve(registry: &WorkerRegistry) -> bool {
     let snapshot = registry.snapshot();
-    let serving = snapshot
+    let healthy = |role, model: &str| {
+        snapshot
+            .group(ConnectionMode::Grpc, role, model)
+            .is_some_and(|g| g.iter().any(|w| w.is_healthy()))
+    };
+    let regular = snapshot
         .models(ConnectionMode::Grpc, WorkerRole::Regular)
-        .filter_map(|m| snapshot.group(ConnectionMode::Grpc, WorkerRole::Regular, m))
-        .any(|group| group.iter().any(|w| w.is_healthy()));
-    serving
+        .any(|m| healthy(WorkerRole::Regular, m));
+    regular
+        || snapshot
+            .models(ConnectionMode::Grpc, WorkerRole::Prefill)
+            .any(|m| healthy(WorkerRole::Prefill, m) && healthy(WorkerRole::Decode, m))
 }
 
 /// Publishes the router's serving status to tonic-health.

@@ -8,6 +8,7 @@
 //! calls, aborts and cancellations, and records what it received, through
 //! [`MockStats`]. The server task lives until [`MockWorker::stop`] or drop.
 
+mod bootstrap;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -58,6 +59,27 @@ pub struct MockConfig {
     pub unhealthy: bool,
     /// Ask the host process to exit when this many calls have arrived.
     pub exit_after_calls: Option<u64>,
+    /// Regular, or one side of a prefill/decode pair.
+    pub role: MockRole,
+    /// How long the PD rendezvous waits for the other side.
+    pub rendezvous_timeout: Duration,
+}
+
+/// Which part the mock plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MockRole {
+    /// Serves whole requests.
+    #[default]
+    Regular,
+    /// Listens for decode workers on `bootstrap_port` (0 picks a free one)
+    /// and records the rooms it is sent.
+    Prefill {
+        /// Port of the rendezvous listener.
+        bootstrap_port: u16,
+    },
+    /// Asks the prefill side named in each request for its room before
+    /// generating, and fails the call if it cannot.
+    Decode,
 }
 
 impl Default for MockConfig {
@@ -71,6 +93,8 @@ impl Default for MockConfig {
             hang: false,
             unhealthy: false,
             exit_after_calls: None,
+            role: MockRole::Regular,
+            rendezvous_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -90,6 +114,8 @@ pub struct SeenRequest {
     pub unknown_fields: Bytes,
     /// Every metadata entry, as `(name, value)`, ASCII ones only.
     pub metadata: Vec<(String, String)>,
+    /// `disaggregated_params`, if the request carried them.
+    pub disaggregated: Option<pb::DisaggregatedParams>,
 }
 
 /// Counters and records, shared with whoever started the mock.
@@ -100,6 +126,7 @@ pub struct MockStats {
     cancelled: AtomicU64,
     aborted: AtomicU64,
     completed: AtomicU64,
+    paired: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
 }
 
@@ -119,6 +146,10 @@ impl MockStats {
     /// Streams stopped by an `Abort` call.
     pub fn aborted_streams(&self) -> u64 {
         self.aborted.load(Ordering::SeqCst)
+    }
+    /// Decode side: rendezvous that succeeded.
+    pub fn paired(&self) -> u64 {
+        self.paired.load(Ordering::SeqCst)
     }
     /// Streams that ran to their end.
     pub fn completed(&self) -> u64 {
@@ -142,9 +173,57 @@ struct MockService {
     /// Running requests by id, so `Abort` can stop them.
     running: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     exit: Arc<Notify>,
+    /// Prefill side: rooms received, awaiting their decode side.
+    rooms: Arc<bootstrap::Rooms>,
 }
 
 impl MockService {
+    /// The PD part of a call: the prefill side records its room, the decode
+    /// side pairs with the prefill side before generating.
+    async fn rendezvous(
+        &self,
+        config: &MockConfig,
+        params: Option<&pb::DisaggregatedParams>,
+    ) -> Result<(), Status> {
+        let needs = || {
+            Status::failed_precondition(format!(
+                "mock worker {} is a {:?} worker: the request needs disaggregated_params with a bootstrap room",
+                config.name, config.role
+            ))
+        };
+        match config.role {
+            MockRole::Regular => Ok(()),
+            MockRole::Prefill { .. } => {
+                let room = params
+                    .map(|p| p.bootstrap_room)
+                    .filter(|r| *r != 0)
+                    .ok_or_else(needs)?;
+                self.rooms.record(room);
+                Ok(())
+            }
+            MockRole::Decode => {
+                let p = params.filter(|p| p.bootstrap_room != 0).ok_or_else(needs)?;
+                bootstrap::ask(
+                    &p.bootstrap_host,
+                    p.bootstrap_port,
+                    p.bootstrap_room,
+                    config.rendezvous_timeout,
+                )
+                .await
+                .map_err(|e| match e {
+                    bootstrap::RendezvousError::Unreachable { .. } => {
+                        Status::unavailable(e.to_string())
+                    }
+                    bootstrap::RendezvousError::UnknownRoom { .. } => {
+                        Status::failed_precondition(e.to_string())
+                    }
+                })?;
+                self.stats.paired.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -191,6 +270,7 @@ impl Inference for MockService {
                 .iter()
                 .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
+            disaggregated: view.disaggregated_params.clone(),
         };
         {
             let mut log = self.stats.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,6 +290,8 @@ impl Inference for MockService {
                 config.name
             )));
         }
+        self.rendezvous(&config, view.disaggregated_params.as_ref())
+            .await?;
         let tokens = view
             .sampling_params
             .as_ref()
@@ -350,6 +432,8 @@ async fn stream_tokens(
 #[derive(Debug)]
 pub struct MockWorker {
     addr: SocketAddr,
+    bootstrap_port: Option<u16>,
+    bootstrap_task: Option<JoinHandle<()>>,
     config: Arc<ArcSwap<MockConfig>>,
     stats: Arc<MockStats>,
     health: HealthReporter,
@@ -367,11 +451,26 @@ impl MockWorker {
         let config = Arc::new(ArcSwap::from_pointee(config));
         let stats = Arc::new(MockStats::default());
         let exit = Arc::new(Notify::new());
+        let rooms = Arc::new(bootstrap::Rooms::default());
+        let (bootstrap_port, bootstrap_task) = match config.load().role {
+            MockRole::Prefill { bootstrap_port } => {
+                let listener =
+                    TcpListener::bind(SocketAddr::new(addr.ip(), bootstrap_port)).await?;
+                let port = listener.local_addr()?.port();
+                let timeout = config.load().rendezvous_timeout;
+                (
+                    Some(port),
+                    Some(bootstrap::serve(listener, rooms.clone(), timeout)),
+                )
+            }
+            _ => (None, None),
+        };
         let service = MockService {
             config: config.clone(),
             stats: stats.clone(),
             running: Arc::default(),
             exit: exit.clone(),
+            rooms,
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let health_server = tonic_health::pb::health_server::HealthServer::new(
@@ -396,6 +495,8 @@ impl MockWorker {
         });
         let worker = MockWorker {
             addr,
+            bootstrap_port,
+            bootstrap_task,
             config,
             stats,
             health,
@@ -416,6 +517,11 @@ impl MockWorker {
     /// `grpc://addr`, ready for `AddWorker`.
     pub fn url(&self) -> String {
         format!("grpc://{}", self.addr)
+    }
+
+    /// The prefill side's rendezvous port (the one actually bound).
+    pub fn bootstrap_port(&self) -> Option<u16> {
+        self.bootstrap_port
     }
 
     /// Counters and records.
@@ -462,12 +568,18 @@ impl MockWorker {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Some(task) = self.bootstrap_task.take() {
+            task.abort();
+        }
     }
 }
 
 impl Drop for MockWorker {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.bootstrap_task.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }

@@ -71,21 +71,67 @@ impl fmt::Display for PolicyKind {
     }
 }
 
-/// Which policy routes which model, and every policy's knobs.
+/// Per-model prefill and decode policies of a PD model.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PdPolicyOverride {
+    /// Replaces `policy.prefill` for this model.
+    pub prefill: Option<PolicyKind>,
+    /// Replaces `policy.decode` for this model.
+    pub decode: Option<PolicyKind>,
+}
+
+/// Which policy routes which model, and every policy's knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// The policy for models without an override.
     pub name: PolicyKind,
     /// Overrides by model id, e.g. `"llama-3-70b" = "cache_aware"`.
     pub models: BTreeMap<String, PolicyKind>,
+    /// The policy choosing prefill workers for disaggregated (PD) models.
+    /// cache_aware: prefill is where a cached prefix saves work.
+    pub prefill: PolicyKind,
+    /// The policy choosing decode workers for PD models. power_of_two:
+    /// decode time is dominated by load, and there is no prefix to reuse.
+    pub decode: PolicyKind,
+    /// Prefill/decode overrides by model id.
+    pub pd_models: BTreeMap<String, PdPolicyOverride>,
     /// Knobs of `cache_aware`.
     pub cache_aware: CacheAwareConfig,
     /// Knobs of `consistent_hash`.
     pub consistent_hash: ConsistentHashConfig,
 }
 
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            name: PolicyKind::default(),
+            models: BTreeMap::new(),
+            prefill: PolicyKind::CacheAware,
+            decode: PolicyKind::PowerOfTwo,
+            pd_models: BTreeMap::new(),
+            cache_aware: CacheAwareConfig::default(),
+            consistent_hash: ConsistentHashConfig::default(),
+        }
+    }
+}
+
 impl PolicyConfig {
+    /// Per-model prefill policies.
+    pub fn prefill_overrides(&self) -> impl Iterator<Item = (String, PolicyKind)> + '_ {
+        self.pd_models
+            .iter()
+            .filter_map(|(m, o)| o.prefill.map(|k| (m.clone(), k)))
+    }
+
+    /// Per-model decode policies.
+    pub fn decode_overrides(&self) -> impl Iterator<Item = (String, PolicyKind)> + '_ {
+        self.pd_models
+            .iter()
+            .filter_map(|(m, o)| o.decode.map(|k| (m.clone(), k)))
+    }
+
     /// What `consistent_hash` uses for requests without a routing key: its
     /// configured fallback, else the default policy, else round-robin.
     pub fn consistent_hash_fallback(&self) -> PolicyKind {

@@ -26,7 +26,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 
 pub use cache_aware::{CacheAware, CacheAwareConfig};
-pub use config::{PolicyConfig, PolicyKind};
+pub use config::{PdPolicyOverride, PolicyConfig, PolicyKind};
 pub use consistent_hash::{ConsistentHash, ConsistentHashConfig};
 pub use power_of_two::PowerOfTwo;
 pub use random::Random;
@@ -129,14 +129,24 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// One instance of the default policy and one per override.
+    /// The regular routers' set: `config.name` plus `config.models`.
     pub fn build(config: &PolicyConfig, registry: &Arc<WorkerRegistry>) -> Self {
+        let overrides = config.models.iter().map(|(m, k)| (m.clone(), *k));
+        Self::new(config.name, overrides, config, registry)
+    }
+
+    /// One instance of `default` and one per `(model, kind)` override, each
+    /// subscribed to `registry` if it keeps state.
+    pub fn new(
+        default: PolicyKind,
+        overrides: impl Iterator<Item = (String, PolicyKind)>,
+        config: &PolicyConfig,
+        registry: &Arc<WorkerRegistry>,
+    ) -> Self {
         PolicySet {
-            default: build(config.name, config, registry),
-            per_model: config
-                .models
-                .iter()
-                .map(|(model, kind)| (model.clone(), build(*kind, config, registry)))
+            default: build(default, config, registry),
+            per_model: overrides
+                .map(|(model, kind)| (model, build(kind, config, registry)))
                 .collect(),
         }
     }

@@ -17,7 +17,7 @@ use http::HeaderMap;
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
-pub use stream::{AbortOnDrop, ProxyStream};
+pub use stream::{AbortOnDrop, Companion, ProxyStream, TaskGuard};
 
 use crate::pb;
 
@@ -91,10 +91,20 @@ pub fn generate_request_id() -> String {
 /// Sets `request_id` on an encoded `GenerateRequest` without decoding the
 /// rest: appending field 1 overrides it (protobuf: last value wins).
 pub fn with_request_id(body: Bytes, request_id: &str) -> Bytes {
-    let extra = pb::GenerateRequest {
-        request_id: request_id.to_string(),
-        ..Default::default()
-    };
+    append_fields(
+        body,
+        &pb::GenerateRequest {
+            request_id: request_id.to_string(),
+            ..Default::default()
+        },
+    )
+}
+
+/// Appends the fields set in `extra` to an encoded `GenerateRequest`.
+/// Protobuf merge semantics apply: set scalars override, messages merge (so
+/// `disaggregated_params` keeps client fields the router does not set), and
+/// the client's unknown fields stay as they were.
+pub fn append_fields(body: Bytes, extra: &pb::GenerateRequest) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + extra.encoded_len());
     out.extend_from_slice(&body);
     extra.encode_raw(&mut out);

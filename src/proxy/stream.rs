@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
@@ -73,12 +75,55 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Aborts a spawned task when dropped, unless detached first.
+#[derive(Debug)]
+pub struct TaskGuard(Option<AbortHandle>);
+
+impl TaskGuard {
+    /// Guards the task behind `handle`.
+    pub fn new(handle: AbortHandle) -> Self {
+        TaskGuard(Some(handle))
+    }
+
+    /// Lets the task run to its own end.
+    pub fn detach(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// A second upstream call that lives alongside the relayed one (the prefill
+/// side of a PD call): its failure ends the relayed stream with that error,
+/// and the relayed stream ending badly cancels it.
+#[derive(Debug)]
+pub struct Companion {
+    failed: Option<oneshot::Receiver<Status>>,
+    task: TaskGuard,
+}
+
+impl Companion {
+    /// `failed` fires with the companion's error; dropping its sender
+    /// unsent means it finished well (`None`: already known to have). `task`
+    /// runs it.
+    pub fn new(failed: Option<oneshot::Receiver<Status>>, task: TaskGuard) -> Self {
+        Companion { failed, task }
+    }
+}
+
 /// Relays a worker's response messages to the client as they arrive.
 pub struct ProxyStream {
     first: Option<Bytes>,
     upstream: Option<Streaming<Bytes>>,
     deadline: Option<Pin<Box<Sleep>>>,
     abort: AbortOnDrop,
+    companion: Option<Companion>,
     /// Everything else the call holds until it ends (load guard, in-flight
     /// registration); released on drop.
     _held: Box<dyn Send + Sync>,
@@ -99,8 +144,15 @@ impl ProxyStream {
             upstream: Some(upstream),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             abort,
+            companion: None,
             _held: held,
         }
+    }
+
+    /// Ties a companion call to this stream's fate (see [`Companion`]).
+    pub fn with_companion(mut self, companion: Companion) -> Self {
+        self.companion = Some(companion);
+        self
     }
 
     fn finish(&mut self) {
@@ -121,6 +173,23 @@ impl Stream for ProxyStream {
         let Some(upstream) = this.upstream.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(failed) = this.companion.as_mut().and_then(|c| c.failed.as_mut()) {
+            match Pin::new(failed).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    // The companion failed: pass its error on and stop; our
+                    // own upstream is cancelled and told to abort on drop.
+                    this.finish();
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(Err(_)) => {
+                    // It finished well; stop watching.
+                    if let Some(c) = this.companion.as_mut() {
+                        c.failed = None;
+                    }
+                }
+                Poll::Pending => {}
+            }
+        }
         if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 // Still armed: the worker is told to stop when we drop.
@@ -140,6 +209,10 @@ impl Stream for ProxyStream {
             }
             Poll::Ready(None) => {
                 this.abort.disarm();
+                // A clean end: a companion still running may finish too.
+                if let Some(c) = this.companion.as_mut() {
+                    c.task.detach();
+                }
                 this.finish();
                 Poll::Ready(None)
             }

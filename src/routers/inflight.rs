@@ -12,19 +12,28 @@ use dashmap::DashMap;
 
 use crate::worker::Worker;
 
+/// The workers serving one call: one, or a prefill and a decode worker.
+type Serving = Arc<[Arc<Worker>]>;
+
 /// The table of calls in flight.
 #[derive(Debug, Default)]
 pub struct InflightCalls {
-    calls: DashMap<String, (u64, Arc<Worker>)>,
+    calls: DashMap<String, (u64, Serving)>,
     next: AtomicU64,
 }
 
 impl InflightCalls {
-    /// Records that `request_id` is being served by `worker` until the
-    /// returned entry is dropped. A later call with the same id replaces it.
-    pub fn register(self: &Arc<Self>, request_id: &str, worker: Arc<Worker>) -> InflightEntry {
+    /// Records that `request_id` is being served by `workers` (one, or a
+    /// prefill and a decode worker) until the returned entry is dropped. A
+    /// later call with the same id replaces it.
+    pub fn register(
+        self: &Arc<Self>,
+        request_id: &str,
+        workers: Vec<Arc<Worker>>,
+    ) -> InflightEntry {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        self.calls.insert(request_id.to_string(), (token, worker));
+        self.calls
+            .insert(request_id.to_string(), (token, workers.into()));
         InflightEntry {
             table: self.clone(),
             request_id: request_id.to_string(),
@@ -32,8 +41,8 @@ impl InflightCalls {
         }
     }
 
-    /// The worker serving `request_id`, if it is running.
-    pub fn worker_for(&self, request_id: &str) -> Option<Arc<Worker>> {
+    /// The workers serving `request_id`, if it is running.
+    pub fn workers_for(&self, request_id: &str) -> Option<Serving> {
         self.calls.get(request_id).map(|e| e.1.clone())
     }
 

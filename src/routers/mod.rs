@@ -11,7 +11,7 @@ mod inflight;
 pub mod select;
 
 use crate::policies::PolicyError;
-use crate::worker::WorkerId;
+use crate::worker::{WorkerId, WorkerRole};
 
 pub use inflight::{InflightCalls, InflightEntry};
 
@@ -30,18 +30,22 @@ pub enum RouteError {
     /// No worker of the right kind is registered at all.
     #[error("no workers are registered for this router")]
     NoModels,
-    /// No worker serves the model.
-    #[error("no workers serve model {model:?}")]
+    /// No worker of the needed role serves the model.
+    #[error("no {}workers serve model {model:?}", role_label(*.role))]
     NoWorkers {
         /// The requested model.
         model: String,
+        /// The role that is missing.
+        role: WorkerRole,
     },
-    /// Workers serve the model, but none is healthy.
-    #[error("no healthy workers for model {model:?} ({total} registered, all unhealthy)")]
+    /// Workers of the needed role serve the model, but none is healthy.
+    #[error("no healthy {}workers for model {model:?} ({total} registered, all unhealthy)", role_label(*.role))]
     NoHealthyWorkers {
         /// The requested model.
         model: String,
-        /// Registered workers of that model.
+        /// The role that is missing.
+        role: WorkerRole,
+        /// Registered workers of that model and role.
         total: usize,
     },
     /// The policy refused.
@@ -60,10 +64,22 @@ pub enum RouteError {
         /// What the worker (or the connection to it) said.
         status: tonic::Status,
     },
+    /// A bug: logged in full, reported to the client as INTERNAL only.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The client's deadline passed before the worker answered.
     #[error("deadline exceeded before worker {worker} responded")]
     DeadlineExceeded {
         /// The worker that was waited for.
         worker: WorkerId,
     },
+}
+
+/// "prefill " or "decode " in messages; nothing for regular workers.
+fn role_label(role: WorkerRole) -> &'static str {
+    match role {
+        WorkerRole::Regular => "",
+        WorkerRole::Prefill => "prefill ",
+        WorkerRole::Decode => "decode ",
+    }
 }

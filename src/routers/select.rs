@@ -29,6 +29,7 @@ impl Candidates {
             .resolve(mode, role, model)
             .ok_or_else(|| RouteError::NoWorkers {
                 model: model.into(),
+                role,
             })?;
         if group.iter().all(|w| w.is_healthy()) {
             return Ok(Candidates::All(group));
@@ -37,6 +38,7 @@ impl Candidates {
         if healthy.is_empty() {
             return Err(RouteError::NoHealthyWorkers {
                 model: model.into(),
+                role,
                 total: group.len(),
             });
         }
@@ -68,18 +70,24 @@ impl Candidates {
 }
 
 /// Resolves an empty model name to the only model that has workers of this
-/// mode and role.
+/// mode and any of these roles.
 pub fn resolve_model<'a>(
     registry: &WorkerRegistry,
     mode: ConnectionMode,
-    role: WorkerRole,
+    roles: &[WorkerRole],
     requested: &'a str,
 ) -> Result<std::borrow::Cow<'a, str>, RouteError> {
     if !requested.is_empty() {
         return Ok(std::borrow::Cow::Borrowed(requested));
     }
     let snapshot = registry.snapshot();
-    let mut models: Vec<String> = snapshot.models(mode, role).map(|m| m.to_string()).collect();
+    let mut models: Vec<String> = roles
+        .iter()
+        .flat_map(|role| snapshot.models(mode, *role))
+        .map(|m| m.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     match models.len() {
         0 => Err(RouteError::NoModels),
         1 => Ok(std::borrow::Cow::Owned(models.remove(0))),

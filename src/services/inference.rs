@@ -11,17 +11,17 @@ use tracing::Instrument;
 use crate::pb;
 use crate::pb::raw::inference_server::Inference;
 use crate::proxy::ProxyStream;
-use crate::routers::grpc::GrpcRegularRouter;
+use crate::routers::grpc::GrpcRouter;
 
 /// Serves `Generate` and `Abort` by routing them to workers.
 #[derive(Debug, Clone)]
 pub struct InferenceService {
-    router: Arc<GrpcRegularRouter>,
+    router: Arc<GrpcRouter>,
 }
 
 impl InferenceService {
     /// A service that routes with `router`.
-    pub fn new(router: Arc<GrpcRegularRouter>) -> Self {
+    pub fn new(router: Arc<GrpcRouter>) -> Self {
         InferenceService { router }
     }
 }
@@ -34,6 +34,7 @@ impl Inference for InferenceService {
         let span = tracing::info_span!(
             "generate",
             request_id = tracing::field::Empty,
+            model = tracing::field::Empty,
             worker = tracing::field::Empty
         );
         let result = self.router.generate(request).instrument(span.clone()).await;

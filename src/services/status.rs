@@ -12,6 +12,7 @@ impl From<RegistryError> for Status {
         match &err {
             RegistryError::AlreadyExists { .. } => Status::already_exists(err.to_string()),
             RegistryError::NotFound { .. } => Status::not_found(err.to_string()),
+            RegistryError::RoleConflict { .. } => Status::failed_precondition(err.to_string()),
             RegistryError::InvalidSpec(_) => Status::invalid_argument(err.to_string()),
         }
     }
@@ -28,6 +29,10 @@ impl From<RouteError> for Status {
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => Status::unavailable(err.to_string()),
             RouteError::DeadlineExceeded { .. } => Status::deadline_exceeded(err.to_string()),
+            RouteError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::internal("internal error; the router logged the details")
+            }
             RouteError::WorkerFailed { worker, status } => match status.code() {
                 // The worker judged the request itself: the client must hear
                 // what it said, not "try again".

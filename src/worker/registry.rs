@@ -31,6 +31,18 @@ pub enum RegistryError {
     /// No worker with this id or URL.
     #[error("no worker with {what} {value:?}")]
     NotFound { what: &'static str, value: String },
+    /// The worker's role does not fit how its model is served.
+    #[error("model {model:?} is served {served}; a {role} worker cannot join it ({hint})")]
+    RoleConflict {
+        /// The model.
+        model: String,
+        /// The refused worker's role.
+        role: WorkerRole,
+        /// How the model is served now.
+        served: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// The spec itself is invalid.
     #[error(transparent)]
     InvalidSpec(#[from] super::SpecError),
@@ -152,6 +164,7 @@ impl WorkerRegistry {
                 id: id.clone(),
             });
         }
+        check_roles(&state, &spec)?;
         let mut id = WorkerId::generate();
         while state.by_id.contains_key(&id) {
             id = WorkerId::generate();
@@ -337,6 +350,37 @@ impl WorkerRegistry {
         });
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
+    }
+}
+
+/// A model is served either regularly or disaggregated (prefill + decode),
+/// whatever the connection mode: mixing would split its traffic between two
+/// kinds of serving with nothing to choose between them.
+fn check_roles(state: &State, spec: &WorkerSpec) -> Result<(), RegistryError> {
+    let model: &str = &spec.model_id;
+    let has = |role: WorkerRole| {
+        [ConnectionMode::Grpc, ConnectionMode::Http]
+            .iter()
+            .any(|mode| state.groups.contains_key(&(*mode, role, Arc::from(model))))
+    };
+    let conflict = |served, hint| RegistryError::RoleConflict {
+        model: model.to_string(),
+        role: spec.role,
+        served,
+        hint,
+    };
+    match spec.role {
+        WorkerRole::Regular if has(WorkerRole::Prefill) || has(WorkerRole::Decode) => {
+            Err(conflict(
+                "disaggregated (prefill/decode workers)",
+                "register it with role PREFILL or DECODE, or under another model id",
+            ))
+        }
+        WorkerRole::Prefill | WorkerRole::Decode if has(WorkerRole::Regular) => Err(conflict(
+            "regularly (regular workers)",
+            "remove the model's regular workers first, or use another model id",
+        )),
+        _ => Ok(()),
     }
 }
 

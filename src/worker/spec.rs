@@ -156,6 +156,11 @@ impl Endpoint {
         &self.host
     }
 
+    /// The host without IPv6 brackets, as a peer would dial it.
+    pub fn bare_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
     /// Port.
     pub fn port(&self) -> u16 {
         self.port

@@ -1,5 +1,149 @@
-//! gRPC routers: regular now; prefill/decode builds on the same pieces.
+//! gRPC routers: regular and prefill/decode (PD), behind one facade.
+//!
+//! [`GrpcRouter`] parses a call once ([`Inbound`]), resolves its model (empty
+//! means the only gRPC model served), and hands it to the PD router when the
+//! model's workers are prefill/decode workers, else to the regular router.
+//! Both share [`open`]: start an upstream call and wait for its first
+//! message, within the deadline.
 
+mod inbound;
+mod pd;
 mod regular;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::Streaming;
+
+pub use inbound::Inbound;
+pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
+
+use crate::pb;
+use crate::pb::raw::inference_client::InferenceClient;
+use crate::policies::{PolicyConfig, PolicySet};
+use crate::proxy::ProxyStream;
+use crate::routers::select::resolve_model;
+use crate::routers::{InflightCalls, RouteError};
+use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+
+/// Routes gRPC `Generate` calls to regular or PD workers.
+#[derive(Debug)]
+pub struct GrpcRouter {
+    registry: Arc<WorkerRegistry>,
+    regular: GrpcRegularRouter,
+    pd: GrpcPdRouter,
+    inflight: Arc<InflightCalls>,
+}
+
+impl GrpcRouter {
+    /// Routers over `registry`, with policies built from `config` (and so
+    /// subscribed to the registry's events).
+    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig) -> Self {
+        GrpcRouter {
+            regular: GrpcRegularRouter::new(registry.clone(), PolicySet::build(config, &registry)),
+            pd: GrpcPdRouter::new(registry.clone(), config),
+            registry,
+            inflight: Arc::new(InflightCalls::default()),
+        }
+    }
+
+    /// Calls currently proxied.
+    pub fn inflight(&self) -> &Arc<InflightCalls> {
+        &self.inflight
+    }
+
+    /// Proxies one `Generate` call; `request` carries the message bytes
+    /// exactly as the client sent them.
+    pub async fn generate(
+        &self,
+        request: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<ProxyStream>, RouteError> {
+        let inbound = Inbound::parse(request)?;
+        tracing::Span::current().record("request_id", inbound.request_id.as_str());
+        let model = resolve_model(
+            &self.registry,
+            ConnectionMode::Grpc,
+            &[WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode],
+            &inbound.view.model,
+        )?
+        .into_owned();
+        tracing::Span::current().record("model", model.as_str());
+        if self.is_disaggregated(&model) {
+            self.pd.generate(inbound, &model, &self.inflight).await
+        } else {
+            self.regular.generate(inbound, &model, &self.inflight).await
+        }
+    }
+
+    fn is_disaggregated(&self, model: &str) -> bool {
+        let snapshot = self.registry.snapshot();
+        [WorkerRole::Prefill, WorkerRole::Decode]
+            .iter()
+            .any(|role| snapshot.group(ConnectionMode::Grpc, *role, model).is_some())
+    }
+
+    /// Forwards `Abort(request_id)` to every worker serving it. Returns
+    /// whether a running call was found and a worker acknowledged the abort.
+    pub async fn abort(&self, request_id: &str) -> Result<bool, RouteError> {
+        let Some(workers) = self.inflight.workers_for(request_id) else {
+            return Ok(false);
+        };
+        let mut aborted = false;
+        for worker in workers.iter() {
+            let mut client = pb::inference_client::InferenceClient::new(worker.channel());
+            let response = client
+                .abort(pb::AbortRequest {
+                    request_id: request_id.to_string(),
+                })
+                .await
+                .map_err(|status| RouteError::WorkerFailed {
+                    worker: worker.id().clone(),
+                    status,
+                })?;
+            aborted |= response.into_inner().aborted;
+        }
+        Ok(aborted)
+    }
+}
+
+/// What [`open`] returns: the worker's response metadata, its stream, and its
+/// first message (`None` if the stream was empty).
+pub type Opened = (MetadataMap, Streaming<Bytes>, Option<Bytes>);
+
+/// Starts `request` on `worker` and waits for its first message, all within
+/// `deadline`. A failure here is a failure before any response.
+pub async fn open(
+    worker: &Worker,
+    request: tonic::Request<Bytes>,
+    deadline: Option<Instant>,
+) -> Result<Opened, RouteError> {
+    let mut client = InferenceClient::new(worker.channel());
+    let call = async {
+        let response = client.generate(request).await?;
+        let (metadata, mut stream, _) = response.into_parts();
+        let first = stream.message().await?;
+        Ok::<_, tonic::Status>((metadata, stream, first))
+    };
+    let outcome = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, call).await.map_err(|_| {
+            RouteError::DeadlineExceeded {
+                worker: worker.id().clone(),
+            }
+        })?,
+        None => call.await,
+    };
+    outcome.map_err(|status| RouteError::WorkerFailed {
+        worker: worker.id().clone(),
+        status,
+    })
+}
+
+/// Names `worker` in response metadata under `header`.
+pub(crate) fn insert_worker_id(metadata: &mut MetadataMap, header: &'static str, worker: &Worker) {
+    if let Ok(id) = MetadataValue::try_from(worker.id().as_str()) {
+        metadata.insert(header, id);
+    }
+}
