@@ -160,6 +160,30 @@ def main():
     expect_error(grpc.StatusCode.UNAVAILABLE,
                  lambda: list(inference.Generate(i.GenerateRequest(model="py-model", text="x"), timeout=5)))
     print("ok: health after removal")
+
+    # A prefill/decode model: the two mocks rendezvous over TCP with the
+    # bootstrap host, port and room the router hands both of them.
+    line = start([MOCK_WORKER, "--name", "pre", "--role", "prefill", "--bootstrap-port", "0"],
+                 "mock-worker pre listening on")
+    prefill_url, _, bootstrap_port = line.split()
+    decode_url = start([MOCK_WORKER, "--name", "dec", "--role", "decode", "--tokens", "3"],
+                       "mock-worker dec listening on")
+    pre = workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(
+        url=prefill_url, model_id="py-pd", role=w.WORKER_ROLE_PREFILL, bootstrap_port=int(bootstrap_port)))).worker
+    dec = workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(
+        url=decode_url, model_id="py-pd", role=w.WORKER_ROLE_DECODE))).worker
+    eventually(lambda: status("switchyard.v1.Inference") == SERVING, "Inference SERVING for the PD model")
+    call = inference.Generate(i.GenerateRequest(model="py-pd", text="hello disaggregated"), timeout=10)
+    metadata = dict(call.initial_metadata())
+    assert metadata["x-switchyard-prefill-worker-id"] == pre.id, metadata
+    assert metadata["x-switchyard-decode-worker-id"] == dec.id, metadata
+    texts = [r.chunk.text for r in call if r.WhichOneof("response") == "chunk"]
+    assert texts == ["dec:0 ", "dec:1 ", "dec:2 "], texts
+    # A regular worker cannot join a PD model.
+    expect_error(grpc.StatusCode.FAILED_PRECONDITION,
+                 lambda: workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(url=beta, model_id="py-pd"))),
+                 "disaggregated")
+    print("ok: prefill/decode")
     print("python contract test passed")
 
 
