@@ -21,11 +21,18 @@
 //!   (`mod.rs`), their config (`config`), one file per policy, and the
 //!   cache-aware `radix_tree`.
 //! - [`routers`]: `RouteError`, in-flight calls (`inflight`), the selection core
-//!   shared by every router (`select`), and the gRPC regular router (`grpc`).
+//!   shared by every router (`select`), and the gRPC routers (`grpc`: the
+//!   facade and `open`, `inbound` parsing, `regular`, `pd`).
 //! - [`proxy`]: the faithful hop: raw-bytes codec, metadata, deadlines, `ProxyStream`.
 //! - [`services`]: thin tonic services and the one error → `Status` mapping.
-//! - [`mock`]: a configurable fake worker, used by `mock-worker`, `demo` and tests.
+//! - [`mock`]: a configurable fake worker (regular, prefill or decode, with a
+//!   real TCP rendezvous in `bootstrap`), used by `mock-worker`, `demo` and tests.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
+//!
+//! Outside `src/`: `proto/` (the public contract), `tests/` (integration tests,
+//! one file per area, helpers in `tests/common`; `tests/python` is the grpcio
+//! contract test), `benches/` (divan micro-benchmarks), `examples/` (the
+//! overhead measurement), `clients/python` (a small grpcio client).
 
 #![forbid(unsafe_code)]
 

@@ -2,8 +2,9 @@
 //!
 //! `""` and `switchyard.v1.WorkerManagement` are SERVING while the process
 //! is up. `switchyard.v1.Inference` is SERVING only while at least one model
-//! has a healthy worker the gRPC router can use; the reporter recomputes that
-//! on every registry event (it is cheap: one pass over the index groups).
+//! can be served over gRPC (a regular model with a healthy worker, or a PD
+//! model with a healthy prefill and a healthy decode worker); the reporter
+//! recomputes that on every registry event (one pass over the index groups).
 
 use std::sync::Arc;
 
