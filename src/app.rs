@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -18,6 +19,8 @@ use crate::config::{Config, ConfigError};
 use crate::health::{HealthChecker, ServingReporter};
 use crate::pb;
 use crate::routers::grpc::GrpcRouter;
+use crate::routers::http::HttpRouter;
+use crate::routers::rooms::BootstrapRooms;
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::worker::{RegistryError, WorkerRegistry, WorkerSpec};
 
@@ -38,9 +41,27 @@ pub enum AppError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The HTTP client to workers could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(reqwest::Error),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The sockets `App::serve` serves on: gRPC always, HTTP if configured.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC: worker management, inference, health, reflection.
+    pub grpc: TcpListener,
+    /// HTTP: inference, models, health, readiness, worker management.
+    pub http: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Self {
+        Listeners { grpc, http: None }
+    }
 }
 
 /// A built router, ready to serve.
@@ -49,6 +70,7 @@ pub struct App {
     config: Config,
     registry: Arc<WorkerRegistry>,
     router: Arc<GrpcRouter>,
+    http_router: Arc<HttpRouter>,
     health: HealthReporter,
 }
 
@@ -75,11 +97,16 @@ impl App {
                 source,
             })?;
         }
-        let router = Arc::new(GrpcRouter::new(registry.clone(), &config.policy));
+        let rooms = BootstrapRooms::default();
+        let router = Arc::new(GrpcRouter::new(registry.clone(), &config.policy, rooms.clone()));
+        let http_router = Arc::new(
+            HttpRouter::new(registry.clone(), &config.policy, &config.http, rooms).map_err(AppError::HttpClient)?,
+        );
         Ok(App {
             config,
             registry,
             router,
+            http_router,
             health: HealthReporter::new(),
         })
     }
@@ -94,12 +121,14 @@ impl App {
         &self.config
     }
 
-    /// Serves gRPC on `listener` until `shutdown` resolves, then drains.
+    /// Serves gRPC (and HTTP, if given a listener for it) until `shutdown`
+    /// resolves, then drains.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listeners: impl Into<Listeners>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        let Listeners { grpc: listener, http } = listeners.into();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();
@@ -113,6 +142,15 @@ impl App {
         let reporter_task = tokio::spawn(serving.run(stopped()));
         let checker = HealthChecker::new(self.registry.clone(), self.config.health_check.clone());
         let checker_task = tokio::spawn(checker.run(stopped()));
+        let http_task = http.map(|listener| {
+            let routes = crate::services::http::routes(self.registry.clone(), self.http_router.clone());
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, routes).with_graceful_shutdown(stopped());
+            tokio::spawn(std::future::IntoFuture::into_future(server))
+        });
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -156,6 +194,11 @@ impl App {
         let _ = stop_tx.send(true);
         let _ = reporter_task.await;
         let _ = checker_task.await;
+        if let Some(task) = http_task {
+            if let Ok(Err(e)) = task.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }
         tracing::info!("stopped");
         Ok(result?)
     }

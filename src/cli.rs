@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// gRPC listen address (default 127.0.0.1:50051; port 0 picks a free one).
     #[arg(long, value_name = "ADDR")]
     pub grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address (off unless given), e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
     /// A worker to register at startup (repeatable), e.g. grpc://127.0.0.1:7001.
     #[arg(long = "worker", value_name = "URL")]
     pub workers: Vec<String>,
@@ -70,6 +73,9 @@ impl ServeArgs {
         };
         if let Some(addr) = self.grpc_listen {
             config.grpc_listen = addr;
+        }
+        if let Some(addr) = self.http_listen {
+            config.http_listen = Some(addr);
         }
         if !self.workers.is_empty() {
             let model = self.model.clone().ok_or_else(|| {

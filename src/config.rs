@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::policies::PolicyConfig;
+use crate::routers::http::HttpConfig;
 use crate::worker::{ChannelConfig, WorkerRole};
 
 /// The router's default gRPC address: loopback only unless told otherwise.
@@ -48,6 +49,11 @@ pub enum ConfigError {
 pub struct Config {
     /// Address of the gRPC listener (worker management, inference, health, reflection).
     pub grpc_listen: SocketAddr,
+    /// Address of the HTTP listener, if any (inference, models, health,
+    /// readiness, worker management).
+    pub http_listen: Option<SocketAddr>,
+    /// The HTTP side: upstream timeouts and the request-body limit.
+    pub http: HttpConfig,
     /// Workers registered at startup, before the router reports SERVING.
     pub workers: Vec<StartupWorker>,
     /// Load balancing.
@@ -64,6 +70,8 @@ impl Default for Config {
             grpc_listen: DEFAULT_GRPC_LISTEN
                 .parse()
                 .unwrap_or_else(|_| unreachable!("constant address")),
+            http_listen: None,
+            http: HttpConfig::default(),
             workers: Vec::new(),
             policy: PolicyConfig::default(),
             health_check: HealthCheckConfig::default(),
@@ -201,6 +209,7 @@ impl Config {
             return invalid("upstream.connect_timeout_ms must be at least 1".into());
         }
         self.policy.validate().map_err(ConfigError::Invalid)?;
+        self.http.validate().map_err(ConfigError::Invalid)?;
         if self.upstream.keep_alive_interval_ms < 1_000 {
             return invalid("upstream.keep_alive_interval_ms must be at least 1000".into());
         }

@@ -40,11 +40,24 @@ async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let http = match app.config().http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     println!("switchyard listening on {local}");
+    if let Some(http) = &http {
+        let addr = http.local_addr().map_err(|e| e.to_string())?;
+        println!("switchyard http listening on {addr}");
+    }
     if let Some(banner) = banner {
         println!("{}", banner.replace("{ADDR}", &local.to_string()));
     }
-    app.serve(listener, shutdown_signal())
+    let listeners = switchyard::app::Listeners { grpc: listener, http };
+    app.serve(listeners, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

@@ -46,6 +46,10 @@ struct Args {
     /// Prefill only: the rendezvous port decode workers connect to (0 picks a free one).
     #[arg(long)]
     bootstrap_port: Option<u16>,
+    /// Serve the HTTP API (SGLang /generate, OpenAI /v1/completions and
+    /// /v1/chat/completions with SSE, /health, /v1/models) instead of gRPC.
+    #[arg(long)]
+    http: bool,
     /// How long the prefill/decode rendezvous waits for the other side, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rendezvous_timeout_ms: u64,
@@ -89,7 +93,12 @@ async fn main() -> ExitCode {
         role,
         rendezvous_timeout: Duration::from_millis(args.rendezvous_timeout_ms),
     };
-    let worker = match MockWorker::start(args.listen, config).await {
+    let started = if args.http {
+        MockWorker::start_http(args.listen, config).await
+    } else {
+        MockWorker::start(args.listen, config).await
+    };
+    let worker = match started {
         Ok(w) => w,
         Err(e) => {
             eprintln!("mock-worker: cannot listen on {}: {e}", args.listen);

@@ -1,11 +1,12 @@
-//! Active health checks of gRPC workers with `grpc.health.v1/Check`.
+//! Active health checks: `grpc.health.v1/Check` for gRPC workers, `GET
+//! /health` for HTTP workers, with the same thresholds and events.
 //!
 //! One task checks all workers each interval, concurrently, each probe with a
 //! timeout. Consecutive-result counters live here, not on the worker, and are
 //! forgotten when the worker leaves the registry. Verdicts go through
 //! `WorkerRegistry::set_health`, which publishes them as events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -29,6 +30,8 @@ pub struct HealthChecker {
     registry: Arc<WorkerRegistry>,
     config: HealthCheckConfig,
     streaks: HashMap<WorkerId, Streak>,
+    /// For HTTP workers' `GET /health`; pooled, so probes reuse connections.
+    http: reqwest::Client,
 }
 
 impl HealthChecker {
@@ -38,6 +41,7 @@ impl HealthChecker {
             registry,
             config,
             streaks: HashMap::new(),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -54,22 +58,21 @@ impl HealthChecker {
         }
     }
 
-    /// One round: probe every gRPC worker once and apply the thresholds.
+    /// One round: probe every worker once and apply the thresholds.
     pub async fn check_all(&mut self) {
-        let workers: Vec<Arc<Worker>> = self
-            .registry
-            .list()
-            .into_iter()
-            .filter(|w| w.mode() == ConnectionMode::Grpc)
-            .collect();
-        self.streaks
-            .retain(|id, _| workers.iter().any(|w| w.id() == id));
+        let workers = self.registry.list();
+        let ids: HashSet<&WorkerId> = workers.iter().map(|w| w.id()).collect();
+        self.streaks.retain(|id, _| ids.contains(id));
         let mut probes = JoinSet::new();
         for worker in workers {
             let service = self.config.service.clone();
             let timeout = self.config.timeout();
+            let http = self.http.clone();
             probes.spawn(async move {
-                let ok = probe(&worker, service, timeout).await;
+                let ok = match worker.mode() {
+                    ConnectionMode::Grpc => probe_grpc(&worker, service, timeout).await,
+                    ConnectionMode::Http => probe_http(&http, &worker, timeout).await,
+                };
                 (worker, ok)
             });
         }
@@ -102,7 +105,20 @@ impl HealthChecker {
     }
 }
 
-async fn probe(worker: &Worker, service: String, timeout: std::time::Duration) -> bool {
+/// `GET {url}/health`: any 2xx within the timeout is healthy.
+async fn probe_http(client: &reqwest::Client, worker: &Worker, timeout: std::time::Duration) -> bool {
+    let request = client.get(format!("{}/health", worker.url())).timeout(timeout).send();
+    match request.await {
+        Ok(response) => response.status().is_success(),
+        Err(e) => {
+            tracing::debug!(worker = %worker.id(), error = %e, "health check failed");
+            false
+        }
+    }
+}
+
+/// `grpc.health.v1/Check`: SERVING within the timeout is healthy.
+async fn probe_grpc(worker: &Worker, service: String, timeout: std::time::Duration) -> bool {
     let mut client = HealthClient::new(worker.channel());
     let mut request = tonic::Request::new(HealthCheckRequest { service });
     request.set_timeout(timeout);

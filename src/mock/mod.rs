@@ -9,6 +9,7 @@
 //! [`MockStats`]. The server task lives until [`MockWorker::stop`] or drop.
 
 mod bootstrap;
+mod http;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -126,6 +128,7 @@ pub struct MockStats {
     cancelled: AtomicU64,
     aborted: AtomicU64,
     completed: AtomicU64,
+    failed: AtomicU64,
     paired: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
 }
@@ -224,6 +227,65 @@ impl MockService {
         }
     }
 
+    /// Everything a call goes through before generating: it is recorded and
+    /// counted, may trigger the exit or an injected failure, and PD calls
+    /// rendezvous. Returns the config the call runs with.
+    pub(crate) async fn admit(
+        &self,
+        seen: SeenRequest,
+        params: Option<&pb::DisaggregatedParams>,
+    ) -> Result<Arc<MockConfig>, Status> {
+        {
+            let mut log = self.stats.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if log.len() == SEEN_LIMIT {
+                log.pop_front();
+            }
+            log.push_back(seen);
+        }
+        let calls = self.stats.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let config = self.config.load_full();
+        if config.exit_after_calls.is_some_and(|n| calls >= n) {
+            self.exit.notify_one();
+        }
+        if config.fail_rate > 0.0 && rand::random::<f64>() < config.fail_rate {
+            return Err(Status::unavailable(format!("mock worker {}: injected failure", config.name)));
+        }
+        self.rendezvous(&config, params).await?;
+        Ok(config)
+    }
+
+    /// Runs one generation on its own task, registered for `Abort` under
+    /// `request_id`, counting how it ended. Returns its output channel.
+    pub(crate) fn spawn_generation<T: Send + 'static>(
+        &self,
+        config: Arc<MockConfig>,
+        request_id: String,
+        tokens: u32,
+        encode: impl Fn(Piece) -> T + Send + 'static,
+    ) -> mpsc::Receiver<T> {
+        let abort = Arc::new(Notify::new());
+        if !request_id.is_empty() {
+            self.running().insert(request_id.clone(), abort.clone());
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = stream_tokens(&config, tokens, &tx, &abort, encode).await;
+            let counter = match outcome {
+                Outcome::Completed => &this.stats.completed,
+                Outcome::Cancelled => &this.stats.cancelled,
+                Outcome::Aborted => &this.stats.aborted,
+                Outcome::Failed => &this.stats.failed,
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut running = this.running();
+            if running.get(&request_id).is_some_and(|n| Arc::ptr_eq(n, &abort)) {
+                running.remove(&request_id);
+            }
+        });
+        rx
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -272,26 +334,7 @@ impl Inference for MockService {
                 .collect(),
             disaggregated: view.disaggregated_params.clone(),
         };
-        {
-            let mut log = self.stats.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if log.len() == SEEN_LIMIT {
-                log.pop_front();
-            }
-            log.push_back(seen);
-        }
-        let calls = self.stats.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let config = self.config.load_full();
-        if config.exit_after_calls.is_some_and(|n| calls >= n) {
-            self.exit.notify_one();
-        }
-        if config.fail_rate > 0.0 && rand::random::<f64>() < config.fail_rate {
-            return Err(Status::unavailable(format!(
-                "mock worker {}: injected failure",
-                config.name
-            )));
-        }
-        self.rendezvous(&config, view.disaggregated_params.as_ref())
-            .await?;
+        let config = self.admit(seen, view.disaggregated_params.as_ref()).await?;
         let tokens = view
             .sampling_params
             .as_ref()
@@ -304,37 +347,21 @@ impl Inference for MockService {
             None => 0,
         };
         let request_id = view.request_id;
-        let abort = Arc::new(Notify::new());
-        if !request_id.is_empty() {
-            self.running().insert(request_id.clone(), abort.clone());
-        }
-        let (tx, rx) = mpsc::channel(16);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let outcome = stream_tokens(
-                &config,
-                &request_id,
-                tokens,
-                prompt_tokens,
-                &echo,
-                &tx,
-                &abort,
-            )
-            .await;
-            match outcome {
-                Outcome::Completed => this.stats.completed.fetch_add(1, Ordering::SeqCst),
-                Outcome::Cancelled => this.stats.cancelled.fetch_add(1, Ordering::SeqCst),
-                Outcome::Aborted => this.stats.aborted.fetch_add(1, Ordering::SeqCst),
-                Outcome::Failed => 0,
+        let request_id_for_encode = request_id.clone();
+        let encode = move |piece: Piece| {
+            use pb::generate_response::Response as R;
+            let body = match piece {
+                Piece::Token(i, text) => R::Chunk(pb::GenerateChunk { token_ids: vec![i], text }),
+                Piece::Finish(reason, completion) => R::Complete(pb::GenerateComplete {
+                    finish_reason: reason.into(),
+                    prompt_tokens,
+                    completion_tokens: completion,
+                }),
+                Piece::Fail(message) => return Err(Status::internal(message)),
             };
-            let mut running = this.running();
-            if running
-                .get(&request_id)
-                .is_some_and(|n| Arc::ptr_eq(n, &abort))
-            {
-                running.remove(&request_id);
-            }
-        });
+            Ok(response(&request_id_for_encode, body, &echo))
+        };
+        let rx = self.spawn_generation(config, request_id, tokens, encode);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -362,29 +389,26 @@ enum Outcome {
     Failed,
 }
 
-type Tx = mpsc::Sender<Result<Bytes, Status>>;
+/// One step of a mock generation, before a protocol encodes it.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    /// Token `index`, whose text names the worker.
+    Token(u32, String),
+    /// The end: why, and how many tokens were generated.
+    Finish(&'static str, u32),
+    /// An injected failure mid-stream.
+    Fail(String),
+}
 
-async fn stream_tokens(
+/// Generates `tokens` pieces into `tx` as `config` says, encoding each with
+/// `encode`; stops early if the receiver goes away or `abort` fires.
+async fn stream_tokens<T>(
     config: &MockConfig,
-    request_id: &str,
     tokens: u32,
-    prompt_tokens: u32,
-    echo: &Bytes,
-    tx: &Tx,
+    tx: &mpsc::Sender<T>,
     abort: &Notify,
+    encode: impl Fn(Piece) -> T,
 ) -> Outcome {
-    use pb::generate_response::Response as R;
-    let finish = |reason: &str, completion: u32| {
-        response(
-            request_id,
-            R::Complete(pb::GenerateComplete {
-                finish_reason: reason.into(),
-                prompt_tokens,
-                completion_tokens: completion,
-            }),
-            echo,
-        )
-    };
     if config.hang {
         return tokio::select! {
             _ = tx.closed() => Outcome::Cancelled,
@@ -393,11 +417,8 @@ async fn stream_tokens(
     }
     for i in 0..tokens {
         if config.fail_after == Some(i) {
-            let status = Status::internal(format!(
-                "mock worker {}: injected failure after {i} tokens",
-                config.name
-            ));
-            let _ = tx.send(Err(status)).await;
+            let message = format!("mock worker {}: injected failure after {i} tokens", config.name);
+            let _ = tx.send(encode(Piece::Fail(message))).await;
             return Outcome::Failed;
         }
         if !config.token_delay.is_zero() {
@@ -405,24 +426,17 @@ async fn stream_tokens(
                 _ = tokio::time::sleep(config.token_delay) => {}
                 _ = tx.closed() => return Outcome::Cancelled,
                 _ = abort.notified() => {
-                    let _ = tx.send(Ok(finish("abort", i))).await;
+                    let _ = tx.send(encode(Piece::Finish("abort", i))).await;
                     return Outcome::Aborted;
                 }
             }
         }
-        let chunk = R::Chunk(pb::GenerateChunk {
-            token_ids: vec![i],
-            text: format!("{}:{} ", config.name, i),
-        });
-        if tx
-            .send(Ok(response(request_id, chunk, echo)))
-            .await
-            .is_err()
-        {
+        let text = format!("{}:{} ", config.name, i);
+        if tx.send(encode(Piece::Token(i, text))).await.is_err() {
             return Outcome::Cancelled;
         }
     }
-    if tx.send(Ok(finish("length", tokens))).await.is_err() {
+    if tx.send(encode(Piece::Finish("length", tokens))).await.is_err() {
         return Outcome::Cancelled;
     }
     Outcome::Completed
@@ -432,6 +446,8 @@ async fn stream_tokens(
 #[derive(Debug)]
 pub struct MockWorker {
     addr: SocketAddr,
+    /// Serves the HTTP API instead of gRPC.
+    http: bool,
     bootstrap_port: Option<u16>,
     bootstrap_task: Option<JoinHandle<()>>,
     config: Arc<ArcSwap<MockConfig>>,
@@ -445,6 +461,15 @@ pub struct MockWorker {
 impl MockWorker {
     /// Binds `listen` (port 0 for any) and serves until stopped.
     pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<MockWorker> {
+        Self::start_with(listen, config, false).await
+    }
+
+    /// Like [`MockWorker::start`], but serving the HTTP API (`http://` url).
+    pub async fn start_http(listen: SocketAddr, config: MockConfig) -> std::io::Result<MockWorker> {
+        Self::start_with(listen, config, true).await
+    }
+
+    async fn start_with(listen: SocketAddr, config: MockConfig, http: bool) -> std::io::Result<MockWorker> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let health = HealthReporter::new();
@@ -473,10 +498,47 @@ impl MockWorker {
             rooms,
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let health_server = tonic_health::pb::health_server::HealthServer::new(
-            HealthService::from_health_reporter(health.clone()),
-        );
-        let task = tokio::spawn(async move {
+        let task = if http {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, http::routes(service)).with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            });
+            tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "mock worker server failed");
+                }
+            })
+        } else {
+            Self::serve_grpc(listener, service, health.clone(), shutdown_rx)
+        };
+        let worker = MockWorker {
+            addr,
+            http,
+            bootstrap_port,
+            bootstrap_task,
+            config,
+            stats,
+            health,
+            exit,
+            shutdown: Some(shutdown_tx),
+            task: Some(task),
+        };
+        let unhealthy = worker.config.load().unhealthy;
+        worker.set_healthy(!unhealthy).await;
+        Ok(worker)
+    }
+
+    fn serve_grpc(
+        listener: TcpListener,
+        service: MockService,
+        health: HealthReporter,
+        shutdown_rx: oneshot::Receiver<()>,
+    ) -> JoinHandle<()> {
+        let health_server =
+            tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(health));
+        tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(health_server)
                 .add_service(InferenceServer::new(service))
@@ -492,21 +554,7 @@ impl MockWorker {
             if let Err(e) = result {
                 tracing::error!(error = %e, "mock worker server failed");
             }
-        });
-        let worker = MockWorker {
-            addr,
-            bootstrap_port,
-            bootstrap_task,
-            config,
-            stats,
-            health,
-            exit,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
-        };
-        let unhealthy = worker.config.load().unhealthy;
-        worker.set_healthy(!unhealthy).await;
-        Ok(worker)
+        })
     }
 
     /// The bound address.
@@ -514,9 +562,10 @@ impl MockWorker {
         self.addr
     }
 
-    /// `grpc://addr`, ready for `AddWorker`.
+    /// `grpc://addr` (or `http://addr`), ready for `AddWorker`.
     pub fn url(&self) -> String {
-        format!("grpc://{}", self.addr)
+        let scheme = if self.http { "http" } else { "grpc" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The prefill side's rendezvous port (the one actually bound).

@@ -7,7 +7,9 @@
 //! worker list of its own.
 
 pub mod grpc;
+pub mod http;
 mod inflight;
+pub mod rooms;
 pub mod select;
 
 use crate::policies::PolicyError;
@@ -63,6 +65,26 @@ pub enum RouteError {
         worker: WorkerId,
         /// What the worker (or the connection to it) said.
         status: tonic::Status,
+    },
+    /// The model has no workers of this router's kind at all (HTTP: 404).
+    #[error("unknown model {model:?}: no workers serve it")]
+    UnknownModel {
+        /// The requested model.
+        model: String,
+    },
+    /// An HTTP worker could not be reached or failed before responding.
+    #[error("worker {worker} failed: {reason}")]
+    Upstream {
+        /// The worker.
+        worker: WorkerId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The request body is larger than the configured limit.
+    #[error("request body larger than the {limit}-byte limit")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
     },
     /// A bug: logged in full, reported to the client as INTERNAL only.
     #[error("internal error: {0}")]

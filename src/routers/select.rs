@@ -97,3 +97,20 @@ pub fn resolve_model<'a>(
         }
     }
 }
+
+/// Whether `model` is served disaggregated (has prefill or decode workers)
+/// in this mode.
+pub fn is_disaggregated(registry: &WorkerRegistry, mode: ConnectionMode, model: &str) -> bool {
+    let snapshot = registry.snapshot();
+    [WorkerRole::Prefill, WorkerRole::Decode]
+        .iter()
+        .any(|role| snapshot.group(mode, *role, model).is_some())
+}
+
+/// Whether `model` has any worker of this mode.
+pub fn is_known_model(registry: &WorkerRegistry, mode: ConnectionMode, model: &str) -> bool {
+    let snapshot = registry.snapshot();
+    [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
+        .iter()
+        .any(|role| snapshot.group(mode, *role, model).is_some())
+}

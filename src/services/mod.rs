@@ -5,9 +5,12 @@
 //! `tonic::Status` in exactly one place (`status`).
 
 mod convert;
+pub mod http;
+mod http_error;
 mod inference;
 mod status;
 mod worker_management;
 
+pub use http_error::HttpError;
 pub use inference::InferenceService;
 pub use worker_management::WorkerManagementService;

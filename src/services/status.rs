@@ -25,10 +25,13 @@ impl From<RouteError> for Status {
                 Status::invalid_argument(err.to_string())
             }
             RouteError::NoModels
+            | RouteError::UnknownModel { .. }
+            | RouteError::Upstream { .. }
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => Status::unavailable(err.to_string()),
             RouteError::DeadlineExceeded { .. } => Status::deadline_exceeded(err.to_string()),
+            RouteError::BodyTooLarge { .. } => Status::resource_exhausted(err.to_string()),
             RouteError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::internal("internal error; the router logged the details")

@@ -18,14 +18,15 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Streaming;
 
 pub use inbound::Inbound;
-pub use pd::GrpcPdRouter;
+pub use pd::{GrpcPdRouter, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
 pub use regular::GrpcRegularRouter;
 
 use crate::pb;
 use crate::pb::raw::inference_client::InferenceClient;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::proxy::ProxyStream;
-use crate::routers::select::resolve_model;
+use crate::routers::rooms::BootstrapRooms;
+use crate::routers::select::{is_disaggregated, resolve_model};
 use crate::routers::{InflightCalls, RouteError};
 use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
@@ -41,10 +42,10 @@ pub struct GrpcRouter {
 impl GrpcRouter {
     /// Routers over `registry`, with policies built from `config` (and so
     /// subscribed to the registry's events).
-    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig) -> Self {
+    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig, rooms: BootstrapRooms) -> Self {
         GrpcRouter {
             regular: GrpcRegularRouter::new(registry.clone(), PolicySet::build(config, &registry)),
-            pd: GrpcPdRouter::new(registry.clone(), config),
+            pd: GrpcPdRouter::new(registry.clone(), config, rooms),
             registry,
             inflight: Arc::new(InflightCalls::default()),
         }
@@ -71,18 +72,11 @@ impl GrpcRouter {
         )?
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
-        if self.is_disaggregated(&model) {
+        if is_disaggregated(&self.registry, ConnectionMode::Grpc, &model) {
             self.pd.generate(inbound, &model, &self.inflight).await
         } else {
             self.regular.generate(inbound, &model, &self.inflight).await
         }
-    }
-
-    fn is_disaggregated(&self, model: &str) -> bool {
-        let snapshot = self.registry.snapshot();
-        [WorkerRole::Prefill, WorkerRole::Decode]
-            .iter()
-            .any(|role| snapshot.group(ConnectionMode::Grpc, *role, model).is_some())
     }
 
     /// Forwards `Abort(request_id)` to every worker serving it. Returns

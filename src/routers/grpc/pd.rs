@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use dashmap::DashSet;
 use tokio::sync::oneshot;
 use tonic::Status;
 
@@ -23,6 +22,7 @@ use crate::pb;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::proxy::{self, AbortOnDrop, Companion, ProxyStream, TaskGuard};
 use crate::routers::grpc::{insert_worker_id, open, Inbound};
+use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::Candidates;
 use crate::routers::{InflightCalls, RouteError};
 use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
@@ -38,43 +38,13 @@ pub struct GrpcPdRouter {
     registry: Arc<WorkerRegistry>,
     prefill: PolicySet,
     decode: PolicySet,
-    /// Bootstrap rooms of calls in flight. A `DashSet`: every PD call inserts
-    /// and removes one, from many tasks at once.
-    rooms: Arc<DashSet<u64>>,
-}
-
-/// Holds a bootstrap room for the life of a call.
-#[derive(Debug)]
-struct Room {
-    rooms: Arc<DashSet<u64>>,
-    id: u64,
-}
-
-impl Room {
-    fn claim(rooms: &Arc<DashSet<u64>>) -> Room {
-        loop {
-            let id = rand::random::<u64>();
-            // 0 is proto3's "unset", which would not override a client's value.
-            if id != 0 && rooms.insert(id) {
-                return Room {
-                    rooms: rooms.clone(),
-                    id,
-                };
-            }
-        }
-    }
-}
-
-impl Drop for Room {
-    fn drop(&mut self) {
-        self.rooms.remove(&self.id);
-    }
+    rooms: BootstrapRooms,
 }
 
 impl GrpcPdRouter {
     /// A PD router over `registry` with the prefill and decode policies of
     /// `config` (each instance subscribed to the registry).
-    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig) -> Self {
+    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig, rooms: BootstrapRooms) -> Self {
         GrpcPdRouter {
             prefill: PolicySet::new(
                 config.prefill,
@@ -84,13 +54,8 @@ impl GrpcPdRouter {
             ),
             decode: PolicySet::new(config.decode, config.decode_overrides(), config, &registry),
             registry,
-            rooms: Arc::new(DashSet::new()),
+            rooms,
         }
-    }
-
-    /// Bootstrap rooms of the calls in flight.
-    pub fn rooms_in_flight(&self) -> usize {
-        self.rooms.len()
     }
 
     /// Proxies one call for `model` to a prefill and a decode worker.
@@ -121,8 +86,8 @@ impl GrpcPdRouter {
             tracing::field::display(format_args!("{}+{}", prefill.id(), decode.id())),
         );
 
-        let room = Room::claim(&self.rooms);
-        let params = bootstrap(&prefill, room.id)?;
+        let room = self.rooms.claim();
+        let params = bootstrap(&prefill, room.id())?;
         let body = proxy::append_fields(
             inbound.body.clone(),
             &pb::GenerateRequest {

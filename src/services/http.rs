@@ -1,0 +1,244 @@
+//! The HTTP API (axum): inference endpoints routed to HTTP workers, model
+//! discovery, health and readiness, and worker management mirroring the gRPC
+//! service on the same registry. Handlers are thin: parse, call the router or
+//! registry, map errors through `http_error`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::http_error::HttpError;
+use crate::routers::http::HttpRouter;
+use crate::worker::{ConnectionMode, RegistryError, Worker, WorkerRegistry, WorkerRole, WorkerSpec};
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    registry: Arc<WorkerRegistry>,
+    router: Arc<HttpRouter>,
+}
+
+/// The HTTP API over `registry`, routing with `router`.
+pub fn routes(registry: Arc<WorkerRegistry>, router: Arc<HttpRouter>) -> Router {
+    let limit = router.max_body_bytes();
+    let state = HttpState { registry, router };
+    Router::new()
+        .route("/generate", post(generate))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/readiness", get(readiness))
+        .route("/workers", post(add_worker).get(list_workers))
+        .route("/workers/{id}", get(get_worker).delete(remove_worker))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The body, or 413/400 with a JSON message.
+fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than the {limit}-byte limit"),
+            )
+        } else {
+            HttpError::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+async fn forward(state: &HttpState, path: &'static str, headers: &HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    let result = match body(raw, state.router.max_body_bytes()) {
+        Ok(bytes) => state.router.forward(path, headers, bytes).await.map_err(HttpError::from),
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn generate(State(s): State<HttpState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    forward(&s, "/generate", &headers, raw).await
+}
+
+async fn completions(State(s): State<HttpState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    forward(&s, "/v1/completions", &headers, raw).await
+}
+
+async fn chat_completions(State(s): State<HttpState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    forward(&s, "/v1/chat/completions", &headers, raw).await
+}
+
+/// Every model with a worker, any mode, in OpenAI's list format.
+async fn models(State(s): State<HttpState>) -> Json<Value> {
+    let names: std::collections::BTreeSet<String> = s.registry.list().iter().map(|w| w.model().to_string()).collect();
+    let data: Vec<Value> = names
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Per model (HTTP workers): ready when it can serve a request now.
+async fn readiness(State(s): State<HttpState>) -> Response {
+    let snapshot = s.registry.snapshot();
+    let count = |role, model: &str| {
+        snapshot.group(ConnectionMode::Http, role, model).map_or((0, 0), |g| {
+            (g.iter().filter(|w| w.is_healthy()).count(), g.len())
+        })
+    };
+    let mut models = BTreeMap::new();
+    let names: std::collections::BTreeSet<String> = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
+        .iter()
+        .flat_map(|r| snapshot.models(ConnectionMode::Http, *r))
+        .map(|m| m.to_string())
+        .collect();
+    for model in names {
+        let (healthy, total) = count(WorkerRole::Regular, &model);
+        let (ph, pt) = count(WorkerRole::Prefill, &model);
+        let (dh, dt) = count(WorkerRole::Decode, &model);
+        let entry = if pt + dt > 0 {
+            let ready = ph > 0 && dh > 0;
+            json!({"status": status(ready), "prefill_healthy": ph, "decode_healthy": dh, "prefill_total": pt, "decode_total": dt})
+        } else {
+            json!({"status": status(healthy > 0), "healthy_workers": healthy, "total_workers": total})
+        };
+        models.insert(model, entry);
+    }
+    let ready = models.values().any(|m| m["status"] == "ready");
+    let body = if models.len() == 1 {
+        let (name, only) = models.into_iter().next().unwrap_or_default();
+        let mut only = only;
+        only["model"] = Value::from(name);
+        only
+    } else {
+        json!({"status": status(ready), "models": models})
+    };
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+fn status(ready: bool) -> &'static str {
+    if ready {
+        "ready"
+    } else {
+        "not_ready"
+    }
+}
+
+/// `POST /workers` body: the gRPC `WorkerSpec`, as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerSpecJson {
+    url: String,
+    model_id: String,
+    #[serde(default)]
+    role: WorkerRole,
+    #[serde(default)]
+    bootstrap_port: Option<u32>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A worker as the HTTP API shows it (the gRPC `WorkerInfo`, as JSON).
+#[derive(Debug, Serialize)]
+struct WorkerJson {
+    id: String,
+    url: String,
+    model_id: String,
+    role: WorkerRole,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_port: Option<u16>,
+    labels: BTreeMap<String, String>,
+    connection_mode: &'static str,
+    health: &'static str,
+    in_flight: u32,
+}
+
+fn worker_json(w: &Worker) -> WorkerJson {
+    WorkerJson {
+        id: w.id().to_string(),
+        url: w.url().to_string(),
+        model_id: w.model().to_string(),
+        role: w.role(),
+        bootstrap_port: w.spec().bootstrap_port,
+        labels: w.spec().labels.clone(),
+        connection_mode: match w.mode() {
+            ConnectionMode::Grpc => "grpc",
+            ConnectionMode::Http => "http",
+        },
+        health: if w.is_healthy() { "healthy" } else { "unhealthy" },
+        in_flight: w.in_flight(),
+    }
+}
+
+async fn add_worker(State(s): State<HttpState>, raw: Result<Bytes, BytesRejection>) -> Result<Response, HttpError> {
+    let bytes = body(raw, s.router.max_body_bytes())?;
+    let spec: WorkerSpecJson = serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::bad_request(format!("invalid worker spec: {e}")))?;
+    let spec = WorkerSpec::new(&spec.url, &spec.model_id, spec.role, spec.bootstrap_port, spec.labels)
+        .map_err(RegistryError::from)?;
+    let worker = s.registry.add(spec)?;
+    tracing::info!(worker = %worker.id(), url = worker.url(), "worker added over HTTP");
+    Ok((StatusCode::CREATED, Json(worker_json(&worker))).into_response())
+}
+
+/// `GET /workers` filters; every one given must match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    model_id: Option<String>,
+    role: Option<WorkerRole>,
+    connection_mode: Option<String>,
+}
+
+async fn list_workers(
+    State(s): State<HttpState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let Query(q) = query.map_err(|e| HttpError::bad_request(format!("invalid filters: {e}")))?;
+    let mode = match q.connection_mode.as_deref() {
+        None => None,
+        Some("grpc") => Some(ConnectionMode::Grpc),
+        Some("http") => Some(ConnectionMode::Http),
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "invalid connection_mode {other:?}: use grpc or http"
+            )))
+        }
+    };
+    let workers: Vec<WorkerJson> = s
+        .registry
+        .list()
+        .iter()
+        .filter(|w| q.model_id.as_deref().is_none_or(|m| w.model().as_ref() == m))
+        .filter(|w| q.role.is_none_or(|r| w.role() == r))
+        .filter(|w| mode.is_none_or(|m| w.mode() == m))
+        .map(|w| worker_json(w))
+        .collect();
+    Ok(Json(json!({ "workers": workers })))
+}
+
+async fn get_worker(State(s): State<HttpState>, Path(id): Path<String>) -> Result<Json<WorkerJson>, HttpError> {
+    let worker = s.registry.get(&id)?;
+    Ok(Json(worker_json(&worker)))
+}
+
+async fn remove_worker(State(s): State<HttpState>, Path(id): Path<String>) -> Result<Json<WorkerJson>, HttpError> {
+    let worker = s.registry.remove(&id)?;
+    tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed over HTTP");
+    Ok(Json(worker_json(&worker)))
+}

@@ -1,0 +1,92 @@
+//! The one mapping from Switchyard's errors to HTTP responses: a status code
+//! and an OpenAI-style JSON body, `{"error": {"message", "type", "code"}}`,
+//! which OpenAI clients surface as-is. Internal details are logged, not sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::routers::RouteError;
+use crate::worker::RegistryError;
+
+/// An error on its way to an HTTP client.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let kind = match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "invalid_request_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::CONFLICT => "conflict_error",
+            StatusCode::SERVICE_UNAVAILABLE => "service_unavailable_error",
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => "upstream_error",
+            _ => "internal_error",
+        };
+        let body = serde_json::json!({
+            "error": { "message": self.message, "type": kind, "code": self.status.as_u16() }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RegistryError> for HttpError {
+    fn from(err: RegistryError) -> Self {
+        let status = match &err {
+            RegistryError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
+            RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
+            RegistryError::AlreadyExists { .. } | RegistryError::RoleConflict { .. } => StatusCode::CONFLICT,
+        };
+        HttpError::new(status, err.to_string())
+    }
+}
+
+impl From<RouteError> for HttpError {
+    fn from(err: RouteError) -> Self {
+        let status = match &err {
+            RouteError::InvalidRequest(_) | RouteError::ModelRequired { .. } => StatusCode::BAD_REQUEST,
+            RouteError::UnknownModel { .. } => StatusCode::NOT_FOUND,
+            RouteError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RouteError::NoModels
+            | RouteError::NoWorkers { .. }
+            | RouteError::NoHealthyWorkers { .. }
+            | RouteError::Policy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RouteError::Upstream { .. } | RouteError::WorkerFailed { .. } => {
+                tracing::warn!(error = %err, "upstream failure");
+                StatusCode::BAD_GATEWAY
+            }
+            RouteError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RouteError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                return HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; the router logged the details",
+                );
+            }
+        };
+        HttpError::new(status, err.to_string())
+    }
+}
