@@ -98,9 +98,14 @@ impl App {
             })?;
         }
         let rooms = BootstrapRooms::default();
-        let router = Arc::new(GrpcRouter::new(registry.clone(), &config.policy, rooms.clone()));
+        let router = Arc::new(GrpcRouter::new(
+            registry.clone(),
+            &config.policy,
+            rooms.clone(),
+        ));
         let http_router = Arc::new(
-            HttpRouter::new(registry.clone(), &config.policy, &config.http, rooms).map_err(AppError::HttpClient)?,
+            HttpRouter::new(registry.clone(), &config.policy, &config.http, rooms)
+                .map_err(AppError::HttpClient)?,
         );
         Ok(App {
             config,
@@ -128,7 +133,10 @@ impl App {
         listeners: impl Into<Listeners>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        let Listeners { grpc: listener, http } = listeners.into();
+        let Listeners {
+            grpc: listener,
+            http,
+        } = listeners.into();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();
@@ -143,7 +151,8 @@ impl App {
         let checker = HealthChecker::new(self.registry.clone(), self.config.health_check.clone());
         let checker_task = tokio::spawn(checker.run(stopped()));
         let http_task = http.map(|listener| {
-            let routes = crate::services::http::routes(self.registry.clone(), self.http_router.clone());
+            let routes =
+                crate::services::http::routes(self.registry.clone(), self.http_router.clone());
             tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);

@@ -56,7 +56,10 @@ async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
     if let Some(banner) = banner {
         println!("{}", banner.replace("{ADDR}", &local.to_string()));
     }
-    let listeners = switchyard::app::Listeners { grpc: listener, http };
+    let listeners = switchyard::app::Listeners {
+        grpc: listener,
+        http,
+    };
     app.serve(listeners, shutdown_signal())
         .await
         .map_err(|e| e.to_string())

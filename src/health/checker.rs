@@ -106,8 +106,15 @@ impl HealthChecker {
 }
 
 /// `GET {url}/health`: any 2xx within the timeout is healthy.
-async fn probe_http(client: &reqwest::Client, worker: &Worker, timeout: std::time::Duration) -> bool {
-    let request = client.get(format!("{}/health", worker.url())).timeout(timeout).send();
+async fn probe_http(
+    client: &reqwest::Client,
+    worker: &Worker,
+    timeout: std::time::Duration,
+) -> bool {
+    let request = client
+        .get(format!("{}/health", worker.url()))
+        .timeout(timeout)
+        .send();
     match request.await {
         Ok(response) => response.status().is_success(),
         Err(e) => {

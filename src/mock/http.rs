@@ -29,16 +29,29 @@ enum Flavor {
 
 pub(super) fn routes(service: MockService) -> Router {
     Router::new()
-        .route("/generate", post(|s, h, b| generate(s, h, b, Flavor::Generate)))
-        .route("/v1/completions", post(|s, h, b| generate(s, h, b, Flavor::Completions)))
-        .route("/v1/chat/completions", post(|s, h, b| generate(s, h, b, Flavor::Chat)))
+        .route(
+            "/generate",
+            post(|s, h, b| generate(s, h, b, Flavor::Generate)),
+        )
+        .route(
+            "/v1/completions",
+            post(|s, h, b| generate(s, h, b, Flavor::Completions)),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(|s, h, b| generate(s, h, b, Flavor::Chat)),
+        )
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .with_state(service)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": {"message": message.into(), "code": status.as_u16()}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"message": message.into(), "code": status.as_u16()}})),
+    )
+        .into_response()
 }
 
 async fn health(State(service): State<MockService>) -> Response {
@@ -51,20 +64,44 @@ async fn health(State(service): State<MockService>) -> Response {
 
 async fn models(State(service): State<MockService>) -> Json<Value> {
     let name = service.config.load().name.clone();
-    Json(json!({"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "mock"}]}))
+    Json(
+        json!({"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "mock"}]}),
+    )
 }
 
-async fn generate(State(service): State<MockService>, headers: HeaderMap, body: axum::body::Bytes, flavor: Flavor) -> Response {
+async fn generate(
+    State(service): State<MockService>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    flavor: Flavor,
+) -> Response {
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body must be a JSON object");
     };
-    let disaggregated = req.get("bootstrap_room").map(|room| pb::DisaggregatedParams {
-        bootstrap_host: req.get("bootstrap_host").and_then(Value::as_str).unwrap_or_default().to_string(),
-        bootstrap_port: req.get("bootstrap_port").and_then(Value::as_u64).unwrap_or(0) as u32,
-        bootstrap_room: room.as_u64().unwrap_or(0),
-    });
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let model = req.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+    let disaggregated = req
+        .get("bootstrap_room")
+        .map(|room| pb::DisaggregatedParams {
+            bootstrap_host: req
+                .get("bootstrap_host")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            bootstrap_port: req
+                .get("bootstrap_port")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as u32,
+            bootstrap_room: room.as_u64().unwrap_or(0),
+        });
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let seen = SeenRequest {
         request_id: request_id.clone(),
         model: model.clone(),
@@ -82,7 +119,9 @@ async fn generate(State(service): State<MockService>, headers: HeaderMap, body: 
         Err(status) => {
             let code = match status.code() {
                 tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+                    StatusCode::BAD_REQUEST
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return error(code, status.message());
@@ -98,9 +137,14 @@ async fn generate(State(service): State<MockService>, headers: HeaderMap, body: 
     let tokens = requested.map_or(config.tokens, |n| n.min(u64::from(u32::MAX)) as u32);
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let rx = service.spawn_generation(config, request_id.clone(), tokens, |piece| piece);
-    let id = if request_id.is_empty() { "mock".to_string() } else { request_id };
+    let id = if request_id.is_empty() {
+        "mock".to_string()
+    } else {
+        request_id
+    };
     if stream {
-        let events = ReceiverStream::new(rx).map(move |piece| Ok::<_, Infallible>(sse_event(flavor, &id, &model, piece)));
+        let events = ReceiverStream::new(rx)
+            .map(move |piece| Ok::<_, Infallible>(sse_event(flavor, &id, &model, piece)));
         let done = tokio_stream::once(Ok(Event::default().data("[DONE]")));
         return Sse::new(events.chain(done)).into_response();
     }
@@ -119,7 +163,9 @@ async fn generate(State(service): State<MockService>, headers: HeaderMap, body: 
 }
 
 fn created() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn sse_event(flavor: Flavor, id: &str, model: &str, piece: Piece) -> Event {
@@ -127,7 +173,9 @@ fn sse_event(flavor: Flavor, id: &str, model: &str, piece: Piece) -> Event {
         Piece::Token(_, t) => (t, Value::Null),
         Piece::Finish(reason, _) => (String::new(), Value::from(reason)),
         // An error event, then the stream ends: what engines do mid-stream.
-        Piece::Fail(message) => return Event::default().data(json!({"error": {"message": message}}).to_string()),
+        Piece::Fail(message) => {
+            return Event::default().data(json!({"error": {"message": message}}).to_string())
+        }
     };
     let data = match flavor {
         Flavor::Generate => json!({"text": text, "meta_info": {"id": id, "finish_reason": finish}}),
@@ -143,10 +191,18 @@ fn sse_event(flavor: Flavor, id: &str, model: &str, piece: Piece) -> Event {
     Event::default().data(data.to_string())
 }
 
-fn full_response(flavor: Flavor, id: &str, model: &str, text: &str, (reason, n): (&str, u32)) -> Value {
+fn full_response(
+    flavor: Flavor,
+    id: &str,
+    model: &str,
+    text: &str,
+    (reason, n): (&str, u32),
+) -> Value {
     let usage = json!({"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1});
     match flavor {
-        Flavor::Generate => json!({"text": text, "meta_info": {"id": id, "finish_reason": {"type": reason}, "completion_tokens": n}}),
+        Flavor::Generate => {
+            json!({"text": text, "meta_info": {"id": id, "finish_reason": {"type": reason}, "completion_tokens": n}})
+        }
         Flavor::Completions => json!({
             "id": id, "object": "text_completion", "created": created(), "model": model,
             "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": null}], "usage": usage,

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -248,7 +248,10 @@ impl MockService {
             self.exit.notify_one();
         }
         if config.fail_rate > 0.0 && rand::random::<f64>() < config.fail_rate {
-            return Err(Status::unavailable(format!("mock worker {}: injected failure", config.name)));
+            return Err(Status::unavailable(format!(
+                "mock worker {}: injected failure",
+                config.name
+            )));
         }
         self.rendezvous(&config, params).await?;
         Ok(config)
@@ -279,7 +282,10 @@ impl MockService {
             };
             counter.fetch_add(1, Ordering::SeqCst);
             let mut running = this.running();
-            if running.get(&request_id).is_some_and(|n| Arc::ptr_eq(n, &abort)) {
+            if running
+                .get(&request_id)
+                .is_some_and(|n| Arc::ptr_eq(n, &abort))
+            {
                 running.remove(&request_id);
             }
         });
@@ -351,7 +357,10 @@ impl Inference for MockService {
         let encode = move |piece: Piece| {
             use pb::generate_response::Response as R;
             let body = match piece {
-                Piece::Token(i, text) => R::Chunk(pb::GenerateChunk { token_ids: vec![i], text }),
+                Piece::Token(i, text) => R::Chunk(pb::GenerateChunk {
+                    token_ids: vec![i],
+                    text,
+                }),
                 Piece::Finish(reason, completion) => R::Complete(pb::GenerateComplete {
                     finish_reason: reason.into(),
                     prompt_tokens,
@@ -417,7 +426,10 @@ async fn stream_tokens<T>(
     }
     for i in 0..tokens {
         if config.fail_after == Some(i) {
-            let message = format!("mock worker {}: injected failure after {i} tokens", config.name);
+            let message = format!(
+                "mock worker {}: injected failure after {i} tokens",
+                config.name
+            );
             let _ = tx.send(encode(Piece::Fail(message))).await;
             return Outcome::Failed;
         }
@@ -436,7 +448,11 @@ async fn stream_tokens<T>(
             return Outcome::Cancelled;
         }
     }
-    if tx.send(encode(Piece::Finish("length", tokens))).await.is_err() {
+    if tx
+        .send(encode(Piece::Finish("length", tokens)))
+        .await
+        .is_err()
+    {
         return Outcome::Cancelled;
     }
     Outcome::Completed
@@ -469,7 +485,11 @@ impl MockWorker {
         Self::start_with(listen, config, true).await
     }
 
-    async fn start_with(listen: SocketAddr, config: MockConfig, http: bool) -> std::io::Result<MockWorker> {
+    async fn start_with(
+        listen: SocketAddr,
+        config: MockConfig,
+        http: bool,
+    ) -> std::io::Result<MockWorker> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let health = HealthReporter::new();
@@ -502,9 +522,10 @@ impl MockWorker {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let server = axum::serve(listener, http::routes(service)).with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
-            });
+            let server =
+                axum::serve(listener, http::routes(service)).with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                });
             tokio::spawn(async move {
                 if let Err(e) = server.await {
                     tracing::error!(error = %e, "mock worker server failed");
@@ -536,8 +557,9 @@ impl MockWorker {
         health: HealthReporter,
         shutdown_rx: oneshot::Receiver<()>,
     ) -> JoinHandle<()> {
-        let health_server =
-            tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(health));
+        let health_server = tonic_health::pb::health_server::HealthServer::new(
+            HealthService::from_health_reporter(health),
+        );
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(health_server)

@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use super::http_error::HttpError;
 use crate::routers::http::HttpRouter;
-use crate::worker::{ConnectionMode, RegistryError, Worker, WorkerRegistry, WorkerRole, WorkerSpec};
+use crate::worker::{
+    ConnectionMode, RegistryError, Worker, WorkerRegistry, WorkerRole, WorkerSpec,
+};
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
@@ -58,29 +60,55 @@ fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Http
     })
 }
 
-async fn forward(state: &HttpState, path: &'static str, headers: &HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn forward(
+    state: &HttpState,
+    path: &'static str,
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = match body(raw, state.router.max_body_bytes()) {
-        Ok(bytes) => state.router.forward(path, headers, bytes).await.map_err(HttpError::from),
+        Ok(bytes) => state
+            .router
+            .forward(path, headers, bytes)
+            .await
+            .map_err(HttpError::from),
         Err(e) => Err(e),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn generate(State(s): State<HttpState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn generate(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     forward(&s, "/generate", &headers, raw).await
 }
 
-async fn completions(State(s): State<HttpState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     forward(&s, "/v1/completions", &headers, raw).await
 }
 
-async fn chat_completions(State(s): State<HttpState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     forward(&s, "/v1/chat/completions", &headers, raw).await
 }
 
 /// Every model with a worker, any mode, in OpenAI's list format.
 async fn models(State(s): State<HttpState>) -> Json<Value> {
-    let names: std::collections::BTreeSet<String> = s.registry.list().iter().map(|w| w.model().to_string()).collect();
+    let names: std::collections::BTreeSet<String> = s
+        .registry
+        .list()
+        .iter()
+        .map(|w| w.model().to_string())
+        .collect();
     let data: Vec<Value> = names
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
@@ -96,16 +124,19 @@ async fn health() -> Json<Value> {
 async fn readiness(State(s): State<HttpState>) -> Response {
     let snapshot = s.registry.snapshot();
     let count = |role, model: &str| {
-        snapshot.group(ConnectionMode::Http, role, model).map_or((0, 0), |g| {
-            (g.iter().filter(|w| w.is_healthy()).count(), g.len())
-        })
+        snapshot
+            .group(ConnectionMode::Http, role, model)
+            .map_or((0, 0), |g| {
+                (g.iter().filter(|w| w.is_healthy()).count(), g.len())
+            })
     };
     let mut models = BTreeMap::new();
-    let names: std::collections::BTreeSet<String> = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
-        .iter()
-        .flat_map(|r| snapshot.models(ConnectionMode::Http, *r))
-        .map(|m| m.to_string())
-        .collect();
+    let names: std::collections::BTreeSet<String> =
+        [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
+            .iter()
+            .flat_map(|r| snapshot.models(ConnectionMode::Http, *r))
+            .map(|m| m.to_string())
+            .collect();
     for model in names {
         let (healthy, total) = count(WorkerRole::Regular, &model);
         let (ph, pt) = count(WorkerRole::Prefill, &model);
@@ -127,7 +158,11 @@ async fn readiness(State(s): State<HttpState>) -> Response {
     } else {
         json!({"status": status(ready), "models": models})
     };
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -180,17 +215,30 @@ fn worker_json(w: &Worker) -> WorkerJson {
             ConnectionMode::Grpc => "grpc",
             ConnectionMode::Http => "http",
         },
-        health: if w.is_healthy() { "healthy" } else { "unhealthy" },
+        health: if w.is_healthy() {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
         in_flight: w.in_flight(),
     }
 }
 
-async fn add_worker(State(s): State<HttpState>, raw: Result<Bytes, BytesRejection>) -> Result<Response, HttpError> {
+async fn add_worker(
+    State(s): State<HttpState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
     let bytes = body(raw, s.router.max_body_bytes())?;
     let spec: WorkerSpecJson = serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::bad_request(format!("invalid worker spec: {e}")))?;
-    let spec = WorkerSpec::new(&spec.url, &spec.model_id, spec.role, spec.bootstrap_port, spec.labels)
-        .map_err(RegistryError::from)?;
+    let spec = WorkerSpec::new(
+        &spec.url,
+        &spec.model_id,
+        spec.role,
+        spec.bootstrap_port,
+        spec.labels,
+    )
+    .map_err(RegistryError::from)?;
     let worker = s.registry.add(spec)?;
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker added over HTTP");
     Ok((StatusCode::CREATED, Json(worker_json(&worker))).into_response())
@@ -224,7 +272,11 @@ async fn list_workers(
         .registry
         .list()
         .iter()
-        .filter(|w| q.model_id.as_deref().is_none_or(|m| w.model().as_ref() == m))
+        .filter(|w| {
+            q.model_id
+                .as_deref()
+                .is_none_or(|m| w.model().as_ref() == m)
+        })
         .filter(|w| q.role.is_none_or(|r| w.role() == r))
         .filter(|w| mode.is_none_or(|m| w.mode() == m))
         .map(|w| worker_json(w))
@@ -232,12 +284,18 @@ async fn list_workers(
     Ok(Json(json!({ "workers": workers })))
 }
 
-async fn get_worker(State(s): State<HttpState>, Path(id): Path<String>) -> Result<Json<WorkerJson>, HttpError> {
+async fn get_worker(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerJson>, HttpError> {
     let worker = s.registry.get(&id)?;
     Ok(Json(worker_json(&worker)))
 }
 
-async fn remove_worker(State(s): State<HttpState>, Path(id): Path<String>) -> Result<Json<WorkerJson>, HttpError> {
+async fn remove_worker(
+    State(s): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerJson>, HttpError> {
     let worker = s.registry.remove(&id)?;
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed over HTTP");
     Ok(Json(worker_json(&worker)))

@@ -58,7 +58,9 @@ impl From<RegistryError> for HttpError {
         let status = match &err {
             RegistryError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
             RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
-            RegistryError::AlreadyExists { .. } | RegistryError::RoleConflict { .. } => StatusCode::CONFLICT,
+            RegistryError::AlreadyExists { .. } | RegistryError::RoleConflict { .. } => {
+                StatusCode::CONFLICT
+            }
         };
         HttpError::new(status, err.to_string())
     }
@@ -67,7 +69,9 @@ impl From<RegistryError> for HttpError {
 impl From<RouteError> for HttpError {
     fn from(err: RouteError) -> Self {
         let status = match &err {
-            RouteError::InvalidRequest(_) | RouteError::ModelRequired { .. } => StatusCode::BAD_REQUEST,
+            RouteError::InvalidRequest(_) | RouteError::ModelRequired { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             RouteError::UnknownModel { .. } => StatusCode::NOT_FOUND,
             RouteError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RouteError::NoModels

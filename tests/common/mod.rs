@@ -23,6 +23,8 @@ pub const MODEL: &str = "test-model";
 /// A router running in this process.
 pub struct Router {
     pub addr: SocketAddr,
+    /// The HTTP listener's address (tests always serve HTTP too).
+    pub http_addr: SocketAddr,
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), switchyard::AppError>>>,
@@ -55,8 +57,14 @@ pub async fn start_router_with(config: Config) -> Router {
     let app = App::build(config).expect("valid config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.serve(listener, async {
+    let listeners = switchyard::app::Listeners {
+        grpc: listener,
+        http: Some(http),
+    };
+    let task = tokio::spawn(app.serve(listeners, async {
         let _ = rx.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -66,6 +74,7 @@ pub async fn start_router_with(config: Config) -> Router {
         .unwrap();
     Router {
         addr,
+        http_addr,
         channel,
         shutdown: Some(tx),
         task: Some(task),
@@ -73,6 +82,11 @@ pub async fn start_router_with(config: Config) -> Router {
 }
 
 impl Router {
+    /// `http://addr{path}` on the router's HTTP listener.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
     pub fn management(&self) -> WorkerManagementClient<Channel> {
         WorkerManagementClient::new(self.channel.clone())
     }

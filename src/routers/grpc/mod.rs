@@ -42,7 +42,11 @@ pub struct GrpcRouter {
 impl GrpcRouter {
     /// Routers over `registry`, with policies built from `config` (and so
     /// subscribed to the registry's events).
-    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig, rooms: BootstrapRooms) -> Self {
+    pub fn new(
+        registry: Arc<WorkerRegistry>,
+        config: &PolicyConfig,
+        rooms: BootstrapRooms,
+    ) -> Self {
         GrpcRouter {
             regular: GrpcRegularRouter::new(registry.clone(), PolicySet::build(config, &registry)),
             pd: GrpcPdRouter::new(registry.clone(), config, rooms),

@@ -44,7 +44,11 @@ pub struct GrpcPdRouter {
 impl GrpcPdRouter {
     /// A PD router over `registry` with the prefill and decode policies of
     /// `config` (each instance subscribed to the registry).
-    pub fn new(registry: Arc<WorkerRegistry>, config: &PolicyConfig, rooms: BootstrapRooms) -> Self {
+    pub fn new(
+        registry: Arc<WorkerRegistry>,
+        config: &PolicyConfig,
+        rooms: BootstrapRooms,
+    ) -> Self {
         GrpcPdRouter {
             prefill: PolicySet::new(
                 config.prefill,

@@ -29,7 +29,8 @@ fn bad(message: impl Into<String>) -> RouteError {
 impl HttpInput {
     /// Parses `bytes` as a JSON object and extracts model and routing input.
     pub fn parse(bytes: &[u8]) -> Result<HttpInput, RouteError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
         let Value::Object(body) = value else {
             return Err(bad("the body must be a JSON object"));
         };
@@ -73,7 +74,9 @@ fn text_of(value: &Value, field: &str) -> Result<String, RouteError> {
             .collect::<Option<Vec<_>>>()
             .map(|parts| parts.join("\n"))
             .ok_or_else(|| bad(format!("`{field}` must be a string or an array of strings"))),
-        _ => Err(bad(format!("`{field}` must be a string or an array of strings"))),
+        _ => Err(bad(format!(
+            "`{field}` must be a string or an array of strings"
+        ))),
     }
 }
 
@@ -94,7 +97,11 @@ fn conversation(messages: &Value) -> Result<String, RouteError> {
                 .collect::<Vec<_>>()
                 .join(""),
             None | Some(Value::Null) => String::new(),
-            Some(_) => return Err(bad("a message's `content` must be a string or an array of parts")),
+            Some(_) => {
+                return Err(bad(
+                    "a message's `content` must be a string or an array of parts",
+                ))
+            }
         };
         out.push_str(role);
         out.push_str(": ");
@@ -118,9 +125,26 @@ mod tests {
 
     #[test]
     fn text_prompt_and_ids() {
-        assert_eq!(HttpInput::parse(br#"{"text":"a"}"#).unwrap().text.as_deref(), Some("a"));
-        assert_eq!(HttpInput::parse(br#"{"prompt":["a","b"]}"#).unwrap().text.as_deref(), Some("a\nb"));
-        assert_eq!(HttpInput::parse(br#"{"input_ids":[1,2]}"#).unwrap().token_ids, Some(vec![1, 2]));
+        assert_eq!(
+            HttpInput::parse(br#"{"text":"a"}"#)
+                .unwrap()
+                .text
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            HttpInput::parse(br#"{"prompt":["a","b"]}"#)
+                .unwrap()
+                .text
+                .as_deref(),
+            Some("a\nb")
+        );
+        assert_eq!(
+            HttpInput::parse(br#"{"input_ids":[1,2]}"#)
+                .unwrap()
+                .token_ids,
+            Some(vec![1, 2])
+        );
     }
 
     #[test]

@@ -68,10 +68,15 @@ impl HttpConfig {
     /// Checks ranges; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.connect_timeout_ms == 0 || self.response_timeout_ms == 0 {
-            return Err("http.connect_timeout_ms and http.response_timeout_ms must be at least 1".into());
+            return Err(
+                "http.connect_timeout_ms and http.response_timeout_ms must be at least 1".into(),
+            );
         }
         if self.max_body_bytes < 1024 {
-            return Err(format!("http.max_body_bytes must be at least 1024, got {}", self.max_body_bytes));
+            return Err(format!(
+                "http.max_body_bytes must be at least 1024, got {}",
+                self.max_body_bytes
+            ));
         }
         Ok(())
     }
@@ -98,7 +103,13 @@ struct Upstream {
 
 impl Upstream {
     /// POSTs `body` to `worker`'s `path`; fails if no response headers arrive in time.
-    async fn post(&self, worker: &Worker, path: &str, request_id: &str, body: Bytes) -> Result<reqwest::Response, RouteError> {
+    async fn post(
+        &self,
+        worker: &Worker,
+        path: &str,
+        request_id: &str,
+        body: Bytes,
+    ) -> Result<reqwest::Response, RouteError> {
         let failed = |reason: String| RouteError::Upstream {
             worker: worker.id().clone(),
             reason,
@@ -113,7 +124,10 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, send).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(failed(error_chain(&e))),
-            Err(_) => Err(failed(format!("no response within {:?}", self.response_timeout))),
+            Err(_) => Err(failed(format!(
+                "no response within {:?}",
+                self.response_timeout
+            ))),
         }
     }
 }
@@ -145,7 +159,12 @@ impl HttpRouter {
             .build()?;
         Ok(HttpRouter {
             policies: PolicySet::build(policy, &registry),
-            prefill: PolicySet::new(policy.prefill, policy.prefill_overrides(), policy, &registry),
+            prefill: PolicySet::new(
+                policy.prefill,
+                policy.prefill_overrides(),
+                policy,
+                &registry,
+            ),
             decode: PolicySet::new(policy.decode, policy.decode_overrides(), policy, &registry),
             registry,
             rooms,
@@ -164,10 +183,16 @@ impl HttpRouter {
 
     /// Sends one inference request (`path` is `/generate`,
     /// `/v1/completions` or `/v1/chat/completions`) to the chosen worker(s).
-    pub async fn forward(&self, path: &'static str, headers: &HeaderMap, body: Bytes) -> Result<Response, RouteError> {
+    pub async fn forward(
+        &self,
+        path: &'static str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, RouteError> {
         let input = HttpInput::parse(&body)?;
         let roles = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode];
-        let model = resolve_model(&self.registry, ConnectionMode::Http, &roles, &input.model)?.into_owned();
+        let model =
+            resolve_model(&self.registry, ConnectionMode::Http, &roles, &input.model)?.into_owned();
         if !is_known_model(&self.registry, ConnectionMode::Http, &model) {
             return Err(RouteError::UnknownModel { model });
         }
@@ -180,7 +205,9 @@ impl HttpRouter {
             model: &model,
             text: input.text.as_deref(),
             token_ids: input.token_ids.as_deref(),
-            routing_key: headers.get(proxy::ROUTING_KEY_HEADER).and_then(|v| v.to_str().ok()),
+            routing_key: headers
+                .get(proxy::ROUTING_KEY_HEADER)
+                .and_then(|v| v.to_str().ok()),
         };
         let span = tracing::info_span!("http", path, request_id = %request_id, model = %model);
         let _entered = span.enter();
@@ -200,8 +227,13 @@ impl HttpRouter {
         facts: &RequestFacts<'_>,
         body: Bytes,
     ) -> Result<Response, RouteError> {
-        let worker = Candidates::resolve(&self.registry, ConnectionMode::Http, WorkerRole::Regular, facts.model)?
-            .choose(&self.policies, facts)?;
+        let worker = Candidates::resolve(
+            &self.registry,
+            ConnectionMode::Http,
+            WorkerRole::Regular,
+            facts.model,
+        )?
+        .choose(&self.policies, facts)?;
         let load = LoadGuard::new(worker.clone());
         self.policies.for_model(facts.model).record(&worker, facts);
         let response = self.upstream.post(&worker, path, request_id, body).await?;
@@ -218,18 +250,37 @@ impl HttpRouter {
         facts: &RequestFacts<'_>,
         mut body: serde_json::Map<String, Value>,
     ) -> Result<Response, RouteError> {
-        let prefill = Candidates::resolve(&self.registry, ConnectionMode::Http, WorkerRole::Prefill, facts.model)?
-            .choose(&self.prefill, facts)?;
-        let decode = Candidates::resolve(&self.registry, ConnectionMode::Http, WorkerRole::Decode, facts.model)?
-            .choose(&self.decode, facts)?;
+        let prefill = Candidates::resolve(
+            &self.registry,
+            ConnectionMode::Http,
+            WorkerRole::Prefill,
+            facts.model,
+        )?
+        .choose(&self.prefill, facts)?;
+        let decode = Candidates::resolve(
+            &self.registry,
+            ConnectionMode::Http,
+            WorkerRole::Decode,
+            facts.model,
+        )?
+        .choose(&self.decode, facts)?;
         let port = prefill.spec().bootstrap_port.ok_or_else(|| {
-            RouteError::Internal(format!("prefill worker {} has no bootstrap port", prefill.id()))
+            RouteError::Internal(format!(
+                "prefill worker {} has no bootstrap port",
+                prefill.id()
+            ))
         })?;
         let room = self.rooms.claim();
-        body.insert("bootstrap_host".into(), Value::from(prefill.endpoint().bare_host()));
+        body.insert(
+            "bootstrap_host".into(),
+            Value::from(prefill.endpoint().bare_host()),
+        );
         body.insert("bootstrap_port".into(), Value::from(port));
         body.insert("bootstrap_room".into(), Value::from(room.id()));
-        let body = Bytes::from(serde_json::to_vec(&Value::Object(body)).map_err(|e| RouteError::Internal(e.to_string()))?);
+        let body = Bytes::from(
+            serde_json::to_vec(&Value::Object(body))
+                .map_err(|e| RouteError::Internal(e.to_string()))?,
+        );
 
         let prefill_load = LoadGuard::new(prefill.clone());
         let decode_load = LoadGuard::new(decode.clone());
@@ -264,7 +315,8 @@ impl HttpRouter {
                 }
             }
         };
-        let relay = Relay::new(response, Box::new((decode_load, room))).with_companion(failed, prefill_task);
+        let relay = Relay::new(response, Box::new((decode_load, room)))
+            .with_companion(failed, prefill_task);
         let mut out = relay.into_response(request_id);
         insert_header(&mut out, PREFILL_WORKER_ID_HEADER, prefill.id().as_str());
         insert_header(&mut out, DECODE_WORKER_ID_HEADER, decode.id().as_str());
@@ -300,7 +352,11 @@ async fn drain_prefill(
             let mut result = Ok(());
             while let Some(chunk) = stream.next().await {
                 if let Err(e) = chunk {
-                    result = Err(format!("prefill worker {} broke off its response: {}", worker.id(), error_chain(&e)));
+                    result = Err(format!(
+                        "prefill worker {} broke off its response: {}",
+                        worker.id(),
+                        error_chain(&e)
+                    ));
                     break;
                 }
             }

@@ -51,7 +51,11 @@ impl Relay {
 
     /// Ties a companion task (the prefill side) to this body: its failure
     /// on `failed` ends the body; the body ending badly cancels it.
-    pub fn with_companion(mut self, failed: Option<oneshot::Receiver<String>>, task: TaskGuard) -> Self {
+    pub fn with_companion(
+        mut self,
+        failed: Option<oneshot::Receiver<String>>,
+        task: TaskGuard,
+    ) -> Self {
         self.body.failed = failed;
         self.body.companion = Some(task);
         self
@@ -68,7 +72,9 @@ impl Relay {
             response.headers_mut().insert(proxy::REQUEST_ID_HEADER, id);
         }
         // Keep intermediaries from buffering a stream.
-        response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+        response
+            .headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
         response
     }
 }
