@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, then the Python
-# foreign-client contract test against the built binaries. Creates its own
+# foreign-client tests against the built binaries (grpcio; openai and curl). Creates its own
 # virtualenv (.venv) with the packages in tests/python/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The HTTP foreign-client test drives the router with curl too.
+if ! command -v curl >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq curl
+fi
 
 cargo build --bins
 cargo test --all-targets
@@ -13,3 +19,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 .venv/bin/python tests/python/test_contract.py
+.venv/bin/python tests/python/test_http.py

@@ -4,8 +4,9 @@
 //! clients call `switchyard.v1.Inference/Generate` on the router, which resolves
 //! candidate workers from the [`worker::WorkerRegistry`] on every call, asks a
 //! load-balancing [`policies::Policy`] to pick one and proxies the stream,
-//! faithfully, with cancellation, deadlines and load accounting. The router
-//! serves `grpc.health.v1` and checks its workers' health.
+//! faithfully, with cancellation, deadlines and load accounting. The same
+//! registry feeds prefill/decode (PD) routing and HTTP routers for HTTP
+//! workers. The router serves `grpc.health.v1` and checks its workers' health.
 //!
 //! # Layout
 //!
@@ -22,9 +23,12 @@
 //!   cache-aware `radix_tree`.
 //! - [`routers`]: `RouteError`, in-flight calls (`inflight`), the selection core
 //!   shared by every router (`select`), and the gRPC routers (`grpc`: the
-//!   facade and `open`, `inbound` parsing, `regular`, `pd`).
+//!   facade and `open`, `inbound` parsing, `regular`, `pd`), the HTTP routers
+//!   (`http`: regular and PD in `mod.rs`, body `input` parsing, `relay`), and
+//!   PD bootstrap `rooms`.
 //! - [`proxy`]: the faithful hop: raw-bytes codec, metadata, deadlines, `ProxyStream`.
-//! - [`services`]: thin tonic services and the one error → `Status` mapping.
+//! - [`services`]: thin tonic services and the axum HTTP API (`http`), with the
+//!   one error → `Status` mapping (`status`) and error → HTTP mapping (`http_error`).
 //! - [`mock`]: a configurable fake worker (regular, prefill or decode, with a
 //!   real TCP rendezvous in `bootstrap`), used by `mock-worker`, `demo` and tests.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
