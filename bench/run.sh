@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Side-by-side proxy cost: (a) direct to a mock worker, (b) through Switchyard,
+# (c) through nginx with grpc_pass, each a separate process, in one run.
+# For concurrency 1 and 64, one-token responses and 256-token streams, it
+# reports throughput, p50/p99 latency added over direct, the proxy's CPU time
+# per request (utime+stime from /proc) and its peak RSS (VmHWM).
+#
+# Usage: bash bench/run.sh            (DURATION=10 seconds per measurement)
+# Installs nginx from Debian's packages if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+WORKER_PORT=${WORKER_PORT:-17101}
+ROUTER_PORT=${ROUTER_PORT:-17102}
+NGINX_PORT=${NGINX_PORT:-17103}
+OUT=${OUT:-bench/results}
+
+cargo build --release --bins --example loadgen
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light || $SUDO apt-get install -y -qq nginx
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 never opened" >&2
+  exit 1
+}
+
+RUST_LOG=warn target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 >"$WORK/worker.log" 2>&1 &
+PIDS+=($!)
+WORKER_PID=$!
+RUST_LOG=warn target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" \
+  --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench >"$WORK/router.log" 2>&1 &
+PIDS+=($!)
+ROUTER_PID=$!
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx;
+  upstream worker { server 127.0.0.1:$WORKER_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT http2;
+    location / { grpc_pass grpc://worker; }
+  }
+}
+NGINX
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+NGINX_PID=$!
+
+wait_port "$WORKER_PORT"; wait_port "$ROUTER_PORT"; wait_port "$NGINX_PORT"
+
+# CPU ticks and peak RSS (kB) of a process and its children (nginx workers).
+family() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+peak_rss_kb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
+
+mkdir -p "$OUT"
+RESULTS="$OUT/run-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+: >"$RESULTS"
+for tokens in 1 256; do
+  for conc in 1 64; do
+    for target in direct switchyard nginx; do
+      case $target in
+        direct) port=$WORKER_PORT; pid=$WORKER_PID ;;
+        switchyard) port=$ROUTER_PORT; pid=$ROUTER_PID ;;
+        nginx) port=$NGINX_PORT; pid=$NGINX_PID ;;
+      esac
+      before=$(cpu_ticks "$pid")
+      target/release/examples/loadgen --target "127.0.0.1:$port" --concurrency "$conc" --tokens "$tokens" \
+        --duration-secs "$DURATION" --progress-secs 0 --json >"$WORK/one.json"
+      after=$(cpu_ticks "$pid")
+      python3 - "$WORK/one.json" "$target" "$((after - before))" "$(getconf CLK_TCK)" "$(peak_rss_kb "$pid")" >>"$RESULTS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["name"], ticks, hz, rss = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+r["proxy_cpu_us_per_request"] = ticks / hz * 1e6 / max(r["requests_ok"], 1)
+r["proxy_peak_rss_mib"] = rss / 1024
+print(json.dumps(r))
+PY
+      echo "measured $target: concurrency $conc, $tokens tokens" >&2
+    done
+  done
+done
+
+python3 - "$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"results: {sys.argv[1]}\n")
+print("| tokens | conc | target | req/s | tokens/s | p50 ms | p99 ms | added p50 ms | added p99 ms | process CPU µs/req | peak RSS MiB | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+direct = {(r["tokens_per_request"], r["concurrency"]): r for r in rows if r["name"] == "direct"}
+for r in rows:
+    d = direct[(r["tokens_per_request"], r["concurrency"])]
+    lat, dl = r["latency_ms"], d["latency_ms"]
+    added = lambda k: "-" if r["name"] == "direct" else f"{lat[k] - dl[k]:.3f}"
+    print(f"| {r['tokens_per_request']} | {r['concurrency']} | {r['name']} | {r['throughput_rps']:.0f} | {r['tokens_per_s']:.0f} | "
+          f"{lat['p50']:.3f} | {lat['p99']:.3f} | {added('p50')} | {added('p99')} | "
+          f"{r['proxy_cpu_us_per_request']:.1f} | {r['proxy_peak_rss_mib']:.1f} | {r['errors'] or ''} |")
+PY
