@@ -60,7 +60,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   client_body_temp_path $WORK/nginx;
-  upstream worker { server 127.0.0.1:$WORKER_PORT; keepalive 128; }
+  # Without these, nginx closes a client connection after 1,000 requests
+  # and the calls in flight on it fail.
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream worker { server 127.0.0.1:$WORKER_PORT; keepalive 128; keepalive_requests 100000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT http2;
     location / { grpc_pass grpc://worker; }

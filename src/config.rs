@@ -151,6 +151,8 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// HTTP/2 keep-alive ping interval on worker connections.
     pub keep_alive_interval_ms: u64,
+    /// HTTP/2 connections per gRPC worker (calls rotate over them).
+    pub connections_per_worker: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -159,6 +161,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             connect_timeout_ms: c.connect_timeout.as_millis() as u64,
             keep_alive_interval_ms: c.keep_alive_interval.as_millis() as u64,
+            connections_per_worker: c.connections,
         }
     }
 }
@@ -169,6 +172,7 @@ impl UpstreamConfig {
         ChannelConfig {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             keep_alive_interval: Duration::from_millis(self.keep_alive_interval_ms),
+            connections: self.connections_per_worker,
         }
     }
 }
@@ -210,6 +214,9 @@ impl Config {
         }
         self.policy.validate().map_err(ConfigError::Invalid)?;
         self.http.validate().map_err(ConfigError::Invalid)?;
+        if !(1..=64).contains(&self.upstream.connections_per_worker) {
+            return invalid("upstream.connections_per_worker must be between 1 and 64".into());
+        }
         if self.upstream.keep_alive_interval_ms < 1_000 {
             return invalid("upstream.keep_alive_interval_ms must be at least 1000".into());
         }

@@ -48,7 +48,15 @@ fn is_hop_header(name: &str) -> bool {
 
 /// The metadata to pass on across the hop.
 pub fn forwardable(metadata: &MetadataMap) -> MetadataMap {
-    let headers = metadata.clone().into_headers();
+    forward_owned(metadata.clone())
+}
+
+/// [`forwardable`] for a map the caller no longer needs (no copy of it).
+pub fn forward_owned(metadata: MetadataMap) -> MetadataMap {
+    let headers = metadata.into_headers();
+    if !headers.keys().any(|k| is_hop_header(k.as_str())) {
+        return MetadataMap::from_headers(headers);
+    }
     let mut out = HeaderMap::with_capacity(headers.len());
     let mut last = None;
     for (name, value) in headers {

@@ -17,6 +17,9 @@ pub struct ChannelConfig {
     pub connect_timeout: Duration,
     /// HTTP/2 keep-alive ping interval, to notice dead workers on idle connections.
     pub keep_alive_interval: Duration,
+    /// HTTP/2 connections per worker. One connection's frames are handled by
+    /// one task; two let a 2-core router use both cores for one hot worker.
+    pub connections: usize,
 }
 
 impl Default for ChannelConfig {
@@ -24,6 +27,7 @@ impl Default for ChannelConfig {
         ChannelConfig {
             connect_timeout: Duration::from_secs(2),
             keep_alive_interval: Duration::from_secs(30),
+            connections: 2,
         }
     }
 }

@@ -69,8 +69,12 @@ pub struct Worker {
     /// Requests dispatched to this worker and not yet finished; only
     /// [`LoadGuard`] changes it.
     in_flight: AtomicU32,
-    /// Created on first dispatch (connecting lazily), reused afterwards.
-    channel: OnceLock<tonic::transport::Channel>,
+    /// Created on first dispatch (connecting lazily), reused afterwards: one
+    /// HTTP/2 connection each, so that their frame processing spreads over
+    /// cores instead of queueing behind one connection task.
+    channels: OnceLock<Box<[tonic::transport::Channel]>>,
+    /// Which channel the next call uses.
+    next_channel: AtomicU32,
     channel_config: ChannelConfig,
 }
 
@@ -91,7 +95,8 @@ impl Worker {
             model,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
-            channel: OnceLock::new(),
+            channels: OnceLock::new(),
+            next_channel: AtomicU32::new(0),
             channel_config,
         }
     }
@@ -152,11 +157,16 @@ impl Worker {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The worker's gRPC channel, created (not connected) on first use.
+    /// A gRPC channel to the worker, created (not connected) on first use;
+    /// calls rotate over `connections_per_worker` connections.
     pub fn channel(&self) -> tonic::transport::Channel {
-        self.channel
-            .get_or_init(|| self.channel_config.lazy_channel(&self.endpoint))
-            .clone()
+        let channels = self.channels.get_or_init(|| {
+            (0..self.channel_config.connections.max(1))
+                .map(|_| self.channel_config.lazy_channel(&self.endpoint))
+                .collect()
+        });
+        let i = self.next_channel.fetch_add(1, Ordering::Relaxed) as usize % channels.len();
+        channels[i].clone()
     }
 }
 

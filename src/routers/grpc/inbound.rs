@@ -111,8 +111,8 @@ impl Inbound {
 
     /// The response metadata: the worker's forwardable metadata plus the
     /// request id.
-    pub fn response_metadata(&self, worker_metadata: &MetadataMap) -> MetadataMap {
-        let mut md = proxy::forwardable(worker_metadata);
+    pub fn response_metadata(&self, worker_metadata: MetadataMap) -> MetadataMap {
+        let mut md = proxy::forward_owned(worker_metadata);
         md.insert(proxy::REQUEST_ID_HEADER, self.request_id_value.clone());
         md
     }

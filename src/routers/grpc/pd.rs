@@ -156,7 +156,7 @@ impl GrpcPdRouter {
         )
         .with_companion(companion);
         let mut response = tonic::Response::new(stream);
-        *response.metadata_mut() = inbound.response_metadata(&worker_metadata);
+        *response.metadata_mut() = inbound.response_metadata(worker_metadata);
         insert_worker_id(response.metadata_mut(), PREFILL_WORKER_ID_HEADER, &prefill);
         insert_worker_id(response.metadata_mut(), DECODE_WORKER_ID_HEADER, &decode);
         Ok(response)

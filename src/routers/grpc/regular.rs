@@ -66,7 +66,7 @@ impl GrpcRegularRouter {
             Box::new((load, entry)),
         );
         let mut response = tonic::Response::new(stream);
-        *response.metadata_mut() = inbound.response_metadata(&worker_metadata);
+        *response.metadata_mut() = inbound.response_metadata(worker_metadata);
         insert_worker_id(response.metadata_mut(), proxy::WORKER_ID_HEADER, &worker);
         Ok(response)
     }
