@@ -5,7 +5,8 @@
 # reports throughput, p50/p99 latency added over direct, the proxy's CPU time
 # per request (utime+stime from /proc) and its peak RSS (VmHWM).
 #
-# Usage: bash bench/run.sh            (DURATION=10 seconds per measurement)
+# Usage: bash bench/run.sh            (DURATION=10 seconds per measurement;
+#        ROUTER_ARGS and NGINX_WORKERS: see below)
 # Installs nginx from Debian's packages if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,12 @@ WORKER_PORT=${WORKER_PORT:-17101}
 ROUTER_PORT=${ROUTER_PORT:-17102}
 NGINX_PORT=${NGINX_PORT:-17103}
 OUT=${OUT:-bench/results}
+# Both proxies get one thread by default: on a 2-core machine the load
+# generator and the worker need the other core, and a one-thread proxy
+# avoids cross-thread wakeups. Set ROUTER_ARGS="" and NGINX_WORKERS=auto to
+# compare the multi-threaded defaults instead.
+ROUTER_ARGS=${ROUTER_ARGS---worker-threads 1}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
 
 cargo build --release --bins --example loadgen
 
@@ -46,13 +53,13 @@ RUST_LOG=warn target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --nam
 PIDS+=($!)
 WORKER_PID=$!
 RUST_LOG=warn target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" \
-  --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench >"$WORK/router.log" 2>&1 &
+  --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench ${ROUTER_ARGS:-} >"$WORK/router.log" 2>&1 &
 PIDS+=($!)
 ROUTER_PID=$!
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes auto;
+worker_processes $NGINX_WORKERS;
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;

@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Load-balancing policy.
     #[arg(long, value_name = "NAME")]
     pub policy: Option<PolicyKind>,
+    /// Runtime worker threads (default: one per core; 1: single-threaded).
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Health-check interval in milliseconds.
     #[arg(long, value_name = "MS")]
     pub health_interval_ms: Option<u64>,
@@ -96,6 +99,9 @@ impl ServeArgs {
             return Err(ConfigError::Invalid(
                 "--model applies to --worker; give at least one --worker URL".into(),
             ));
+        }
+        if let Some(n) = self.worker_threads {
+            config.worker_threads = Some(n);
         }
         if let Some(policy) = self.policy {
             config.policy.name = policy;

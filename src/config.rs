@@ -54,6 +54,9 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// The HTTP side: upstream timeouts and the request-body limit.
     pub http: HttpConfig,
+    /// Runtime worker threads (unset: one per core; 1: a single-threaded
+    /// scheduler).
+    pub worker_threads: Option<usize>,
     /// Workers registered at startup, before the router reports SERVING.
     pub workers: Vec<StartupWorker>,
     /// Load balancing.
@@ -71,6 +74,7 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| unreachable!("constant address")),
             http_listen: None,
+            worker_threads: None,
             http: HttpConfig::default(),
             workers: Vec::new(),
             policy: PolicyConfig::default(),
@@ -208,6 +212,9 @@ impl Config {
         }
         if hc.unhealthy_threshold == 0 || hc.healthy_threshold == 0 {
             return invalid("health_check thresholds must be at least 1".into());
+        }
+        if self.worker_threads == Some(0) {
+            return invalid("worker_threads must be at least 1 (or unset for one per core)".into());
         }
         if self.upstream.connect_timeout_ms == 0 {
             return invalid("upstream.connect_timeout_ms must be at least 1".into());

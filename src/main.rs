@@ -8,8 +8,7 @@ use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::{App, Config};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -19,10 +18,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => match args.to_config() {
-            Ok(config) => run(config, None).await,
+            Ok(config) => runtime(config.worker_threads).and_then(|rt| rt.block_on(run(config, None))),
             Err(e) => Err(e.to_string()),
         },
-        Command::Demo(args) => demo(args).await,
+        Command::Demo(args) => runtime(None).and_then(|rt| rt.block_on(demo(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -31,6 +30,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The tokio runtime: one worker thread per core unless configured; a
+/// single thread runs the current-thread scheduler (no cross-thread wakeups).
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 async fn run(config: Config, banner: Option<String>) -> Result<(), String> {

@@ -126,7 +126,7 @@ async fn probe_http(
 
 /// `grpc.health.v1/Check`: SERVING within the timeout is healthy.
 async fn probe_grpc(worker: &Worker, service: String, timeout: std::time::Duration) -> bool {
-    let mut client = HealthClient::new(worker.channel());
+    let mut client = HealthClient::new(worker.control_channel());
     let mut request = tonic::Request::new(HealthCheckRequest { service });
     request.set_timeout(timeout);
     match tokio::time::timeout(timeout, client.check(request)).await {

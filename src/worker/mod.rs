@@ -72,7 +72,9 @@ pub struct Worker {
     /// Created on first dispatch (connecting lazily), reused afterwards: one
     /// HTTP/2 connection each, so that their frame processing spreads over
     /// cores instead of queueing behind one connection task.
-    channels: OnceLock<Box<[tonic::transport::Channel]>>,
+    /// Each is created on first use, so a worker that only sees health
+    /// checks holds one.
+    channels: Box<[OnceLock<tonic::transport::Channel>]>,
     /// Which channel the next call uses.
     next_channel: AtomicU32,
     channel_config: ChannelConfig,
@@ -95,7 +97,7 @@ impl Worker {
             model,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
-            channels: OnceLock::new(),
+            channels: (0..channel_config.connections.max(1)).map(|_| OnceLock::new()).collect(),
             next_channel: AtomicU32::new(0),
             channel_config,
         }
@@ -160,13 +162,19 @@ impl Worker {
     /// A gRPC channel to the worker, created (not connected) on first use;
     /// calls rotate over `connections_per_worker` connections.
     pub fn channel(&self) -> tonic::transport::Channel {
-        let channels = self.channels.get_or_init(|| {
-            (0..self.channel_config.connections.max(1))
-                .map(|_| self.channel_config.lazy_channel(&self.endpoint))
-                .collect()
-        });
-        let i = self.next_channel.fetch_add(1, Ordering::Relaxed) as usize % channels.len();
-        channels[i].clone()
+        let i = self.next_channel.fetch_add(1, Ordering::Relaxed) as usize % self.channels.len();
+        self.channel_at(i)
+    }
+
+    /// The first channel only: for health checks, which need no spreading.
+    pub fn control_channel(&self) -> tonic::transport::Channel {
+        self.channel_at(0)
+    }
+
+    fn channel_at(&self, i: usize) -> tonic::transport::Channel {
+        self.channels[i]
+            .get_or_init(|| self.channel_config.lazy_channel(&self.endpoint))
+            .clone()
     }
 }
 
