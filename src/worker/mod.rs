@@ -97,7 +97,9 @@ impl Worker {
             model,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
-            channels: (0..channel_config.connections.max(1)).map(|_| OnceLock::new()).collect(),
+            channels: (0..channel_config.connections.max(1))
+                .map(|_| OnceLock::new())
+                .collect(),
             next_channel: AtomicU32::new(0),
             channel_config,
         }
