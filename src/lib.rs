@@ -35,8 +35,11 @@
 //!
 //! Outside `src/`: `proto/` (the public contract), `tests/` (integration tests,
 //! one file per area, helpers in `tests/common`; `tests/python` is the grpcio
-//! contract test), `benches/` (divan micro-benchmarks), `examples/` (the
-//! overhead measurement), `clients/python` (a small grpcio client).
+//! contract test; `tests/python/test_http.py` drives the HTTP side with the
+//! `openai` package and curl), `benches/` (divan micro-benchmarks),
+//! `examples/` (`loadgen`, the load generator; `overhead`, direct vs regular
+//! vs PD latency), `bench/` (side-by-side runs against nginx, scale checks),
+//! `clients/python` (a small grpcio client).
 
 #![forbid(unsafe_code)]
 
