@@ -25,6 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 pub use input::HttpInput;
 
@@ -209,14 +210,15 @@ impl HttpRouter {
                 .get(proxy::ROUTING_KEY_HEADER)
                 .and_then(|v| v.to_str().ok()),
         };
-        let span = tracing::info_span!("http", path, request_id = %request_id, model = %model);
-        let _entered = span.enter();
+        let span = tracing::debug_span!("http", path, request_id = %request_id, model = %model);
         if is_disaggregated(&self.registry, ConnectionMode::Http, &model) {
-            drop(_entered);
-            self.forward_pd(path, &request_id, &facts, input.body).await
+            self.forward_pd(path, &request_id, &facts, input.body)
+                .instrument(span)
+                .await
         } else {
-            drop(_entered);
-            self.forward_regular(path, &request_id, &facts, body).await
+            self.forward_regular(path, &request_id, &facts, body)
+                .instrument(span)
+                .await
         }
     }
 
