@@ -12,23 +12,8 @@ WORKER_PORT=${WORKER_PORT:-17201}
 ROUTER_PORT=${ROUTER_PORT:-17202}
 cargo build --release --bins --example loadgen
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 never opened" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # A config with the bench worker plus $1 workers of 100 other models. The
 # others point at closed ports on 127.0.0.2: they are health-checked (and

@@ -195,14 +195,7 @@ async fn prefill_failure_reaches_the_client_and_cancels_decode() {
         .await
         .unwrap()
         .into_inner();
-    let mut chunks = 0;
-    let err = loop {
-        match stream.message().await {
-            Ok(Some(_)) => chunks += 1,
-            Ok(None) => panic!("the decode stream should end with the prefill's error"),
-            Err(status) => break status,
-        }
-    };
+    let (chunks, err) = messages_until_error(&mut stream).await;
     assert!(chunks > 0 && chunks < 200, "{chunks}");
     assert_eq!(err.code(), Code::Internal);
     assert!(
@@ -233,14 +226,7 @@ async fn decode_failure_reaches_the_client_and_cancels_prefill() {
         .await
         .unwrap()
         .into_inner();
-    let mut chunks = 0;
-    let err = loop {
-        match stream.message().await {
-            Ok(Some(_)) => chunks += 1,
-            Ok(None) => panic!("the stream should fail"),
-            Err(status) => break status,
-        }
-    };
+    let (chunks, err) = messages_until_error(&mut stream).await;
     assert_eq!(chunks, 2);
     assert_eq!(err.code(), Code::Internal);
     eventually(Duration::from_secs(5), "prefill told to abort", || async {

@@ -129,14 +129,7 @@ async fn deadline_expiring_is_deadline_exceeded_and_aborts_the_worker() {
     let mut req = tonic::Request::new(request("slow-model", "x"));
     req.set_timeout(Duration::from_millis(300));
     let mut stream = router.inference().generate(req).await.unwrap().into_inner();
-    let mut got = 0;
-    let err = loop {
-        match stream.message().await {
-            Ok(Some(_)) => got += 1,
-            Ok(None) => panic!("stream should not finish within its deadline"),
-            Err(status) => break status,
-        }
-    };
+    let (got, err) = messages_until_error(&mut stream).await;
     assert!(got > 0 && got < 100, "{got}");
     assert_eq!(err.code(), Code::DeadlineExceeded);
     eventually(

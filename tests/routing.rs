@@ -187,14 +187,7 @@ async fn failure_after_a_partial_stream_passes_the_workers_error_on() {
         .await
         .unwrap();
     let mut stream = response.into_inner();
-    let mut chunks = 0;
-    let err = loop {
-        match stream.message().await {
-            Ok(Some(_)) => chunks += 1,
-            Ok(None) => panic!("stream ended without the worker's error"),
-            Err(status) => break status,
-        }
-    };
+    let (chunks, err) = messages_until_error(&mut stream).await;
     assert_eq!(chunks, 3);
     assert_eq!(err.code(), Code::Internal);
     assert!(

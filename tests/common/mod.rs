@@ -262,3 +262,16 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Reads `stream` until it fails; returns the messages read before the
+/// error and the error. Panics if the stream ends cleanly.
+pub async fn messages_until_error<T>(stream: &mut tonic::Streaming<T>) -> (usize, tonic::Status) {
+    let mut messages = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => messages += 1,
+            Ok(None) => panic!("the stream ended without an error after {messages} messages"),
+            Err(status) => return (messages, status),
+        }
+    }
+}

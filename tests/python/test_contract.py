@@ -10,13 +10,13 @@ Run with: python3 tests/python/test_contract.py   (after cargo build --bins)
 """
 
 import os
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "clients", "python"))
+sys.path.insert(0, HERE)
 
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
@@ -25,23 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # no
 )
 
 import switchyard_client  # noqa: E402
-
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-SWITCHYARD = os.environ.get("SWITCHYARD_BIN", os.path.join(TARGET, "debug", "switchyard"))
-MOCK_WORKER = os.environ.get("MOCK_WORKER_BIN", os.path.join(TARGET, "debug", "mock-worker"))
-
-PROCS = []
-
-
-def start(cmd, prefix):
-    """Starts a process and returns the address it prints after `prefix`."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    PROCS.append(proc)
-    line = proc.stdout.readline().strip()
-    if not line.startswith(prefix):
-        raise AssertionError(f"{cmd[0]} did not start: {line!r}")
-    return line[len(prefix):].strip()
-
+from procs import MOCK_WORKER, SWITCHYARD, start, stop_all  # noqa: E402
 
 def eventually(check, what, timeout=10.0):
     deadline = time.time() + timeout
@@ -191,10 +175,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in PROCS:
-            p.terminate()
-        for p in PROCS:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all()

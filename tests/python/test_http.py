@@ -15,26 +15,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
+sys.path.insert(0, HERE)
 from openai import OpenAI, NotFoundError  # noqa: E402
-
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-SWITCHYARD = os.environ.get("SWITCHYARD_BIN", os.path.join(TARGET, "debug", "switchyard"))
-MOCK_WORKER = os.environ.get("MOCK_WORKER_BIN", os.path.join(TARGET, "debug", "mock-worker"))
-PROCS = []
-
-
-def start(cmd):
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    PROCS.append(proc)
-    return proc
-
-
-def read_line(proc, prefix):
-    line = proc.stdout.readline().strip()
-    if not line.startswith(prefix):
-        raise AssertionError(f"unexpected startup line {line!r}")
-    return line[len(prefix):].strip()
-
+from procs import MOCK_WORKER, SWITCHYARD, read_after, spawn, stop_all  # noqa: E402
 
 def curl(*args):
     out = subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=True)
@@ -43,12 +26,12 @@ def curl(*args):
 
 def main():
     assert shutil.which("curl"), "curl is required"
-    workers = [start([MOCK_WORKER, "--http", "--name", n, "--tokens", "4", "--token-delay-ms", "20"]) for n in ("ha", "hb")]
-    urls = [read_line(p, f"mock-worker {n} listening on") for p, n in zip(workers, ("ha", "hb"))]
-    router = start([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+    workers = [spawn([MOCK_WORKER, "--http", "--name", n, "--tokens", "4", "--token-delay-ms", "20"]) for n in ("ha", "hb")]
+    urls = [read_after(p, f"mock-worker {n} listening on") for p, n in zip(workers, ("ha", "hb"))]
+    router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--health-interval-ms", "100", "--health-timeout-ms", "80"])
-    read_line(router, "switchyard listening on")
-    http = read_line(router, "switchyard http listening on")
+    read_after(router, "switchyard listening on")
+    http = read_after(router, "switchyard http listening on")
     base = f"http://{http}"
 
     # Register the workers with curl, as an operator would.
@@ -104,10 +87,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in PROCS:
-            p.terminate()
-        for p in PROCS:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all()
