@@ -29,7 +29,8 @@
 //! - [`proxy`]: the faithful hop: raw-bytes codec, metadata, deadlines, `ProxyStream`.
 //! - [`services`]: thin tonic services and the axum HTTP API (`http`), with the
 //!   one error → `Status` mapping (`status`) and error → HTTP mapping (`http_error`).
-//! - [`mock`]: a configurable fake worker (regular, prefill or decode, with a
+//! - [`mock`]: a configurable fake worker (`mod.rs`: behaviour and counters;
+//!   `server`: lifecycle; `http`: the HTTP API; regular, prefill or decode, with a
 //!   real TCP rendezvous in `bootstrap`), used by `mock-worker`, `demo` and tests.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
 //!

@@ -10,31 +10,25 @@
 
 mod bootstrap;
 mod http;
+mod server;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
-use tonic_health::server::{HealthReporter, HealthService};
-use tonic_health::ServingStatus;
 
 use crate::pb;
-use crate::pb::raw::inference_server::{Inference, InferenceServer};
-use crate::pb::service_names;
+use crate::pb::raw::inference_server::Inference;
 
+pub use server::MockWorker;
 pub use wire::unknown_fields;
 
 /// Field numbers of `GenerateRequest` that Switchyard's proto knows.
@@ -456,202 +450,4 @@ async fn stream_tokens<T>(
         return Outcome::Cancelled;
     }
     Outcome::Completed
-}
-
-/// A running mock worker.
-#[derive(Debug)]
-pub struct MockWorker {
-    addr: SocketAddr,
-    /// Serves the HTTP API instead of gRPC.
-    http: bool,
-    bootstrap_port: Option<u16>,
-    bootstrap_task: Option<JoinHandle<()>>,
-    config: Arc<ArcSwap<MockConfig>>,
-    stats: Arc<MockStats>,
-    health: HealthReporter,
-    exit: Arc<Notify>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl MockWorker {
-    /// Binds `listen` (port 0 for any) and serves until stopped.
-    pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<MockWorker> {
-        Self::start_with(listen, config, false).await
-    }
-
-    /// Like [`MockWorker::start`], but serving the HTTP API (`http://` url).
-    pub async fn start_http(listen: SocketAddr, config: MockConfig) -> std::io::Result<MockWorker> {
-        Self::start_with(listen, config, true).await
-    }
-
-    async fn start_with(
-        listen: SocketAddr,
-        config: MockConfig,
-        http: bool,
-    ) -> std::io::Result<MockWorker> {
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let health = HealthReporter::new();
-        let config = Arc::new(ArcSwap::from_pointee(config));
-        let stats = Arc::new(MockStats::default());
-        let exit = Arc::new(Notify::new());
-        let rooms = Arc::new(bootstrap::Rooms::default());
-        let (bootstrap_port, bootstrap_task) = match config.load().role {
-            MockRole::Prefill { bootstrap_port } => {
-                let listener =
-                    TcpListener::bind(SocketAddr::new(addr.ip(), bootstrap_port)).await?;
-                let port = listener.local_addr()?.port();
-                let timeout = config.load().rendezvous_timeout;
-                (
-                    Some(port),
-                    Some(bootstrap::serve(listener, rooms.clone(), timeout)),
-                )
-            }
-            _ => (None, None),
-        };
-        let service = MockService {
-            config: config.clone(),
-            stats: stats.clone(),
-            running: Arc::default(),
-            exit: exit.clone(),
-            rooms,
-        };
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = if http {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server =
-                axum::serve(listener, http::routes(service)).with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                });
-            tokio::spawn(async move {
-                if let Err(e) = server.await {
-                    tracing::error!(error = %e, "mock worker server failed");
-                }
-            })
-        } else {
-            Self::serve_grpc(listener, service, health.clone(), shutdown_rx)
-        };
-        let worker = MockWorker {
-            addr,
-            http,
-            bootstrap_port,
-            bootstrap_task,
-            config,
-            stats,
-            health,
-            exit,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
-        };
-        let unhealthy = worker.config.load().unhealthy;
-        worker.set_healthy(!unhealthy).await;
-        Ok(worker)
-    }
-
-    fn serve_grpc(
-        listener: TcpListener,
-        service: MockService,
-        health: HealthReporter,
-        shutdown_rx: oneshot::Receiver<()>,
-    ) -> JoinHandle<()> {
-        let health_server = tonic_health::pb::health_server::HealthServer::new(
-            HealthService::from_health_reporter(health),
-        );
-        tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(health_server)
-                .add_service(InferenceServer::new(service))
-                .serve_with_incoming_shutdown(
-                    // serve_with_incoming ignores Server::tcp_nodelay; set it here,
-                    // or Nagle holds back small response frames for ~40 ms.
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async {
-                        let _ = shutdown_rx.await;
-                    },
-                )
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "mock worker server failed");
-            }
-        })
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `grpc://addr` (or `http://addr`), ready for `AddWorker`.
-    pub fn url(&self) -> String {
-        let scheme = if self.http { "http" } else { "grpc" };
-        format!("{scheme}://{}", self.addr)
-    }
-
-    /// The prefill side's rendezvous port (the one actually bound).
-    pub fn bootstrap_port(&self) -> Option<u16> {
-        self.bootstrap_port
-    }
-
-    /// Counters and records.
-    pub fn stats(&self) -> &Arc<MockStats> {
-        &self.stats
-    }
-
-    /// The current behaviour.
-    pub fn config(&self) -> Arc<MockConfig> {
-        self.config.load_full()
-    }
-
-    /// Changes behaviour for calls that start from now on.
-    pub fn update(&self, change: impl FnOnce(&mut MockConfig)) {
-        let mut next = (*self.config.load_full()).clone();
-        change(&mut next);
-        self.config.store(Arc::new(next));
-    }
-
-    /// Reports SERVING or NOT_SERVING on `grpc.health.v1` ("" and Inference).
-    pub async fn set_healthy(&self, healthy: bool) {
-        self.update(|c| c.unhealthy = !healthy);
-        let status = if healthy {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.health.set_service_status("", status).await;
-        self.health
-            .set_service_status(service_names::INFERENCE, status)
-            .await;
-    }
-
-    /// Resolves when `exit_after_calls` has been reached.
-    pub async fn exit_requested(&self) {
-        self.exit.notified().await
-    }
-
-    /// Stops accepting calls, lets running streams finish, and waits.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        if let Some(task) = self.bootstrap_task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for MockWorker {
-    fn drop(&mut self) {
-        for task in [self.task.take(), self.bootstrap_task.take()]
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
-        }
-    }
 }
