@@ -51,6 +51,18 @@ async fn add(router: &Router, worker: &MockWorker, model: &str) -> String {
         .to_string()
 }
 
+/// GET `path` on the router and parse the JSON body.
+async fn get_json(router: &Router, path: &str) -> Value {
+    client()
+        .get(router.http_url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// POST /generate; returns (status, serving worker id, body).
 async fn generate(router: &Router, body: Value) -> (u16, String, Value) {
     let response = client()
@@ -80,14 +92,7 @@ async fn added_over_http_is_routable_and_removed_is_never_chosen() {
     assert_eq!(body["text"], "a:0 a:1 ");
 
     let b_id = add(&router, &b, MODEL).await;
-    let listed: Value = client()
-        .get(router.http_url("/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&router, "/workers").await;
     assert_eq!(listed["workers"].as_array().unwrap().len(), 2);
     let removed = client()
         .delete(router.http_url(&format!("/workers/{a_id}")))
@@ -179,23 +184,9 @@ async fn grpc_and_http_routers_serve_from_one_registry() {
     let (status, worker, body) =
         generate(&router, json!({"text": "x", "model": "http-model"})).await;
     assert_eq!((status, worker), (200, h_info.id.clone()), "{body}");
-    let listed: Value = client()
-        .get(router.http_url("/workers?connection_mode=http"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&router, "/workers?connection_mode=http").await;
     assert_eq!(listed["workers"][0]["id"], h_info.id.as_str());
-    let models: Value = client()
-        .get(router.http_url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&router, "/v1/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -384,14 +375,7 @@ async fn http_pd_sends_both_sides_the_bootstrap_and_returns_decode() {
     )
     .await;
     assert_eq!(r.status(), 201);
-    let readiness: Value = client()
-        .get(router.http_url("/readiness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let readiness: Value = get_json(&router, "/readiness").await;
     assert_eq!(readiness["prefill_healthy"], 1);
     assert_eq!(readiness["decode_total"], 1);
 
