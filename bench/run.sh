@@ -6,7 +6,8 @@
 # per request (utime+stime from /proc) and its peak RSS (VmHWM).
 #
 # Usage: bash bench/run.sh            (DURATION=10 seconds per measurement;
-#        ROUTER_ARGS and NGINX_WORKERS: see below)
+#        ROUTER_ARGS and NGINX_WORKERS: see below; TOKENS="1 256" and
+#        CONCURRENCY="1 64" pick the cases)
 # Installs nginx from Debian's packages if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,8 +78,8 @@ peak_rss_kb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {
 mkdir -p "$OUT"
 RESULTS="$OUT/run-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 : >"$RESULTS"
-for tokens in 1 256; do
-  for conc in 1 64; do
+for tokens in ${TOKENS:-1 256}; do
+  for conc in ${CONCURRENCY:-1 64}; do
     for target in direct switchyard nginx; do
       case $target in
         direct) port=$WORKER_PORT; pid=$WORKER_PID ;;

@@ -91,6 +91,16 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// Keeps a header that differs on every call (a request id, a remaining
+/// deadline) out of HPACK's dynamic table. Indexed, each such value evicts
+/// a reusable entry and lengthens h2's same-name lookup chain; measured with
+/// callgrind, that lookup was 7% of the router's instructions per call.
+pub fn never_index(metadata: &mut MetadataMap, key: &'static str) {
+    if let Some(value) = metadata.get_mut(key) {
+        value.set_sensitive(true);
+    }
+}
+
 /// A fresh request id: 128 random bits in hex.
 pub fn generate_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())

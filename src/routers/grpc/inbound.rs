@@ -65,8 +65,10 @@ impl Inbound {
             let body = proxy::with_request_id(body, &id);
             (id, body)
         };
-        let request_id_value = MetadataValue::try_from(request_id.as_str())
+        let mut request_id_value = MetadataValue::try_from(request_id.as_str())
             .map_err(|_| RouteError::InvalidRequest("request_id must be printable ASCII".into()))?;
+        // Unique per call: see `proxy::never_index`.
+        request_id_value.set_sensitive(true);
         Ok(Inbound {
             metadata,
             body,
@@ -105,6 +107,7 @@ impl Inbound {
             .insert(proxy::REQUEST_ID_HEADER, self.request_id_value.clone());
         if let Some(deadline) = self.deadline {
             upstream.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            proxy::never_index(upstream.metadata_mut(), "grpc-timeout");
         }
         upstream
     }
