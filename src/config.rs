@@ -153,7 +153,9 @@ impl HealthCheckConfig {
 pub struct UpstreamConfig {
     /// Limit on establishing a connection to a worker.
     pub connect_timeout_ms: u64,
-    /// HTTP/2 keep-alive ping interval on worker connections.
+    /// HTTP/2 keep-alive ping interval on gRPC worker connections; a
+    /// connection whose ping goes unanswered for one more interval is
+    /// closed, failing its calls as `UNAVAILABLE` instead of leaving them hung.
     pub keep_alive_interval_ms: u64,
     /// HTTP/2 connections per gRPC worker (calls rotate over them).
     pub connections_per_worker: usize,

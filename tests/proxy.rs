@@ -265,3 +265,74 @@ async fn unknown_fields_survive_both_directions() {
     // The router still added the request id it had to.
     assert_eq!(messages[0].request_id.len(), 32);
 }
+
+#[tokio::test]
+async fn a_restarted_worker_is_served_again_on_a_new_connection() {
+    let router = start_router().await;
+    let worker = mock("before").await;
+    let addr = worker.addr();
+    router.add(&worker.url(), MODEL).await;
+    assert!(router.generate(request(MODEL, "x")).await.is_ok());
+    worker.stop().await;
+
+    let restarted = switchyard::mock::MockWorker::start(
+        addr,
+        MockConfig {
+            name: "after".into(),
+            ..MockConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The old connection is gone; calls reconnect on their own. At most the
+    // one call that raced the old connection's close may fail.
+    let failures = std::cell::Cell::new(0);
+    eventually(
+        Duration::from_secs(5),
+        "calls reach the restarted worker",
+        || async {
+            match router.generate(request(MODEL, "x")).await {
+                Ok(out) => out.text().starts_with("after:"),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    failures.set(failures.get() + 1);
+                    false
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        failures.get() <= 1,
+        "{} calls failed after the restart",
+        failures.get()
+    );
+    assert!(restarted.stats().calls() >= 1);
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_answering_is_cut_off_by_keep_alive() {
+    let mut config = test_config();
+    config.upstream.keep_alive_interval_ms = 1_000;
+    let router = start_router_with(config).await;
+    // Accepts connections and never says a word: a hung host.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("grpc://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    router.add(&url, MODEL).await;
+    // No deadline: only the keep-alive ping can end this call.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        router.generate(request(MODEL, "x")),
+    )
+    .await
+    .expect("the call ended once the ping went unanswered");
+    let status = outcome.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    held.abort();
+}

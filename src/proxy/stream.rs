@@ -16,10 +16,10 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::pb;
-use crate::worker::Worker;
+use crate::worker::{ResponseStream, Worker};
 
 /// How long the router waits for a worker to acknowledge an `Abort`.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,7 +59,7 @@ impl Drop for AbortOnDrop {
             return;
         };
         runtime.spawn(async move {
-            let mut client = pb::inference_client::InferenceClient::new(worker.channel());
+            let mut client = pb::inference_client::InferenceClient::new(worker.control_channel());
             let mut request = tonic::Request::new(pb::AbortRequest {
                 request_id: request_id.clone(),
             });
@@ -120,7 +120,7 @@ impl Companion {
 /// Relays a worker's response messages to the client as they arrive.
 pub struct ProxyStream {
     first: Option<Bytes>,
-    upstream: Option<Streaming<Bytes>>,
+    upstream: Option<ResponseStream>,
     deadline: Option<Pin<Box<Sleep>>>,
     abort: AbortOnDrop,
     companion: Option<Companion>,
@@ -134,7 +134,7 @@ impl ProxyStream {
     /// worker answered), then the rest of `upstream`, until `deadline`.
     pub fn new(
         first: Option<Bytes>,
-        upstream: Streaming<Bytes>,
+        upstream: ResponseStream,
         deadline: Option<tokio::time::Instant>,
         abort: AbortOnDrop,
         held: Box<dyn Send + Sync>,

@@ -1,8 +1,9 @@
-//! How the router connects to gRPC workers.
+//! Connection settings for gRPC workers, and the tonic channel used for
+//! control calls (health checks, `Abort`).
 //!
-//! One [`tonic::transport::Channel`] per worker, created lazily (no connection
-//! until the first call) and multiplexing every call to that worker over
-//! HTTP/2. The channel reconnects by itself after a worker restarts.
+//! The control channel is created lazily (no connection until the first
+//! call) and reconnects by itself after a worker restarts. Proxied
+//! `Generate` calls use [`super::Upstream`] instead.
 
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use super::Endpoint;
 pub struct ChannelConfig {
     /// Limit on establishing a TCP connection to a worker.
     pub connect_timeout: Duration,
-    /// HTTP/2 keep-alive ping interval, to notice dead workers on idle connections.
+    /// HTTP/2 keep-alive ping interval, to notice dead workers (see
+    /// [`super::Upstream`] for the data path).
     pub keep_alive_interval: Duration,
     /// HTTP/2 connections per worker. One connection's frames are handled by
     /// one task; two let a 2-core router use both cores for one hot worker.

@@ -3,13 +3,15 @@
 //! A [`Worker`] is created from a validated [`WorkerSpec`] by the registry and
 //! shared as `Arc<Worker>`. Its identity and spec never change; its health and
 //! in-flight count are atomics written by the health checker and load guards.
-//! Its gRPC channel is created on first use and dropped with the last `Arc`,
-//! so a removed worker's streams in flight finish on the channel they started on.
+//! Its connections are made on first use and dropped with the last `Arc`,
+//! so a removed worker's streams in flight finish on the connection they
+//! started on.
 
 mod client;
 mod load;
 pub mod registry;
 mod spec;
+mod upstream;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,6 +21,7 @@ pub use client::ChannelConfig;
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{ConnectionMode, Endpoint, SpecError, WorkerRole, WorkerSpec};
+pub use upstream::{ResponseStream, Upstream, MAX_MESSAGE_BYTES};
 
 /// A worker's stable identity in the registry (`w-<16 hex digits>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,14 +72,17 @@ pub struct Worker {
     /// Requests dispatched to this worker and not yet finished; only
     /// [`LoadGuard`] changes it.
     in_flight: AtomicU32,
-    /// Created on first dispatch (connecting lazily), reused afterwards: one
-    /// HTTP/2 connection each, so that their frame processing spreads over
-    /// cores instead of queueing behind one connection task.
-    /// Each is created on first use, so a worker that only sees health
-    /// checks holds one.
-    channels: Box<[OnceLock<tonic::transport::Channel>]>,
-    /// Which channel the next call uses.
-    next_channel: AtomicU32,
+    /// The data path (proxied `Generate` calls): `connections_per_worker`
+    /// HTTP/2 connections, each made on first use, so that their frame
+    /// processing spreads over cores instead of queueing behind one
+    /// connection task.
+    upstreams: Box<[OnceLock<Upstream>]>,
+    /// Which upstream connection the next call uses.
+    next_upstream: AtomicU32,
+    /// Control calls (health checks, `Abort`): a tonic channel, made on
+    /// first use, so a worker that only sees health checks holds one
+    /// connection.
+    control: OnceLock<tonic::transport::Channel>,
     channel_config: ChannelConfig,
 }
 
@@ -97,10 +103,11 @@ impl Worker {
             model,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
-            channels: (0..channel_config.connections.max(1))
+            upstreams: (0..channel_config.connections.max(1))
                 .map(|_| OnceLock::new())
                 .collect(),
-            next_channel: AtomicU32::new(0),
+            next_upstream: AtomicU32::new(0),
+            control: OnceLock::new(),
             channel_config,
         }
     }
@@ -161,20 +168,17 @@ impl Worker {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// A gRPC channel to the worker, created (not connected) on first use;
-    /// calls rotate over `connections_per_worker` connections.
-    pub fn channel(&self) -> tonic::transport::Channel {
-        let i = self.next_channel.fetch_add(1, Ordering::Relaxed) as usize % self.channels.len();
-        self.channel_at(i)
+    /// The connection for the next proxied call: calls rotate over
+    /// `connections_per_worker` connections.
+    pub fn upstream(&self) -> &Upstream {
+        let i = self.next_upstream.fetch_add(1, Ordering::Relaxed) as usize % self.upstreams.len();
+        self.upstreams[i].get_or_init(|| Upstream::new(&self.endpoint, self.channel_config.clone()))
     }
 
-    /// The first channel only: for health checks, which need no spreading.
+    /// A tonic channel for control calls (health checks, `Abort`), created
+    /// (not connected) on first use.
     pub fn control_channel(&self) -> tonic::transport::Channel {
-        self.channel_at(0)
-    }
-
-    fn channel_at(&self, i: usize) -> tonic::transport::Channel {
-        self.channels[i]
+        self.control
             .get_or_init(|| self.channel_config.lazy_channel(&self.endpoint))
             .clone()
     }

@@ -15,20 +15,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::Streaming;
 
 pub use inbound::Inbound;
 pub use pd::{GrpcPdRouter, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
 pub use regular::GrpcRegularRouter;
 
 use crate::pb;
-use crate::pb::raw::inference_client::InferenceClient;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::proxy::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::{is_disaggregated, resolve_model};
 use crate::routers::{InflightCalls, RouteError};
-use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, ResponseStream, Worker, WorkerRegistry, WorkerRole};
 
 /// Routes gRPC `Generate` calls to regular or PD workers.
 #[derive(Debug)]
@@ -91,7 +89,7 @@ impl GrpcRouter {
         };
         let mut aborted = false;
         for worker in workers.iter() {
-            let mut client = pb::inference_client::InferenceClient::new(worker.channel());
+            let mut client = pb::inference_client::InferenceClient::new(worker.control_channel());
             let response = client
                 .abort(pb::AbortRequest {
                     request_id: request_id.to_string(),
@@ -109,7 +107,7 @@ impl GrpcRouter {
 
 /// What [`open`] returns: the worker's response metadata, its stream, and its
 /// first message (`None` if the stream was empty).
-pub type Opened = (MetadataMap, Streaming<Bytes>, Option<Bytes>);
+pub type Opened = (MetadataMap, ResponseStream, Option<Bytes>);
 
 /// Starts `request` on `worker` and waits for its first message, all within
 /// `deadline`. A failure here is a failure before any response.
@@ -118,10 +116,8 @@ pub async fn open(
     request: tonic::Request<Bytes>,
     deadline: Option<Instant>,
 ) -> Result<Opened, RouteError> {
-    let mut client = InferenceClient::new(worker.channel());
     let call = async {
-        let response = client.generate(request).await?;
-        let (metadata, mut stream, _) = response.into_parts();
+        let (metadata, mut stream) = worker.upstream().generate(request).await?;
         let first = stream.message().await?;
         Ok::<_, tonic::Status>((metadata, stream, first))
     };

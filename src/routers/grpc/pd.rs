@@ -189,9 +189,8 @@ async fn drain_prefill(
     mut abort: AbortOnDrop,
     failed: oneshot::Sender<Status>,
 ) {
-    let mut client = pb::raw::inference_client::InferenceClient::new(worker.channel());
     let result = async {
-        let mut stream = client.generate(request).await?.into_inner();
+        let (_, mut stream) = worker.upstream().generate(request).await?;
         while stream.message().await?.is_some() {}
         Ok::<_, Status>(())
     }

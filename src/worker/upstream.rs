@@ -1,0 +1,382 @@
+//! The data path to a gRPC worker: `Generate` over the `h2` crate directly.
+//!
+//! tonic's `Channel` puts a `tower::buffer` task, hyper's client dispatch
+//! task and several tower layers between a call and the socket, and writes
+//! a request as three separate frames flushed one by one (HEADERS, DATA, an
+//! empty DATA carrying END_STREAM). Here a call clones the connection's
+//! [`SendRequest`], queues HEADERS and DATA(END_STREAM) together (one write),
+//! and frames the gRPC messages of the response itself. Measured with
+//! callgrind and `bench/run.sh`: see docs/BENCHMARKS.md. Control calls
+//! (health checks, `Abort`) keep using tonic's channel.
+//!
+//! One [`Upstream`] is one HTTP/2 connection, made on first use and made
+//! again on the next call after it closes. A ping every
+//! `keep_alive_interval` that is not answered within the next interval
+//! closes it, so streams on a dead connection fail instead of hanging.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use h2::RecvStream;
+use http::header::{CONTENT_TYPE, TE, USER_AGENT};
+use http::{HeaderValue, Method, Uri};
+use tokio::net::TcpStream;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+use super::{ChannelConfig, Endpoint};
+
+/// Largest response message accepted from a worker (tonic's default limit).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// HTTP/2 windows: hyper's defaults, so a fast stream is not held back by
+/// window updates.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+type Slot = Mutex<Option<(u64, SendRequest<Bytes>)>>;
+
+/// One HTTP/2 connection to a worker, for proxied calls.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `host:port`, to connect to.
+    authority: String,
+    /// The `Generate` URI (scheme and authority become pseudo-headers).
+    generate_uri: Uri,
+    config: ChannelConfig,
+    /// The live connection's handle and generation; the connection's task
+    /// empties it when the connection ends.
+    slot: Arc<Slot>,
+    /// Serialises connecting; holds the last generation made.
+    connecting: tokio::sync::Mutex<u64>,
+}
+
+impl Upstream {
+    /// A connection to `endpoint`, not made until the first call.
+    pub fn new(endpoint: &Endpoint, config: ChannelConfig) -> Self {
+        let authority = endpoint.authority().to_string();
+        let generate_uri = format!("http://{authority}/switchyard.v1.Inference/Generate")
+            .parse()
+            .unwrap_or_else(|_| unreachable!("validated endpoint {authority} makes a valid URI"));
+        Upstream {
+            authority,
+            generate_uri,
+            config,
+            slot: Arc::new(Mutex::new(None)),
+            connecting: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    /// Starts `Generate` with `request`'s metadata (including any
+    /// `grpc-timeout` already set) and message, and waits for the response
+    /// headers. A gRPC error in the headers (a trailers-only response) is
+    /// returned as `Err`.
+    pub async fn generate(
+        &self,
+        request: tonic::Request<Bytes>,
+    ) -> Result<(MetadataMap, ResponseStream), Status> {
+        let (metadata, _, message) = request.into_parts();
+        let mut head = http::Request::new(());
+        *head.method_mut() = Method::POST;
+        *head.uri_mut() = self.generate_uri.clone();
+        *head.headers_mut() = metadata.into_headers();
+        let headers = head.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(USER_AGENT, HeaderValue::from_static("switchyard"));
+
+        // A connection that closed while idle is found out here, before
+        // anything is sent: forget it and try once on a new one.
+        let mut retried = false;
+        let (generation, mut sender) = loop {
+            let (generation, sender) = self.sender().await?;
+            match sender.ready().await {
+                Ok(sender) => break (generation, sender),
+                Err(e) => {
+                    self.forget(generation);
+                    if retried {
+                        return Err(h2_status(e));
+                    }
+                    retried = true;
+                }
+            }
+        };
+        let (response, mut send) = sender.send_request(head, false).map_err(|e| {
+            self.forget(generation);
+            h2_status(e)
+        })?;
+        send.send_data(frame(&message), true).map_err(h2_status)?;
+
+        let response = response.await.map_err(h2_status)?;
+        let (parts, body) = response.into_parts();
+        if parts.status != http::StatusCode::OK {
+            return Err(http_status(parts.status));
+        }
+        let trailers_only = match Status::from_header_map(&parts.headers) {
+            Some(status) if status.code() != Code::Ok => return Err(status),
+            status => status,
+        };
+        Ok((
+            MetadataMap::from_headers(parts.headers),
+            ResponseStream {
+                body,
+                buf: BytesMut::new(),
+                state: State::Data,
+                trailers_only,
+            },
+        ))
+    }
+
+    /// The live connection, or a new one.
+    async fn sender(&self) -> Result<(u64, SendRequest<Bytes>), Status> {
+        if let Some(live) = self.live() {
+            return Ok(live);
+        }
+        let mut generation = self.connecting.lock().await;
+        if let Some(live) = self.live() {
+            return Ok(live);
+        }
+        *generation += 1;
+        let sender = self.connect(*generation).await?;
+        Ok((*generation, sender))
+    }
+
+    fn live(&self) -> Option<(u64, SendRequest<Bytes>)> {
+        lock(&self.slot).clone()
+    }
+
+    fn forget(&self, generation: u64) {
+        clear(&self.slot, generation);
+    }
+
+    async fn connect(&self, generation: u64) -> Result<SendRequest<Bytes>, Status> {
+        let connect = async {
+            let tcp = TcpStream::connect(&self.authority).await?;
+            tcp.set_nodelay(true)?;
+            h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .map_err(std::io::Error::other)
+        };
+        let (sender, connection) = tokio::time::timeout(self.config.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "connecting to {} timed out after {:?}",
+                    self.authority, self.config.connect_timeout
+                ))
+            })?
+            .map_err(|e| {
+                Status::unavailable(format!("cannot connect to {}: {e}", self.authority))
+            })?;
+        *lock(&self.slot) = Some((generation, sender.clone()));
+        tokio::spawn(drive(
+            connection,
+            self.config.keep_alive_interval,
+            Arc::downgrade(&self.slot),
+            generation,
+            self.authority.clone(),
+        ));
+        Ok(sender)
+    }
+}
+
+fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Option<(u64, SendRequest<Bytes>)>> {
+    // The lock only guards a clone or a store; a panic cannot leave it torn.
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn clear(slot: &Slot, generation: u64) {
+    let mut slot = lock(slot);
+    if matches!(&*slot, Some((g, _)) if *g == generation) {
+        *slot = None;
+    }
+}
+
+/// Runs one connection until it ends (the worker closed it, it failed a
+/// keep-alive ping, or every handle and stream is gone), then empties the
+/// slot so the next call reconnects.
+async fn drive(
+    connection: h2::client::Connection<TcpStream, Bytes>,
+    keep_alive: Duration,
+    slot: Weak<Slot>,
+    generation: u64,
+    authority: String,
+) {
+    let mut connection = std::pin::pin!(connection);
+    let mut ping = connection.ping_pong();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    let mut awaiting_pong = false;
+    let outcome = loop {
+        tokio::select! {
+            result = &mut connection => break result.map_err(|e| e.to_string()),
+            _ = ticker.tick() => {
+                if awaiting_pong {
+                    break Err(format!("no answer to a keep-alive ping within {keep_alive:?}"));
+                }
+                if let Some(ping) = ping.as_mut() {
+                    awaiting_pong = ping.send_ping(h2::Ping::opaque()).is_ok();
+                }
+            }
+            _ = poll_fn(|cx| match ping.as_mut() {
+                Some(ping) => ping.poll_pong(cx),
+                None => Poll::Pending,
+            }), if awaiting_pong => awaiting_pong = false,
+        }
+    };
+    if let Err(error) = outcome {
+        tracing::debug!(worker = %authority, %error, "upstream connection closed");
+    }
+    if let Some(slot) = slot.upgrade() {
+        clear(&slot, generation);
+    }
+}
+
+/// `message` with its gRPC frame header (uncompressed, 4-byte length).
+fn frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(message.len() as u32);
+    out.put_slice(message);
+    out.freeze()
+}
+
+/// An h2 error as the gRPC status a client would see (the gRPC HTTP/2
+/// mapping); a lost connection is `UNAVAILABLE`.
+fn h2_status(error: h2::Error) -> Status {
+    if error.is_io() || error.is_go_away() || error.reason().is_none() {
+        return Status::unavailable(format!("connection to the worker failed: {error}"));
+    }
+    Status::from_error(Box::new(error))
+}
+
+/// A non-200 HTTP status as a gRPC status (the gRPC HTTP/2 mapping).
+fn http_status(status: http::StatusCode) -> Status {
+    let code = match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("the worker answered HTTP {status}"))
+}
+
+enum State {
+    Data,
+    Trailers,
+    Done,
+}
+
+/// The worker's response messages, as raw bytes, then its status.
+pub struct ResponseStream {
+    body: RecvStream,
+    buf: BytesMut,
+    state: State,
+    /// `grpc-status` already sent in the response headers, if any.
+    trailers_only: Option<Status>,
+}
+
+impl ResponseStream {
+    /// The next message, or `None` at a clean end.
+    pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
+            .await
+            .transpose()
+    }
+
+    /// A whole message from `buf`, if one is there.
+    fn decode(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let compressed = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if compressed != 0 {
+            return Err(Status::internal(
+                "the worker sent a compressed message, but the router asked for none",
+            ));
+        }
+        if len > MAX_MESSAGE_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "the worker sent a {len}-byte message; the limit is {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(5);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
+        self.state = State::Done;
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match this.state {
+                State::Data => {
+                    match this.decode() {
+                        Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                        Ok(None) => {}
+                        Err(status) => return this.fail(status),
+                    }
+                    match ready!(this.body.poll_data(cx)) {
+                        Some(Ok(chunk)) => {
+                            // Copied out at once, so the window reopens at once.
+                            let _ = this.body.flow_control().release_capacity(chunk.len());
+                            this.buf.extend_from_slice(&chunk);
+                        }
+                        Some(Err(e)) => return this.fail(h2_status(e)),
+                        None if !this.buf.is_empty() => {
+                            return this.fail(Status::internal(
+                                "the worker ended the stream inside a message",
+                            ))
+                        }
+                        None => this.state = State::Trailers,
+                    }
+                }
+                State::Trailers => {
+                    let status = match ready!(this.body.poll_trailers(cx)) {
+                        Ok(Some(trailers)) => Status::from_header_map(&trailers),
+                        Ok(None) => this.trailers_only.take(),
+                        Err(e) => Some(h2_status(e)),
+                    };
+                    this.state = State::Done;
+                    return match status {
+                        Some(status) if status.code() == Code::Ok => Poll::Ready(None),
+                        Some(status) => Poll::Ready(Some(Err(status))),
+                        None => Poll::Ready(Some(Err(Status::internal(
+                            "the worker ended the stream without a grpc-status",
+                        )))),
+                    };
+                }
+                State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
