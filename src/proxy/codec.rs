@@ -1,12 +1,47 @@
-//! A tonic codec that moves message bodies as undecoded [`Bytes`].
+//! Messages as undecoded [`Bytes`]: gRPC framing for the router's own
+//! upstream client, and a tonic codec for the router's and the mock
+//! worker's servers.
 //!
 //! The router never re-encodes what it relays: a message's bytes reach the
 //! other side exactly as they came, unknown fields included. Decoding the few
 //! fields the router needs is the caller's job (`prost::Message::decode`).
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
+
+/// Largest message the router accepts, either way (tonic's default limit).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// `message` with its gRPC frame header (uncompressed, 4-byte length).
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(message.len() as u32);
+    out.put_slice(message);
+    out.freeze()
+}
+
+/// A frame header at the start of `buf`: the message length, once all of
+/// it is there (`None` while incomplete). Compressed or oversized
+/// messages are refused with the status to answer; `who` names the sender.
+pub fn frame_len(buf: &[u8], who: &str) -> Result<Option<usize>, Status> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    if buf[0] != 0 {
+        return Err(Status::unimplemented(format!(
+            "{who} sent a compressed message; Switchyard accepts only uncompressed messages"
+        )));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "{who} sent a {len}-byte message; the limit is {MAX_MESSAGE_BYTES} bytes"
+        )));
+    }
+    Ok((buf.len() >= 5 + len).then_some(len))
+}
 
 /// Encodes and decodes gRPC messages as raw bytes.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,5 +1,7 @@
 //! `switchyard.v1.Inference` on the router, over raw message bytes so the
-//! hop is transparent. One tracing span per call.
+//! hop is transparent. One debug-level tracing span per call (request id,
+//! model, worker): as for HTTP, a span per call at the default `info` level
+//! cost 11% of the router's instructions per call (callgrind).
 
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ impl Inference for InferenceService {
     type GenerateStream = ProxyStream;
 
     async fn generate(&self, request: Request<Bytes>) -> Result<Response<ProxyStream>, Status> {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "generate",
             request_id = tracing::field::Empty,
             model = tracing::field::Empty,

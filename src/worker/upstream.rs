@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use h2::client::SendRequest;
 use h2::RecvStream;
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
@@ -31,9 +31,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use super::{ChannelConfig, Endpoint};
-
-/// Largest response message accepted from a worker (tonic's default limit).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+use crate::proxy::codec::{frame, frame_len};
 /// HTTP/2 windows: hyper's defaults, so a fast stream is not held back by
 /// window updates.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -239,15 +237,6 @@ async fn drive(
     }
 }
 
-/// `message` with its gRPC frame header (uncompressed, 4-byte length).
-fn frame(message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + message.len());
-    out.put_u8(0);
-    out.put_u32(message.len() as u32);
-    out.put_slice(message);
-    out.freeze()
-}
-
 /// An h2 error as the gRPC status a client would see (the gRPC HTTP/2
 /// mapping); a lost connection is `UNAVAILABLE`.
 fn h2_status(error: h2::Error) -> Status {
@@ -295,25 +284,9 @@ impl ResponseStream {
 
     /// A whole message from `buf`, if one is there.
     fn decode(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.buf.len() < 5 {
+        let Some(len) = frame_len(&self.buf, "the worker")? else {
             return Ok(None);
-        }
-        let compressed = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if compressed != 0 {
-            return Err(Status::internal(
-                "the worker sent a compressed message, but the router asked for none",
-            ));
-        }
-        if len > MAX_MESSAGE_BYTES {
-            return Err(Status::resource_exhausted(format!(
-                "the worker sent a {len}-byte message; the limit is {MAX_MESSAGE_BYTES} bytes"
-            )));
-        }
-        if self.buf.len() < 5 + len {
-            self.buf.reserve(5 + len - self.buf.len());
-            return Ok(None);
-        }
+        };
         self.buf.advance(5);
         Ok(Some(self.buf.split_to(len).freeze()))
     }
