@@ -81,21 +81,21 @@ pub fn resolve_model<'a>(
         return Ok(std::borrow::Cow::Borrowed(requested));
     }
     let snapshot = registry.snapshot();
-    let mut models: Vec<String> = roles
+    let mut served = roles.iter().flat_map(|role| snapshot.models(mode, *role));
+    let Some(only) = served.next() else {
+        return Err(RouteError::NoModels);
+    };
+    if served.all(|m| m == only) {
+        return Ok(std::borrow::Cow::Owned(only.to_string()));
+    }
+    let models: std::collections::BTreeSet<String> = roles
         .iter()
         .flat_map(|role| snapshot.models(mode, *role))
         .map(|m| m.to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
         .collect();
-    match models.len() {
-        0 => Err(RouteError::NoModels),
-        1 => Ok(std::borrow::Cow::Owned(models.remove(0))),
-        _ => {
-            models.sort();
-            Err(RouteError::ModelRequired { models })
-        }
-    }
+    Err(RouteError::ModelRequired {
+        models: models.into_iter().collect(),
+    })
 }
 
 /// Whether `model` is served disaggregated (has prefill or decode workers)

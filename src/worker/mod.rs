@@ -17,6 +17,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use tonic::metadata::{Ascii, MetadataValue};
+
 pub use client::ChannelConfig;
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
@@ -59,6 +61,9 @@ impl std::borrow::Borrow<str> for WorkerId {
 /// One inference server process as the router knows it.
 pub struct Worker {
     id: WorkerId,
+    /// The id as a response metadata value, made once: every proxied
+    /// response names its worker.
+    id_value: MetadataValue<Ascii>,
     /// A small number unique among the registry's workers, ever: policies key
     /// per-worker state by it (cheaper to store and compare than the id).
     ordinal: u64,
@@ -95,8 +100,12 @@ impl Worker {
     ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
+        // Ids are `w-` and hex digits.
+        let id_value = MetadataValue::try_from(id.as_str())
+            .unwrap_or_else(|_| unreachable!("worker id {id} is printable ASCII"));
         Worker {
             id,
+            id_value,
             ordinal,
             spec,
             endpoint,
@@ -115,6 +124,11 @@ impl Worker {
     /// The worker's registry id.
     pub fn id(&self) -> &WorkerId {
         &self.id
+    }
+
+    /// The id as a response metadata value.
+    pub fn id_value(&self) -> &MetadataValue<Ascii> {
+        &self.id_value
     }
 
     /// Unique among every worker this registry has ever held.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 
 pub use inbound::Inbound;
 pub use pd::{GrpcPdRouter, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
@@ -137,7 +137,5 @@ pub async fn open(
 
 /// Names `worker` in response metadata under `header`.
 pub(crate) fn insert_worker_id(metadata: &mut MetadataMap, header: &'static str, worker: &Worker) {
-    if let Ok(id) = MetadataValue::try_from(worker.id().as_str()) {
-        metadata.insert(header, id);
-    }
+    metadata.insert(header, worker.id_value().clone());
 }
