@@ -26,14 +26,9 @@ NGINX_WORKERS=${NGINX_WORKERS:-1}
 
 cargo build --release --bins --example loadgen
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nginx-light || $SUDO apt-get install -y -qq nginx
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+NGINX=$(ensure_nginx)
 
 RUST_LOG=warn target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
@@ -43,27 +38,7 @@ RUST_LOG=warn target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_P
 PIDS+=($!)
 ROUTER_PID=$!
 
-mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes $NGINX_WORKERS;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx;
-  # Without these, nginx closes a client connection after 1,000 requests
-  # and the calls in flight on it fail.
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  upstream worker { server 127.0.0.1:$WORKER_PORT; keepalive 128; keepalive_requests 100000000; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT http2;
-    location / { grpc_pass grpc://worker; }
-  }
-}
-NGINX
+nginx_conf "$WORK/nginx" "$NGINX_PORT" "$WORKER_PORT" "worker_processes $NGINX_WORKERS;"
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 NGINX_PID=$!
