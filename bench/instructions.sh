@@ -35,9 +35,9 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
-  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --requests 300 --progress-secs 0 --json >/dev/null
+  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --requests 300 --duration-secs 100000 --progress-secs 0 --json >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --requests "$CALLS" --progress-secs 0 --json >"$WORK/load.json"
+  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --requests "$CALLS" --duration-secs 100000 --progress-secs 0 --json >"$WORK/load.json"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true

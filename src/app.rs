@@ -176,9 +176,7 @@ impl App {
         let management = pb::worker_management_server::WorkerManagementServer::new(
             WorkerManagementService::new(self.registry.clone()),
         );
-        let inference = pb::raw::inference_server::InferenceServer::new(InferenceService::new(
-            self.router.clone(),
-        ));
+        let inference = InferenceService::new(self.router.clone());
 
         let local = listener.local_addr().ok();
         tracing::info!(addr = ?local, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");

@@ -1,6 +1,6 @@
 //! Messages as undecoded [`Bytes`]: gRPC framing for the router's own
-//! upstream client, and a tonic codec for the router's and the mock
-//! worker's servers.
+//! `Inference` service and upstream client, and a tonic codec for the mock
+//! worker.
 //!
 //! The router never re-encodes what it relays: a message's bytes reach the
 //! other side exactly as they came, unknown fields included. Decoding the few
@@ -41,6 +41,19 @@ pub fn frame_len(buf: &[u8], who: &str) -> Result<Option<usize>, Status> {
         )));
     }
     Ok((buf.len() >= 5 + len).then_some(len))
+}
+
+/// The one message of a unary request body (the body's bytes, whole).
+pub fn unary_message(body: Bytes) -> Result<Bytes, Status> {
+    match frame_len(&body, "the client")? {
+        Some(len) if body.len() == 5 + len => Ok(body.slice(5..)),
+        Some(_) => Err(Status::invalid_argument(
+            "the request carried more than one message; this method takes one",
+        )),
+        None => Err(Status::invalid_argument(
+            "the request body ended before a whole message arrived",
+        )),
+    }
 }
 
 /// Encodes and decodes gRPC messages as raw bytes.

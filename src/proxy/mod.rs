@@ -1,8 +1,8 @@
 //! The faithful hop (DESIGN invariant 5): what passes between client and
 //! worker, and the little the router adds.
 //!
-//! Messages travel as raw bytes ([`codec::BytesCodec`]), so fields unknown to
-//! Switchyard survive both ways. The router adds only what it must: a request
+//! Messages travel as raw bytes, so fields unknown to Switchyard survive both
+//! ways; responses are relayed as the worker framed them, chunk by chunk. The router adds only what it must: a request
 //! id (appended as field 1, which protobuf merge semantics let override an
 //! empty one), the remaining deadline, and its own response metadata.
 //! Client metadata is forwarded except hop-by-hop and gRPC framing headers.

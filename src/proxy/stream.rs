@@ -117,7 +117,8 @@ impl Companion {
     }
 }
 
-/// Relays a worker's response messages to the client as they arrive.
+/// Relays a worker's response body to the client as it arrives: gRPC-framed
+/// messages, in the chunks the worker's frames carried.
 pub struct ProxyStream {
     first: Option<Bytes>,
     upstream: Option<ResponseStream>,
@@ -130,7 +131,7 @@ pub struct ProxyStream {
 }
 
 impl ProxyStream {
-    /// A stream that yields `first` (the message already read to confirm the
+    /// A stream that yields `first` (the chunk already read to confirm the
     /// worker answered), then the rest of `upstream`, until `deadline`.
     pub fn new(
         first: Option<Bytes>,
@@ -200,7 +201,7 @@ impl Stream for ProxyStream {
             }
         }
         match Pin::new(upstream).poll_next(cx) {
-            Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
             Poll::Ready(Some(Err(status))) => {
                 // The worker's own error after a partial stream: passed on as is.
                 this.abort.disarm();

@@ -1,19 +1,43 @@
-//! `switchyard.v1.Inference` on the router, over raw message bytes so the
-//! hop is transparent. One debug-level tracing span per call (request id,
-//! model, worker): as for HTTP, a span per call at the default `info` level
-//! cost 11% of the router's instructions per call (callgrind).
+//! `switchyard.v1.Inference` on the router, written against HTTP/2 bodies.
+//!
+//! The router relays bytes; it needs none of tonic's codec machinery. This
+//! service reads the one request message from the body, hands it to the
+//! router, and relays the worker's response body as it arrived (its
+//! gRPC-framed messages, chunk by chunk, as nginx's `grpc_pass` does), then
+//! the status as trailers. A streamed token then costs one receive and one
+//! send instead of a decode into a message and a re-encode into a frame
+//! (see docs/BENCHMARKS.md). It is mounted in tonic's server like a
+//! generated service (same name, same paths).
+//!
+//! One debug-level tracing span per `Generate` call (request id, model,
+//! worker): as for HTTP, a span per call at the default `info` level cost
+//! 11% of the router's instructions per call (callgrind).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::Status;
 use tracing::Instrument;
 
 use crate::pb;
-use crate::pb::raw::inference_server::Inference;
+use crate::proxy::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
 use crate::proxy::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
+
+const GENERATE: &str = "/switchyard.v1.Inference/Generate";
+const ABORT: &str = "/switchyard.v1.Inference/Abort";
 
 /// Serves `Generate` and `Abort` by routing them to workers.
 #[derive(Debug, Clone)]
@@ -26,29 +50,32 @@ impl InferenceService {
     pub fn new(router: Arc<GrpcRouter>) -> Self {
         InferenceService { router }
     }
-}
 
-#[tonic::async_trait]
-impl Inference for InferenceService {
-    type GenerateStream = ProxyStream;
-
-    async fn generate(&self, request: Request<Bytes>) -> Result<Response<ProxyStream>, Status> {
+    async fn generate(
+        &self,
+        headers: HeaderMap,
+        message: Bytes,
+    ) -> Result<http::Response<GrpcBody>, Status> {
         let span = tracing::debug_span!(
             "generate",
             request_id = tracing::field::Empty,
             model = tracing::field::Empty,
             worker = tracing::field::Empty
         );
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = MetadataMap::from_headers(headers);
         let result = self.router.generate(request).instrument(span.clone()).await;
-        result.map_err(|err| {
+        let response = result.map_err(|err| {
             let status = Status::from(err);
             span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
             status
-        })
+        })?;
+        let (metadata, stream, _) = response.into_parts();
+        Ok(grpc_response(metadata, GrpcBody::relay(stream)))
     }
 
-    async fn abort(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
-        let abort = pb::AbortRequest::decode(request.into_inner()).map_err(|e| {
+    async fn abort(&self, message: Bytes) -> Result<http::Response<GrpcBody>, Status> {
+        let abort = pb::AbortRequest::decode(message).map_err(|e| {
             Status::invalid_argument(format!(
                 "the message is not a valid switchyard.v1.AbortRequest: {e}"
             ))
@@ -59,8 +86,188 @@ impl Inference for InferenceService {
             ));
         }
         let aborted = self.router.abort(&abort.request_id).await?;
-        Ok(Response::new(Bytes::from(
-            pb::AbortResponse { aborted }.encode_to_vec(),
-        )))
+        let reply = pb::AbortResponse { aborted }.encode_to_vec();
+        Ok(grpc_response(MetadataMap::new(), GrpcBody::unary(&reply)))
+    }
+
+    async fn serve<B>(self, request: http::Request<B>) -> Result<http::Response<GrpcBody>, Status>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        if path != GENERATE && path != ABORT {
+            return Err(Status::unimplemented(format!(
+                "switchyard.v1.Inference has no method at {path}"
+            )));
+        }
+        let message = read_message(body, &parts.headers).await?;
+        if path == GENERATE {
+            self.generate(parts.headers, message).await
+        } else {
+            self.abort(message).await
+        }
+    }
+}
+
+impl NamedService for InferenceService {
+    const NAME: &'static str = "switchyard.v1.Inference";
+}
+
+impl<B> tower::Service<http::Request<B>> for InferenceService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<GrpcBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            // Errors become trailers-only responses, as a gRPC server's do.
+            Ok(service
+                .serve(request)
+                .await
+                .unwrap_or_else(|status| status.into_http()))
+        })
+    }
+}
+
+/// Reads a unary request's one message, refusing compressed and oversized
+/// ones with the status a gRPC server answers.
+async fn read_message<B>(body: B, headers: &HeaderMap) -> Result<Bytes, Status>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(encoding) = headers.get("grpc-encoding") {
+        if encoding != "identity" {
+            return Err(Status::unimplemented(format!(
+                "grpc-encoding {encoding:?} is not supported; send uncompressed messages"
+            )));
+        }
+    }
+    let body = Limited::new(body, MAX_MESSAGE_BYTES + 5)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                Status::resource_exhausted(format!(
+                    "the request message is over the {MAX_MESSAGE_BYTES}-byte limit"
+                ))
+            } else {
+                Status::from_error(e)
+            }
+        })?;
+    unary_message(body.to_bytes())
+}
+
+/// A `200 OK` gRPC response carrying `metadata`.
+fn grpc_response(metadata: MetadataMap, body: GrpcBody) -> http::Response<GrpcBody> {
+    let mut response = http::Response::new(body);
+    *response.headers_mut() = metadata.into_headers();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    response
+}
+
+/// A gRPC response body: data (already framed), then the status as
+/// trailers.
+#[derive(Debug)]
+pub struct GrpcBody {
+    /// A unary reply, framed.
+    reply: Option<Bytes>,
+    /// A relayed worker response.
+    relay: Option<ProxyStream>,
+    /// The trailers are sent (or, for the default body, a trailers-only
+    /// response carries the status in its headers).
+    done: bool,
+}
+
+impl GrpcBody {
+    fn relay(stream: ProxyStream) -> Self {
+        GrpcBody {
+            reply: None,
+            relay: Some(stream),
+            done: false,
+        }
+    }
+
+    fn unary(message: &[u8]) -> Self {
+        GrpcBody {
+            reply: Some(frame(message)),
+            relay: None,
+            done: false,
+        }
+    }
+
+    /// The last frame: `status` as trailers. Ending the relayed stream here
+    /// (not when hyper drops the body) releases its load guard at once.
+    fn finish(&mut self, status: Result<(), Status>) -> Frame<Bytes> {
+        self.relay = None;
+        self.done = true;
+        let mut trailers = HeaderMap::with_capacity(2);
+        match status {
+            Ok(()) => {
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            }
+            Err(status) => {
+                if let Err(unencodable) = status.add_header(&mut trailers) {
+                    trailers.clear();
+                    let _ = unencodable.add_header(&mut trailers);
+                }
+            }
+        }
+        Frame::trailers(trailers)
+    }
+}
+
+/// The empty body of a trailers-only response (`Status::into_http`).
+impl Default for GrpcBody {
+    fn default() -> Self {
+        GrpcBody {
+            reply: None,
+            relay: None,
+            done: true,
+        }
+    }
+}
+
+impl http_body::Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(reply) = this.reply.take() {
+            return Poll::Ready(Some(Ok(Frame::data(reply))));
+        }
+        let frame = match this.relay.as_mut() {
+            Some(relay) => match ready!(Pin::new(relay).poll_next(cx)) {
+                Some(Ok(chunk)) => Frame::data(chunk),
+                Some(Err(status)) => this.finish(Err(status)),
+                None => this.finish(Ok(())),
+            },
+            None => this.finish(Ok(())),
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }

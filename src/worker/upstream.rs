@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::RecvStream;
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
@@ -31,7 +31,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use super::{ChannelConfig, Endpoint};
-use crate::proxy::codec::{frame, frame_len};
+use crate::proxy::codec::frame;
 /// HTTP/2 windows: hyper's defaults, so a fast stream is not held back by
 /// window updates.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -123,7 +123,6 @@ impl Upstream {
             MetadataMap::from_headers(parts.headers),
             ResponseStream {
                 body,
-                buf: BytesMut::new(),
                 state: State::Data,
                 trailers_only,
             },
@@ -265,35 +264,25 @@ enum State {
     Done,
 }
 
-/// The worker's response messages, as raw bytes, then its status.
+/// The worker's response body as it arrives, then its status.
+///
+/// Chunks are the HTTP/2 DATA payloads exactly as the worker sent them:
+/// gRPC-framed messages, whole or split across chunks. The router relays
+/// them without reframing (as nginx's `grpc_pass` does), so a streamed token
+/// costs one receive and one send, not a decode and a re-encode.
 pub struct ResponseStream {
     body: RecvStream,
-    buf: BytesMut,
     state: State,
     /// `grpc-status` already sent in the response headers, if any.
     trailers_only: Option<Status>,
 }
 
 impl ResponseStream {
-    /// The next message, or `None` at a clean end.
-    pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
+    /// The next chunk, or `None` at a clean end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Status> {
         poll_fn(|cx| Pin::new(&mut *self).poll_next(cx))
             .await
             .transpose()
-    }
-
-    /// A whole message from `buf`, if one is there.
-    fn decode(&mut self) -> Result<Option<Bytes>, Status> {
-        let Some(len) = frame_len(&self.buf, "the worker")? else {
-            return Ok(None);
-        };
-        self.buf.advance(5);
-        Ok(Some(self.buf.split_to(len).freeze()))
-    }
-
-    fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
-        self.state = State::Done;
-        Poll::Ready(Some(Err(status)))
     }
 }
 
@@ -304,27 +293,22 @@ impl Stream for ResponseStream {
         let this = &mut *self;
         loop {
             match this.state {
-                State::Data => {
-                    match this.decode() {
-                        Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                        Ok(None) => {}
-                        Err(status) => return this.fail(status),
-                    }
-                    match ready!(this.body.poll_data(cx)) {
-                        Some(Ok(chunk)) => {
-                            // Copied out at once, so the window reopens at once.
-                            let _ = this.body.flow_control().release_capacity(chunk.len());
-                            this.buf.extend_from_slice(&chunk);
+                State::Data => match ready!(this.body.poll_data(cx)) {
+                    Some(Ok(chunk)) => {
+                        // The chunk is ours now: reopen the window at once.
+                        // Backpressure holds, because the next chunk is only
+                        // read when the client's side asks for it.
+                        let _ = this.body.flow_control().release_capacity(chunk.len());
+                        if !chunk.is_empty() {
+                            return Poll::Ready(Some(Ok(chunk)));
                         }
-                        Some(Err(e)) => return this.fail(h2_status(e)),
-                        None if !this.buf.is_empty() => {
-                            return this.fail(Status::internal(
-                                "the worker ended the stream inside a message",
-                            ))
-                        }
-                        None => this.state = State::Trailers,
                     }
-                }
+                    Some(Err(e)) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Err(h2_status(e))));
+                    }
+                    None => this.state = State::Trailers,
+                },
                 State::Trailers => {
                     let status = match ready!(this.body.poll_trailers(cx)) {
                         Ok(Some(trailers)) => Status::from_header_map(&trailers),
@@ -348,8 +332,6 @@ impl Stream for ResponseStream {
 
 impl std::fmt::Debug for ResponseStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseStream")
-            .field("buffered", &self.buf.len())
-            .finish()
+        f.debug_struct("ResponseStream").finish_non_exhaustive()
     }
 }

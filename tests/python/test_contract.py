@@ -114,6 +114,21 @@ def main():
     assert sorted(served_by) == ["alpha", "alpha", "beta", "beta"], served_by
     print("ok: generate")
 
+    # Requests the router refuses itself, each with a code a client can act
+    # on; none reaches a worker, and the router keeps serving.
+    expect_error(grpc.StatusCode.UNIMPLEMENTED,
+                 lambda: list(inference.Generate(i.GenerateRequest(model="py-model", text="x"),
+                                                 timeout=5, compression=grpc.Compression.Gzip)),
+                 "grpc-encoding")
+    expect_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 lambda: list(inference.Generate(i.GenerateRequest(model="py-model", text="x" * (5 << 20)),
+                                                 timeout=10)),
+                 "limit")
+    expect_error(grpc.StatusCode.UNIMPLEMENTED,
+                 lambda: channel.unary_unary("/switchyard.v1.Inference/NoSuchMethod")(b"", timeout=5))
+    assert len([r for r in inference.Generate(i.GenerateRequest(model="py-model", text="x"), timeout=10)]) == 6
+    print("ok: refused requests")
+
     # Error codes.
     expect_error(grpc.StatusCode.ALREADY_EXISTS,
                  lambda: workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(url=alpha, model_id="py-model"))))

@@ -3,8 +3,8 @@
 //! [`GrpcRouter`] parses a call once ([`Inbound`]), resolves its model (empty
 //! means the only gRPC model served), and hands it to the PD router when the
 //! model's workers are prefill/decode workers, else to the regular router.
-//! Both share [`open`]: start an upstream call and wait for its first
-//! message, within the deadline.
+//! Both share [`open`]: start an upstream call and wait for the first bytes
+//! of its response body, within the deadline.
 
 mod inbound;
 mod pd;
@@ -105,12 +105,13 @@ impl GrpcRouter {
     }
 }
 
-/// What [`open`] returns: the worker's response metadata, its stream, and its
-/// first message (`None` if the stream was empty).
+/// What [`open`] returns: the worker's response metadata, its stream, and
+/// the first chunk of its body (`None` if the stream was empty).
 pub type Opened = (MetadataMap, ResponseStream, Option<Bytes>);
 
-/// Starts `request` on `worker` and waits for its first message, all within
-/// `deadline`. A failure here is a failure before any response.
+/// Starts `request` on `worker` and waits for the first chunk of its
+/// response body, all within `deadline`. A failure here is a failure before
+/// any response.
 pub async fn open(
     worker: &Worker,
     request: tonic::Request<Bytes>,
@@ -118,7 +119,7 @@ pub async fn open(
 ) -> Result<Opened, RouteError> {
     let call = async {
         let (metadata, mut stream) = worker.upstream().generate(request).await?;
-        let first = stream.message().await?;
+        let first = stream.chunk().await?;
         Ok::<_, tonic::Status>((metadata, stream, first))
     };
     let outcome = match deadline {

@@ -109,7 +109,7 @@ impl GrpcPdRouter {
         let mut decode_abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
 
         // The prefill side runs as its own task from the start, so that its
-        // failure is noticed while we still wait for decode's first message.
+        // failure is noticed while we still wait for decode's first bytes.
         let (failed_tx, failed_rx) = oneshot::channel();
         let prefill_request = inbound.upstream(body.clone());
         let task = tokio::spawn(drain_prefill(
@@ -180,7 +180,7 @@ fn bootstrap(prefill: &Worker, room: u64) -> Result<pb::DisaggregatedParams, Rou
     })
 }
 
-/// Runs the prefill call to its end, reading and discarding its messages.
+/// Runs the prefill call to its end, reading and discarding its body.
 /// Reports a failure on `failed`; finishing normally drops it unsent.
 async fn drain_prefill(
     worker: Arc<Worker>,
@@ -191,7 +191,7 @@ async fn drain_prefill(
 ) {
     let result = async {
         let (_, mut stream) = worker.upstream().generate(request).await?;
-        while stream.message().await?.is_some() {}
+        while stream.chunk().await?.is_some() {}
         Ok::<_, Status>(())
     }
     .await;

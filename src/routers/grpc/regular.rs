@@ -2,7 +2,7 @@
 //!
 //! Per call: resolve `(Grpc, Regular, model)` from the registry, keep the
 //! healthy workers, let the model's policy choose, take a load guard, call
-//! the worker, and wait for its first message so that a worker failing
+//! the worker, and wait for its first bytes so that a worker failing
 //! before it says anything becomes a clean `UNAVAILABLE`. The rest of the
 //! stream is relayed by [`ProxyStream`].
 
