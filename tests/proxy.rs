@@ -336,3 +336,93 @@ async fn a_worker_that_stops_answering_is_cut_off_by_keep_alive() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     held.abort();
 }
+
+/// A worker written against HTTP/2 directly: it answers health checks, and
+/// answers `Generate` with `tokens` messages followed, a moment later, by a
+/// reset of the stream (what a worker that crashes mid-generation looks
+/// like on the wire).
+async fn worker_that_resets_after(tokens: usize) -> String {
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("grpc://{}", listener.local_addr().unwrap());
+    let framed = |message: Vec<u8>| {
+        let mut out = vec![0];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(&message);
+        bytes::Bytes::from(out)
+    };
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    // Answered in its own task: the connection keeps being
+                    // driven (and the data flushed) while it waits.
+                    tokio::spawn(async move {
+                        let head = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let mut send = respond.send_response(head, false).unwrap();
+                        if request.uri().path() == "/grpc.health.v1.Health/Check" {
+                            // HealthCheckResponse { status: SERVING }
+                            send.send_data(framed(vec![0x08, 0x01]), false).unwrap();
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            send.send_trailers(trailers).unwrap();
+                            return;
+                        }
+                        for i in 0..tokens {
+                            let chunk = pb::GenerateResponse {
+                                request_id: String::new(),
+                                response: Some(pb::generate_response::Response::Chunk(
+                                    pb::GenerateChunk {
+                                        token_ids: vec![],
+                                        text: format!("t{i} "),
+                                    },
+                                )),
+                            };
+                            send.send_data(framed(chunk.encode_to_vec()), false)
+                                .unwrap();
+                        }
+                        // Sent together with the data, the reset would make h2
+                        // drop the data still queued on the router's side.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    });
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_worker_resetting_mid_stream_delivers_what_it_sent_then_the_error() {
+    let router = start_router().await;
+    let url = worker_that_resets_after(5).await;
+    router.add(&url, MODEL).await;
+    let response = router
+        .inference()
+        .generate(request(MODEL, "x"))
+        .await
+        .expect("the worker answered before resetting");
+    let mut stream = response.into_inner();
+    let mut texts = Vec::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(m)) => match m.response {
+                Some(pb::generate_response::Response::Chunk(c)) => texts.push(c.text),
+                other => panic!("unexpected {other:?}"),
+            },
+            Ok(None) => panic!("the stream ended cleanly after {texts:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(texts, ["t0 ", "t1 ", "t2 ", "t3 ", "t4 "]);
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    // The router is unharmed.
+    let worker = mock("ok").await;
+    router.add(&worker.url(), "other").await;
+    assert!(router.generate(request("other", "x")).await.is_ok());
+}

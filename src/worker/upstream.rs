@@ -260,16 +260,22 @@ fn http_status(status: http::StatusCode) -> Status {
 
 enum State {
     Data,
+    /// Data ended with an error, after data that is being relayed first.
+    Failed(Status),
     Trailers,
     Done,
 }
 
+/// Coalesced chunks are cut at this size (the default HTTP/2 frame size).
+const COALESCE_BYTES: usize = 16 * 1024;
+
 /// The worker's response body as it arrives, then its status.
 ///
-/// Chunks are the HTTP/2 DATA payloads exactly as the worker sent them:
-/// gRPC-framed messages, whole or split across chunks. The router relays
-/// them without reframing (as nginx's `grpc_pass` does), so a streamed token
-/// costs one receive and one send, not a decode and a re-encode.
+/// Chunks are the worker's HTTP/2 DATA payloads: gRPC-framed messages, whole
+/// or split across chunks. The router relays them without reframing (as
+/// nginx's `grpc_pass` does), so a streamed token costs no decode and
+/// re-encode; payloads that have already arrived together are joined into
+/// one chunk (up to 16 KiB), so a burst of tokens leaves as one frame.
 pub struct ResponseStream {
     body: RecvStream,
     state: State,
@@ -284,6 +290,44 @@ impl ResponseStream {
             .await
             .transpose()
     }
+
+    /// The next DATA payload. It is ours once read, so its window reopens
+    /// at once; backpressure holds because the next one is read only when
+    /// the client's side asks for more.
+    fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
+        let payload = ready!(self.body.poll_data(cx));
+        if let Some(Ok(chunk)) = &payload {
+            let _ = self.body.flow_control().release_capacity(chunk.len());
+        }
+        Poll::Ready(payload)
+    }
+
+    /// `first` joined with the payloads that have already arrived behind it.
+    fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
+        let mut joined: Option<bytes::BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), |j| j.len()) < COALESCE_BYTES {
+            match self.poll_payload(cx) {
+                Poll::Ready(Some(Ok(more))) => {
+                    let joined = joined.get_or_insert_with(|| {
+                        let mut j = bytes::BytesMut::with_capacity(first.len() + more.len());
+                        j.extend_from_slice(&first);
+                        j
+                    });
+                    joined.extend_from_slice(&more);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.state = State::Failed(h2_status(e));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.state = State::Trailers;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        joined.map_or(first, bytes::BytesMut::freeze)
+    }
 }
 
 impl Stream for ResponseStream {
@@ -293,22 +337,22 @@ impl Stream for ResponseStream {
         let this = &mut *self;
         loop {
             match this.state {
-                State::Data => match ready!(this.body.poll_data(cx)) {
-                    Some(Ok(chunk)) => {
-                        // The chunk is ours now: reopen the window at once.
-                        // Backpressure holds, because the next chunk is only
-                        // read when the client's side asks for it.
-                        let _ = this.body.flow_control().release_capacity(chunk.len());
-                        if !chunk.is_empty() {
-                            return Poll::Ready(Some(Ok(chunk)));
-                        }
-                    }
+                State::Data => match ready!(this.poll_payload(cx)) {
+                    Some(Ok(chunk)) if chunk.is_empty() => {}
+                    Some(Ok(chunk)) => return Poll::Ready(Some(Ok(this.coalesce(chunk, cx)))),
                     Some(Err(e)) => {
                         this.state = State::Done;
                         return Poll::Ready(Some(Err(h2_status(e))));
                     }
                     None => this.state = State::Trailers,
                 },
+                State::Failed(_) => {
+                    let State::Failed(status) = std::mem::replace(&mut this.state, State::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    return Poll::Ready(Some(Err(status)));
+                }
                 State::Trailers => {
                     let status = match ready!(this.body.poll_trailers(cx)) {
                         Ok(Some(trailers)) => Status::from_header_map(&trailers),
