@@ -355,6 +355,13 @@ impl Stream for ResponseStream {
                 }
                 State::Trailers => {
                     let status = match ready!(this.body.poll_trailers(cx)) {
+                        // The common case, without building a `Status`.
+                        Ok(Some(trailers))
+                            if trailers.get("grpc-status").is_some_and(|s| s == "0") =>
+                        {
+                            this.state = State::Done;
+                            return Poll::Ready(None);
+                        }
                         Ok(Some(trailers)) => Status::from_header_map(&trailers),
                         Ok(None) => this.trailers_only.take(),
                         Err(e) => Some(h2_status(e)),
