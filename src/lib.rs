@@ -16,7 +16,9 @@
 //! - [`app`]: wiring; `App::build(config)` then `serve(listener, shutdown)`.
 //! - [`pb`]: generated protobuf code (prost messages and a raw-bytes `Inference`).
 //! - [`worker`]: `Worker`, `WorkerId`, roles and modes (`spec`), the registry
-//!   (`registry`), load guards (`load`) and worker channels (`client`).
+//!   (`registry`), load guards (`load`), the data-path HTTP/2 client for
+//!   `Generate` (`upstream`, on the `h2` crate) and connection settings plus
+//!   the tonic channel for control calls (`client`).
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`policies`]: the `Policy` contract, factory and per-model `PolicySet`
 //!   (`mod.rs`), their config (`config`), one file per policy, and the
@@ -26,8 +28,10 @@
 //!   facade and `open`, `inbound` parsing, `regular`, `pd`), the HTTP routers
 //!   (`http`: regular and PD in `mod.rs`, body `input` parsing, `relay`), and
 //!   PD bootstrap `rooms`.
-//! - [`proxy`]: the faithful hop: raw-bytes codec, metadata, deadlines, `ProxyStream`.
-//! - [`services`]: thin tonic services and the axum HTTP API (`http`), with the
+//! - [`proxy`]: the faithful hop: gRPC framing and the raw-bytes codec
+//!   (`codec`), metadata, deadlines, `ProxyStream`.
+//! - [`services`]: thin tonic services (`inference` is written against HTTP/2
+//!   bodies, relaying the worker's body as framed) and the axum HTTP API (`http`), with the
 //!   one error → `Status` mapping (`status`) and error → HTTP mapping (`http_error`).
 //! - [`mock`]: a configurable fake worker (`mod.rs`: behaviour and counters;
 //!   `server`: lifecycle; `http`: the HTTP API; regular, prefill or decode, with a
@@ -39,7 +43,8 @@
 //! contract test; `tests/python/test_http.py` drives the HTTP side with the
 //! `openai` package and curl), `benches/` (divan micro-benchmarks),
 //! `examples/` (`loadgen`, the load generator; `overhead`, direct vs regular
-//! vs PD latency), `bench/` (side-by-side runs against nginx, scale checks),
+//! vs PD latency), `bench/` (side-by-side runs against nginx, instruction
+//! counts under callgrind, scale checks),
 //! `clients/python` (a small grpcio client).
 
 #![forbid(unsafe_code)]
