@@ -12,7 +12,6 @@ use std::sync::Arc;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::config::{Config, ConfigError};
@@ -38,9 +37,6 @@ pub enum AppError {
         /// Why.
         source: RegistryError,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
     /// The HTTP client to workers could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(reqwest::Error),
@@ -178,26 +174,20 @@ impl App {
         );
         let inference = InferenceService::new(self.router.clone());
 
+        let routes = tonic::service::Routes::new(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(management);
+
         let local = listener.local_addr().ok();
         tracing::info!(addr = ?local, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");
         let stop_on_shutdown = stop_tx.clone();
-        let result = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(management)
-            .add_service(inference)
-            .serve_with_incoming_shutdown(
-                // serve_with_incoming ignores Server::tcp_nodelay; set it here,
-                // or Nagle holds back small response frames for ~40 ms.
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    shutdown.await;
-                    // Report NOT_SERVING while in-flight calls drain.
-                    let _ = stop_on_shutdown.send(true);
-                },
-            )
-            .await;
+        crate::services::listener::serve(listener, inference, routes, async move {
+            shutdown.await;
+            // Report NOT_SERVING while in-flight calls drain.
+            let _ = stop_on_shutdown.send(true);
+        })
+        .await;
         let _ = stop_tx.send(true);
         let _ = reporter_task.await;
         let _ = checker_task.await;
@@ -207,6 +197,6 @@ impl App {
             }
         }
         tracing::info!("stopped");
-        Ok(result?)
+        Ok(())
     }
 }

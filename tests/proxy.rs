@@ -426,3 +426,33 @@ async fn a_worker_resetting_mid_stream_delivers_what_it_sent_then_the_error() {
     router.add(&worker.url(), "other").await;
     assert!(router.generate(request("other", "x")).await.is_ok());
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_stream_in_flight_finish_then_refuses_connections() {
+    let router = start_router().await;
+    let addr = router.addr;
+    let worker = mock_with(slow("w", 10, 30)).await;
+    router.add(&worker.url(), MODEL).await;
+    let mut stream = router
+        .inference()
+        .generate(request(MODEL, "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+
+    // Shut down mid-stream: the call in flight still completes.
+    let stopping = tokio::spawn(router.stop());
+    let mut rest = 0;
+    while let Some(message) = stream.message().await.expect("the stream ends cleanly") {
+        assert!(message.response.is_some());
+        rest += 1;
+    }
+    // 10 chunks and the completion message, the first read before shutdown.
+    assert_eq!(rest + 1, 11);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the router stopped once its last call finished")
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -6,15 +6,14 @@
 //! gRPC-framed messages, chunk by chunk, as nginx's `grpc_pass` does), then
 //! the status as trailers. A streamed token then costs one receive and one
 //! send instead of a decode into a message and a re-encode into a frame
-//! (see docs/BENCHMARKS.md). It is mounted in tonic's server like a
-//! generated service (same name, same paths).
+//! (see docs/BENCHMARKS.md). The gRPC listener (`listener`) hands it every
+//! call under `/switchyard.v1.Inference/`.
 //!
 //! One debug-level tracing span per `Generate` call (request id, model,
 //! worker): as for HTTP, a span per call at the default `info` level cost
 //! 11% of the router's instructions per call (callgrind).
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -27,7 +26,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
-use tonic::server::NamedService;
 use tonic::Status;
 use tracing::Instrument;
 
@@ -90,7 +88,22 @@ impl InferenceService {
         Ok(grpc_response(MetadataMap::new(), GrpcBody::unary(&reply)))
     }
 
-    async fn serve<B>(self, request: http::Request<B>) -> Result<http::Response<GrpcBody>, Status>
+    /// Paths this service answers under.
+    pub const PATH_PREFIX: &'static str = "/switchyard.v1.Inference/";
+
+    /// Answers one call; errors become trailers-only responses, as a gRPC
+    /// server's do.
+    pub async fn serve<B>(self, request: http::Request<B>) -> http::Response<GrpcBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.answer(request)
+            .await
+            .unwrap_or_else(|status| status.into_http())
+    }
+
+    async fn answer<B>(self, request: http::Request<B>) -> Result<http::Response<GrpcBody>, Status>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -108,35 +121,6 @@ impl InferenceService {
         } else {
             self.abort(message).await
         }
-    }
-}
-
-impl NamedService for InferenceService {
-    const NAME: &'static str = "switchyard.v1.Inference";
-}
-
-impl<B> tower::Service<http::Request<B>> for InferenceService
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = http::Response<GrpcBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let service = self.clone();
-        Box::pin(async move {
-            // Errors become trailers-only responses, as a gRPC server's do.
-            Ok(service
-                .serve(request)
-                .await
-                .unwrap_or_else(|status| status.into_http()))
-        })
     }
 }
 

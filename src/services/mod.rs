@@ -8,6 +8,7 @@ mod convert;
 pub mod http;
 mod http_error;
 mod inference;
+pub mod listener;
 mod status;
 mod worker_management;
 

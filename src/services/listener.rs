@@ -1,0 +1,106 @@
+//! The gRPC listener: HTTP/2 connections served by hyper, `Inference` calls
+//! handed straight to [`InferenceService`], every other service (health,
+//! reflection, worker management) through tonic's [`Routes`].
+//!
+//! tonic's own server wraps every call in its per-connection layers
+//! (connect info, error recovery, timeouts) and routes it through an axum
+//! router, and boxes every response body twice; on the proxied path that
+//! measured at several thousand instructions per call (callgrind, see
+//! docs/BENCHMARKS.md). The other services are not on the hot path and keep
+//! tonic's routing. Connection settings are tonic's defaults: HTTP/2 only,
+//! no per-connection stream limit, `TCP_NODELAY` on.
+//!
+//! Shutdown: stop accepting, tell every connection to go away (HTTP/2
+//! GOAWAY), and wait for the calls in flight to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tower::Service;
+
+use super::inference::{GrpcBody, InferenceService};
+
+/// The body of any response on the gRPC listener.
+pub type ResponseBody = Either<GrpcBody, tonic::body::Body>;
+
+/// Dispatches one connection's calls by path.
+#[derive(Clone)]
+struct Dispatch {
+    inference: InferenceService,
+    routes: Routes,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
+    type Response = http::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        if request
+            .uri()
+            .path()
+            .starts_with(InferenceService::PATH_PREFIX)
+        {
+            let inference = self.inference.clone();
+            Box::pin(async move { Ok(inference.serve(request).await.map(Either::Left)) })
+        } else {
+            let mut routes = self.routes.clone();
+            Box::pin(async move {
+                let response = routes.call(request).await?;
+                Ok(response.map(Either::Right))
+            })
+        }
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    inference: InferenceService,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) {
+    let dispatch = Dispatch {
+        inference,
+        routes: routes.prepare(),
+    };
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2.max_concurrent_streams(None);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    // Without it, small response frames wait for Nagle (~40 ms).
+                    let _ = tcp.set_nodelay(true);
+                    let connection = graceful.watch(
+                        http2.serve_connection(TokioIo::new(tcp), dispatch.clone()),
+                    );
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%peer, %error, "gRPC connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors, say: keep serving the
+                    // connections we have and try again shortly.
+                    tracing::warn!(%error, "cannot accept a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
