@@ -101,7 +101,12 @@ impl Inbound {
     /// metadata, the request id and the remaining deadline.
     pub fn upstream(&self, body: Bytes) -> tonic::Request<Bytes> {
         let mut upstream = tonic::Request::new(body);
-        *upstream.metadata_mut() = proxy::forwardable(&self.metadata);
+        let mut headers = proxy::forwardable(&self.metadata).into_headers();
+        // Room for what is added here and by the upstream client (request
+        // id, deadline, content-type, te, user-agent): growing a header map
+        // rehashes it, measurably on every call.
+        headers.reserve(5);
+        *upstream.metadata_mut() = MetadataMap::from_headers(headers);
         upstream
             .metadata_mut()
             .insert(proxy::REQUEST_ID_HEADER, self.request_id_value.clone());
@@ -115,7 +120,10 @@ impl Inbound {
     /// The response metadata: the worker's forwardable metadata plus the
     /// request id.
     pub fn response_metadata(&self, worker_metadata: MetadataMap) -> MetadataMap {
-        let mut md = proxy::forward_owned(worker_metadata);
+        let mut headers = proxy::forward_owned(worker_metadata).into_headers();
+        // Room for the request id, the worker id(s) and content-type.
+        headers.reserve(4);
+        let mut md = MetadataMap::from_headers(headers);
         md.insert(proxy::REQUEST_ID_HEADER, self.request_id_value.clone());
         md
     }
