@@ -456,3 +456,39 @@ async fn shutdown_lets_a_stream_in_flight_finish_then_refuses_connections() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn calls_waiting_on_a_hanging_connect_fail_together() {
+    let mut config = test_config();
+    config.upstream.connect_timeout_ms = 500;
+    config.upstream.connections_per_worker = 1;
+    let router = start_router_with(config).await;
+    // A listener whose accept queue is full: the kernel drops further
+    // connection attempts, so connecting hangs (a host gone dark).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    router.add(&format!("grpc://{addr}"), MODEL).await;
+
+    // Eight calls at once, no deadlines: they share the one attempt's
+    // timeout instead of waiting for eight in turn (4 s).
+    let started = tokio::time::Instant::now();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = router.inference();
+            tokio::spawn(async move { client.generate(request(MODEL, "x")).await })
+        })
+        .collect();
+    for call in calls {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("timed out"), "{status:?}");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(2_000),
+        "calls queued behind each other's connect attempts: {waited:?}"
+    );
+}

@@ -16,6 +16,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -50,8 +51,19 @@ pub struct Upstream {
     /// The live connection's handle and generation; the connection's task
     /// empties it when the connection ends.
     slot: Arc<Slot>,
-    /// Serialises connecting; holds the last generation made.
-    connecting: tokio::sync::Mutex<u64>,
+    /// Serialises connecting.
+    connecting: tokio::sync::Mutex<Connecting>,
+    /// Connection attempts finished, to tell a caller that waited for the
+    /// lock whether an attempt ended while it waited.
+    attempts: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Connecting {
+    /// The last connection's generation.
+    generation: u64,
+    /// Why the last attempt failed, if it did.
+    failed: Option<Status>,
 }
 
 impl Upstream {
@@ -66,7 +78,8 @@ impl Upstream {
             generate_uri,
             config,
             slot: Arc::new(Mutex::new(None)),
-            connecting: tokio::sync::Mutex::new(0),
+            connecting: tokio::sync::Mutex::new(Connecting::default()),
+            attempts: AtomicU64::new(0),
         }
     }
 
@@ -129,18 +142,29 @@ impl Upstream {
         ))
     }
 
-    /// The live connection, or a new one.
+    /// The live connection, or a new one. Calls that arrive while a
+    /// connection is being made wait for that attempt and share its
+    /// failure, instead of each queueing another connect timeout behind it.
     async fn sender(&self) -> Result<(u64, SendRequest<Bytes>), Status> {
         if let Some(live) = self.live() {
             return Ok(live);
         }
-        let mut generation = self.connecting.lock().await;
+        let seen = self.attempts.load(Ordering::Acquire);
+        let mut connecting = self.connecting.lock().await;
         if let Some(live) = self.live() {
             return Ok(live);
         }
-        *generation += 1;
-        let sender = self.connect(*generation).await?;
-        Ok((*generation, sender))
+        if self.attempts.load(Ordering::Acquire) != seen {
+            if let Some(failed) = &connecting.failed {
+                return Err(failed.clone());
+            }
+        }
+        connecting.generation += 1;
+        let generation = connecting.generation;
+        let outcome = self.connect(generation).await;
+        connecting.failed = outcome.as_ref().err().cloned();
+        self.attempts.fetch_add(1, Ordering::Release);
+        Ok((generation, outcome?))
     }
 
     fn live(&self) -> Option<(u64, SendRequest<Bytes>)> {
