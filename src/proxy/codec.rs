@@ -24,20 +24,20 @@ pub fn frame(message: &[u8]) -> Bytes {
 
 /// A frame header at the start of `buf`: the message length, once all of
 /// it is there (`None` while incomplete). Compressed or oversized
-/// messages are refused with the status to answer; `who` names the sender.
-pub fn frame_len(buf: &[u8], who: &str) -> Result<Option<usize>, Status> {
+/// messages are refused with the status to answer.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, Status> {
     if buf.len() < 5 {
         return Ok(None);
     }
     if buf[0] != 0 {
-        return Err(Status::unimplemented(format!(
-            "{who} sent a compressed message; Switchyard accepts only uncompressed messages"
-        )));
+        return Err(Status::unimplemented(
+            "the message is compressed; Switchyard accepts only uncompressed messages",
+        ));
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if len > MAX_MESSAGE_BYTES {
         return Err(Status::resource_exhausted(format!(
-            "{who} sent a {len}-byte message; the limit is {MAX_MESSAGE_BYTES} bytes"
+            "the message is {len} bytes; the limit is {MAX_MESSAGE_BYTES} bytes"
         )));
     }
     Ok((buf.len() >= 5 + len).then_some(len))
@@ -45,7 +45,7 @@ pub fn frame_len(buf: &[u8], who: &str) -> Result<Option<usize>, Status> {
 
 /// The one message of a unary request body (the body's bytes, whole).
 pub fn unary_message(body: Bytes) -> Result<Bytes, Status> {
-    match frame_len(&body, "the client")? {
+    match frame_len(&body)? {
         Some(len) if body.len() == 5 + len => Ok(body.slice(5..)),
         Some(_) => Err(Status::invalid_argument(
             "the request carried more than one message; this method takes one",
@@ -91,5 +91,42 @@ impl Decoder for BytesCodec {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn a_unary_body_yields_its_one_message() {
+        let body = frame(b"hello");
+        assert_eq!(&body[..5], &[0, 0, 0, 0, 5]);
+        assert_eq!(unary_message(body).unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(unary_message(frame(b"")).unwrap(), Bytes::new());
+    }
+
+    #[test]
+    fn malformed_unary_bodies_are_refused_with_the_right_code() {
+        let two = [frame(b"a"), frame(b"b")].concat();
+        let truncated = frame(b"hello").slice(..7);
+        let mut compressed = frame(b"x").to_vec();
+        compressed[0] = 1;
+        let mut huge = vec![0u8];
+        huge.extend_from_slice(&((MAX_MESSAGE_BYTES as u32) + 1).to_be_bytes());
+        for (body, code) in [
+            (Bytes::from(two), Code::InvalidArgument),
+            (truncated, Code::InvalidArgument),
+            (Bytes::new(), Code::InvalidArgument),
+            (Bytes::from(compressed), Code::Unimplemented),
+            (Bytes::from(huge), Code::ResourceExhausted),
+        ] {
+            assert_eq!(
+                unary_message(body.clone()).unwrap_err().code(),
+                code,
+                "{body:?}"
+            );
+        }
     }
 }
