@@ -16,9 +16,9 @@
 //! - [`app`]: wiring; `App::build(config)` then `serve(listener, shutdown)`.
 //! - [`pb`]: generated protobuf code (prost messages and a raw-bytes `Inference`).
 //! - [`worker`]: `Worker`, `WorkerId`, roles and modes (`spec`), the registry
-//!   (`registry`), load guards (`load`), the data-path HTTP/2 client for
-//!   `Generate` (`upstream`, on the `h2` crate) and connection settings plus
-//!   the tonic channel for control calls (`client`).
+//!   (`registry`), load guards (`load`), the HTTP/2 client to gRPC workers
+//!   (`upstream`, on the `h2` crate: `Generate`, health checks, `Abort`) and
+//!   its connection settings (`client`).
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`policies`]: the `Policy` contract, factory and per-model `PolicySet`
 //!   (`mod.rs`), their config (`config`), one file per policy, and the

@@ -9,10 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use prost::Message;
 use tokio::task::JoinSet;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::config::HealthCheckConfig;
 use crate::worker::{ConnectionMode, Worker, WorkerId, WorkerRegistry};
@@ -126,17 +126,19 @@ async fn probe_http(
 
 /// `grpc.health.v1/Check`: SERVING within the timeout is healthy.
 async fn probe_grpc(worker: &Worker, service: String, timeout: std::time::Duration) -> bool {
-    let mut client = HealthClient::new(worker.control_channel());
-    let mut request = tonic::Request::new(HealthCheckRequest { service });
-    request.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.check(request)).await {
-        Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,
-        Ok(Err(status)) => {
+    let request = HealthCheckRequest { service };
+    let reply = worker
+        .control()
+        .unary("/grpc.health.v1.Health/Check", &request, timeout)
+        .await
+        .and_then(|reply| {
+            HealthCheckResponse::decode(reply)
+                .map_err(|e| tonic::Status::internal(format!("not a HealthCheckResponse: {e}")))
+        });
+    match reply {
+        Ok(response) => response.status == ServingStatus::Serving as i32,
+        Err(status) => {
             tracing::debug!(worker = %worker.id(), %status, "health check failed");
-            false
-        }
-        Err(_) => {
-            tracing::debug!(worker = %worker.id(), "health check timed out");
             false
         }
     }

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prost::Message;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
@@ -59,20 +60,29 @@ impl Drop for AbortOnDrop {
             return;
         };
         runtime.spawn(async move {
-            let mut client = pb::inference_client::InferenceClient::new(worker.control_channel());
-            let mut request = tonic::Request::new(pb::AbortRequest {
-                request_id: request_id.clone(),
-            });
-            request.set_timeout(ABORT_TIMEOUT);
-            match tokio::time::timeout(ABORT_TIMEOUT, client.abort(request)).await {
-                Ok(Ok(_)) => tracing::debug!(worker = %worker.id(), %request_id, "upstream aborted"),
-                Ok(Err(status)) => {
+            match abort(&worker, &request_id).await {
+                Ok(_) => tracing::debug!(worker = %worker.id(), %request_id, "upstream aborted"),
+                Err(status) => {
                     tracing::debug!(worker = %worker.id(), %request_id, %status, "abort not acknowledged")
                 }
-                Err(_) => tracing::debug!(worker = %worker.id(), %request_id, "abort timed out"),
             }
         });
     }
+}
+
+/// Sends `Abort(request_id)` to `worker`, waiting at most two seconds:
+/// whether the worker had the request running.
+pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Status> {
+    let request = pb::AbortRequest {
+        request_id: request_id.to_string(),
+    };
+    let reply = worker
+        .control()
+        .unary("/switchyard.v1.Inference/Abort", &request, ABORT_TIMEOUT)
+        .await?;
+    let reply = pb::AbortResponse::decode(reply)
+        .map_err(|e| Status::internal(format!("not an AbortResponse: {e}")))?;
+    Ok(reply.aborted)
 }
 
 /// Aborts a spawned task when dropped, unless detached first.

@@ -1,17 +1,8 @@
-//! Connection settings for gRPC workers, and the tonic channel used for
-//! control calls (health checks, `Abort`).
-//!
-//! The control channel is created lazily (no connection until the first
-//! call) and reconnects by itself after a worker restarts. Proxied
-//! `Generate` calls use [`super::Upstream`] instead.
+//! Connection settings for gRPC workers (used by [`super::Upstream`]).
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint as TonicEndpoint};
-
-use super::Endpoint;
-
-/// Connection settings shared by every worker channel.
+/// Connection settings shared by every worker connection.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
     /// Limit on establishing a TCP connection to a worker.
@@ -30,23 +21,6 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_secs(2),
             keep_alive_interval: Duration::from_secs(30),
             connections: 2,
-        }
-    }
-}
-
-impl ChannelConfig {
-    pub(crate) fn lazy_channel(&self, endpoint: &Endpoint) -> Channel {
-        // The endpoint was validated when the spec was made, so this URI is
-        // well formed; `from_shared` can only fail on a malformed one.
-        let uri = format!("http://{}", endpoint.authority());
-        match TonicEndpoint::from_shared(uri) {
-            Ok(e) => e
-                .connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(self.keep_alive_interval)
-                .keep_alive_while_idle(false)
-                .connect_lazy(),
-            Err(_) => unreachable!("validated endpoint {} is a valid URI", endpoint.url()),
         }
     }
 }

@@ -84,10 +84,6 @@ pub struct Worker {
     upstreams: Box<[OnceLock<Upstream>]>,
     /// Which upstream connection the next call uses.
     next_upstream: AtomicU32,
-    /// Control calls (health checks, `Abort`): a tonic channel, made on
-    /// first use, so a worker that only sees health checks holds one
-    /// connection.
-    control: OnceLock<tonic::transport::Channel>,
     channel_config: ChannelConfig,
 }
 
@@ -116,7 +112,6 @@ impl Worker {
                 .map(|_| OnceLock::new())
                 .collect(),
             next_upstream: AtomicU32::new(0),
-            control: OnceLock::new(),
             channel_config,
         }
     }
@@ -186,15 +181,17 @@ impl Worker {
     /// `connections_per_worker` connections.
     pub fn upstream(&self) -> &Upstream {
         let i = self.next_upstream.fetch_add(1, Ordering::Relaxed) as usize % self.upstreams.len();
-        self.upstreams[i].get_or_init(|| Upstream::new(&self.endpoint, self.channel_config.clone()))
+        self.upstream_at(i)
     }
 
-    /// A tonic channel for control calls (health checks, `Abort`), created
-    /// (not connected) on first use.
-    pub fn control_channel(&self) -> tonic::transport::Channel {
-        self.control
-            .get_or_init(|| self.channel_config.lazy_channel(&self.endpoint))
-            .clone()
+    /// The first connection only, for control calls (health checks,
+    /// `Abort`): a worker that only sees health checks holds one connection.
+    pub fn control(&self) -> &Upstream {
+        self.upstream_at(0)
+    }
+
+    fn upstream_at(&self, i: usize) -> &Upstream {
+        self.upstreams[i].get_or_init(|| Upstream::new(&self.endpoint, self.channel_config.clone()))
     }
 }
 

@@ -5,9 +5,10 @@
 //! a request as three separate frames flushed one by one (HEADERS, DATA, an
 //! empty DATA carrying END_STREAM). Here a call clones the connection's
 //! [`SendRequest`], queues HEADERS and DATA(END_STREAM) together (one write),
-//! and frames the gRPC messages of the response itself. Measured with
-//! callgrind and `bench/run.sh`: see docs/BENCHMARKS.md. Control calls
-//! (health checks, `Abort`) keep using tonic's channel.
+//! and relays the response body as it comes. Measured with callgrind and
+//! `bench/run.sh`: see docs/BENCHMARKS.md. Control calls (health checks,
+//! `Abort`) are unary calls on the same kind of connection
+//! ([`Upstream::unary`]), so an idle worker costs no client task at all.
 //!
 //! One [`Upstream`] is one HTTP/2 connection, made on first use and made
 //! again on the next call after it closes. A ping every
@@ -32,7 +33,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use super::{ChannelConfig, Endpoint};
-use crate::proxy::codec::frame;
+use crate::proxy::codec::{frame, unary_message};
 /// HTTP/2 windows: hyper's defaults, so a fast stream is not held back by
 /// window updates.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -91,10 +92,44 @@ impl Upstream {
         &self,
         request: tonic::Request<Bytes>,
     ) -> Result<(MetadataMap, ResponseStream), Status> {
+        self.call(self.generate_uri.clone(), request).await
+    }
+
+    /// A unary call to `path` (a control call: a health check, an `Abort`)
+    /// on the same connection, all within `timeout`: the reply message.
+    pub async fn unary(
+        &self,
+        path: &str,
+        message: &impl prost::Message,
+        timeout: Duration,
+    ) -> Result<Bytes, Status> {
+        let uri = format!("http://{}{path}", self.authority)
+            .parse()
+            .map_err(|_| Status::internal(format!("{path} is not a valid gRPC path")))?;
+        let mut request = tonic::Request::new(Bytes::from(message.encode_to_vec()));
+        request.set_timeout(timeout);
+        let call = async {
+            let (_, mut body) = self.call(uri, request).await?;
+            let mut reply = bytes::BytesMut::new();
+            while let Some(chunk) = body.chunk().await? {
+                reply.extend_from_slice(&chunk);
+            }
+            unary_message(reply.freeze())
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| {
+            Status::deadline_exceeded(format!("{path} got no answer within {timeout:?}"))
+        })?
+    }
+
+    async fn call(
+        &self,
+        uri: Uri,
+        request: tonic::Request<Bytes>,
+    ) -> Result<(MetadataMap, ResponseStream), Status> {
         let (metadata, _, message) = request.into_parts();
         let mut head = http::Request::new(());
         *head.method_mut() = Method::POST;
-        *head.uri_mut() = self.generate_uri.clone();
+        *head.uri_mut() = uri;
         *head.headers_mut() = metadata.into_headers();
         let headers = head.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));

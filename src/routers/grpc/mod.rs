@@ -20,7 +20,6 @@ pub use inbound::Inbound;
 pub use pd::{GrpcPdRouter, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
 pub use regular::GrpcRegularRouter;
 
-use crate::pb;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::proxy::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
@@ -89,17 +88,12 @@ impl GrpcRouter {
         };
         let mut aborted = false;
         for worker in workers.iter() {
-            let mut client = pb::inference_client::InferenceClient::new(worker.control_channel());
-            let response = client
-                .abort(pb::AbortRequest {
-                    request_id: request_id.to_string(),
-                })
+            aborted |= crate::proxy::abort(worker, request_id)
                 .await
                 .map_err(|status| RouteError::WorkerFailed {
                     worker: worker.id().clone(),
                     status,
                 })?;
-            aborted |= response.into_inner().aborted;
         }
         Ok(aborted)
     }
