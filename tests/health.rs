@@ -181,3 +181,30 @@ async fn a_dead_worker_is_marked_unhealthy_by_failed_checks() {
         assert!(router.generate(request(MODEL, "x")).await.is_ok());
     }
 }
+
+#[tokio::test]
+async fn a_worker_that_never_answers_is_marked_unhealthy_by_check_timeouts() {
+    let router = start_router().await;
+    // Accepts connections, then says nothing: every check must time out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("grpc://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let info = router.add(&url, MODEL).await;
+    eventually(
+        Duration::from_secs(5),
+        "silent worker unhealthy",
+        || async {
+            health_of_worker(&router, &info.id).await == pb::HealthStatus::Unhealthy as i32
+        },
+    )
+    .await;
+    // With its only worker unhealthy, the model is refused at once.
+    let status = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    held.abort();
+}
