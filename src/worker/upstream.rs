@@ -1,4 +1,5 @@
-//! The data path to a gRPC worker: `Generate` over the `h2` crate directly.
+//! The router's HTTP/2 client to gRPC workers, on the `h2` crate directly:
+//! proxied `Generate` calls and the control calls (health checks, `Abort`).
 //!
 //! tonic's `Channel` puts a `tower::buffer` task, hyper's client dispatch
 //! task and several tower layers between a call and the socket, and writes
@@ -34,6 +35,7 @@ use tonic::{Code, Status};
 
 use super::{ChannelConfig, Endpoint};
 use crate::proxy::codec::{frame, unary_message};
+
 /// HTTP/2 windows: hyper's defaults, so a fast stream is not held back by
 /// window updates.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -41,7 +43,7 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
 type Slot = Mutex<Option<(u64, SendRequest<Bytes>)>>;
 
-/// One HTTP/2 connection to a worker, for proxied calls.
+/// One HTTP/2 connection to a worker, for proxied and control calls.
 #[derive(Debug)]
 pub struct Upstream {
     /// `host:port`, to connect to.
