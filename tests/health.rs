@@ -185,15 +185,8 @@ async fn a_dead_worker_is_marked_unhealthy_by_failed_checks() {
 #[tokio::test]
 async fn a_worker_that_never_answers_is_marked_unhealthy_by_check_timeouts() {
     let router = start_router().await;
-    // Accepts connections, then says nothing: every check must time out.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("grpc://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            sockets.push(socket);
-        }
-    });
+    // Every check must time out.
+    let (url, held) = silent_worker().await;
     let info = router.add(&url, MODEL).await;
     eventually(
         Duration::from_secs(5),

@@ -315,15 +315,7 @@ async fn a_worker_that_stops_answering_is_cut_off_by_keep_alive() {
     let mut config = test_config();
     config.upstream.keep_alive_interval_ms = 1_000;
     let router = start_router_with(config).await;
-    // Accepts connections and never says a word: a hung host.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("grpc://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            sockets.push(socket);
-        }
-    });
+    let (url, held) = silent_worker().await;
     router.add(&url, MODEL).await;
     // No deadline: only the keep-alive ping can end this call.
     let outcome = tokio::time::timeout(
@@ -407,24 +399,10 @@ async fn a_worker_resetting_mid_stream_delivers_what_it_sent_then_the_error() {
         .generate(request(MODEL, "x"))
         .await
         .expect("the worker answered before resetting");
-    let mut stream = response.into_inner();
-    let mut texts = Vec::new();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(m)) => match m.response {
-                Some(pb::generate_response::Response::Chunk(c)) => texts.push(c.text),
-                other => panic!("unexpected {other:?}"),
-            },
-            Ok(None) => panic!("the stream ended cleanly after {texts:?}"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!(texts, ["t0 ", "t1 ", "t2 ", "t3 ", "t4 "]);
+    let (messages, status) = messages_until_error(&mut response.into_inner()).await;
+    assert_eq!(messages, 5);
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    // The router is unharmed.
-    let worker = mock("ok").await;
-    router.add(&worker.url(), "other").await;
-    assert!(router.generate(request("other", "x")).await.is_ok());
+    router.assert_still_serves().await;
 }
 
 #[tokio::test]

@@ -19,10 +19,11 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::RecvStream;
@@ -41,7 +42,9 @@ use crate::proxy::codec::{frame, unary_message};
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
-type Slot = Mutex<Option<(u64, SendRequest<Bytes>)>>;
+/// The live connection's generation and handle, read without a lock on
+/// every call.
+type Slot = ArcSwapOption<(u64, SendRequest<Bytes>)>;
 
 /// One HTTP/2 connection to a worker, for proxied and control calls.
 #[derive(Debug)]
@@ -80,7 +83,7 @@ impl Upstream {
             authority,
             generate_uri,
             config,
-            slot: Arc::new(Mutex::new(None)),
+            slot: Arc::new(ArcSwapOption::empty()),
             connecting: tokio::sync::Mutex::new(Connecting::default()),
             attempts: AtomicU64::new(0),
         }
@@ -205,7 +208,10 @@ impl Upstream {
     }
 
     fn live(&self) -> Option<(u64, SendRequest<Bytes>)> {
-        lock(&self.slot).clone()
+        self.slot
+            .load()
+            .as_ref()
+            .map(|live| (live.0, live.1.clone()))
     }
 
     fn forget(&self, generation: u64) {
@@ -234,7 +240,8 @@ impl Upstream {
             .map_err(|e| {
                 Status::unavailable(format!("cannot connect to {}: {e}", self.authority))
             })?;
-        *lock(&self.slot) = Some((generation, sender.clone()));
+        self.slot
+            .store(Some(Arc::new((generation, sender.clone()))));
         tokio::spawn(drive(
             connection,
             self.config.keep_alive_interval,
@@ -246,16 +253,13 @@ impl Upstream {
     }
 }
 
-fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Option<(u64, SendRequest<Bytes>)>> {
-    // The lock only guards a clone or a store; a panic cannot leave it torn.
-    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
+/// Empties `slot` if it still holds connection `generation` (a newer
+/// connection stays).
 fn clear(slot: &Slot, generation: u64) {
-    let mut slot = lock(slot);
-    if matches!(&*slot, Some((g, _)) if *g == generation) {
-        *slot = None;
-    }
+    slot.rcu(|live| match live {
+        Some(live) if live.0 == generation => None,
+        other => other.clone(),
+    });
 }
 
 /// Runs one connection until it ends (the worker closed it, it failed a

@@ -167,6 +167,14 @@ impl Router {
         })
     }
 
+    /// Asserts that the router still serves: a fresh worker of another
+    /// model answers through it.
+    pub async fn assert_still_serves(&self) {
+        let worker = mock("still-serving").await;
+        self.add(&worker.url(), "other").await;
+        assert!(self.generate(request("other", "x")).await.is_ok());
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -274,4 +282,18 @@ pub async fn messages_until_error<T>(stream: &mut tonic::Streaming<T>) -> (usize
             Err(status) => return (messages, status),
         }
     }
+}
+
+/// A "worker" that accepts connections and never says a word (a hung
+/// host): its `grpc://` URL, and the task holding its sockets.
+pub async fn silent_worker() -> (String, JoinHandle<()>) {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("grpc://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    (url, held)
 }
