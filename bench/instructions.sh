@@ -16,7 +16,7 @@ CALLS=${CALLS:-2000}
 WORKER_PORT=${WORKER_PORT:-17301}
 PROXY_PORT=${PROXY_PORT:-17302}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
-cargo build --release --bins --example loadgen
+cargo build --release --bins --example loadgen --example h2_floor
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -59,4 +59,6 @@ for tokens in ${TOKENS:-1 256}; do
   count switchyard "$tokens" target/release/switchyard serve --grpc-listen "127.0.0.1:$PROXY_PORT" \
     --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --worker-threads 1
   count nginx "$tokens" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+  count h2-floor "$tokens" target/release/examples/h2_floor --listen "127.0.0.1:$PROXY_PORT" \
+    --upstream "127.0.0.1:$WORKER_PORT"
 done

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side proxy cost: (a) direct to a mock worker, (b) through Switchyard,
-# (c) through nginx with grpc_pass, each a separate process, in one run.
+# (c) through nginx with grpc_pass, (d) through examples/h2_floor.rs (the
+# cheapest relay on Switchyard's HTTP/2 stack: what the stack alone costs),
+# each a separate process, in one run.
 # For concurrency 1 and 64, one-token responses and 256-token streams, it
 # reports throughput, p50/p99 latency added over direct, the proxy's CPU time
 # per request (utime+stime from /proc) and its peak RSS (VmHWM).
 #
 # Usage: bash bench/run.sh            (DURATION=10 seconds per measurement;
 #        ROUTER_ARGS and NGINX_WORKERS: see below; TOKENS="1 256" and
-#        CONCURRENCY="1 64" pick the cases)
+#        CONCURRENCY="1 64" pick the cases; TARGETS="direct switchyard
+#        nginx h2-floor" the proxies, direct first)
 # Installs nginx from Debian's packages if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,7 @@ DURATION=${DURATION:-10}
 WORKER_PORT=${WORKER_PORT:-17101}
 ROUTER_PORT=${ROUTER_PORT:-17102}
 NGINX_PORT=${NGINX_PORT:-17103}
+FLOOR_PORT=${FLOOR_PORT:-17104}
 OUT=${OUT:-bench/results}
 # Both proxies get one thread by default: on a 2-core machine the load
 # generator and the worker need the other core, and a one-thread proxy
@@ -24,7 +28,7 @@ OUT=${OUT:-bench/results}
 ROUTER_ARGS=${ROUTER_ARGS---worker-threads 1}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 
-cargo build --release --bins --example loadgen
+cargo build --release --bins --example loadgen --example h2_floor
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -43,7 +47,11 @@ nginx_conf "$WORK/nginx" "$NGINX_PORT" "$WORKER_PORT" "worker_processes $NGINX_W
 PIDS+=($!)
 NGINX_PID=$!
 
-wait_port "$WORKER_PORT"; wait_port "$ROUTER_PORT"; wait_port "$NGINX_PORT"
+wait_port "$WORKER_PORT"
+target/release/examples/h2_floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$WORKER_PORT" >"$WORK/floor.log" 2>&1 &
+PIDS+=($!)
+FLOOR_PID=$!
+wait_port "$ROUTER_PORT"; wait_port "$NGINX_PORT"; wait_port "$FLOOR_PORT"
 
 # CPU ticks and peak RSS (kB) of a process and its children (nginx workers).
 family() { echo "$1"; pgrep -P "$1" || true; }
@@ -55,11 +63,12 @@ RESULTS="$OUT/run-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 : >"$RESULTS"
 for tokens in ${TOKENS:-1 256}; do
   for conc in ${CONCURRENCY:-1 64}; do
-    for target in direct switchyard nginx; do
+    for target in ${TARGETS:-direct switchyard nginx h2-floor}; do
       case $target in
         direct) port=$WORKER_PORT; pid=$WORKER_PID ;;
         switchyard) port=$ROUTER_PORT; pid=$ROUTER_PID ;;
         nginx) port=$NGINX_PORT; pid=$NGINX_PID ;;
+        h2-floor) port=$FLOOR_PORT; pid=$FLOOR_PID ;;
       esac
       before=$(cpu_ticks "$pid")
       target/release/examples/loadgen --target "127.0.0.1:$port" --concurrency "$conc" --tokens "$tokens" \
