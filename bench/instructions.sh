@@ -5,14 +5,21 @@
 # runs alone under callgrind (Switchyard with one thread, nginx with one
 # process, master_process off) in front of a mock worker; the load
 # generator warms it up with 300 calls, the counters are zeroed, and
-# CALLS sequential calls (concurrency 1) are counted.
+# CALLS calls (sequential unless CONCURRENCY is set) are counted. The third
+# proxy is examples/h2_floor.rs, the cheapest relay on Switchyard's HTTP/2
+# stack.
 #
 # Usage: bash bench/instructions.sh     (CALLS=2000, TOKENS="1 256")
+#   Per streamed chunk: TOKENS=32 TOKEN_DELAY_MS=1 CONCURRENCY=4 CALLS=400
+#   (the worker paces its tokens, so each arrives and is relayed alone, as
+#   in real time; unpaced, the slowed-down proxy finds many chunks per read)
 # Needs valgrind (Debian package valgrind); installs nginx if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CALLS=${CALLS:-2000}
+CONCURRENCY=${CONCURRENCY:-1}
+TOKEN_DELAY_MS=${TOKEN_DELAY_MS:-0}
 WORKER_PORT=${WORKER_PORT:-17301}
 PROXY_PORT=${PROXY_PORT:-17302}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
@@ -23,7 +30,7 @@ cargo build --release --bins --example loadgen --example h2_floor
 NGINX=$(ensure_nginx)
 
 export RUST_LOG=warn
-target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 >"$WORK/worker.log" 2>&1 &
+target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 --token-delay-ms "$TOKEN_DELAY_MS" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 wait_port "$WORKER_PORT"
 
@@ -35,9 +42,9 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
-  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --requests 300 --duration-secs 100000 --progress-secs 0 --json >/dev/null
+  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --concurrency "$CONCURRENCY" --requests 300 --duration-secs 100000 --progress-secs 0 --json >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --requests "$CALLS" --duration-secs 100000 --progress-secs 0 --json >"$WORK/load.json"
+  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --concurrency "$CONCURRENCY" --requests "$CALLS" --duration-secs 100000 --progress-secs 0 --json >"$WORK/load.json"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true
