@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use switchyard::config::HealthCheckConfig;
 use switchyard::mock::MockConfig;
 use switchyard::pb;
+use switchyard::Config;
 use tonic::Code;
 
 #[tokio::test]
@@ -166,6 +168,106 @@ async fn unreachable_worker_is_unavailable_and_the_router_keeps_serving() {
     let err = router.generate(request(MODEL, "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     router.assert_still_serves().await;
+}
+
+/// A router whose health checks will not take a dead worker out of
+/// rotation during a test (one round at startup, the next in a minute), so
+/// that calls really are offered to it.
+async fn router_without_health_checks() -> Router {
+    start_router_with(Config {
+        health_check: HealthCheckConfig {
+            interval_ms: 60_000,
+            ..fast_health()
+        },
+        ..test_config()
+    })
+    .await
+}
+
+/// The URL of a worker that was started and stopped: connections to it are
+/// refused.
+async fn dead_worker_url(name: &str) -> String {
+    let gone = mock(name).await;
+    let url = gone.url();
+    gone.stop().await;
+    url
+}
+
+#[tokio::test]
+async fn unreachable_worker_is_skipped_for_a_reachable_one() {
+    let router = router_without_health_checks().await;
+    let gone = router.add(&dead_worker_url("gone").await, MODEL).await;
+    let live = mock("live").await;
+    let live_info = router.add(&live.url(), MODEL).await;
+
+    // Round-robin offers every other call to the dead worker first.
+    for i in 0..10 {
+        let out = router
+            .generate(request(MODEL, "x"))
+            .await
+            .unwrap_or_else(|e| panic!("call {i} failed: {e:?}"));
+        assert_eq!(out.worker, live_info.id);
+    }
+    assert_eq!(live.stats().calls(), 10);
+    let listed = router.list().await;
+    let dead = listed.iter().find(|w| w.id == gone.id).unwrap();
+    // Still in rotation (so calls were offered to it), and no load left
+    // behind by the attempts that failed.
+    assert_eq!(dead.health, pb::HealthStatus::Healthy as i32);
+    assert!(listed.iter().all(|w| w.in_flight == 0), "{listed:?}");
+}
+
+#[tokio::test]
+async fn no_reachable_worker_is_unavailable_naming_the_workers_tried() {
+    let router = router_without_health_checks().await;
+    let mut ids = Vec::new();
+    for name in ["d1", "d2", "d3", "d4"] {
+        ids.push(router.add(&dead_worker_url(name).await, MODEL).await.id);
+    }
+    let err = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    // At most three workers are offered one call.
+    assert!(
+        err.message()
+            .contains("none of the 3 workers tried for model"),
+        "{}",
+        err.message()
+    );
+    let named = ids.iter().filter(|id| err.message().contains(id.as_str()));
+    assert_eq!(named.count(), 3, "{}", err.message());
+    router.assert_still_serves().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_received_the_call_is_not_retried() {
+    let router = router_without_health_checks().await;
+    let failing = mock_with(MockConfig {
+        name: "failing".into(),
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&failing.url(), MODEL).await;
+    let live = mock("live").await;
+    router.add(&live.url(), MODEL).await;
+
+    let mut failures = 0;
+    for _ in 0..4 {
+        if let Err(err) = router.generate(request(MODEL, "x")).await {
+            assert_eq!(err.code(), Code::Unavailable);
+            assert!(
+                err.message().contains("failed before responding"),
+                "{}",
+                err.message()
+            );
+            failures += 1;
+        }
+    }
+    // Round-robin: two calls each; the failing worker's two fail and are
+    // not sent on to the live one (the worker had the call and answered).
+    assert_eq!(failures, 2);
+    assert_eq!(failing.stats().calls(), 2);
+    assert_eq!(live.stats().calls(), 2);
 }
 
 #[tokio::test]

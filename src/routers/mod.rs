@@ -66,6 +66,31 @@ pub enum RouteError {
         /// What the worker (or the connection to it) said.
         status: tonic::Status,
     },
+    /// Nothing of the call reached the chosen worker (no connection could
+    /// be made, or it refused the stream unprocessed): the call may go to
+    /// another worker.
+    #[error("worker {worker} could not be reached: {}", .status.message())]
+    WorkerUnreachable {
+        /// The worker.
+        worker: WorkerId,
+        /// What the connection attempt said.
+        status: tonic::Status,
+    },
+    /// Every worker the call was offered to was unreachable.
+    #[error(
+        "none of the {} workers tried for model {model:?} could be reached ({}); the last said: {}",
+        .tried.len(),
+        .tried.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        .status.message()
+    )]
+    NoReachableWorker {
+        /// The requested model.
+        model: String,
+        /// The workers tried, in order.
+        tried: Vec<WorkerId>,
+        /// What the last attempt said.
+        status: tonic::Status,
+    },
     /// The model has no workers of this router's kind at all (HTTP: 404).
     #[error("unknown model {model:?}: no workers serve it")]
     UnknownModel {
@@ -95,6 +120,14 @@ pub enum RouteError {
         /// The worker that was waited for.
         worker: WorkerId,
     },
+}
+
+impl RouteError {
+    /// Whether the call can be offered to another worker: nothing of it
+    /// reached the one that failed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RouteError::WorkerUnreachable { .. })
+    }
 }
 
 /// "prefill " or "decode " in messages; nothing for regular workers.

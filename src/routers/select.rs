@@ -13,7 +13,7 @@ use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 pub enum Candidates {
     /// Every registered worker is healthy: the registry snapshot as is, no copy.
     All(Arc<[Arc<Worker>]>),
-    /// Some are unhealthy: the healthy ones.
+    /// A subset: the healthy ones, or those a call has not yet tried.
     Healthy(Vec<Arc<Worker>>),
 }
 
@@ -43,6 +43,21 @@ impl Candidates {
             });
         }
         Ok(Candidates::Healthy(healthy))
+    }
+
+    /// The candidates other than `tried` (the workers a call was already
+    /// offered to), in the same order; `None` if none is left.
+    pub fn without(self, tried: &[Arc<Worker>]) -> Option<Candidates> {
+        if tried.is_empty() {
+            return Some(self);
+        }
+        let rest: Vec<_> = self
+            .as_slice()
+            .iter()
+            .filter(|w| !tried.iter().any(|t| Arc::ptr_eq(t, w)))
+            .cloned()
+            .collect();
+        (!rest.is_empty()).then_some(Candidates::Healthy(rest))
     }
 
     /// The workers.

@@ -78,7 +78,10 @@ impl From<RouteError> for HttpError {
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            RouteError::Upstream { .. } | RouteError::WorkerFailed { .. } => {
+            RouteError::Upstream { .. }
+            | RouteError::WorkerFailed { .. }
+            | RouteError::WorkerUnreachable { .. }
+            | RouteError::NoReachableWorker { .. } => {
                 tracing::warn!(error = %err, "upstream failure");
                 StatusCode::BAD_GATEWAY
             }

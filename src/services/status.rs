@@ -30,6 +30,14 @@ impl From<RouteError> for Status {
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => Status::unavailable(err.to_string()),
+            RouteError::WorkerUnreachable { worker, status } => {
+                tracing::warn!(%worker, message = status.message(), "worker unreachable");
+                Status::unavailable(err.to_string())
+            }
+            RouteError::NoReachableWorker { .. } => {
+                tracing::warn!(error = %err, "no worker reachable");
+                Status::unavailable(err.to_string())
+            }
             RouteError::DeadlineExceeded { .. } => Status::deadline_exceeded(err.to_string()),
             RouteError::BodyTooLarge { .. } => Status::resource_exhausted(err.to_string()),
             RouteError::Internal(detail) => {

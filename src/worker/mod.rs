@@ -23,7 +23,7 @@ pub use client::ChannelConfig;
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{ConnectionMode, Endpoint, SpecError, WorkerRole, WorkerSpec};
-pub use upstream::{ResponseStream, Upstream};
+pub use upstream::{CallError, ResponseStream, Upstream};
 
 /// A worker's stable identity in the registry (`w-<16 hex digits>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

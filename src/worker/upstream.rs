@@ -96,7 +96,7 @@ impl Upstream {
     pub async fn generate(
         &self,
         request: tonic::Request<Bytes>,
-    ) -> Result<(MetadataMap, ResponseStream), Status> {
+    ) -> Result<(MetadataMap, ResponseStream), CallError> {
         self.call(self.generate_uri.clone(), request).await
     }
 
@@ -130,7 +130,7 @@ impl Upstream {
         &self,
         uri: Uri,
         request: tonic::Request<Bytes>,
-    ) -> Result<(MetadataMap, ResponseStream), Status> {
+    ) -> Result<(MetadataMap, ResponseStream), CallError> {
         let (metadata, _, message) = request.into_parts();
         let mut head = http::Request::new(());
         *head.method_mut() = Method::POST;
@@ -145,31 +145,41 @@ impl Upstream {
         // anything is sent: forget it and try once on a new one.
         let mut retried = false;
         let (generation, mut sender) = loop {
-            let (generation, sender) = self.sender().await?;
+            let (generation, sender) = self.sender().await.map_err(CallError::unsent)?;
             match sender.ready().await {
                 Ok(sender) => break (generation, sender),
                 Err(e) => {
                     self.forget(generation);
                     if retried {
-                        return Err(h2_status(e));
+                        return Err(CallError::unsent(h2_status(e)));
                     }
                     retried = true;
                 }
             }
         };
+        // Failing here, a lost connection sent nothing; any other error is
+        // the request's own, and would fail the same anywhere.
         let (response, mut send) = sender.send_request(head, false).map_err(|e| {
             self.forget(generation);
-            h2_status(e)
+            CallError {
+                unsent: e.is_io() || e.is_go_away(),
+                status: h2_status(e),
+            }
         })?;
-        send.send_data(frame(&message), true).map_err(h2_status)?;
+        send.send_data(frame(&message), true)
+            .map_err(|e| CallError::sent(h2_status(e)))?;
 
-        let response = response.await.map_err(h2_status)?;
+        // A stream the worker refused was not processed (RFC 9113, 8.7).
+        let response = response.await.map_err(|e| CallError {
+            unsent: e.reason() == Some(h2::Reason::REFUSED_STREAM),
+            status: h2_status(e),
+        })?;
         let (parts, body) = response.into_parts();
         if parts.status != http::StatusCode::OK {
-            return Err(http_status(parts.status));
+            return Err(CallError::sent(http_status(parts.status)));
         }
         let trailers_only = match Status::from_header_map(&parts.headers) {
-            Some(status) if status.code() != Code::Ok => return Err(status),
+            Some(status) if status.code() != Code::Ok => return Err(CallError::sent(status)),
             status => status,
         };
         Ok((
@@ -250,6 +260,40 @@ impl Upstream {
             self.authority.clone(),
         ));
         Ok(sender)
+    }
+}
+
+/// A failed call, and whether any of it can have reached the worker.
+#[derive(Debug)]
+pub struct CallError {
+    /// What the call failed with.
+    pub status: Status,
+    /// Nothing of the call reached the worker, or the worker refused the
+    /// stream unprocessed (no connection could be made, the connection
+    /// ended before the request was queued, or `REFUSED_STREAM`): the call
+    /// can go to another worker without being run twice.
+    pub unsent: bool,
+}
+
+impl CallError {
+    fn unsent(status: Status) -> Self {
+        CallError {
+            status,
+            unsent: true,
+        }
+    }
+
+    fn sent(status: Status) -> Self {
+        CallError {
+            status,
+            unsent: false,
+        }
+    }
+}
+
+impl From<CallError> for Status {
+    fn from(error: CallError) -> Status {
+        error.status
     }
 }
 

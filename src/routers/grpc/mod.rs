@@ -105,29 +105,41 @@ pub type Opened = (MetadataMap, ResponseStream, Option<Bytes>);
 
 /// Starts `request` on `worker` and waits for the first chunk of its
 /// response body, all within `deadline`. A failure here is a failure before
-/// any response.
+/// any response; [`RouteError::WorkerUnreachable`] when none of the call
+/// reached the worker.
 pub async fn open(
     worker: &Worker,
     request: tonic::Request<Bytes>,
     deadline: Option<Instant>,
 ) -> Result<Opened, RouteError> {
-    let call = async {
-        let (metadata, mut stream) = worker.upstream().generate(request).await?;
-        let first = stream.chunk().await?;
-        Ok::<_, tonic::Status>((metadata, stream, first))
+    let failed = |status| RouteError::WorkerFailed {
+        worker: worker.id().clone(),
+        status,
     };
-    let outcome = match deadline {
+    let call = async {
+        let (metadata, mut stream) =
+            worker
+                .upstream()
+                .generate(request)
+                .await
+                .map_err(|e| match e.unsent {
+                    true => RouteError::WorkerUnreachable {
+                        worker: worker.id().clone(),
+                        status: e.status,
+                    },
+                    false => failed(e.status),
+                })?;
+        let first = stream.chunk().await.map_err(failed)?;
+        Ok((metadata, stream, first))
+    };
+    match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, call).await.map_err(|_| {
             RouteError::DeadlineExceeded {
                 worker: worker.id().clone(),
             }
         })?,
         None => call.await,
-    };
-    outcome.map_err(|status| RouteError::WorkerFailed {
-        worker: worker.id().clone(),
-        status,
-    })
+    }
 }
 
 /// Names `worker` in response metadata under `header`.
