@@ -254,6 +254,34 @@ async fn http_worker_health_drives_routing_and_readiness() {
 }
 
 #[tokio::test]
+async fn unreachable_http_worker_is_skipped_for_a_reachable_one() {
+    let router = router_without_health_checks().await;
+    let gone = http_mock("gone", 1, 0).await;
+    let gone_url = gone.url();
+    gone.stop().await;
+    let response = add_http(&router, json!({"url": gone_url, "model_id": MODEL})).await;
+    assert_eq!(response.status(), 201);
+    let live = http_mock("live", 1, 0).await;
+    let live_id = add(&router, &live, MODEL).await;
+
+    // Round-robin offers every other request to the dead worker first.
+    for _ in 0..6 {
+        let (status, worker, body) = generate(&router, json!({"model": MODEL, "text": "x"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(worker, live_id);
+    }
+    assert_eq!(live.stats().calls(), 6);
+
+    // With neither reachable: 502, naming both.
+    live.stop().await;
+    let (status, _, body) = generate(&router, json!({"model": MODEL, "text": "x"})).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("none of the 2 workers tried"), "{message}");
+    assert!(message.contains(&live_id), "{message}");
+}
+
+#[tokio::test]
 async fn errors_have_the_right_status_and_a_message() {
     let mut config = test_config();
     config.http.max_body_bytes = 4096;

@@ -7,10 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use switchyard::config::HealthCheckConfig;
 use switchyard::mock::MockConfig;
 use switchyard::pb;
-use switchyard::Config;
 use tonic::Code;
 
 #[tokio::test]
@@ -168,20 +166,6 @@ async fn unreachable_worker_is_unavailable_and_the_router_keeps_serving() {
     let err = router.generate(request(MODEL, "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     router.assert_still_serves().await;
-}
-
-/// A router whose health checks will not take a dead worker out of
-/// rotation during a test (one round at startup, the next in a minute), so
-/// that calls really are offered to it.
-async fn router_without_health_checks() -> Router {
-    start_router_with(Config {
-        health_check: HealthCheckConfig {
-            interval_ms: 60_000,
-            ..fast_health()
-        },
-        ..test_config()
-    })
-    .await
 }
 
 /// The URL of a worker that was started and stopped: connections to it are

@@ -69,19 +69,18 @@ pub enum RouteError {
     /// Nothing of the call reached the chosen worker (no connection could
     /// be made, or it refused the stream unprocessed): the call may go to
     /// another worker.
-    #[error("worker {worker} could not be reached: {}", .status.message())]
+    #[error("worker {worker} could not be reached: {reason}")]
     WorkerUnreachable {
         /// The worker.
         worker: WorkerId,
         /// What the connection attempt said.
-        status: tonic::Status,
+        reason: String,
     },
     /// Every worker the call was offered to was unreachable.
     #[error(
-        "none of the {} workers tried for model {model:?} could be reached ({}); the last said: {}",
+        "none of the {} workers tried for model {model:?} could be reached ({}); the last said: {reason}",
         .tried.len(),
-        .tried.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-        .status.message()
+        .tried.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
     NoReachableWorker {
         /// The requested model.
@@ -89,7 +88,7 @@ pub enum RouteError {
         /// The workers tried, in order.
         tried: Vec<WorkerId>,
         /// What the last attempt said.
-        status: tonic::Status,
+        reason: String,
     },
     /// The model has no workers of this router's kind at all (HTTP: 404).
     #[error("unknown model {model:?}: no workers serve it")]

@@ -3,11 +3,88 @@
 //! ones, and ask the model's policy to choose. Routers differ in what they
 //! do with the choice, not in how it is made.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::RouteError;
 use crate::policies::{PolicySet, RequestFacts};
 use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+
+/// The most workers one call is offered to when the first ones cannot be
+/// reached.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Lets the model's policy choose a worker of `role` for the call and runs
+/// `attempt` on it. If that worker could not be reached (nothing of the
+/// call got to it: [`RouteError::is_retryable`]), chooses again among the
+/// workers not yet tried, from the registry as it is then (a worker
+/// removed meanwhile is not chosen), up to [`MAX_ATTEMPTS`] workers. Any
+/// other outcome, success or failure, is the call's.
+///
+/// A worker that may have seen the call is never offered it again
+/// elsewhere: generation is not free, and a second run would be a second
+/// answer. No retry budget is kept: a retried call puts no load on the
+/// worker that failed and still runs on one worker only.
+pub async fn offer<T, F, Fut>(
+    registry: &WorkerRegistry,
+    mode: ConnectionMode,
+    role: WorkerRole,
+    policies: &PolicySet,
+    facts: &RequestFacts<'_>,
+    mut attempt: F,
+) -> Result<T, RouteError>
+where
+    F: FnMut(Arc<Worker>) -> Fut,
+    Fut: Future<Output = Result<T, RouteError>>,
+{
+    let mut tried: Vec<Arc<Worker>> = Vec::new();
+    let mut last: Option<RouteError> = None;
+    loop {
+        let chosen = Candidates::resolve(registry, mode, role, facts.model).and_then(|all| {
+            let rest = all.without(&tried);
+            rest.map(|rest| rest.choose(policies, facts)).transpose()
+        });
+        let worker = match (chosen, last.take()) {
+            (Ok(Some(worker)), _) => worker,
+            // Every candidate has been tried (or the registry changed under
+            // the call): the last failure is the answer.
+            (_, Some(last)) => return Err(give_up(facts.model, &tried, last)),
+            (Err(error), None) => return Err(error),
+            (Ok(None), None) => {
+                return Err(RouteError::NoWorkers {
+                    model: facts.model.into(),
+                    role,
+                })
+            }
+        };
+        match attempt(worker.clone()).await {
+            Err(error) if error.is_retryable() => {
+                tried.push(worker);
+                if tried.len() == MAX_ATTEMPTS {
+                    return Err(give_up(facts.model, &tried, error));
+                }
+                tracing::debug!(%error, "worker unreachable; offering the call to another");
+                last = Some(error);
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The error for a call that no worker could be reached for: the worker's
+/// own when only one was tried, else one naming every worker tried.
+fn give_up(model: &str, tried: &[Arc<Worker>], last: RouteError) -> RouteError {
+    match last {
+        RouteError::WorkerUnreachable { reason, .. } if tried.len() > 1 => {
+            RouteError::NoReachableWorker {
+                model: model.into(),
+                tried: tried.iter().map(|w| w.id().clone()).collect(),
+                reason,
+            }
+        }
+        last => last,
+    }
+}
 
 /// The healthy workers of one (mode, role, model), for one call.
 pub enum Candidates {

@@ -30,8 +30,8 @@ impl From<RouteError> for Status {
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => Status::unavailable(err.to_string()),
-            RouteError::WorkerUnreachable { worker, status } => {
-                tracing::warn!(%worker, message = status.message(), "worker unreachable");
+            RouteError::WorkerUnreachable { worker, reason } => {
+                tracing::warn!(%worker, %reason, "worker unreachable");
                 Status::unavailable(err.to_string())
             }
             RouteError::NoReachableWorker { .. } => {

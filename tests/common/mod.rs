@@ -49,6 +49,20 @@ pub fn test_config() -> Config {
     }
 }
 
+/// A router whose health checks will not take a dead worker out of
+/// rotation during a test (one round at startup, the next in a minute), so
+/// that calls really are offered to it.
+pub async fn router_without_health_checks() -> Router {
+    start_router_with(Config {
+        health_check: HealthCheckConfig {
+            interval_ms: 60_000,
+            ..fast_health()
+        },
+        ..test_config()
+    })
+    .await
+}
+
 pub async fn start_router() -> Router {
     start_router_with(test_config()).await
 }

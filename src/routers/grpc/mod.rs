@@ -125,7 +125,7 @@ pub async fn open(
                 .map_err(|e| match e.unsent {
                     true => RouteError::WorkerUnreachable {
                         worker: worker.id().clone(),
-                        status: e.status,
+                        reason: e.status.message().to_string(),
                     },
                     false => failed(e.status),
                 })?;

@@ -33,7 +33,7 @@ use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
 use crate::proxy::{self, TaskGuard};
 use crate::routers::grpc::{DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
 use crate::routers::rooms::BootstrapRooms;
-use crate::routers::select::{is_disaggregated, is_known_model, resolve_model, Candidates};
+use crate::routers::select::{is_disaggregated, is_known_model, offer, resolve_model, Candidates};
 use crate::routers::RouteError;
 use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
 use relay::Relay;
@@ -124,6 +124,11 @@ impl Upstream {
             .send();
         match tokio::time::timeout(self.response_timeout, send).await {
             Ok(Ok(response)) => Ok(response),
+            // No connection, so nothing was sent: another worker may have it.
+            Ok(Err(e)) if e.is_connect() => Err(RouteError::WorkerUnreachable {
+                worker: worker.id().clone(),
+                reason: error_chain(&e),
+            }),
             Ok(Err(e)) => Err(failed(error_chain(&e))),
             Err(_) => Err(failed(format!(
                 "no response within {:?}",
@@ -229,20 +234,28 @@ impl HttpRouter {
         facts: &RequestFacts<'_>,
         body: Bytes,
     ) -> Result<Response, RouteError> {
-        let worker = Candidates::resolve(
+        // A worker that cannot be reached is passed over for another
+        // (`offer`): nothing of the request got to it.
+        offer(
             &self.registry,
             ConnectionMode::Http,
             WorkerRole::Regular,
-            facts.model,
-        )?
-        .choose(&self.policies, facts)?;
-        let load = LoadGuard::new(worker.clone());
-        self.policies.for_model(facts.model).record(&worker, facts);
-        let response = self.upstream.post(&worker, path, request_id, body).await?;
-        let relay = Relay::new(response, Box::new(load));
-        let mut out = relay.into_response(request_id);
-        insert_header(&mut out, proxy::WORKER_ID_HEADER, worker.id().as_str());
-        Ok(out)
+            &self.policies,
+            facts,
+            |worker| {
+                let body = body.clone();
+                async move {
+                    let load = LoadGuard::new(worker.clone());
+                    self.policies.for_model(facts.model).record(&worker, facts);
+                    let response = self.upstream.post(&worker, path, request_id, body).await?;
+                    let relay = Relay::new(response, Box::new(load));
+                    let mut out = relay.into_response(request_id);
+                    insert_header(&mut out, proxy::WORKER_ID_HEADER, worker.id().as_str());
+                    Ok(out)
+                }
+            },
+        )
+        .await
     }
 
     async fn forward_pd(
