@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use switchyard::mock::MockConfig;
+use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::pb;
 use tonic::Code;
 
@@ -137,15 +137,20 @@ async fn no_eligible_worker_is_unavailable_naming_the_model() {
     assert!(err.message().contains("llama-70b"), "{}", err.message());
 }
 
-#[tokio::test]
-async fn worker_failing_before_any_response_is_unavailable() {
-    let router = start_router().await;
-    let failing = mock_with(MockConfig {
+/// A worker that answers every call `UNAVAILABLE` before any response.
+async fn always_failing() -> MockWorker {
+    mock_with(MockConfig {
         name: "failing".into(),
         fail_rate: 1.0,
         ..MockConfig::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn worker_failing_before_any_response_is_unavailable() {
+    let router = start_router().await;
+    let failing = always_failing().await;
     router.add(&failing.url(), MODEL).await;
     let err = router.generate(request(MODEL, "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
@@ -225,12 +230,7 @@ async fn no_reachable_worker_is_unavailable_naming_the_workers_tried() {
 #[tokio::test]
 async fn a_worker_that_received_the_call_is_not_retried() {
     let router = router_without_health_checks().await;
-    let failing = mock_with(MockConfig {
-        name: "failing".into(),
-        fail_rate: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
+    let failing = always_failing().await;
     router.add(&failing.url(), MODEL).await;
     let live = mock("live").await;
     router.add(&live.url(), MODEL).await;
