@@ -3,7 +3,8 @@
 //! The cheapest gRPC relay this project's HTTP/2 stack allows, to measure
 //! what the stack itself costs per call (`bench/instructions.sh`,
 //! `bench/run.sh`). It is not a router: no policy, no registry, no request
-//! parsing, no metadata, no deadlines, no logging. Each stream arriving on
+//! parsing, no metadata, no deadlines, no logging, and a client that goes
+//! away is noticed only at the next send. Each stream arriving on
 //! the listener (the `h2` crate's server, without hyper) is sent as it came
 //! (headers and body) on one HTTP/2 connection to one upstream (the `h2`
 //! crate's client), and the response's headers, data and trailers are sent
