@@ -24,7 +24,8 @@
 //!   (`mod.rs`), their config (`config`), one file per policy, and the
 //!   cache-aware `radix_tree`.
 //! - [`routers`]: `RouteError`, in-flight calls (`inflight`), the selection core
-//!   shared by every router (`select`), and the gRPC routers (`grpc`: the
+//!   shared by every router (`select`: candidates, policy choice, and `offer`,
+//!   which passes a call no worker received on to another worker), and the gRPC routers (`grpc`: the
 //!   facade and `open`, `inbound` parsing, `regular`, `pd`), the HTTP routers
 //!   (`http`: regular and PD in `mod.rs`, body `input` parsing, `relay`), and
 //!   PD bootstrap `rooms`.
@@ -43,7 +44,8 @@
 //! contract test; `tests/python/test_http.py` drives the HTTP side with the
 //! `openai` package and curl), `benches/` (divan micro-benchmarks),
 //! `examples/` (`loadgen`, the load generator; `overhead`, direct vs regular
-//! vs PD latency), `bench/` (side-by-side runs against nginx, instruction
+//! vs PD latency; `h2_floor`, the cheapest relay on the HTTP/2 stack, the
+//! benchmarks' floor), `bench/` (side-by-side runs against nginx, instruction
 //! counts under callgrind, scale checks),
 //! `clients/python` (a small grpcio client).
 
