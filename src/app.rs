@@ -98,6 +98,7 @@ impl App {
             registry.clone(),
             &config.policy,
             rooms.clone(),
+            config.limits.default_deadline(),
         ));
         let http_router = Arc::new(
             HttpRouter::new(registry.clone(), &config.policy, &config.http, rooms)
@@ -133,6 +134,8 @@ impl App {
             grpc: listener,
             http,
         } = listeners.into();
+        // Two moments of a shutdown: NOT_SERVING (`stop`), then, a grace
+        // later, no more connections (`close`).
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();
@@ -140,6 +143,15 @@ impl App {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        let (close_tx, close_rx) = watch::channel(false);
+        let closed = move || {
+            let mut rx = close_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let grace = self.config.shutdown.grace();
+        let drain = self.config.shutdown.drain();
 
         let serving = ServingReporter::new(self.registry.clone(), self.health.clone());
         serving.refresh().await;
@@ -147,13 +159,16 @@ impl App {
         let checker = HealthChecker::new(self.registry.clone(), self.config.health_check.clone());
         let checker_task = tokio::spawn(checker.run(stopped()));
         let http_task = http.map(|listener| {
-            let routes =
-                crate::services::http::routes(self.registry.clone(), self.http_router.clone());
+            let routes = crate::services::http::routes(
+                self.registry.clone(),
+                self.http_router.clone(),
+                self.config.limits.request_body_idle(),
+            );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let server = axum::serve(listener, routes).with_graceful_shutdown(stopped());
+            let server = axum::serve(listener, routes).with_graceful_shutdown(closed());
             tokio::spawn(std::future::IntoFuture::into_future(server))
         });
 
@@ -172,7 +187,8 @@ impl App {
         let management = pb::worker_management_server::WorkerManagementServer::new(
             WorkerManagementService::new(self.registry.clone()),
         );
-        let inference = InferenceService::new(self.router.clone());
+        let inference =
+            InferenceService::new(self.router.clone(), self.config.limits.request_body_idle());
 
         let routes = tonic::service::Routes::new(health)
             .add_service(reflection_v1)
@@ -182,20 +198,35 @@ impl App {
         let local = listener.local_addr().ok();
         tracing::info!(addr = ?local, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");
         let stop_on_shutdown = stop_tx.clone();
-        crate::services::listener::serve(listener, inference, routes, async move {
-            shutdown.await;
-            // Report NOT_SERVING while in-flight calls drain.
-            let _ = stop_on_shutdown.send(true);
-        })
-        .await;
+        let grpc = crate::services::listener::serve(
+            listener,
+            inference,
+            routes,
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    "shutting down: NOT_SERVING for {grace:?}, then draining calls for up to {drain:?}"
+                );
+                let _ = stop_on_shutdown.send(true);
+                tokio::time::sleep(grace).await;
+                let _ = close_tx.send(true);
+            },
+            drain,
+        );
+        let http = async {
+            let Some(mut task) = http_task else { return };
+            closed().await;
+            match tokio::time::timeout(drain, &mut task).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed"),
+                Ok(_) => {}
+                // Its connections end with the process.
+                Err(_) => task.abort(),
+            }
+        };
+        tokio::join!(grpc, http);
         let _ = stop_tx.send(true);
         let _ = reporter_task.await;
         let _ = checker_task.await;
-        if let Some(task) = http_task {
-            if let Ok(Err(e)) = task.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }
         tracing::info!("stopped");
         Ok(())
     }

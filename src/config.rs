@@ -65,6 +65,10 @@ pub struct Config {
     pub health_check: HealthCheckConfig,
     /// Connections to workers.
     pub upstream: UpstreamConfig,
+    /// Bounds on what one call may hold.
+    pub limits: LimitsConfig,
+    /// How the router stops on a signal.
+    pub shutdown: ShutdownConfig,
 }
 
 impl Default for Config {
@@ -80,7 +84,83 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstream: UpstreamConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
+    }
+}
+
+/// Bounds on what one call may hold, so that no client keeps a resource
+/// forever.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The deadline of a gRPC call that sets none (`grpc-timeout` absent):
+    /// 300 s, as the HTTP side waits for a worker. The worker is sent the
+    /// remaining time, as for a client's own deadline.
+    pub default_deadline_ms: u64,
+    /// A request body (gRPC message or HTTP body) that sends nothing for
+    /// this long is refused (gRPC `DEADLINE_EXCEEDED`, HTTP 408), so a
+    /// client cannot hold a call open by never finishing its request. 10 s:
+    /// far longer than any working client pauses inside one small message.
+    pub request_body_idle_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            default_deadline_ms: 300_000,
+            request_body_idle_ms: 10_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// [`Self::default_deadline_ms`] as a duration.
+    pub fn default_deadline(&self) -> Duration {
+        Duration::from_millis(self.default_deadline_ms)
+    }
+
+    /// [`Self::request_body_idle_ms`] as a duration.
+    pub fn request_body_idle(&self) -> Duration {
+        Duration::from_millis(self.request_body_idle_ms)
+    }
+}
+
+/// Stopping on SIGTERM or Ctrl-C: report NOT_SERVING while still answering
+/// for `grace_ms` (so load balancers polling health see it and stop
+/// sending), then stop accepting and let calls finish for up to
+/// `drain_ms`, then cancel what is left (workers are sent `Abort`) and
+/// exit. A second signal exits at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// NOT_SERVING, still accepting: 2 s, a couple of probe intervals of a
+    /// typical load balancer.
+    pub grace_ms: u64,
+    /// Calls in flight may finish within this: 30 s, as Kubernetes' default
+    /// termination grace period.
+    pub drain_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_ms: 2_000,
+            drain_ms: 30_000,
+        }
+    }
+}
+
+impl ShutdownConfig {
+    /// [`Self::grace_ms`] as a duration.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+
+    /// [`Self::drain_ms`] as a duration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
     }
 }
 
@@ -159,6 +239,11 @@ pub struct UpstreamConfig {
     pub keep_alive_interval_ms: u64,
     /// HTTP/2 connections per gRPC worker (calls rotate over them).
     pub connections_per_worker: usize,
+    /// HTTP/2 receive window per stream from a gRPC worker: the most one
+    /// call's response can have waiting in the router when its client
+    /// reads slower than the worker writes. The worker is held back at
+    /// this point for that stream alone.
+    pub stream_window_bytes: u32,
 }
 
 impl Default for UpstreamConfig {
@@ -168,6 +253,7 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: c.connect_timeout.as_millis() as u64,
             keep_alive_interval_ms: c.keep_alive_interval.as_millis() as u64,
             connections_per_worker: c.connections,
+            stream_window_bytes: c.stream_window,
         }
     }
 }
@@ -179,6 +265,7 @@ impl UpstreamConfig {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             keep_alive_interval: Duration::from_millis(self.keep_alive_interval_ms),
             connections: self.connections_per_worker,
+            stream_window: self.stream_window_bytes,
         }
     }
 }
@@ -228,6 +315,23 @@ impl Config {
         }
         if self.upstream.keep_alive_interval_ms < 1_000 {
             return invalid("upstream.keep_alive_interval_ms must be at least 1000".into());
+        }
+        // Below 16 KiB a frame of the default size no longer fits; past
+        // 16 MiB one stalled stream could hold that much.
+        if !(16 * 1024..=16 * 1024 * 1024).contains(&self.upstream.stream_window_bytes) {
+            return invalid(format!(
+                "upstream.stream_window_bytes must be between 16384 and 16777216, got {}",
+                self.upstream.stream_window_bytes
+            ));
+        }
+        if self.limits.default_deadline_ms == 0 || self.limits.request_body_idle_ms == 0 {
+            return invalid(
+                "limits.default_deadline_ms and limits.request_body_idle_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if self.shutdown.drain_ms == 0 {
+            return invalid("shutdown.drain_ms must be at least 1".into());
         }
         Ok(())
     }

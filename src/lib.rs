@@ -61,6 +61,7 @@ pub mod policies;
 pub mod proxy;
 pub mod routers;
 pub mod services;
+pub mod transport;
 pub mod worker;
 
 pub use app::{App, AppError};

@@ -85,29 +85,47 @@ async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
         grpc: listener,
         http,
     };
-    app.serve(listeners, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    // The first signal starts a graceful shutdown; a second one ends the
+    // process at once.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
+    tokio::spawn(async move {
+        signals.next().await;
+        let _ = first_tx.send(());
+        signals.next().await;
+        eprintln!("switchyard: second signal, exiting now");
+        std::process::exit(130);
+    });
+    app.serve(listeners, async {
+        let _ = first_rx.await;
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from creation on.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -124,6 +124,7 @@ pub struct MockStats {
     completed: AtomicU64,
     failed: AtomicU64,
     paired: AtomicU64,
+    tokens: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
 }
 
@@ -147,6 +148,10 @@ impl MockStats {
     /// Decode side: rendezvous that succeeded.
     pub fn paired(&self) -> u64 {
         self.paired.load(Ordering::SeqCst)
+    }
+    /// Tokens handed to the transport, over all streams.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::SeqCst)
     }
     /// Streams that ran to their end.
     pub fn completed(&self) -> u64 {
@@ -267,7 +272,8 @@ impl MockService {
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = stream_tokens(&config, tokens, &tx, &abort, encode).await;
+            let outcome =
+                stream_tokens(&config, tokens, &tx, &abort, &this.stats.tokens, encode).await;
             let counter = match outcome {
                 Outcome::Completed => &this.stats.completed,
                 Outcome::Cancelled => &this.stats.cancelled,
@@ -410,6 +416,7 @@ async fn stream_tokens<T>(
     tokens: u32,
     tx: &mpsc::Sender<T>,
     abort: &Notify,
+    sent: &AtomicU64,
     encode: impl Fn(Piece) -> T,
 ) -> Outcome {
     if config.hang {
@@ -441,6 +448,7 @@ async fn stream_tokens<T>(
         if tx.send(encode(Piece::Token(i, text))).await.is_err() {
             return Outcome::Cancelled;
         }
+        sent.fetch_add(1, Ordering::Relaxed);
     }
     if tx
         .send(encode(Piece::Finish("length", tokens)))

@@ -17,7 +17,7 @@ use http::HeaderMap;
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
-pub use stream::{abort, AbortOnDrop, Companion, ProxyStream, TaskGuard};
+pub use stream::{abort, aborts_in_flight, AbortOnDrop, Companion, ProxyStream, TaskGuard};
 
 use crate::pb;
 

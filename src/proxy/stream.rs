@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
+use tokio_util::task::TaskTracker;
 use tonic::Status;
 
 use crate::pb;
@@ -56,10 +57,10 @@ impl Drop for AbortOnDrop {
         let Some((worker, request_id)) = self.target.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
-        runtime.spawn(async move {
+        }
+        ABORTS.spawn(async move {
             match abort(&worker, &request_id).await {
                 Ok(_) => tracing::debug!(worker = %worker.id(), %request_id, "upstream aborted"),
                 Err(status) => {
@@ -68,6 +69,19 @@ impl Drop for AbortOnDrop {
             }
         });
     }
+}
+
+/// The `Abort` calls sent by dropped [`AbortOnDrop`]s and not yet answered.
+/// A process-wide tracker, because a `Drop` has nowhere else to put them; a
+/// shutting-down router waits on it so that cancelled calls' aborts reach
+/// their workers before the process exits.
+static ABORTS: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
+
+/// The `Abort` calls in flight (see [`ABORTS`]). Closed on return, so
+/// `wait` returns once they are answered or time out (two seconds at most).
+pub fn aborts_in_flight() -> &'static TaskTracker {
+    ABORTS.close();
+    &ABORTS
 }
 
 /// Sends `Abort(request_id)` to `worker`, waiting at most two seconds:

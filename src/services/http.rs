@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::http_error::HttpError;
 use crate::routers::http::HttpRouter;
+use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{
     ConnectionMode, RegistryError, Worker, WorkerRegistry, WorkerRole, WorkerSpec,
 };
@@ -29,8 +32,13 @@ pub struct HttpState {
     router: Arc<HttpRouter>,
 }
 
-/// The HTTP API over `registry`, routing with `router`.
-pub fn routes(registry: Arc<WorkerRegistry>, router: Arc<HttpRouter>) -> Router {
+/// The HTTP API over `registry`, routing with `router`; a request body
+/// that sends nothing for `body_idle` is refused with 408.
+pub fn routes(
+    registry: Arc<WorkerRegistry>,
+    router: Arc<HttpRouter>,
+    body_idle: Duration,
+) -> Router {
     let limit = router.max_body_bytes();
     let state = HttpState { registry, router };
     Router::new()
@@ -43,13 +51,23 @@ pub fn routes(registry: Arc<WorkerRegistry>, router: Arc<HttpRouter>) -> Router 
         .route("/workers", post(add_worker).get(list_workers))
         .route("/workers/{id}", get(get_worker).delete(remove_worker))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_request(
+            move |request: Request| async move {
+                request.map(|body| Body::new(IdleTimeout::new(body, body_idle)))
+            },
+        ))
         .with_state(state)
 }
 
-/// The body, or 413/400 with a JSON message.
+/// The body, or 413/408/400 with a JSON message.
 fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if BodyIdle::is_in(&rejection) {
+            HttpError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body stopped arriving before it was complete",
+            )
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body larger than the {limit}-byte limit"),

@@ -39,7 +39,9 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let kind = match self.status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "invalid_request_error",
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT => "invalid_request_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::CONFLICT => "conflict_error",
             StatusCode::SERVICE_UNAVAILABLE => "service_unavailable_error",

@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -33,6 +34,7 @@ use crate::pb;
 use crate::proxy::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
 use crate::proxy::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
+use crate::transport::idle::{BodyIdle, IdleTimeout};
 
 const GENERATE: &str = "/switchyard.v1.Inference/Generate";
 const ABORT: &str = "/switchyard.v1.Inference/Abort";
@@ -41,12 +43,15 @@ const ABORT: &str = "/switchyard.v1.Inference/Abort";
 #[derive(Debug, Clone)]
 pub struct InferenceService {
     router: Arc<GrpcRouter>,
+    /// A request message that stops arriving for this long is refused.
+    body_idle: Duration,
 }
 
 impl InferenceService {
-    /// A service that routes with `router`.
-    pub fn new(router: Arc<GrpcRouter>) -> Self {
-        InferenceService { router }
+    /// A service that routes with `router`, refusing request messages that
+    /// stop arriving for `body_idle`.
+    pub fn new(router: Arc<GrpcRouter>, body_idle: Duration) -> Self {
+        InferenceService { router, body_idle }
     }
 
     async fn generate(
@@ -95,7 +100,7 @@ impl InferenceService {
     /// server's do.
     pub async fn serve<B>(self, request: http::Request<B>) -> http::Response<GrpcBody>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         self.answer(request)
@@ -105,7 +110,7 @@ impl InferenceService {
 
     async fn answer<B>(self, request: http::Request<B>) -> Result<http::Response<GrpcBody>, Status>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
@@ -115,7 +120,7 @@ impl InferenceService {
                 "switchyard.v1.Inference has no method at {path}"
             )));
         }
-        let message = read_message(body, &parts.headers).await?;
+        let message = read_message(body, &parts.headers, self.body_idle).await?;
         if path == GENERATE {
             self.generate(parts.headers, message).await
         } else {
@@ -125,10 +130,11 @@ impl InferenceService {
 }
 
 /// Reads a unary request's one message, refusing compressed and oversized
-/// ones with the status a gRPC server answers.
-async fn read_message<B>(body: B, headers: &HeaderMap) -> Result<Bytes, Status>
+/// ones, and bodies that stop arriving for `idle`, with the status a gRPC
+/// server answers.
+async fn read_message<B>(body: B, headers: &HeaderMap, idle: Duration) -> Result<Bytes, Status>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if let Some(encoding) = headers.get("grpc-encoding") {
@@ -138,7 +144,7 @@ where
             )));
         }
     }
-    let body = Limited::new(body, MAX_MESSAGE_BYTES + 5)
+    let body = Limited::new(IdleTimeout::new(body, idle), MAX_MESSAGE_BYTES + 5)
         .collect()
         .await
         .map_err(|e| {
@@ -146,8 +152,12 @@ where
                 Status::resource_exhausted(format!(
                     "the request message is over the {MAX_MESSAGE_BYTES}-byte limit"
                 ))
+            } else if BodyIdle::is_in(&*e) {
+                Status::deadline_exceeded(format!(
+                    "the request message stopped arriving: nothing for {idle:?}"
+                ))
             } else {
-                Status::from_error(e)
+                Status::cancelled(format!("the request body broke off: {e}"))
             }
         })?;
     unary_message(body.to_bytes())

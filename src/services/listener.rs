@@ -10,8 +10,10 @@
 //! tonic's routing. Connection settings are tonic's defaults: HTTP/2 only,
 //! no per-connection stream limit, `TCP_NODELAY` on.
 //!
-//! Shutdown: stop accepting, tell every connection to go away (HTTP/2
-//! GOAWAY), and wait for the calls in flight to finish.
+//! Shutdown: when `stop_accepting` resolves, stop accepting, tell every
+//! connection to go away (HTTP/2 GOAWAY) and let the calls in flight finish
+//! for up to `drain`; then cancel what is still open (proxied calls send
+//! their workers `Abort`, and those are waited for) and return.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tonic::service::Routes;
 use tower::Service;
 
@@ -61,12 +64,14 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
     }
 }
 
-/// Serves gRPC on `listener` until `shutdown` resolves, then drains.
+/// Serves gRPC on `listener` until `stop_accepting` resolves, then drains
+/// for up to `drain` and cancels the rest.
 pub async fn serve(
     listener: TcpListener,
     inference: InferenceService,
     routes: Routes,
-    shutdown: impl Future<Output = ()>,
+    stop_accepting: impl Future<Output = ()>,
+    drain: Duration,
 ) {
     let dispatch = Dispatch {
         inference,
@@ -75,7 +80,10 @@ pub async fn serve(
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2.max_concurrent_streams(None);
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+    // Every connection's task, so that those still open after the drain
+    // can be cancelled.
+    let mut connections = JoinSet::new();
+    let mut stop_accepting = std::pin::pin!(stop_accepting);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -85,7 +93,7 @@ pub async fn serve(
                     let connection = graceful.watch(
                         http2.serve_connection(TokioIo::new(tcp), dispatch.clone()),
                     );
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         if let Err(error) = connection.await {
                             tracing::debug!(%peer, %error, "gRPC connection ended with an error");
                         }
@@ -98,9 +106,22 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut stop_accepting => break,
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "calls still open after draining for {drain:?}: cancelling them"
+        );
+        connections.abort_all();
+    }
+    while connections.join_next().await.is_some() {}
+    // Cancelled calls told their workers to abort; let those calls land.
+    crate::proxy::aborts_in_flight().wait().await;
 }

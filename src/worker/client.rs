@@ -13,6 +13,9 @@ pub struct ChannelConfig {
     /// HTTP/2 connections per worker. One connection's frames are handled by
     /// one task; two let a 2-core router use both cores for one hot worker.
     pub connections: usize,
+    /// HTTP/2 receive window per stream: what one response may have
+    /// waiting in the router while its client does not read.
+    pub stream_window: u32,
 }
 
 impl Default for ChannelConfig {
@@ -21,6 +24,7 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_secs(2),
             keep_alive_interval: Duration::from_secs(30),
             connections: 2,
+            stream_window: 256 * 1024,
         }
     }
 }

@@ -37,10 +37,22 @@ use tonic::{Code, Status};
 use super::{ChannelConfig, Endpoint};
 use crate::proxy::codec::{frame, unary_message};
 
-/// HTTP/2 windows: hyper's defaults, so a fast stream is not held back by
-/// window updates.
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// The connection's receive window: the largest HTTP/2 allows, so that it
+/// never binds. Data waiting unread counts against both windows; with a
+/// smaller connection window, a few streams whose clients stopped reading
+/// would use it up and stall every other stream on the connection. What one
+/// stream may have waiting is bounded by its own window
+/// (`ChannelConfig::stream_window`).
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
+/// h2 closes a connection (`ENHANCE_YOUR_CALM`, "too_many_data_frames")
+/// once the small DATA frames waiting unread on *all* its streams pass a
+/// budget, by default half the connection window. Token streams are all
+/// small frames, so a few clients that stop reading would close the
+/// connection under every other client's stream on it. What a stalled
+/// stream holds is bounded by its own window instead; the budget is set
+/// out of the way.
+const DATA_FRAME_BUDGET: usize = usize::MAX / 2;
 
 /// The live connection's generation and handle, read without a lock on
 /// every call.
@@ -233,8 +245,9 @@ impl Upstream {
             let tcp = TcpStream::connect(&self.authority).await?;
             tcp.set_nodelay(true)?;
             h2::client::Builder::new()
-                .initial_window_size(STREAM_WINDOW)
+                .initial_window_size(self.config.stream_window)
                 .initial_connection_window_size(CONNECTION_WINDOW)
+                .data_frame_budget(DATA_FRAME_BUDGET)
                 .handshake::<_, Bytes>(tcp)
                 .await
                 .map_err(std::io::Error::other)

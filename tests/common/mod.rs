@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchyard::config::HealthCheckConfig;
+use switchyard::config::{HealthCheckConfig, ShutdownConfig};
 use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::pb;
 use switchyard::pb::inference_client::InferenceClient;
@@ -41,10 +41,16 @@ pub fn fast_health() -> HealthCheckConfig {
     }
 }
 
+/// A config for tests: fast health checks, and a shutdown without the
+/// NOT_SERVING grace (tests of the grace set their own).
 pub fn test_config() -> Config {
     Config {
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         health_check: fast_health(),
+        shutdown: ShutdownConfig {
+            grace_ms: 0,
+            ..ShutdownConfig::default()
+        },
         ..Config::default()
     }
 }
@@ -187,6 +193,21 @@ impl Router {
         let worker = mock("still-serving").await;
         self.add(&worker.url(), "other").await;
         assert!(self.generate(request("other", "x")).await.is_ok());
+    }
+
+    /// Starts the router's shutdown (as a first SIGTERM does) without
+    /// waiting for it; `stopped` then waits for `serve` to return.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for `serve` to return after [`Self::begin_shutdown`].
+    pub async fn stopped(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
     }
 
     pub async fn stop(mut self) {

@@ -5,6 +5,8 @@
 //! reading only). The request id is settled here: the message's, else the
 //! client's `x-request-id`, else a new one appended to the bytes.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use prost::Message;
 use tokio::time::Instant;
@@ -24,7 +26,8 @@ pub struct Inbound {
     pub body: Bytes,
     /// The fields the router reads.
     pub view: pb::GenerateRequest,
-    /// When the client stops waiting, from its `grpc-timeout`.
+    /// When the client stops waiting: its `grpc-timeout`, else the
+    /// router's default deadline.
     pub deadline: Option<Instant>,
     /// The request id, as a metadata value.
     pub request_id: String,
@@ -33,8 +36,11 @@ pub struct Inbound {
 
 impl Inbound {
     /// Parses a call; bad bytes, a bad deadline or a bad request id are
-    /// `INVALID_ARGUMENT`.
-    pub fn parse(request: tonic::Request<Bytes>) -> Result<Inbound, RouteError> {
+    /// `INVALID_ARGUMENT`. A call without a deadline gets `default_deadline`.
+    pub fn parse(
+        request: tonic::Request<Bytes>,
+        default_deadline: Duration,
+    ) -> Result<Inbound, RouteError> {
         let (metadata, _, body) = request.into_parts();
         let view = pb::GenerateRequest::decode(body.clone()).map_err(|e| {
             RouteError::InvalidRequest(format!(
@@ -52,7 +58,7 @@ impl Inbound {
                     })?;
                 Some(Instant::now() + timeout)
             }
-            None => None,
+            None => Some(Instant::now() + default_deadline),
         };
         let header_id = metadata
             .get(proxy::REQUEST_ID_HEADER)

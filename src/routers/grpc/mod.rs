@@ -11,6 +11,7 @@ mod pd;
 mod regular;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -34,21 +35,26 @@ pub struct GrpcRouter {
     regular: GrpcRegularRouter,
     pd: GrpcPdRouter,
     inflight: Arc<InflightCalls>,
+    /// The deadline of a call that sets none.
+    default_deadline: Duration,
 }
 
 impl GrpcRouter {
     /// Routers over `registry`, with policies built from `config` (and so
-    /// subscribed to the registry's events).
+    /// subscribed to the registry's events); a call without a deadline gets
+    /// `default_deadline`.
     pub fn new(
         registry: Arc<WorkerRegistry>,
         config: &PolicyConfig,
         rooms: BootstrapRooms,
+        default_deadline: Duration,
     ) -> Self {
         GrpcRouter {
             regular: GrpcRegularRouter::new(registry.clone(), PolicySet::build(config, &registry)),
             pd: GrpcPdRouter::new(registry.clone(), config, rooms),
             registry,
             inflight: Arc::new(InflightCalls::default()),
+            default_deadline,
         }
     }
 
@@ -63,7 +69,7 @@ impl GrpcRouter {
         &self,
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<ProxyStream>, RouteError> {
-        let inbound = Inbound::parse(request)?;
+        let inbound = Inbound::parse(request, self.default_deadline)?;
         tracing::Span::current().record("request_id", inbound.request_id.as_str());
         let model = resolve_model(
             &self.registry,
