@@ -1,10 +1,11 @@
 //! Compiles `proto/` with tonic-prost-build, using a vendored protoc so a fresh
 //! machine needs no system protobuf.
 //!
-//! Three things come out of it, all in `OUT_DIR`:
+//! Four things come out of it, all in `OUT_DIR`:
 //! - `switchyard.v1.rs`: prost messages plus clients and servers for both services;
 //! - `switchyard.v1.Inference.rs`: a second `Inference` server and client whose
-//!   messages are raw bytes (the router's pass-through hop, so unknown fields survive);
+//!   messages are raw bytes (the mock worker's server, so that it can echo
+//!   fields its proto does not know; the router's own hop is `transport`);
 //! - `switchyard_descriptor.bin`: the descriptor set served by gRPC reflection;
 //! - `fidelity/switchyard.v1.rs`: a test-only copy of the proto with extra fields.
 use std::{env, path::PathBuf};
@@ -35,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .route_name(route)
             .input_type("::bytes::Bytes")
             .output_type("::bytes::Bytes")
-            .codec_path("crate::proxy::codec::BytesCodec");
+            .codec_path("crate::transport::grpc::codec::BytesCodec");
         if streaming {
             m.server_streaming().build()
         } else {

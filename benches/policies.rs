@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use switchyard::policies::{self, Policy, PolicyConfig, PolicyKind, RequestFacts};
-use switchyard::worker::{ChannelConfig, Worker, WorkerRegistry, WorkerRole, WorkerSpec};
+use switchyard::transport::grpc::ChannelConfig;
+use switchyard::worker::{Worker, WorkerRegistry, WorkerRole, WorkerSpec};
 
 fn main() {
     divan::main();

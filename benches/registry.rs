@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use switchyard::worker::{ChannelConfig, ConnectionMode, WorkerRegistry, WorkerRole, WorkerSpec};
+use switchyard::transport::grpc::ChannelConfig;
+use switchyard::worker::{ConnectionMode, WorkerRegistry, WorkerRole, WorkerSpec};
 
 fn main() {
     divan::main();

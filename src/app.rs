@@ -38,8 +38,8 @@ pub enum AppError {
         source: RegistryError,
     },
     /// The HTTP client to workers could not be built.
-    #[error("HTTP client: {0}")]
-    HttpClient(reqwest::Error),
+    #[error(transparent)]
+    HttpClient(#[from] crate::transport::http1::BuildError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -100,10 +100,12 @@ impl App {
             rooms.clone(),
             config.limits.default_deadline(),
         ));
-        let http_router = Arc::new(
-            HttpRouter::new(registry.clone(), &config.policy, &config.http, rooms)
-                .map_err(AppError::HttpClient)?,
-        );
+        let http_router = Arc::new(HttpRouter::new(
+            registry.clone(),
+            &config.policy,
+            &config.http,
+            rooms,
+        )?);
         Ok(App {
             config,
             registry,

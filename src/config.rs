@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::policies::PolicyConfig;
-use crate::routers::http::HttpConfig;
-use crate::worker::{ChannelConfig, WorkerRole};
+use crate::transport::grpc::ChannelConfig;
+use crate::worker::WorkerRole;
 
 /// The router's default gRPC address: loopback only unless told otherwise.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
@@ -181,6 +181,62 @@ pub struct StartupWorker {
     /// Operator labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// The HTTP side: the client to HTTP workers and the request-body limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Limit on establishing a connection to an HTTP worker.
+    pub connect_timeout_ms: u64,
+    /// Limit on waiting for a worker's response headers. Streams may run
+    /// longer; a non-streaming generation must finish within it. 300 s.
+    pub response_timeout_ms: u64,
+    /// Largest request body accepted; larger ones get 413. 32 MiB: long
+    /// prompts as token ids fit, runaway uploads do not.
+    pub max_body_bytes: usize,
+    /// Idle pooled connections kept per worker.
+    pub pool_idle_per_worker: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 300_000,
+            max_body_bytes: 32 << 20,
+            pool_idle_per_worker: 64,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connect_timeout_ms == 0 || self.response_timeout_ms == 0 {
+            return Err(
+                "http.connect_timeout_ms and http.response_timeout_ms must be at least 1".into(),
+            );
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(format!(
+                "http.max_body_bytes must be at least 1024, got {}",
+                self.max_body_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HttpConfig {
+    /// The client settings these values describe.
+    pub fn client_config(&self) -> crate::transport::http1::HttpClientConfig {
+        crate::transport::http1::HttpClientConfig {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            response_timeout: Duration::from_millis(self.response_timeout_ms),
+            pool_idle_per_worker: self.pool_idle_per_worker,
+        }
+    }
 }
 
 /// Active health checking: `grpc.health.v1/Check` on every gRPC worker.

@@ -58,7 +58,6 @@ pub mod health;
 pub mod mock;
 pub mod pb;
 pub mod policies;
-pub mod proxy;
 pub mod routers;
 pub mod services;
 pub mod transport;

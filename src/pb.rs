@@ -2,8 +2,8 @@
 //!
 //! The prost messages and services of `switchyard.v1` live at the top of this
 //! module. [`raw`] holds a second `Inference` server and client whose messages
-//! are undecoded bytes: the router's hop uses them so that fields unknown to
-//! Switchyard's proto survive in both directions.
+//! are undecoded bytes, for the mock worker (which echoes fields unknown to
+//! its proto). The router's own hop relays bytes without them (`transport`).
 
 #![allow(clippy::all, missing_docs)]
 

@@ -15,6 +15,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::config::HealthCheckConfig;
+use crate::transport::http1::{HttpClient, HttpClientConfig};
+use crate::transport::Failure;
 use crate::worker::{ConnectionMode, Worker, WorkerId, WorkerRegistry};
 
 /// Consecutive probe results for one worker.
@@ -30,8 +32,10 @@ pub struct HealthChecker {
     registry: Arc<WorkerRegistry>,
     config: HealthCheckConfig,
     streaks: HashMap<WorkerId, Streak>,
-    /// For HTTP workers' `GET /health`; pooled, so probes reuse connections.
-    http: reqwest::Client,
+    /// For HTTP workers' `GET /health`; pooled, so probes reuse
+    /// connections. `None` if it could not be built: HTTP workers then fail
+    /// their checks, and the error was logged.
+    http: Option<HttpClient>,
 }
 
 impl HealthChecker {
@@ -39,9 +43,15 @@ impl HealthChecker {
     pub fn new(registry: Arc<WorkerRegistry>, config: HealthCheckConfig) -> Self {
         HealthChecker {
             registry,
-            config,
             streaks: HashMap::new(),
-            http: reqwest::Client::new(),
+            http: HttpClient::new(&HttpClientConfig {
+                connect_timeout: config.timeout(),
+                response_timeout: config.timeout(),
+                pool_idle_per_worker: 1,
+            })
+            .inspect_err(|e| tracing::error!(error = %e, "HTTP workers cannot be health checked"))
+            .ok(),
+            config,
         }
     }
 
@@ -71,7 +81,10 @@ impl HealthChecker {
             probes.spawn(async move {
                 let ok = match worker.mode() {
                     ConnectionMode::Grpc => probe_grpc(&worker, service, timeout).await,
-                    ConnectionMode::Http => probe_http(&http, &worker, timeout).await,
+                    ConnectionMode::Http => match &http {
+                        Some(http) => probe_http(http, &worker, timeout).await,
+                        None => false,
+                    },
                 };
                 (worker, ok)
             });
@@ -106,19 +119,14 @@ impl HealthChecker {
 }
 
 /// `GET {url}/health`: any 2xx within the timeout is healthy.
-async fn probe_http(
-    client: &reqwest::Client,
-    worker: &Worker,
-    timeout: std::time::Duration,
-) -> bool {
-    let request = client
-        .get(format!("{}/health", worker.url()))
-        .timeout(timeout)
-        .send();
-    match request.await {
-        Ok(response) => response.status().is_success(),
-        Err(e) => {
-            tracing::debug!(worker = %worker.id(), error = %e, "health check failed");
+async fn probe_http(client: &HttpClient, worker: &Worker, timeout: std::time::Duration) -> bool {
+    match client
+        .get(format!("{}/health", worker.url()), timeout)
+        .await
+    {
+        Ok(status) => status.is_success(),
+        Err(failure) => {
+            tracing::debug!(worker = %worker.id(), %failure, "health check failed");
             false
         }
     }
@@ -133,12 +141,12 @@ async fn probe_grpc(worker: &Worker, service: String, timeout: std::time::Durati
         .await
         .and_then(|reply| {
             HealthCheckResponse::decode(reply)
-                .map_err(|e| tonic::Status::internal(format!("not a HealthCheckResponse: {e}")))
+                .map_err(|_| Failure::BadReply("grpc.health.v1.HealthCheckResponse"))
         });
     match reply {
         Ok(response) => response.status == ServingStatus::Serving as i32,
-        Err(status) => {
-            tracing::debug!(worker = %worker.id(), %status, "health check failed");
+        Err(failure) => {
+            tracing::debug!(worker = %worker.id(), %failure, "health check failed");
             false
         }
     }

@@ -330,7 +330,7 @@ impl Inference for MockService {
             timeout: metadata
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
-                .and_then(crate::proxy::parse_grpc_timeout),
+                .and_then(crate::transport::grpc::metadata::parse_grpc_timeout),
             unknown_fields: echo.clone(),
             metadata: metadata
                 .clone()

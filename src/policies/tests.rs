@@ -2,7 +2,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::*;
-use crate::worker::{ChannelConfig, LoadGuard, WorkerRole, WorkerSpec};
+use crate::transport::grpc::ChannelConfig;
+use crate::worker::{LoadGuard, WorkerRole, WorkerSpec};
 
 fn registry() -> Arc<WorkerRegistry> {
     Arc::new(WorkerRegistry::new(ChannelConfig::default()))

@@ -1,21 +1,42 @@
 //! Routers turn one client request into a dispatch to chosen workers.
 //!
 //! This module holds what every router shares: [`RouteError`], the one error
-//! type routers return (mapped to a gRPC status in `services::status`), and
-//! [`InflightCalls`], the table that lets `Abort` find a running request.
-//! Routers resolve candidates from the registry on every call; none keeps a
-//! worker list of its own.
+//! type routers return (mapped to a gRPC status in `services::status` and to
+//! an HTTP response in `services::http_error`), the headers routers read and
+//! write, and [`InflightCalls`], the table that lets `Abort` find a running
+//! request. Routers resolve candidates from the registry on every call; none
+//! keeps a worker list of its own.
 
+pub mod call;
 pub mod grpc;
 pub mod http;
 mod inflight;
+pub mod pd;
 pub mod rooms;
 pub mod select;
 
 use crate::policies::PolicyError;
+use crate::transport::Failure;
 use crate::worker::{WorkerId, WorkerRole};
 
 pub use inflight::{InflightCalls, InflightEntry};
+
+/// Request header naming the request; generated when absent, sent to the
+/// worker and back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Response header naming the worker that served a regular call.
+pub const WORKER_ID_HEADER: &str = "x-switchyard-worker-id";
+/// Response header naming the prefill worker of a PD call.
+pub const PREFILL_WORKER_ID_HEADER: &str = "x-switchyard-prefill-worker-id";
+/// Response header naming the decode worker of a PD call.
+pub const DECODE_WORKER_ID_HEADER: &str = "x-switchyard-decode-worker-id";
+/// Request header for session affinity (consistent hashing).
+pub const ROUTING_KEY_HEADER: &str = "x-switchyard-routing-key";
+
+/// A fresh request id: 128 random bits in hex.
+pub fn generate_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
 
 /// Why a call could not be routed or served.
 #[derive(Debug, thiserror::Error)]
@@ -58,27 +79,28 @@ pub enum RouteError {
         /// Why.
         source: PolicyError,
     },
-    /// The chosen worker failed before sending any response.
-    #[error("worker {worker} failed before responding: {}", .status.message())]
+    /// The chosen worker failed: before any response when a router
+    /// returns it, after a partial one when a relayed stream ends with it.
+    #[error("worker {worker} failed: {failure}")]
     WorkerFailed {
         /// The worker.
         worker: WorkerId,
-        /// What the worker (or the connection to it) said.
-        status: tonic::Status,
+        /// What went wrong.
+        failure: Failure,
     },
     /// Nothing of the call reached the chosen worker (no connection could
     /// be made, or it refused the stream unprocessed): the call may go to
     /// another worker.
-    #[error("worker {worker} could not be reached: {reason}")]
+    #[error("worker {worker} could not be reached: {failure}")]
     WorkerUnreachable {
         /// The worker.
         worker: WorkerId,
-        /// What the connection attempt said.
-        reason: String,
+        /// Why.
+        failure: Failure,
     },
     /// Every worker the call was offered to was unreachable.
     #[error(
-        "none of the {} workers tried for model {model:?} could be reached ({}); the last said: {reason}",
+        "none of the {} workers tried for model {model:?} could be reached ({}); the last said: {last}",
         .tried.len(),
         .tried.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
@@ -87,8 +109,8 @@ pub enum RouteError {
         model: String,
         /// The workers tried, in order.
         tried: Vec<WorkerId>,
-        /// What the last attempt said.
-        reason: String,
+        /// Why the last one could not be reached.
+        last: Failure,
     },
     /// The model has no workers of this router's kind at all (HTTP: 404).
     #[error("unknown model {model:?}: no workers serve it")]
@@ -96,32 +118,37 @@ pub enum RouteError {
         /// The requested model.
         model: String,
     },
-    /// An HTTP worker could not be reached or failed before responding.
-    #[error("worker {worker} failed: {reason}")]
-    Upstream {
-        /// The worker.
-        worker: WorkerId,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The request body is larger than the configured limit.
-    #[error("request body larger than the {limit}-byte limit")]
-    BodyTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
     /// A bug: logged in full, reported to the client as INTERNAL only.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The client's deadline passed before the worker answered.
-    #[error("deadline exceeded before worker {worker} responded")]
+    /// The call's deadline passed, before the worker answered
+    /// (`streaming` false) or while its stream was relayed.
+    #[error("deadline exceeded {} worker {worker}", if *.streaming { "while streaming from" } else { "before a response from" })]
     DeadlineExceeded {
         /// The worker that was waited for.
         worker: WorkerId,
+        /// Whether part of the response had been relayed.
+        streaming: bool,
     },
 }
 
 impl RouteError {
+    /// A failed call to `worker`: unreachable if nothing of it got there,
+    /// else failed.
+    pub fn from_call(worker: &crate::worker::Worker, error: crate::transport::CallError) -> Self {
+        let worker = worker.id().clone();
+        match error.unsent {
+            true => RouteError::WorkerUnreachable {
+                worker,
+                failure: error.failure,
+            },
+            false => RouteError::WorkerFailed {
+                worker,
+                failure: error.failure,
+            },
+        }
+    }
+
     /// Whether the call can be offered to another worker: nothing of it
     /// reached the one that failed.
     pub fn is_retryable(&self) -> bool {

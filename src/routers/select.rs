@@ -75,11 +75,11 @@ where
 /// own when only one was tried, else one naming every worker tried.
 fn give_up(model: &str, tried: &[Arc<Worker>], last: RouteError) -> RouteError {
     match last {
-        RouteError::WorkerUnreachable { reason, .. } if tried.len() > 1 => {
+        RouteError::WorkerUnreachable { failure, .. } if tried.len() > 1 => {
             RouteError::NoReachableWorker {
                 model: model.into(),
                 tried: tried.iter().map(|w| w.id().clone()).collect(),
-                reason,
+                last: failure,
             }
         }
         last => last,

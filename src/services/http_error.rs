@@ -75,13 +75,11 @@ impl From<RouteError> for HttpError {
                 StatusCode::BAD_REQUEST
             }
             RouteError::UnknownModel { .. } => StatusCode::NOT_FOUND,
-            RouteError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RouteError::NoModels
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            RouteError::Upstream { .. }
-            | RouteError::WorkerFailed { .. }
+            RouteError::WorkerFailed { .. }
             | RouteError::WorkerUnreachable { .. }
             | RouteError::NoReachableWorker { .. } => {
                 tracing::warn!(error = %err, "upstream failure");

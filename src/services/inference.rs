@@ -26,14 +26,15 @@ use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tokio_stream::Stream;
-use tonic::metadata::MetadataMap;
 use tonic::Status;
 use tracing::Instrument;
 
+use super::status;
 use crate::pb;
-use crate::proxy::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
-use crate::proxy::ProxyStream;
+use crate::routers::call::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
+use crate::routers::RouteError;
+use crate::transport::grpc::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 
 const GENERATE: &str = "/switchyard.v1.Inference/Generate";
@@ -65,16 +66,17 @@ impl InferenceService {
             model = tracing::field::Empty,
             worker = tracing::field::Empty
         );
-        let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = MetadataMap::from_headers(headers);
-        let result = self.router.generate(request).instrument(span.clone()).await;
-        let response = result.map_err(|err| {
+        let result = self
+            .router
+            .generate(headers, message)
+            .instrument(span.clone())
+            .await;
+        let (headers, stream) = result.map_err(|err| {
             let status = Status::from(err);
             span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
             status
         })?;
-        let (metadata, stream, _) = response.into_parts();
-        Ok(grpc_response(metadata, GrpcBody::relay(stream)))
+        Ok(grpc_response(headers, GrpcBody::relay(stream)))
     }
 
     async fn abort(&self, message: Bytes) -> Result<http::Response<GrpcBody>, Status> {
@@ -90,7 +92,7 @@ impl InferenceService {
         }
         let aborted = self.router.abort(&abort.request_id).await?;
         let reply = pb::AbortResponse { aborted }.encode_to_vec();
-        Ok(grpc_response(MetadataMap::new(), GrpcBody::unary(&reply)))
+        Ok(grpc_response(HeaderMap::new(), GrpcBody::unary(&reply)))
     }
 
     /// Paths this service answers under.
@@ -157,16 +159,17 @@ where
                     "the request message stopped arriving: nothing for {idle:?}"
                 ))
             } else {
-                Status::cancelled(format!("the request body broke off: {e}"))
+                tracing::debug!(error = %e, "request body broke off");
+                Status::cancelled("the request body broke off")
             }
         })?;
-    unary_message(body.to_bytes())
+    unary_message(body.to_bytes()).map_err(status::frame_error)
 }
 
-/// A `200 OK` gRPC response carrying `metadata`.
-fn grpc_response(metadata: MetadataMap, body: GrpcBody) -> http::Response<GrpcBody> {
+/// A `200 OK` gRPC response carrying `headers`.
+fn grpc_response(headers: HeaderMap, body: GrpcBody) -> http::Response<GrpcBody> {
     let mut response = http::Response::new(body);
-    *response.headers_mut() = metadata.into_headers();
+    *response.headers_mut() = headers;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -203,23 +206,19 @@ impl GrpcBody {
         }
     }
 
-    /// The last frame: `status` as trailers. Ending the relayed stream here
-    /// (not when hyper drops the body) releases its load guard at once.
-    fn finish(&mut self, status: Result<(), Status>) -> Frame<Bytes> {
+    /// The last frame: the outcome as trailers. Ending the relayed stream
+    /// here (not when hyper drops the body) releases its load guard at once.
+    fn finish(&mut self, outcome: Result<(), RouteError>) -> Frame<Bytes> {
         self.relay = None;
         self.done = true;
-        let mut trailers = HeaderMap::with_capacity(2);
-        match status {
+        let trailers = match outcome {
             Ok(()) => {
+                let mut trailers = HeaderMap::with_capacity(1);
                 trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                trailers
             }
-            Err(status) => {
-                if let Err(unencodable) = status.add_header(&mut trailers) {
-                    trailers.clear();
-                    let _ = unencodable.add_header(&mut trailers);
-                }
-            }
-        }
+            Err(error) => status::mid_stream_trailers(error),
+        };
         Frame::trailers(trailers)
     }
 }
@@ -253,7 +252,7 @@ impl http_body::Body for GrpcBody {
         let frame = match this.relay.as_mut() {
             Some(relay) => match ready!(Pin::new(relay).poll_next(cx)) {
                 Some(Ok(chunk)) => Frame::data(chunk),
-                Some(Err(status)) => this.finish(Err(status)),
+                Some(Err(error)) => this.finish(Err(error)),
                 None => this.finish(Ok(())),
             },
             None => this.finish(Ok(())),

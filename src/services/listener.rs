@@ -123,5 +123,5 @@ pub async fn serve(
     }
     while connections.join_next().await.is_some() {}
     // Cancelled calls told their workers to abort; let those calls land.
-    crate::proxy::aborts_in_flight().wait().await;
+    crate::routers::call::aborts_in_flight().wait().await;
 }

@@ -7,23 +7,21 @@
 //! so a removed worker's streams in flight finish on the connection they
 //! started on.
 
-mod client;
 mod load;
 pub mod registry;
 mod spec;
-mod upstream;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tonic::metadata::{Ascii, MetadataValue};
+use http::HeaderValue;
 
-pub use client::ChannelConfig;
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{ConnectionMode, Endpoint, SpecError, WorkerRole, WorkerSpec};
-pub use upstream::{CallError, ResponseStream, Upstream};
+
+use crate::transport::grpc::{ChannelConfig, Upstream};
 
 /// A worker's stable identity in the registry (`w-<16 hex digits>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,7 +61,7 @@ pub struct Worker {
     id: WorkerId,
     /// The id as a response metadata value, made once: every proxied
     /// response names its worker.
-    id_value: MetadataValue<Ascii>,
+    id_value: HeaderValue,
     /// A small number unique among the registry's workers, ever: policies key
     /// per-worker state by it (cheaper to store and compare than the id).
     ordinal: u64,
@@ -97,7 +95,7 @@ impl Worker {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
         // Ids are `w-` and hex digits.
-        let id_value = MetadataValue::try_from(id.as_str())
+        let id_value = HeaderValue::from_str(id.as_str())
             .unwrap_or_else(|_| unreachable!("worker id {id} is printable ASCII"));
         Worker {
             id,
@@ -121,8 +119,8 @@ impl Worker {
         &self.id
     }
 
-    /// The id as a response metadata value.
-    pub fn id_value(&self) -> &MetadataValue<Ascii> {
+    /// The id as a response header value.
+    pub fn id_value(&self) -> &HeaderValue {
         &self.id_value
     }
 
@@ -191,7 +189,14 @@ impl Worker {
     }
 
     fn upstream_at(&self, i: usize) -> &Upstream {
-        self.upstreams[i].get_or_init(|| Upstream::new(&self.endpoint, self.channel_config.clone()))
+        self.upstreams[i].get_or_init(|| {
+            let authority = self
+                .endpoint
+                .authority()
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a validated endpoint has a valid authority"));
+            Upstream::new(authority, self.channel_config.clone())
+        })
     }
 }
 

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
-use super::{ChannelConfig, ConnectionMode, Worker, WorkerId, WorkerRole, WorkerSpec};
+use super::{ConnectionMode, Worker, WorkerId, WorkerRole, WorkerSpec};
+use crate::transport::grpc::ChannelConfig;
 
 /// Why a registry operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,83 +3,84 @@
 //! The message bytes stay as the client sent them; only the fields routing
 //! needs are decoded (a prost view that drops unknown fields, used for
 //! reading only). The request id is settled here: the message's, else the
-//! client's `x-request-id`, else a new one appended to the bytes.
+//! client's `x-request-id`, else a new one appended to the bytes. So is the
+//! deadline: the client's `grpc-timeout`, else the router's default.
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::time::Instant;
-use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::pb;
 use crate::policies::RequestFacts;
-use crate::proxy;
-use crate::routers::RouteError;
+use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
+use crate::transport::grpc::metadata::{
+    forward_owned, forwardable, grpc_timeout, parse_grpc_timeout,
+};
 
 /// A parsed `Generate` call.
 #[derive(Debug)]
 pub struct Inbound {
     /// The client's metadata.
-    pub metadata: MetadataMap,
+    pub headers: HeaderMap,
     /// The message bytes, with the request id set.
     pub body: Bytes,
     /// The fields the router reads.
     pub view: pb::GenerateRequest,
-    /// When the client stops waiting: its `grpc-timeout`, else the
+    /// When the call must end: the client's `grpc-timeout`, else the
     /// router's default deadline.
-    pub deadline: Option<Instant>,
-    /// The request id, as a metadata value.
+    pub deadline: Instant,
+    /// The request id.
     pub request_id: String,
-    request_id_value: MetadataValue<tonic::metadata::Ascii>,
+    /// The request id as a header value, never indexed in HPACK (it differs
+    /// on every call).
+    request_id_value: HeaderValue,
 }
 
 impl Inbound {
     /// Parses a call; bad bytes, a bad deadline or a bad request id are
     /// `INVALID_ARGUMENT`. A call without a deadline gets `default_deadline`.
     pub fn parse(
-        request: tonic::Request<Bytes>,
+        headers: HeaderMap,
+        body: Bytes,
         default_deadline: Duration,
     ) -> Result<Inbound, RouteError> {
-        let (metadata, _, body) = request.into_parts();
         let view = pb::GenerateRequest::decode(body.clone()).map_err(|e| {
             RouteError::InvalidRequest(format!(
                 "the message is not a valid switchyard.v1.GenerateRequest: {e}"
             ))
         })?;
-        let deadline = match metadata.get("grpc-timeout") {
-            Some(v) => {
-                let timeout = v
-                    .to_str()
-                    .ok()
-                    .and_then(proxy::parse_grpc_timeout)
-                    .ok_or_else(|| {
-                        RouteError::InvalidRequest(format!("malformed grpc-timeout {v:?}"))
-                    })?;
-                Some(Instant::now() + timeout)
-            }
-            None => Some(Instant::now() + default_deadline),
+        let timeout = match headers.get("grpc-timeout") {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(parse_grpc_timeout)
+                .ok_or_else(|| {
+                    RouteError::InvalidRequest(format!("malformed grpc-timeout {v:?}"))
+                })?,
+            None => default_deadline,
         };
-        let header_id = metadata
-            .get(proxy::REQUEST_ID_HEADER)
+        let header_id = headers
+            .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty());
         let (request_id, body) = if !view.request_id.is_empty() {
             (view.request_id.clone(), body)
         } else {
-            let id = header_id.map_or_else(proxy::generate_request_id, str::to_string);
-            let body = proxy::with_request_id(body, &id);
+            let id = header_id.map_or_else(generate_request_id, str::to_string);
+            let body = with_request_id(body, &id);
             (id, body)
         };
-        let mut request_id_value = MetadataValue::try_from(request_id.as_str())
+        let mut request_id_value = HeaderValue::try_from(request_id.as_str())
             .map_err(|_| RouteError::InvalidRequest("request_id must be printable ASCII".into()))?;
-        // Unique per call: see `proxy::never_index`.
         request_id_value.set_sensitive(true);
         Ok(Inbound {
-            metadata,
+            headers,
             body,
             view,
-            deadline,
+            deadline: Instant::now() + timeout,
             request_id,
             request_id_value,
         })
@@ -97,40 +98,75 @@ impl Inbound {
             text,
             token_ids,
             routing_key: self
-                .metadata
-                .get(proxy::ROUTING_KEY_HEADER)
+                .headers
+                .get(ROUTING_KEY_HEADER)
                 .and_then(|v| v.to_str().ok()),
         }
     }
 
-    /// The request to send a worker: `body`, the client's forwardable
-    /// metadata, the request id and the remaining deadline.
-    pub fn upstream(&self, body: Bytes) -> tonic::Request<Bytes> {
-        let mut upstream = tonic::Request::new(body);
-        let mut headers = proxy::forwardable(&self.metadata).into_headers();
+    /// The headers to send a worker: the client's forwardable metadata, the
+    /// request id and the remaining deadline.
+    pub fn upstream_headers(&self) -> HeaderMap {
         // Room for what is added here and by the upstream client (request
         // id, deadline, content-type, te, user-agent): growing a header map
         // rehashes it, measurably on every call.
-        headers.reserve(5);
-        *upstream.metadata_mut() = MetadataMap::from_headers(headers);
-        upstream
-            .metadata_mut()
-            .insert(proxy::REQUEST_ID_HEADER, self.request_id_value.clone());
-        if let Some(deadline) = self.deadline {
-            upstream.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            proxy::never_index(upstream.metadata_mut(), "grpc-timeout");
-        }
-        upstream
+        let mut headers = forwardable(&self.headers, 5);
+        headers.insert(REQUEST_ID_HEADER, self.request_id_value.clone());
+        headers.insert(
+            "grpc-timeout",
+            grpc_timeout(self.deadline.saturating_duration_since(Instant::now())),
+        );
+        headers
     }
 
-    /// The response metadata: the worker's forwardable metadata plus the
+    /// The response headers: the worker's forwardable metadata plus the
     /// request id.
-    pub fn response_metadata(&self, worker_metadata: MetadataMap) -> MetadataMap {
-        let mut headers = proxy::forward_owned(worker_metadata).into_headers();
+    pub fn response_headers(&self, worker_headers: HeaderMap) -> HeaderMap {
         // Room for the request id, the worker id(s) and content-type.
-        headers.reserve(4);
-        let mut md = MetadataMap::from_headers(headers);
-        md.insert(proxy::REQUEST_ID_HEADER, self.request_id_value.clone());
-        md
+        let mut headers = forward_owned(worker_headers, 4);
+        headers.insert(REQUEST_ID_HEADER, self.request_id_value.clone());
+        headers
+    }
+}
+
+/// Sets `request_id` on an encoded `GenerateRequest` without decoding the
+/// rest: appending field 1 overrides it (protobuf: last value wins).
+pub fn with_request_id(body: Bytes, request_id: &str) -> Bytes {
+    append_fields(
+        body,
+        &pb::GenerateRequest {
+            request_id: request_id.to_string(),
+            ..Default::default()
+        },
+    )
+}
+
+/// Appends the fields set in `extra` to an encoded `GenerateRequest`.
+/// Protobuf merge semantics apply: set scalars override, messages merge (so
+/// `disaggregated_params` keeps client fields the router does not set), and
+/// the client's unknown fields stay as they were.
+pub fn append_fields(body: Bytes, extra: &pb::GenerateRequest) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + extra.encoded_len());
+    out.extend_from_slice(&body);
+    extra.encode_raw(&mut out);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_request_id_overrides_and_keeps_other_fields() {
+        let original = pb::GenerateRequest {
+            model: "m".into(),
+            input: Some(pb::generate_request::Input::Text("hi".into())),
+            ..Default::default()
+        };
+        let body = with_request_id(Bytes::from(original.encode_to_vec()), "abc");
+        let decoded = pb::GenerateRequest::decode(body).unwrap();
+        assert_eq!(decoded.request_id, "abc");
+        assert_eq!(decoded.model, "m");
+        assert_eq!(decoded.input, original.input);
     }
 }

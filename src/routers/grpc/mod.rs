@@ -14,19 +14,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
 
-pub use inbound::Inbound;
-pub use pd::{GrpcPdRouter, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
+pub use inbound::{append_fields, Inbound};
+pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
 use crate::policies::{PolicyConfig, PolicySet};
-use crate::proxy::ProxyStream;
+use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::{is_disaggregated, resolve_model};
 use crate::routers::{InflightCalls, RouteError};
-use crate::worker::{ConnectionMode, ResponseStream, Worker, WorkerRegistry, WorkerRole};
+use crate::transport::grpc::ResponseStream;
+use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+
+/// The path of `Generate` on workers (they speak the same service).
+pub const GENERATE_PATH: &str = "/switchyard.v1.Inference/Generate";
+
+/// A proxied call's response: headers for the client, and the stream.
+pub type Proxied = (HeaderMap, ProxyStream);
 
 /// Routes gRPC `Generate` calls to regular or PD workers.
 #[derive(Debug)]
@@ -63,13 +70,14 @@ impl GrpcRouter {
         &self.inflight
     }
 
-    /// Proxies one `Generate` call; `request` carries the message bytes
-    /// exactly as the client sent them.
+    /// Proxies one `Generate` call: the client's `headers` and its message
+    /// bytes exactly as sent.
     pub async fn generate(
         &self,
-        request: tonic::Request<Bytes>,
-    ) -> Result<tonic::Response<ProxyStream>, RouteError> {
-        let inbound = Inbound::parse(request, self.default_deadline)?;
+        headers: HeaderMap,
+        message: Bytes,
+    ) -> Result<Proxied, RouteError> {
+        let inbound = Inbound::parse(headers, message, self.default_deadline)?;
         tracing::Span::current().record("request_id", inbound.request_id.as_str());
         let model = resolve_model(
             &self.registry,
@@ -94,61 +102,50 @@ impl GrpcRouter {
         };
         let mut aborted = false;
         for worker in workers.iter() {
-            aborted |= crate::proxy::abort(worker, request_id)
+            aborted |= crate::routers::call::abort(worker, request_id)
                 .await
-                .map_err(|status| RouteError::WorkerFailed {
+                .map_err(|failure| RouteError::WorkerFailed {
                     worker: worker.id().clone(),
-                    status,
+                    failure,
                 })?;
         }
         Ok(aborted)
     }
 }
 
-/// What [`open`] returns: the worker's response metadata, its stream, and
-/// the first chunk of its body (`None` if the stream was empty).
-pub type Opened = (MetadataMap, ResponseStream, Option<Bytes>);
+/// What [`open`] returns: the worker's response headers, and its stream
+/// with the first chunk of its body (`None` if the stream was empty).
+pub type Opened = (HeaderMap, (Option<Bytes>, ResponseStream));
 
-/// Starts `request` on `worker` and waits for the first chunk of its
-/// response body, all within `deadline`. A failure here is a failure before
-/// any response; [`RouteError::WorkerUnreachable`] when none of the call
-/// reached the worker.
+/// Starts `Generate` on `worker` with `headers` and `body` and waits for
+/// the first chunk of its response body, all within `deadline`. A failure
+/// here is a failure before any response; [`RouteError::WorkerUnreachable`]
+/// when none of the call reached the worker.
 pub async fn open(
     worker: &Worker,
-    request: tonic::Request<Bytes>,
-    deadline: Option<Instant>,
+    headers: HeaderMap,
+    body: &[u8],
+    deadline: Instant,
 ) -> Result<Opened, RouteError> {
-    let failed = |status| RouteError::WorkerFailed {
-        worker: worker.id().clone(),
-        status,
-    };
     let call = async {
-        let (metadata, mut stream) =
-            worker
-                .upstream()
-                .generate(request)
-                .await
-                .map_err(|e| match e.unsent {
-                    true => RouteError::WorkerUnreachable {
-                        worker: worker.id().clone(),
-                        reason: e.status.message().to_string(),
-                    },
-                    false => failed(e.status),
-                })?;
-        let first = stream.chunk().await.map_err(failed)?;
-        Ok((metadata, stream, first))
-    };
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, call).await.map_err(|_| {
-            RouteError::DeadlineExceeded {
+        let (headers, mut stream) = worker
+            .upstream()
+            .call(GENERATE_PATH, headers, body)
+            .await
+            .map_err(|e| RouteError::from_call(worker, e))?;
+        let first = stream
+            .chunk()
+            .await
+            .map_err(|failure| RouteError::WorkerFailed {
                 worker: worker.id().clone(),
-            }
-        })?,
-        None => call.await,
-    }
-}
-
-/// Names `worker` in response metadata under `header`.
-pub(crate) fn insert_worker_id(metadata: &mut MetadataMap, header: &'static str, worker: &Worker) {
-    metadata.insert(header, worker.id_value().clone());
+                failure,
+            })?;
+        Ok((headers, (first, stream)))
+    };
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .map_err(|_| RouteError::DeadlineExceeded {
+            worker: worker.id().clone(),
+            streaming: false,
+        })?
 }

@@ -8,29 +8,28 @@
 //! can rendezvous and move the KV cache. Both calls start at once; the client
 //! receives the decode stream while a task drains the prefill stream.
 //!
-//! Failure rules: prefill fails → the client gets that error and decode is
-//! cancelled; decode fails (or the client cancels, or the deadline passes) →
-//! prefill is cancelled. Every cancelled side is also sent `Abort`. Both
-//! sides hold a load guard until their own stream ends.
+//! The dispatch itself (both sides at once, failure rules, cancellation,
+//! load) is the shared one in `routers::pd`; this file says how the gRPC
+//! wire calls each side ([`GrpcPd`]).
 
+use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-use tonic::Status;
+use bytes::Bytes;
+use http::HeaderMap;
+use tokio::time::Instant;
 
 use crate::pb;
 use crate::policies::{PolicyConfig, PolicySet};
-use crate::proxy::{self, AbortOnDrop, Companion, ProxyStream, TaskGuard};
-use crate::routers::grpc::{insert_worker_id, open, Inbound};
+use crate::routers::call::{AbortOnDrop, ProxyStream};
+use crate::routers::grpc::{append_fields, open, Inbound, Opened, Proxied, GENERATE_PATH};
+use crate::routers::pd::{self, PdWire};
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::Candidates;
-use crate::routers::{InflightCalls, RouteError};
-use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
-
-/// Response metadata naming the prefill worker of a PD call.
-pub const PREFILL_WORKER_ID_HEADER: &str = "x-switchyard-prefill-worker-id";
-/// Response metadata naming the decode worker of a PD call.
-pub const DECODE_WORKER_ID_HEADER: &str = "x-switchyard-decode-worker-id";
+use crate::routers::{
+    InflightCalls, RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER,
+};
+use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
@@ -68,7 +67,7 @@ impl GrpcPdRouter {
         inbound: Inbound,
         model: &str,
         inflight: &Arc<InflightCalls>,
-    ) -> Result<tonic::Response<ProxyStream>, RouteError> {
+    ) -> Result<Proxied, RouteError> {
         let facts = inbound.facts(model);
         let prefill = Candidates::resolve(
             &self.registry,
@@ -84,82 +83,93 @@ impl GrpcPdRouter {
             model,
         )?
         .choose(&self.decode, &facts)?;
-        let span = tracing::Span::current();
-        span.record(
+        tracing::Span::current().record(
             "worker",
             tracing::field::display(format_args!("{}+{}", prefill.id(), decode.id())),
         );
 
         let room = self.rooms.claim();
-        let params = bootstrap(&prefill, room.id())?;
-        let body = proxy::append_fields(
+        let body = append_fields(
             inbound.body.clone(),
             &pb::GenerateRequest {
-                disaggregated_params: Some(params),
+                disaggregated_params: Some(bootstrap(&prefill, room.id())?),
                 ..Default::default()
             },
         );
-
-        let prefill_load = LoadGuard::new(prefill.clone());
-        let decode_load = LoadGuard::new(decode.clone());
         self.prefill.for_model(model).record(&prefill, &facts);
         self.decode.for_model(model).record(&decode, &facts);
         let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
-        let prefill_abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
-        let mut decode_abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
 
-        // The prefill side runs as its own task from the start, so that its
-        // failure is noticed while we still wait for decode's first bytes.
-        let (failed_tx, failed_rx) = oneshot::channel();
-        let prefill_request = inbound.upstream(body.clone());
-        let task = tokio::spawn(drain_prefill(
-            prefill.clone(),
-            prefill_request,
-            prefill_load,
-            prefill_abort,
-            failed_tx,
-        ));
-        let prefill_task = TaskGuard::new(task.abort_handle());
-
-        let decode_request = inbound.upstream(body);
-        let decode_open = open(&decode, decode_request, inbound.deadline);
-        tokio::pin!(decode_open);
-        // `None` once the prefill side has finished well.
-        let mut failed = Some(failed_rx);
-        let opened = loop {
-            tokio::select! {
-                opened = &mut decode_open => break opened,
-                outcome = async { failed.as_mut().expect("guarded by the branch condition").await }, if failed.is_some() => {
-                    match outcome {
-                        // Returning drops the decode call, which cancels it;
-                        // its abort is armed.
-                        Ok(status) => return Err(RouteError::WorkerFailed { worker: prefill.id().clone(), status }),
-                        Err(_) => failed = None,
-                    }
-                }
-            }
+        let wire = GrpcPd {
+            headers: inbound.upstream_headers(),
+            body,
+            deadline: inbound.deadline,
+            request_id: &inbound.request_id,
         };
-        // On error, `prefill_task` drops and cancels the prefill side.
-        let (worker_metadata, stream, first) = opened.inspect_err(|e| {
-            if !matches!(e, RouteError::DeadlineExceeded { .. }) {
-                decode_abort.disarm();
-            }
-        })?;
-
-        let companion = Companion::new(failed, prefill_task);
+        let started = pd::start(&wire, &prefill, &decode).await?;
+        let (worker_headers, stream) = started.decode;
+        let mut headers = inbound.response_headers(worker_headers);
+        headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
+        headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
+        let abort = started
+            .decode_abort
+            .unwrap_or_else(|| AbortOnDrop::new(decode.clone(), inbound.request_id.clone()));
         let stream = ProxyStream::new(
-            first,
+            decode,
             stream,
-            inbound.deadline,
-            decode_abort,
-            Box::new((decode_load, entry, room)),
+            Some(inbound.deadline),
+            abort,
+            Box::new((started.decode_load, entry, room)),
         )
-        .with_companion(companion);
-        let mut response = tonic::Response::new(stream);
-        *response.metadata_mut() = inbound.response_metadata(worker_metadata);
-        insert_worker_id(response.metadata_mut(), PREFILL_WORKER_ID_HEADER, &prefill);
-        insert_worker_id(response.metadata_mut(), DECODE_WORKER_ID_HEADER, &decode);
-        Ok(response)
+        .with_companion(started.companion);
+        Ok((headers, stream))
+    }
+}
+
+/// How a gRPC PD call reaches each side: the same headers and message
+/// (with bootstrap parameters) to both, within the call's deadline.
+struct GrpcPd<'a> {
+    headers: HeaderMap,
+    body: Bytes,
+    deadline: Instant,
+    request_id: &'a str,
+}
+
+impl PdWire for GrpcPd<'_> {
+    type Opened = Opened;
+
+    fn run_prefill(
+        &self,
+        worker: Arc<Worker>,
+    ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static {
+        let (headers, body) = (self.headers.clone(), self.body.clone());
+        async move {
+            let failed = |failure| RouteError::WorkerFailed {
+                worker: worker.id().clone(),
+                failure,
+            };
+            let (_, mut stream) = worker
+                .upstream()
+                .call(GENERATE_PATH, headers, &body)
+                .await
+                .map_err(|e| failed(e.failure))?;
+            while stream.chunk().await.map_err(failed)?.is_some() {}
+            Ok(())
+        }
+    }
+
+    fn open_decode(
+        &self,
+        worker: &Arc<Worker>,
+    ) -> impl Future<Output = Result<Opened, RouteError>> + Send {
+        open(worker, self.headers.clone(), &self.body, self.deadline)
+    }
+
+    fn abort_guard(&self, worker: &Arc<Worker>) -> Option<AbortOnDrop> {
+        Some(AbortOnDrop::new(
+            worker.clone(),
+            self.request_id.to_string(),
+        ))
     }
 }
 
@@ -167,7 +177,6 @@ impl GrpcPdRouter {
 fn bootstrap(prefill: &Worker, room: u64) -> Result<pb::DisaggregatedParams, RouteError> {
     let port = prefill.spec().bootstrap_port.ok_or_else(|| {
         // The registry refuses prefill workers without one; this is a bug.
-        tracing::error!(worker = %prefill.id(), "prefill worker without a bootstrap port");
         RouteError::Internal(format!(
             "prefill worker {} has no bootstrap port",
             prefill.id()
@@ -178,27 +187,4 @@ fn bootstrap(prefill: &Worker, room: u64) -> Result<pb::DisaggregatedParams, Rou
         bootstrap_port: u32::from(port),
         bootstrap_room: room,
     })
-}
-
-/// Runs the prefill call to its end, reading and discarding its body.
-/// Reports a failure on `failed`; finishing normally drops it unsent.
-async fn drain_prefill(
-    worker: Arc<Worker>,
-    request: tonic::Request<bytes::Bytes>,
-    _load: LoadGuard,
-    mut abort: AbortOnDrop,
-    failed: oneshot::Sender<Status>,
-) {
-    let result = async {
-        let (_, mut stream) = worker.upstream().generate(request).await?;
-        while stream.chunk().await?.is_some() {}
-        Ok::<_, Status>(())
-    }
-    .await;
-    // The worker ended the call itself: nothing to abort.
-    abort.disarm();
-    if let Err(status) = result {
-        tracing::debug!(worker = %worker.id(), %status, "prefill failed");
-        let _ = failed.send(status);
-    }
 }

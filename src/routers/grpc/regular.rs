@@ -13,10 +13,10 @@
 use std::sync::Arc;
 
 use crate::policies::{PolicySet, RequestFacts};
-use crate::proxy::{self, AbortOnDrop, ProxyStream};
-use crate::routers::grpc::{insert_worker_id, open, Inbound};
+use crate::routers::call::{AbortOnDrop, ProxyStream};
+use crate::routers::grpc::{open, Inbound, Proxied};
 use crate::routers::select::offer;
-use crate::routers::{InflightCalls, RouteError};
+use crate::routers::{InflightCalls, RouteError, WORKER_ID_HEADER};
 use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
 
 /// Routes `Generate` to regular gRPC workers.
@@ -38,7 +38,7 @@ impl GrpcRegularRouter {
         inbound: Inbound,
         model: &str,
         inflight: &Arc<InflightCalls>,
-    ) -> Result<tonic::Response<ProxyStream>, RouteError> {
+    ) -> Result<Proxied, RouteError> {
         let facts = &inbound.facts(model);
         let inbound = &inbound;
         offer(
@@ -61,31 +61,35 @@ impl GrpcRegularRouter {
         facts: &RequestFacts<'_>,
         worker: Arc<Worker>,
         inflight: &Arc<InflightCalls>,
-    ) -> Result<tonic::Response<ProxyStream>, RouteError> {
+    ) -> Result<Proxied, RouteError> {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
         let load = LoadGuard::new(worker.clone());
         self.policies.for_model(model).record(&worker, facts);
         let entry = inflight.register(&inbound.request_id, vec![worker.clone()]);
         let mut abort = AbortOnDrop::new(worker.clone(), inbound.request_id.clone());
 
-        let upstream = inbound.upstream(inbound.body.clone());
-        let opened = open(&worker, upstream, inbound.deadline).await;
-        let (worker_metadata, stream, first) = opened.inspect_err(|e| {
+        let opened = open(
+            &worker,
+            inbound.upstream_headers(),
+            &inbound.body,
+            inbound.deadline,
+        )
+        .await;
+        let (worker_headers, stream) = opened.inspect_err(|e| {
             if !matches!(e, RouteError::DeadlineExceeded { .. }) {
                 abort.disarm();
             }
         })?;
 
+        let mut headers = inbound.response_headers(worker_headers);
+        headers.insert(WORKER_ID_HEADER, worker.id_value().clone());
         let stream = ProxyStream::new(
-            first,
+            worker,
             stream,
-            inbound.deadline,
+            Some(inbound.deadline),
             abort,
             Box::new((load, entry)),
         );
-        let mut response = tonic::Response::new(stream);
-        *response.metadata_mut() = inbound.response_metadata(worker_metadata);
-        insert_worker_id(response.metadata_mut(), proxy::WORKER_ID_HEADER, &worker);
-        Ok(response)
+        Ok((headers, stream))
     }
 }

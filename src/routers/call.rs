@@ -1,9 +1,11 @@
-//! The response stream the router hands to tonic for one proxied call.
+//! What one proxied call holds while it runs, released in `Drop` whatever
+//! ends it: [`ProxyStream`] (a gRPC worker's stream being relayed, with the
+//! load guard, in-flight entry and deadline), [`AbortOnDrop`] (tell a gRPC
+//! worker to stop a request the client gave up on), [`Companion`] (the
+//! prefill side of a PD call, on either wire) and [`TaskGuard`].
 //!
-//! It owns everything the call holds: the upstream stream, the load guard,
-//! the in-flight registration and an [`AbortOnDrop`]. Whatever ends the call
-//! (the worker finishing, failing, the deadline, or the client going away and
-//! tonic dropping the stream) releases all of them, in one place: `Drop`.
+//! The worker finishing, failing, the deadline, or the client going away
+//! (the listener dropping the stream) all end the call in one place.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,10 +20,12 @@ use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tokio_util::task::TaskTracker;
-use tonic::Status;
 
+use super::RouteError;
 use crate::pb;
-use crate::worker::{ResponseStream, Worker};
+use crate::transport::grpc::ResponseStream;
+use crate::transport::Failure;
+use crate::worker::Worker;
 
 /// How long the router waits for a worker to acknowledge an `Abort`.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,8 +67,8 @@ impl Drop for AbortOnDrop {
         ABORTS.spawn(async move {
             match abort(&worker, &request_id).await {
                 Ok(_) => tracing::debug!(worker = %worker.id(), %request_id, "upstream aborted"),
-                Err(status) => {
-                    tracing::debug!(worker = %worker.id(), %request_id, %status, "abort not acknowledged")
+                Err(failure) => {
+                    tracing::debug!(worker = %worker.id(), %request_id, %failure, "abort not acknowledged")
                 }
             }
         });
@@ -86,7 +90,7 @@ pub fn aborts_in_flight() -> &'static TaskTracker {
 
 /// Sends `Abort(request_id)` to `worker`, waiting at most two seconds:
 /// whether the worker had the request running.
-pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Status> {
+pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Failure> {
     let request = pb::AbortRequest {
         request_id: request_id.to_string(),
     };
@@ -95,7 +99,7 @@ pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Status> {
         .unary("/switchyard.v1.Inference/Abort", &request, ABORT_TIMEOUT)
         .await?;
     let reply = pb::AbortResponse::decode(reply)
-        .map_err(|e| Status::internal(format!("not an AbortResponse: {e}")))?;
+        .map_err(|_| Failure::BadReply("switchyard.v1.AbortResponse"))?;
     Ok(reply.aborted)
 }
 
@@ -128,16 +132,41 @@ impl Drop for TaskGuard {
 /// and the relayed stream ending badly cancels it.
 #[derive(Debug)]
 pub struct Companion {
-    failed: Option<oneshot::Receiver<Status>>,
+    /// Fires with the companion's error; closed unsent when it finished
+    /// well. `None` once either is known.
+    failed: Option<oneshot::Receiver<RouteError>>,
     task: TaskGuard,
 }
 
 impl Companion {
-    /// `failed` fires with the companion's error; dropping its sender
-    /// unsent means it finished well (`None`: already known to have). `task`
-    /// runs it.
-    pub fn new(failed: Option<oneshot::Receiver<Status>>, task: TaskGuard) -> Self {
+    /// `failed` fires with the companion's error (`None`: already known to
+    /// have finished well); `task` runs it.
+    pub fn new(failed: Option<oneshot::Receiver<RouteError>>, task: TaskGuard) -> Self {
         Companion { failed, task }
+    }
+
+    /// The companion's failure, once it has failed.
+    pub fn poll_failed(&mut self, cx: &mut Context<'_>) -> Poll<RouteError> {
+        let Some(failed) = self.failed.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(failed).poll(cx) {
+            Poll::Ready(Ok(error)) => {
+                self.failed = None;
+                Poll::Ready(error)
+            }
+            Poll::Ready(Err(_)) => {
+                // It finished well; stop watching.
+                self.failed = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The relayed side ended well: let the companion finish on its own.
+    pub fn detach(&mut self) {
+        self.task.detach();
     }
 }
 
@@ -146,6 +175,8 @@ impl Companion {
 pub struct ProxyStream {
     first: Option<Bytes>,
     upstream: Option<ResponseStream>,
+    /// The worker, to name in errors.
+    worker: Arc<Worker>,
     deadline: Option<Pin<Box<Sleep>>>,
     abort: AbortOnDrop,
     companion: Option<Companion>,
@@ -156,10 +187,11 @@ pub struct ProxyStream {
 
 impl ProxyStream {
     /// A stream that yields `first` (the chunk already read to confirm the
-    /// worker answered), then the rest of `upstream`, until `deadline`.
+    /// worker answered), then the rest of `upstream` from `worker`, until
+    /// `deadline`.
     pub fn new(
-        first: Option<Bytes>,
-        upstream: ResponseStream,
+        worker: Arc<Worker>,
+        (first, upstream): (Option<Bytes>, ResponseStream),
         deadline: Option<tokio::time::Instant>,
         abort: AbortOnDrop,
         held: Box<dyn Send + Sync>,
@@ -167,6 +199,7 @@ impl ProxyStream {
         ProxyStream {
             first,
             upstream: Some(upstream),
+            worker,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             abort,
             companion: None,
@@ -188,7 +221,7 @@ impl ProxyStream {
 }
 
 impl Stream for ProxyStream {
-    type Item = Result<Bytes, Status>;
+    type Item = Result<Bytes, RouteError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -198,45 +231,40 @@ impl Stream for ProxyStream {
         let Some(upstream) = this.upstream.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(failed) = this.companion.as_mut().and_then(|c| c.failed.as_mut()) {
-            match Pin::new(failed).poll(cx) {
-                Poll::Ready(Ok(status)) => {
-                    // The companion failed: pass its error on and stop; our
-                    // own upstream is cancelled and told to abort on drop.
-                    this.finish();
-                    return Poll::Ready(Some(Err(status)));
-                }
-                Poll::Ready(Err(_)) => {
-                    // It finished well; stop watching.
-                    if let Some(c) = this.companion.as_mut() {
-                        c.failed = None;
-                    }
-                }
-                Poll::Pending => {}
+        if let Some(companion) = this.companion.as_mut() {
+            if let Poll::Ready(error) = companion.poll_failed(cx) {
+                // The companion failed: pass its error on and stop; our
+                // own upstream is cancelled and told to abort on drop.
+                this.finish();
+                return Poll::Ready(Some(Err(error)));
             }
         }
         if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 // Still armed: the worker is told to stop when we drop.
                 this.finish();
-                return Poll::Ready(Some(Err(Status::deadline_exceeded(
-                    "deadline exceeded while streaming from the worker",
-                ))));
+                return Poll::Ready(Some(Err(RouteError::DeadlineExceeded {
+                    worker: this.worker.id().clone(),
+                    streaming: true,
+                })));
             }
         }
         match Pin::new(upstream).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Ready(Some(Err(status))) => {
-                // The worker's own error after a partial stream: passed on as is.
+            Poll::Ready(Some(Err(failure))) => {
+                // The worker's own error after a partial stream: passed on.
                 this.abort.disarm();
                 this.finish();
-                Poll::Ready(Some(Err(status)))
+                Poll::Ready(Some(Err(RouteError::WorkerFailed {
+                    worker: this.worker.id().clone(),
+                    failure,
+                })))
             }
             Poll::Ready(None) => {
                 this.abort.disarm();
                 // A clean end: a companion still running may finish too.
                 if let Some(c) = this.companion.as_mut() {
-                    c.task.detach();
+                    c.detach();
                 }
                 this.finish();
                 Poll::Ready(None)

@@ -1,6 +1,6 @@
 //! Messages as undecoded [`Bytes`]: gRPC framing for the router's own
-//! `Inference` service and upstream client, and a tonic codec for the mock
-//! worker.
+//! `Inference` service and its client to workers, and a tonic codec for the
+//! mock worker.
 //!
 //! The router never re-encodes what it relays: a message's bytes reach the
 //! other side exactly as they came, unknown fields included. Decoding the few
@@ -22,37 +22,45 @@ pub fn frame(message: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Why a unary gRPC body is not one acceptable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The compressed flag is set.
+    #[error("the message is compressed; Switchyard accepts only uncompressed messages")]
+    Compressed,
+    /// The message is larger than [`MAX_MESSAGE_BYTES`].
+    #[error("the message is {0} bytes; the limit is {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge(usize),
+    /// More than one message in a unary body.
+    #[error("the request carried more than one message; this method takes one")]
+    Several,
+    /// The body ended inside a message.
+    #[error("the body ended before a whole message arrived")]
+    Truncated,
+}
+
 /// A frame header at the start of `buf`: the message length, once all of
-/// it is there (`None` while incomplete). Compressed or oversized
-/// messages are refused with the status to answer.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, Status> {
+/// it is there (`None` while incomplete).
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     if buf.len() < 5 {
         return Ok(None);
     }
     if buf[0] != 0 {
-        return Err(Status::unimplemented(
-            "the message is compressed; Switchyard accepts only uncompressed messages",
-        ));
+        return Err(FrameError::Compressed);
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if len > MAX_MESSAGE_BYTES {
-        return Err(Status::resource_exhausted(format!(
-            "the message is {len} bytes; the limit is {MAX_MESSAGE_BYTES} bytes"
-        )));
+        return Err(FrameError::TooLarge(len));
     }
     Ok((buf.len() >= 5 + len).then_some(len))
 }
 
-/// The one message of a unary request body (the body's bytes, whole).
-pub fn unary_message(body: Bytes) -> Result<Bytes, Status> {
+/// The one message of a unary body (the body's bytes, whole).
+pub fn unary_message(body: Bytes) -> Result<Bytes, FrameError> {
     match frame_len(&body)? {
         Some(len) if body.len() == 5 + len => Ok(body.slice(5..)),
-        Some(_) => Err(Status::invalid_argument(
-            "the request carried more than one message; this method takes one",
-        )),
-        None => Err(Status::invalid_argument(
-            "the request body ended before a whole message arrived",
-        )),
+        Some(_) => Err(FrameError::Several),
+        None => Err(FrameError::Truncated),
     }
 }
 
@@ -97,7 +105,6 @@ impl Decoder for BytesCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
 
     #[test]
     fn a_unary_body_yields_its_one_message() {
@@ -108,25 +115,24 @@ mod tests {
     }
 
     #[test]
-    fn malformed_unary_bodies_are_refused_with_the_right_code() {
+    fn malformed_unary_bodies_are_refused_with_the_reason() {
         let two = [frame(b"a"), frame(b"b")].concat();
         let truncated = frame(b"hello").slice(..7);
         let mut compressed = frame(b"x").to_vec();
         compressed[0] = 1;
         let mut huge = vec![0u8];
         huge.extend_from_slice(&((MAX_MESSAGE_BYTES as u32) + 1).to_be_bytes());
-        for (body, code) in [
-            (Bytes::from(two), Code::InvalidArgument),
-            (truncated, Code::InvalidArgument),
-            (Bytes::new(), Code::InvalidArgument),
-            (Bytes::from(compressed), Code::Unimplemented),
-            (Bytes::from(huge), Code::ResourceExhausted),
+        for (body, error) in [
+            (Bytes::from(two), FrameError::Several),
+            (truncated, FrameError::Truncated),
+            (Bytes::new(), FrameError::Truncated),
+            (Bytes::from(compressed), FrameError::Compressed),
+            (
+                Bytes::from(huge),
+                FrameError::TooLarge(MAX_MESSAGE_BYTES + 1),
+            ),
         ] {
-            assert_eq!(
-                unary_message(body.clone()).unwrap_err().code(),
-                code,
-                "{body:?}"
-            );
+            assert_eq!(unary_message(body.clone()).unwrap_err(), error, "{body:?}");
         }
     }
 }

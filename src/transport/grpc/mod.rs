@@ -1,14 +1,23 @@
-//! Connection settings for gRPC workers (used by [`super::Upstream`]).
+//! gRPC workers over HTTP/2: the client ([`Upstream`], one connection each,
+//! on the `h2` crate), the relayed response body ([`ResponseStream`]),
+//! message framing ([`codec`]) and metadata rules ([`metadata`]).
+
+mod body;
+mod client;
+pub mod codec;
+pub mod metadata;
 
 use std::time::Duration;
 
-/// Connection settings shared by every worker connection.
+pub use body::ResponseStream;
+pub use client::Upstream;
+
+/// Connection settings shared by every gRPC worker connection.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
     /// Limit on establishing a TCP connection to a worker.
     pub connect_timeout: Duration,
-    /// HTTP/2 keep-alive ping interval, to notice dead workers (see
-    /// [`super::Upstream`] for the data path).
+    /// HTTP/2 keep-alive ping interval, to notice dead workers.
     pub keep_alive_interval: Duration,
     /// HTTP/2 connections per worker. One connection's frames are handled by
     /// one task; two let a 2-core router use both cores for one hot worker.
@@ -24,7 +33,7 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_secs(2),
             keep_alive_interval: Duration::from_secs(30),
             connections: 2,
-            stream_window: 256 * 1024,
+            stream_window: 64 * 1024,
         }
     }
 }

@@ -1,0 +1,147 @@
+//! The HTTP PD router: the JSON body gains `bootstrap_host`,
+//! `bootstrap_port` and `bootstrap_room` and goes to a prefill and a decode
+//! worker at once (the shared dispatch in `routers::pd`); the client gets
+//! the decode response while the prefill one is drained.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio_stream::StreamExt;
+
+use super::{HttpRouter, Relay, Request};
+use crate::routers::call::AbortOnDrop;
+use crate::routers::pd::{self, PdWire};
+use crate::routers::select::Candidates;
+use crate::routers::{RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
+use crate::transport::http1::{HttpClient, HttpResponse};
+use crate::worker::{ConnectionMode, Worker, WorkerRole};
+
+impl HttpRouter {
+    pub(super) async fn forward_pd(
+        &self,
+        request: &Request<'_>,
+        mut body: serde_json::Map<String, Value>,
+    ) -> Result<Response, RouteError> {
+        let facts = &request.facts;
+        let prefill = Candidates::resolve(
+            &self.registry,
+            ConnectionMode::Http,
+            WorkerRole::Prefill,
+            facts.model,
+        )?
+        .choose(&self.prefill, facts)?;
+        let decode = Candidates::resolve(
+            &self.registry,
+            ConnectionMode::Http,
+            WorkerRole::Decode,
+            facts.model,
+        )?
+        .choose(&self.decode, facts)?;
+        let port = prefill.spec().bootstrap_port.ok_or_else(|| {
+            RouteError::Internal(format!(
+                "prefill worker {} has no bootstrap port",
+                prefill.id()
+            ))
+        })?;
+        let room = self.rooms.claim();
+        body.insert(
+            "bootstrap_host".into(),
+            Value::from(prefill.endpoint().bare_host()),
+        );
+        body.insert("bootstrap_port".into(), Value::from(port));
+        body.insert("bootstrap_room".into(), Value::from(room.id()));
+        let body = Bytes::from(
+            serde_json::to_vec(&Value::Object(body))
+                .map_err(|e| RouteError::Internal(e.to_string()))?,
+        );
+        self.prefill.for_model(facts.model).record(&prefill, facts);
+        self.decode.for_model(facts.model).record(&decode, facts);
+
+        let wire = HttpPd {
+            client: &self.client,
+            path: request.path,
+            request_id: request.request_id,
+            body,
+        };
+        let started = pd::start(&wire, &prefill, &decode).await?;
+        let relay = Relay::new(started.decode, Box::new((started.decode_load, room)))
+            .with_companion(started.companion);
+        let mut out = relay.into_response(request.request_id);
+        out.headers_mut()
+            .insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
+        out.headers_mut()
+            .insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
+        Ok(out)
+    }
+}
+
+/// How an HTTP PD request reaches each side: the same body to both; a
+/// side that does not answer 2xx has failed.
+struct HttpPd<'a> {
+    client: &'a HttpClient,
+    path: &'static str,
+    request_id: &'a str,
+    body: Bytes,
+}
+
+/// `response` if it is a success, else the failure it describes.
+async fn success(worker: &Worker, response: HttpResponse) -> Result<HttpResponse, RouteError> {
+    if response.status.is_success() {
+        return Ok(response);
+    }
+    Err(RouteError::WorkerFailed {
+        worker: worker.id().clone(),
+        failure: response.into_failure().await,
+    })
+}
+
+impl PdWire for HttpPd<'_> {
+    type Opened = HttpResponse;
+
+    fn run_prefill(
+        &self,
+        worker: Arc<Worker>,
+    ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static {
+        let client = self.client.clone();
+        let url = format!("{}{}", worker.url(), self.path);
+        let (request_id, body) = (self.request_id.to_string(), self.body.clone());
+        async move {
+            let response = client
+                .post(url, &request_id, body)
+                .await
+                .map_err(|e| RouteError::from_call(&worker, e))?;
+            let mut response = success(&worker, response).await?;
+            while let Some(chunk) = response.body.next().await {
+                chunk.map_err(|failure| RouteError::WorkerFailed {
+                    worker: worker.id().clone(),
+                    failure,
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    fn open_decode(
+        &self,
+        worker: &Arc<Worker>,
+    ) -> impl Future<Output = Result<HttpResponse, RouteError>> + Send {
+        let url = format!("{}{}", worker.url(), self.path);
+        let body = self.body.clone();
+        async move {
+            let response = self
+                .client
+                .post(url, self.request_id, body)
+                .await
+                .map_err(|e| RouteError::from_call(worker, e))?;
+            // The decode side's error answer is relayed to the client as is.
+            Ok(response)
+        }
+    }
+
+    fn abort_guard(&self, _: &Arc<Worker>) -> Option<AbortOnDrop> {
+        None
+    }
+}

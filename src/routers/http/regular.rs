@@ -1,0 +1,47 @@
+//! The HTTP regular router: the body goes unchanged to one regular worker,
+//! chosen by the model's policy; a worker that cannot be reached is passed
+//! over for another ([`offer`]): nothing of the request got to it.
+
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::{HttpRouter, Relay, Request};
+use crate::routers::select::offer;
+use crate::routers::{RouteError, WORKER_ID_HEADER};
+use crate::worker::{ConnectionMode, LoadGuard, WorkerRole};
+
+impl HttpRouter {
+    pub(super) async fn forward_regular(
+        &self,
+        request: &Request<'_>,
+        body: Bytes,
+    ) -> Result<Response, RouteError> {
+        let facts = &request.facts;
+        offer(
+            &self.registry,
+            ConnectionMode::Http,
+            WorkerRole::Regular,
+            &self.policies,
+            facts,
+            |worker| {
+                let body = body.clone();
+                async move {
+                    let load = LoadGuard::new(worker.clone());
+                    self.policies.for_model(facts.model).record(&worker, facts);
+                    let url = format!("{}{}", worker.url(), request.path);
+                    let response = self
+                        .client
+                        .post(url, request.request_id, body)
+                        .await
+                        .map_err(|e| RouteError::from_call(&worker, e))?;
+                    let mut out =
+                        Relay::new(response, Box::new(load)).into_response(request.request_id);
+                    out.headers_mut()
+                        .insert(WORKER_ID_HEADER, worker.id_value().clone());
+                    Ok(out)
+                }
+            },
+        )
+        .await
+    }
+}

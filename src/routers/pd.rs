@@ -1,0 +1,112 @@
+//! The one prefill/decode dispatch, shared by the gRPC and HTTP PD routers.
+//!
+//! Both workers are called at once: the prefill side runs as its own task
+//! from the start (so its failure is noticed while the decode side is still
+//! opening), the decode side is opened here and relayed by the caller.
+//! Failure rules: prefill fails → the call gets that error and decode is
+//! cancelled; decode fails (or the client cancels, or the deadline passes)
+//! → prefill is cancelled ([`Companion`]). Each side holds its load guard
+//! until its own stream ends, and a cancelled side is told to abort where
+//! its wire can say so ([`PdWire::abort_guard`]).
+//!
+//! What differs per wire is a [`PdWire`]: how each side is called and
+//! drained. Bootstrap parameters are already in the request it carries.
+
+use std::future::{poll_fn, Future};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::call::{AbortOnDrop, Companion, TaskGuard};
+use super::RouteError;
+use crate::worker::{LoadGuard, Worker};
+
+/// How one wire calls the two sides of a PD call.
+pub trait PdWire {
+    /// The decode side once opened (response head, and for gRPC its first
+    /// bytes), for the caller to relay.
+    type Opened: Send;
+
+    /// Runs the prefill call on `worker` to its end, discarding its body.
+    fn run_prefill(
+        &self,
+        worker: Arc<Worker>,
+    ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static;
+
+    /// Opens the decode call on `worker`, up to what the client gets first.
+    fn open_decode(
+        &self,
+        worker: &Arc<Worker>,
+    ) -> impl Future<Output = Result<Self::Opened, RouteError>> + Send;
+
+    /// A guard that tells `worker` to abort the request if dropped armed,
+    /// where the wire has such a call (gRPC `Abort`); HTTP workers stop
+    /// when the connection closes.
+    fn abort_guard(&self, worker: &Arc<Worker>) -> Option<AbortOnDrop>;
+}
+
+/// A PD call whose decode side has opened: what the caller relays and
+/// holds until the relayed stream ends.
+#[derive(Debug)]
+pub struct Started<O> {
+    /// The decode side, opened.
+    pub decode: O,
+    /// The prefill side, running.
+    pub companion: Companion,
+    /// The decode side's load guard.
+    pub decode_load: LoadGuard,
+    /// The decode side's abort guard, armed.
+    pub decode_abort: Option<AbortOnDrop>,
+}
+
+/// Starts both sides of a PD call on `prefill` and `decode`.
+pub async fn start<W: PdWire>(
+    wire: &W,
+    prefill: &Arc<Worker>,
+    decode: &Arc<Worker>,
+) -> Result<Started<W::Opened>, RouteError> {
+    let prefill_load = LoadGuard::new(prefill.clone());
+    let decode_load = LoadGuard::new(decode.clone());
+    let mut prefill_abort = wire.abort_guard(prefill);
+    let mut decode_abort = wire.abort_guard(decode);
+
+    let (failed_tx, failed_rx) = oneshot::channel();
+    let run = wire.run_prefill(prefill.clone());
+    let worker = prefill.id().clone();
+    let task = tokio::spawn(async move {
+        let _load = prefill_load;
+        let result = run.await;
+        // The worker ended the call itself: nothing to abort.
+        if let Some(abort) = prefill_abort.as_mut() {
+            abort.disarm();
+        }
+        if let Err(error) = result {
+            tracing::debug!(%worker, %error, "prefill failed");
+            let _ = failed_tx.send(error);
+        }
+    });
+    let mut companion = Companion::new(Some(failed_rx), TaskGuard::new(task.abort_handle()));
+
+    let open = wire.open_decode(decode);
+    tokio::pin!(open);
+    let opened = tokio::select! {
+        opened = &mut open => opened,
+        // Returning drops the decode call, which cancels it; its abort is
+        // armed.
+        error = poll_fn(|cx| companion.poll_failed(cx)) => return Err(error),
+    };
+    // On error, `companion` drops and cancels the prefill side.
+    let decode_opened = opened.inspect_err(|e| {
+        if !matches!(e, RouteError::DeadlineExceeded { .. }) {
+            if let Some(abort) = decode_abort.as_mut() {
+                abort.disarm();
+            }
+        }
+    })?;
+    Ok(Started {
+        decode: decode_opened,
+        companion,
+        decode_load,
+        decode_abort,
+    })
+}
