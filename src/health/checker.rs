@@ -120,10 +120,7 @@ impl HealthChecker {
 
 /// `GET {url}/health`: any 2xx within the timeout is healthy.
 async fn probe_http(client: &HttpClient, worker: &Worker, timeout: std::time::Duration) -> bool {
-    match client
-        .get(format!("{}/health", worker.url()), timeout)
-        .await
-    {
+    match client.get(worker.authority(), "/health", timeout).await {
         Ok(status) => status.is_success(),
         Err(failure) => {
             tracing::debug!(worker = %worker.id(), %failure, "health check failed");

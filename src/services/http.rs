@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -30,6 +30,8 @@ use crate::worker::{
 pub struct HttpState {
     registry: Arc<WorkerRegistry>,
     router: Arc<HttpRouter>,
+    /// An inference body that sends nothing for this long is refused.
+    body_idle: Duration,
 }
 
 /// The HTTP API over `registry`, routing with `router`; a request body
@@ -39,8 +41,14 @@ pub fn routes(
     router: Arc<HttpRouter>,
     body_idle: Duration,
 ) -> Router {
-    let limit = router.max_body_bytes();
-    let state = HttpState { registry, router };
+    let state = HttpState {
+        registry,
+        router,
+        body_idle,
+    };
+    // Handlers that take a body read it with `read_body` (size limit and
+    // idle timeout in one pass, without a middleware's boxed future per
+    // request).
     Router::new()
         .route("/generate", post(generate))
         .route("/v1/completions", post(completions))
@@ -50,44 +58,37 @@ pub fn routes(
         .route("/readiness", get(readiness))
         .route("/workers", post(add_worker).get(list_workers))
         .route("/workers/{id}", get(get_worker).delete(remove_worker))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_request(
-            move |request: Request| async move {
-                request.map(|body| Body::new(IdleTimeout::new(body, body_idle)))
-            },
-        ))
         .with_state(state)
 }
 
-/// The body, or 413/408/400 with a JSON message.
-fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
-    body.map_err(|rejection| {
-        if BodyIdle::is_in(&rejection) {
-            HttpError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body stopped arriving before it was complete",
-            )
-        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than the {limit}-byte limit"),
-            )
-        } else {
-            HttpError::bad_request(format!("cannot read the request body: {rejection}"))
-        }
-    })
+/// Reads an inference request's body: at most `limit` bytes, each part
+/// arriving within `idle` of the last; else 413 or 408.
+async fn read_body(body: Body, limit: usize, idle: Duration) -> Result<Bytes, HttpError> {
+    match Limited::new(IdleTimeout::new(body, idle), limit)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than the {limit}-byte limit"),
+        )),
+        Err(e) if BodyIdle::is_in(&*e) => Err(HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stopped arriving before it was complete",
+        )),
+        Err(e) => Err(HttpError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
 }
 
-async fn forward(
-    state: &HttpState,
-    path: &'static str,
-    headers: &HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = match body(raw, state.router.max_body_bytes()) {
+async fn forward(state: &HttpState, path: &'static str, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
         Ok(bytes) => state
             .router
-            .forward(path, headers, bytes)
+            .forward(path, &parts.headers, bytes)
             .await
             .map_err(HttpError::from),
         Err(e) => Err(e),
@@ -95,28 +96,16 @@ async fn forward(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn generate(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    forward(&s, "/generate", &headers, raw).await
+async fn generate(State(s): State<HttpState>, request: Request) -> Response {
+    forward(&s, "/generate", request).await
 }
 
-async fn completions(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    forward(&s, "/v1/completions", &headers, raw).await
+async fn completions(State(s): State<HttpState>, request: Request) -> Response {
+    forward(&s, "/v1/completions", request).await
 }
 
-async fn chat_completions(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Response {
-    forward(&s, "/v1/chat/completions", &headers, raw).await
+async fn chat_completions(State(s): State<HttpState>, request: Request) -> Response {
+    forward(&s, "/v1/chat/completions", request).await
 }
 
 /// Every model with a worker, any mode, in OpenAI's list format.
@@ -242,11 +231,8 @@ fn worker_json(w: &Worker) -> WorkerJson {
     }
 }
 
-async fn add_worker(
-    State(s): State<HttpState>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
-    let bytes = body(raw, s.router.max_body_bytes())?;
+async fn add_worker(State(s): State<HttpState>, body: Body) -> Result<Response, HttpError> {
+    let bytes = read_body(body, s.router.max_body_bytes(), s.body_idle).await?;
     let spec: WorkerSpecJson = serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::bad_request(format!("invalid worker spec: {e}")))?;
     let spec = WorkerSpec::new(

@@ -1,16 +1,32 @@
-//! The pooled HTTP client to HTTP workers (reqwest): inference `POST`s
-//! relayed as they stream, and `GET /health` probes.
+//! The pooled HTTP/1.1 client to HTTP workers, on hyper's own pooled
+//! client (`hyper_util`'s legacy `Client`): inference `POST`s relayed as
+//! they stream, and `GET /health` probes.
+//!
+//! Why not reqwest: per request it parses the URL twice (`url`, then
+//! `http::Uri`), wraps the call in redirect, timeout and decompression
+//! layers and boxes its future; on the HTTP benchmark (`bench/http.sh`)
+//! that was a measurable part of the router's CPU per request, and a router
+//! needs none of it. The connection pool, keep-alive and HTTP/1 codec are
+//! the same hyper code reqwest uses.
 //!
 //! A request that could not connect reached nothing, and says so
 //! ([`CallError::unsent`]), so the router may offer it to another worker.
-//! reqwest's error text goes to the debug log; callers get a [`Failure`].
+//! hyper's error text goes to the debug log; callers get a [`Failure`].
 
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use tokio_stream::{Stream, StreamExt};
+use http::header::CONTENT_TYPE;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::transport::{CallError, ConnectFailure, Failure};
 
@@ -28,7 +44,7 @@ pub struct HttpClientConfig {
     pub pool_idle_per_worker: usize,
 }
 
-/// The client could not be built (the TLS or resolver setup failed).
+/// The client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
 pub struct BuildError(String);
@@ -36,30 +52,20 @@ pub struct BuildError(String);
 /// A pooled HTTP client to workers.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
 
-/// A worker's response body, chunk by chunk as it arrives.
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, Failure>> + Send>>;
-
 /// A worker's response: status, content type, body.
+#[derive(Debug)]
 pub struct HttpResponse {
     /// The worker's HTTP status.
     pub status: StatusCode,
     /// The worker's `content-type`, if any.
     pub content_type: Option<HeaderValue>,
-    /// The body.
-    pub body: BodyStream,
-}
-
-impl std::fmt::Debug for HttpResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpResponse")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
+    /// The body, as it arrives.
+    pub body: ResponseBody,
 }
 
 impl HttpResponse {
@@ -67,8 +73,10 @@ impl HttpResponse {
     /// of its body (the worker's own words).
     pub async fn into_failure(mut self) -> Failure {
         let mut text = Vec::new();
-        while let Some(Ok(chunk)) = self.body.next().await {
-            text.extend_from_slice(&chunk);
+        while let Some(Ok(frame)) = self.body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                text.extend_from_slice(&data);
+            }
             if text.len() >= ERROR_BODY_CHARS * 4 {
                 break;
             }
@@ -81,15 +89,43 @@ impl HttpResponse {
     }
 }
 
+/// A worker's response body: its chunks as they arrive, its exact length
+/// when the worker gave one (so the client's response can carry it too).
+#[derive(Debug)]
+pub struct ResponseBody(Incoming);
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Failure;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Failure>>> {
+        Pin::new(&mut self.0).poll_frame(cx).map_err(|e| {
+            tracing::debug!(error = %e, "HTTP response body broke off");
+            Failure::ConnectionLost
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
 impl HttpClient {
     /// A client with `config`'s timeouts and pool size.
     pub fn new(config: &HttpClientConfig) -> Result<Self, BuildError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.pool_idle_per_worker)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| BuildError(e.to_string()))?;
+            .build(connector);
         Ok(HttpClient {
             client,
             connect_timeout: config.connect_timeout,
@@ -97,77 +133,100 @@ impl HttpClient {
         })
     }
 
-    /// POSTs `body` (JSON) to `url` with `x-request-id`; waits for the
-    /// response headers within the response timeout.
+    /// POSTs `body` (JSON) to `path` on the worker at `authority`, with
+    /// `x-request-id`; waits for the response headers within the response
+    /// timeout.
     pub async fn post(
         &self,
-        url: String,
+        authority: &Authority,
+        path: &str,
         request_id: &str,
         body: Bytes,
     ) -> Result<HttpResponse, CallError> {
-        let send = self
-            .client
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("x-request-id", request_id)
-            .body(body)
-            .send();
-        let response = match tokio::time::timeout(self.response_timeout, send).await {
-            Ok(Ok(response)) => response,
-            // No connection, so nothing was sent: another worker may have it.
-            Ok(Err(e)) if e.is_connect() => {
-                tracing::debug!(error = %error_chain(&e), "HTTP worker unreachable");
-                return Err(CallError::unsent(Failure::Connect(
-                    self.connect_failure(&e),
-                )));
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %error_chain(&e), "HTTP request failed");
-                return Err(CallError::sent(Failure::ConnectionLost));
-            }
-            Err(_) => return Err(CallError::sent(Failure::TimedOut(self.response_timeout))),
-        };
+        let uri = uri(authority, path).map_err(CallError::unsent)?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.reserve(3);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert("x-request-id", id);
+        }
+        let response =
+            match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+                Ok(Ok(response)) => response,
+                // No connection, so nothing was sent: another worker may have it.
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::debug!(error = %error_chain(&e), "HTTP worker unreachable");
+                    return Err(CallError::unsent(Failure::Connect(
+                        self.connect_failure(&e),
+                    )));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %error_chain(&e), "HTTP request failed");
+                    return Err(CallError::sent(Failure::ConnectionLost));
+                }
+                Err(_) => return Err(CallError::sent(Failure::TimedOut(self.response_timeout))),
+            };
+        let (parts, body) = response.into_parts();
         Ok(HttpResponse {
-            status: response.status(),
-            content_type: response.headers().get(http::header::CONTENT_TYPE).cloned(),
-            body: Box::pin(response.bytes_stream().map(|chunk| {
-                chunk.map_err(|e| {
-                    tracing::debug!(error = %error_chain(&e), "HTTP response body broke off");
-                    Failure::ConnectionLost
-                })
-            })),
+            status: parts.status,
+            content_type: parts.headers.get(CONTENT_TYPE).cloned(),
+            body: ResponseBody(body),
         })
     }
 
-    /// `GET url` within `timeout`: the status.
-    pub async fn get(&self, url: String, timeout: Duration) -> Result<StatusCode, Failure> {
-        match self.client.get(url).timeout(timeout).send().await {
-            Ok(response) => Ok(response.status()),
-            Err(e) if e.is_connect() => Err(Failure::Connect(self.connect_failure(&e))),
-            Err(e) if e.is_timeout() => Err(Failure::TimedOut(timeout)),
-            Err(e) => {
+    /// `GET path` on the worker at `authority` within `timeout`: the status.
+    pub async fn get(
+        &self,
+        authority: &Authority,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<StatusCode, Failure> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri(authority, path)?;
+        let call = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // Read the (small) body so the connection goes back to the pool.
+            let _ = response.into_body().collect().await;
+            Ok::<_, hyper_util::client::legacy::Error>(status)
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(self.connect_failure(&e))),
+            Ok(Err(e)) => {
                 tracing::debug!(error = %error_chain(&e), "HTTP GET failed");
                 Err(Failure::ConnectionLost)
             }
+            Err(_) => Err(Failure::TimedOut(timeout)),
         }
     }
-}
 
-impl HttpClient {
     /// Refused, timed out, or something else, from a connect error.
-    fn connect_failure(&self, error: &reqwest::Error) -> ConnectFailure {
-        if error.is_timeout() {
-            return ConnectFailure::TimedOut(self.connect_timeout);
-        }
+    fn connect_failure(&self, error: &hyper_util::client::legacy::Error) -> ConnectFailure {
         let mut source = std::error::Error::source(error);
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::TimedOut {
+                    return ConnectFailure::TimedOut(self.connect_timeout);
+                }
                 return ConnectFailure::from_io(io);
             }
             source = e.source();
         }
         ConnectFailure::Other
     }
+}
+
+/// `http://{authority}{path}`.
+fn uri(authority: &Authority, path: &str) -> Result<Uri, Failure> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(PathAndQuery::try_from(path).map_err(|_| Failure::Protocol)?);
+    Uri::from_parts(parts).map_err(|_| Failure::Protocol)
 }
 
 /// An error and its sources, for the debug log.

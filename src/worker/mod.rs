@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use http::uri::Authority;
 use http::HeaderValue;
 
 pub use load::LoadGuard;
@@ -67,6 +68,8 @@ pub struct Worker {
     ordinal: u64,
     spec: WorkerSpec,
     endpoint: Endpoint,
+    /// `host:port`, parsed once: every call's URI names it.
+    authority: Authority,
     model: Arc<str>,
     /// Written by the health checker (through the registry, which publishes
     /// the change); read on every routing decision. An atomic, because reads
@@ -97,12 +100,17 @@ impl Worker {
         // Ids are `w-` and hex digits.
         let id_value = HeaderValue::from_str(id.as_str())
             .unwrap_or_else(|_| unreachable!("worker id {id} is printable ASCII"));
+        let authority = endpoint
+            .authority()
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a validated endpoint has a valid authority"));
         Worker {
             id,
             id_value,
             ordinal,
             spec,
             endpoint,
+            authority,
             model,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
@@ -142,6 +150,11 @@ impl Worker {
     /// Host, port and scheme of the worker.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// `host:port`, as calls to the worker name it.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     /// The model this worker serves.
@@ -189,14 +202,8 @@ impl Worker {
     }
 
     fn upstream_at(&self, i: usize) -> &Upstream {
-        self.upstreams[i].get_or_init(|| {
-            let authority = self
-                .endpoint
-                .authority()
-                .parse()
-                .unwrap_or_else(|_| unreachable!("a validated endpoint has a valid authority"));
-            Upstream::new(authority, self.channel_config.clone())
-        })
+        self.upstreams[i]
+            .get_or_init(|| Upstream::new(self.authority.clone(), self.channel_config.clone()))
     }
 }
 

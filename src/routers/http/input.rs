@@ -5,15 +5,15 @@
 //! present; else `text` (SGLang `/generate`) or `prompt` (completions); else
 //! the whole `messages` conversation (chat), every turn, not just the first.
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::routers::RouteError;
 
 /// The parsed parts of a request body.
 #[derive(Debug)]
 pub struct HttpInput {
-    /// The body as a JSON object.
-    pub body: Map<String, Value>,
     /// `model`, or "" when absent.
     pub model: String,
     /// Text to route on.
@@ -22,25 +22,57 @@ pub struct HttpInput {
     pub token_ids: Option<Vec<u32>>,
 }
 
+/// The fields routing reads, left unparsed until looked at; every other
+/// field is skipped without being built into a value (the body itself goes
+/// to the worker as it came).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input_ids: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+}
+
 fn bad(message: impl Into<String>) -> RouteError {
     RouteError::InvalidRequest(message.into())
+}
+
+/// `raw` as a value, `None` for JSON `null`.
+fn value(raw: Option<&RawValue>) -> Option<Value> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .filter(|v: &Value| !v.is_null())
 }
 
 impl HttpInput {
     /// Parses `bytes` as a JSON object and extracts model and routing input.
     pub fn parse(bytes: &[u8]) -> Result<HttpInput, RouteError> {
-        let value: Value = serde_json::from_slice(bytes)
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            // Valid JSON of another kind, or not JSON at all.
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => bad("the body must be a JSON object"),
+                    Err(e) => bad(format!("the body is not valid JSON: {e}")),
+                },
+            );
+        }
+        let fields: Fields = serde_json::from_slice(bytes)
             .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
-        let Value::Object(body) = value else {
-            return Err(bad("the body must be a JSON object"));
+        let model = match fields.model {
+            None => String::new(),
+            Some(raw) => match serde_json::from_str::<Option<String>>(raw.get()) {
+                Ok(model) => model.unwrap_or_default(),
+                Err(_) => return Err(bad("`model` must be a string")),
+            },
         };
-        let model = match body.get("model") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(m)) => m.clone(),
-            Some(_) => return Err(bad("`model` must be a string")),
-        };
-        let token_ids = match body.get("input_ids") {
-            None | Some(Value::Null) => None,
+        let token_ids = match value(fields.input_ids) {
+            None => None,
             Some(Value::Array(ids)) => Some(
                 ids.iter()
                     .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
@@ -49,14 +81,17 @@ impl HttpInput {
             ),
             Some(_) => return Err(bad("`input_ids` must be an array of token ids")),
         };
-        let text = match (body.get("text"), body.get("prompt"), body.get("messages")) {
-            (Some(t), _, _) if !t.is_null() => Some(text_of(t, "text")?),
-            (_, Some(p), _) if !p.is_null() => Some(text_of(p, "prompt")?),
-            (_, _, Some(m)) if !m.is_null() => Some(conversation(m)?),
+        let text = match (
+            value(fields.text),
+            value(fields.prompt),
+            value(fields.messages),
+        ) {
+            (Some(t), _, _) => Some(text_of(&t, "text")?),
+            (_, Some(p), _) => Some(text_of(&p, "prompt")?),
+            (_, _, Some(m)) => Some(conversation(&m)?),
             _ => None,
         };
         Ok(HttpInput {
-            body,
             model,
             text,
             token_ids,

@@ -117,10 +117,13 @@ impl HttpRouter {
             },
         };
         let span = tracing::debug_span!("http", path, request_id = %request_id, model = %model);
-        if is_disaggregated(&self.registry, ConnectionMode::Http, &model) {
-            self.forward_pd(&request, input.body).instrument(span).await
-        } else {
-            self.forward_regular(&request, body).instrument(span).await
+        let pd = is_disaggregated(&self.registry, ConnectionMode::Http, &model);
+        // A disabled span still costs a poll wrapper per poll: skip it.
+        match (pd, span.is_disabled()) {
+            (true, true) => self.forward_pd(&request, &body).await,
+            (true, false) => self.forward_pd(&request, &body).instrument(span).await,
+            (false, true) => self.forward_regular(&request, body).await,
+            (false, false) => self.forward_regular(&request, body).instrument(span).await,
         }
     }
 }

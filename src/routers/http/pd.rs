@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::response::Response;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio_stream::StreamExt;
 
 use super::{HttpRouter, Relay, Request};
 use crate::routers::call::AbortOnDrop;
@@ -23,8 +23,12 @@ impl HttpRouter {
     pub(super) async fn forward_pd(
         &self,
         request: &Request<'_>,
-        mut body: serde_json::Map<String, Value>,
+        body: &[u8],
     ) -> Result<Response, RouteError> {
+        // PD writes into the body, so here it is parsed whole (already
+        // checked to be a JSON object).
+        let mut body: serde_json::Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|e| RouteError::InvalidRequest(format!("the body is not valid JSON: {e}")))?;
         let facts = &request.facts;
         let prefill = Candidates::resolve(
             &self.registry,
@@ -106,16 +110,15 @@ impl PdWire for HttpPd<'_> {
         worker: Arc<Worker>,
     ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static {
         let client = self.client.clone();
-        let url = format!("{}{}", worker.url(), self.path);
-        let (request_id, body) = (self.request_id.to_string(), self.body.clone());
+        let (path, request_id, body) = (self.path, self.request_id.to_string(), self.body.clone());
         async move {
             let response = client
-                .post(url, &request_id, body)
+                .post(worker.authority(), path, &request_id, body)
                 .await
                 .map_err(|e| RouteError::from_call(&worker, e))?;
             let mut response = success(&worker, response).await?;
-            while let Some(chunk) = response.body.next().await {
-                chunk.map_err(|failure| RouteError::WorkerFailed {
+            while let Some(frame) = response.body.frame().await {
+                frame.map_err(|failure| RouteError::WorkerFailed {
                     worker: worker.id().clone(),
                     failure,
                 })?;
@@ -128,12 +131,11 @@ impl PdWire for HttpPd<'_> {
         &self,
         worker: &Arc<Worker>,
     ) -> impl Future<Output = Result<HttpResponse, RouteError>> + Send {
-        let url = format!("{}{}", worker.url(), self.path);
         let body = self.body.clone();
         async move {
             let response = self
                 .client
-                .post(url, self.request_id, body)
+                .post(worker.authority(), self.path, self.request_id, body)
                 .await
                 .map_err(|e| RouteError::from_call(worker, e))?;
             // The decode side's error answer is relayed to the client as is.

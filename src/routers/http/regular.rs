@@ -28,10 +28,9 @@ impl HttpRouter {
                 async move {
                     let load = LoadGuard::new(worker.clone());
                     self.policies.for_model(facts.model).record(&worker, facts);
-                    let url = format!("{}{}", worker.url(), request.path);
                     let response = self
                         .client
-                        .post(url, request.request_id, body)
+                        .post(worker.authority(), request.path, request.request_id, body)
                         .await
                         .map_err(|e| RouteError::from_call(&worker, e))?;
                     let mut out =

@@ -3,7 +3,9 @@
 //! The relayed body owns what the request holds (load guards, a PD room, the
 //! prefill side) so they are released when the stream ends or the client
 //! goes away, on every path. A PD companion (the prefill side) failing ends
-//! the body with an error, which aborts the client's response.
+//! the body with an error, which aborts the client's response. The worker's
+//! exact length, when it gave one, is the client's too (one write, no
+//! chunked encoding).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,11 +14,11 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use tokio_stream::Stream;
+use http_body::{Frame, SizeHint};
 
 use crate::routers::call::Companion;
 use crate::routers::REQUEST_ID_HEADER;
-use crate::transport::http1::{BodyStream, HttpResponse};
+use crate::transport::http1::{HttpResponse, ResponseBody};
 
 /// A worker's response on its way to the client.
 pub struct Relay {
@@ -26,7 +28,7 @@ pub struct Relay {
 }
 
 struct RelayBody {
-    upstream: BodyStream,
+    upstream: ResponseBody,
     companion: Option<Companion>,
     _held: Box<dyn Send + Sync>,
 }
@@ -54,7 +56,7 @@ impl Relay {
 
     /// The response to send, with `x-request-id`.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let mut response = Response::new(Body::from_stream(self.body));
+        let mut response = Response::new(Body::new(self.body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.reserve(5);
@@ -70,17 +72,25 @@ impl Relay {
     }
 }
 
-impl Stream for RelayBody {
-    type Item = Result<Bytes, std::io::Error>;
+/// Ends the client's response (the connection is reset); the detail is
+/// logged where it happened.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+impl http_body::Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(companion) = this.companion.as_mut() {
             if let Poll::Ready(error) = companion.poll_failed(cx) {
-                return Poll::Ready(Some(Err(std::io::Error::other(error))));
+                return Poll::Ready(Some(Err(Box::new(error))));
             }
         }
-        match this.upstream.as_mut().poll_next(cx) {
+        match Pin::new(&mut this.upstream).poll_frame(cx) {
             Poll::Ready(None) => {
                 // A clean end: the prefill side may finish on its own.
                 if let Some(companion) = this.companion.as_mut() {
@@ -88,11 +98,15 @@ impl Stream for RelayBody {
                 }
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(failure))) => {
-                Poll::Ready(Some(Err(std::io::Error::other(failure))))
-            }
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(Err(failure))) => Poll::Ready(Some(Err(Box::new(failure)))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // With a companion the body may still end in an error; its length
+        // is the worker's all the same.
+        self.upstream.size_hint()
     }
 }
