@@ -116,8 +116,8 @@ def ms(v):
     return n * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
 if "50%" not in t: sys.exit("wrk failed:\n" + t)
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 reqs = int(re.search(r"(\d+) requests in", t).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {reqs} {errors.group(1) if errors else 0}")

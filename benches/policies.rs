@@ -3,6 +3,8 @@
 //!
 //! Run with: `cargo bench --bench policies`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@
 //! of a known group (walks the shared half, diverges in the suffix);
 //! `insert` adds a new such prompt.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use switchyard::policies::radix_tree::RadixTree;
 
 fn main() {

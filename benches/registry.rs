@@ -6,6 +6,8 @@
 //! `resolve_other_models`: 8 workers in the resolved model and N in 99 other
 //! models; the time must not grow with N.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -15,6 +15,8 @@
 //! stack: the difference between the two is what the router's own work and
 //! hyper add.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::net::SocketAddr;
 
 use std::task::Poll;

@@ -9,6 +9,8 @@
 //! something to find. Prints throughput, latency and time-to-first-token
 //! percentiles, tokens/s and errors by status; `--json` for machines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

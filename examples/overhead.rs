@@ -6,6 +6,8 @@
 //! in this process on 127.0.0.1 (router, mocks and client share one tokio
 //! runtime), sequentially, so the figures are per-call latency, not capacity.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use switchyard::config::StartupWorker;

@@ -2,6 +2,8 @@
 //! calls run. Every call succeeds or fails with UNAVAILABLE, and no call that
 //! started after a worker's RemoveWorker returned is served by that worker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! The hop under faults: clients that stop reading, calls and bodies that
 //! never end, and shutdown with streams open.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Health: the router's grpc.health.v1 statuses, worker health checks with
 //! thresholds, and routing that follows them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! management, routing, removal, churn, health, SSE relay, PD, and the
 //! error statuses, with a real HTTP client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -120,7 +122,6 @@ async fn sse_is_relayed_as_it_arrives_and_a_disconnect_cancels_upstream() {
     let router = start_router().await;
     let slow = http_mock("slow", 5, 200).await;
     add(&router, &slow, MODEL).await;
-    let started = Instant::now();
     let response = client()
         .post(router.http_url("/v1/completions"))
         .json(&json!({"model": MODEL, "prompt": "hi", "stream": true}))
@@ -134,22 +135,20 @@ async fn sse_is_relayed_as_it_arrives_and_a_disconnect_cancels_upstream() {
         .starts_with("text/event-stream"));
     let mut body = response.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
-    let first_at = started.elapsed();
     assert!(
         String::from_utf8_lossy(&first).contains("slow:0"),
         "{first:?}"
     );
-    // The worker needs a second in all; the first event came after one token.
-    assert!(
-        first_at < Duration::from_millis(700),
-        "first chunk after {first_at:?}"
-    );
+    // The first event arrived while the worker was still generating: it was
+    // relayed, not buffered until the end.
+    assert_eq!(slow.stats().completed(), 0, "the worker had not finished");
     let mut rest = Vec::new();
     while let Some(chunk) = body.next().await {
         rest.extend_from_slice(&chunk.unwrap());
     }
-    assert!(started.elapsed() >= Duration::from_millis(900));
-    assert!(String::from_utf8_lossy(&rest).contains("data: [DONE]"));
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("slow:4"), "{rest}");
+    assert!(rest.contains("data: [DONE]"));
 
     // Disconnect mid-stream: the worker sees its client go away.
     let response = client()

@@ -1,6 +1,8 @@
 //! The gRPC prefill/decode router against prefill and decode mocks that
 //! really rendezvous over TCP with the bootstrap values the router sent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

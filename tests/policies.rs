@@ -2,6 +2,8 @@
 //! stickiness and spread, removal of the favoured worker, load balancing
 //! under imbalance, power-of-two steering, and consistent hashing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::collections::HashMap;

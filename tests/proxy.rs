@@ -1,6 +1,8 @@
 //! The faithful hop: cancellation, deadlines, request ids, load accounting,
 //! Abort, and fields unknown to Switchyard's proto in both directions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::time::Duration;
@@ -72,7 +74,9 @@ async fn completed_streams_release_load_and_send_no_abort() {
         router.generate(request(MODEL, "x")).await.unwrap();
     }
     assert!(router.list().await.iter().all(|w| w.in_flight == 0));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Every abort a finished call could have sent has been answered (or
+    // given up on) once the tracker is empty: none reached the worker.
+    switchyard::routers::call::aborts_in_flight().wait().await;
     assert_eq!(worker.stats().aborts(), 0);
     assert_eq!(worker.stats().completed(), 5);
 }
@@ -104,7 +108,6 @@ async fn deadline_expiring_is_deadline_exceeded_and_aborts_the_worker() {
     router.add(&hanging.url(), MODEL).await;
     let mut req = tonic::Request::new(request(MODEL, "x"));
     req.set_timeout(Duration::from_millis(200));
-    let started = std::time::Instant::now();
     let err = match router.inference().generate(req).await {
         Err(status) => status,
         Ok(response) => response.into_inner().message().await.unwrap_err(),
@@ -117,7 +120,6 @@ async fn deadline_expiring_is_deadline_exceeded_and_aborts_the_worker() {
             || (err.code() == Code::Cancelled && err.message() == "Timeout expired"),
         "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
     eventually(Duration::from_secs(5), "worker told to abort", || async {
         hanging.stats().aborts() == 1
     })

@@ -1,6 +1,8 @@
 //! The gRPC regular router: add → routable, round-robin, remove, model
 //! resolution and every routing error code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::collections::HashMap;

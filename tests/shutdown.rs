@@ -3,6 +3,8 @@
 //! workers sent `Abort`), whatever is still open; a second signal exits at
 //! once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::process::Stdio;

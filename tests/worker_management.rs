@@ -1,6 +1,8 @@
 //! WorkerManagement over real gRPC: add, get, list with filters, remove,
 //! watch, and every error code with a message a person can act on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::time::Duration;

@@ -28,10 +28,20 @@ use crate::transport::grpc::ChannelConfig;
 pub enum RegistryError {
     /// The URL is already registered.
     #[error("a worker with url {url} is already registered as {id}")]
-    AlreadyExists { url: String, id: WorkerId },
+    AlreadyExists {
+        /// The URL.
+        url: String,
+        /// The worker registered under it.
+        id: WorkerId,
+    },
     /// No worker with this id or URL.
     #[error("no worker with {what} {value:?}")]
-    NotFound { what: &'static str, value: String },
+    NotFound {
+        /// "id" or "url".
+        what: &'static str,
+        /// The id or URL asked for.
+        value: String,
+    },
     /// The worker's role does not fit how its model is served.
     #[error("model {model:?} is served {served}; a {role} worker cannot join it ({hint})")]
     RoleConflict {

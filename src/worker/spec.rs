@@ -63,16 +63,42 @@ impl fmt::Display for WorkerRole {
 /// Why a worker spec was refused. Every message names the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// The URL does not parse, or lacks a host or port.
     #[error("invalid worker url {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The scheme is neither `grpc` nor `http`.
     #[error("unsupported scheme {scheme:?} in worker url {url:?}: use grpc://host:port or http://host:port")]
-    UnsupportedScheme { url: String, scheme: String },
+    UnsupportedScheme {
+        /// The URL as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The model id is empty, too long or has forbidden characters.
     #[error("invalid model_id {model:?}: {reason}")]
-    InvalidModel { model: String, reason: &'static str },
+    InvalidModel {
+        /// The model id as given.
+        model: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A prefill worker without a bootstrap port, or another role with one.
     #[error("invalid bootstrap_port for a {role} worker: {reason}")]
-    BootstrapPort { role: WorkerRole, reason: String },
+    BootstrapPort {
+        /// The worker's role.
+        role: WorkerRole,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A role number the proto does not define.
     #[error("unknown worker role value {0}: use REGULAR (0), PREFILL (1) or DECODE (2)")]
     UnknownRole(i32),
+    /// Labels that are too many, too long or empty.
     #[error("invalid labels: {0}")]
     Labels(String),
 }
