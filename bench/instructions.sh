@@ -9,7 +9,8 @@
 # proxy is examples/h2_floor.rs, the cheapest relay on Switchyard's HTTP/2
 # stack.
 #
-# Usage: bash bench/instructions.sh     (CALLS=2000, TOKENS="1 256")
+# Usage: bash bench/instructions.sh     (CALLS=2000, TOKENS="1 256",
+#   TARGETS="switchyard nginx h2-floor")
 #   Per streamed chunk: TOKENS=32 TOKEN_DELAY_MS=1 CONCURRENCY=4 CALLS=400
 #   (the worker paces its tokens, so each arrives and is relayed alone, as
 #   in real time; unpaced, the slowed-down proxy finds many chunks per read)
@@ -63,9 +64,13 @@ nginx_conf "$WORK/nginx" "$PROXY_PORT" "$WORKER_PORT" "worker_processes 1; maste
 echo "| tokens | proxy | user-space instructions per call |"
 echo "|---|---|---|"
 for tokens in ${TOKENS:-1 256}; do
-  count switchyard "$tokens" target/release/switchyard serve --grpc-listen "127.0.0.1:$PROXY_PORT" \
-    --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --worker-threads 1
-  count nginx "$tokens" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
-  count h2-floor "$tokens" target/release/examples/h2_floor --listen "127.0.0.1:$PROXY_PORT" \
-    --upstream "127.0.0.1:$WORKER_PORT"
+  for target in ${TARGETS:-switchyard nginx h2-floor}; do
+    case $target in
+      switchyard) count switchyard "$tokens" target/release/switchyard serve --grpc-listen "127.0.0.1:$PROXY_PORT" \
+        --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --worker-threads 1 ;;
+      nginx) count nginx "$tokens" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ;;
+      h2-floor) count h2-floor "$tokens" target/release/examples/h2_floor --listen "127.0.0.1:$PROXY_PORT" \
+        --upstream "127.0.0.1:$WORKER_PORT" ;;
+    esac
+  done
 done

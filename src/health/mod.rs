@@ -2,7 +2,8 @@
 //! (served over `grpc.health.v1`).
 //!
 //! [`HealthChecker`] is one loop, started by `App::serve` and stopped with it,
-//! that probes every gRPC worker on an interval and flips a worker's state in
+//! that probes every worker on an interval (gRPC workers with
+//! `grpc.health.v1/Check`, HTTP workers with `GET /health`) and flips a worker's state in
 //! the registry after N consecutive failures or M consecutive successes.
 //! [`ServingReporter`] listens to registry events and keeps the router's own
 //! `switchyard.v1.Inference` status true to whether any model can be served.

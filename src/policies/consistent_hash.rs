@@ -184,7 +184,7 @@ impl RegistryListener for ConsistentHash {
         match event.kind {
             WorkerEventKind::Added => self.add(&event.worker),
             WorkerEventKind::Removed => self.remove(&event.worker),
-            WorkerEventKind::Updated | WorkerEventKind::HealthChanged { .. } => {}
+            WorkerEventKind::HealthChanged { .. } => {}
         }
     }
 }

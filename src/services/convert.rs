@@ -1,6 +1,10 @@
-//! Proto ↔ domain conversions, at the service boundary only.
+//! Wire ↔ domain conversions, at the service boundary only: proto
+//! messages for the gRPC services, JSON shapes for the HTTP API.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::pb;
 use crate::worker::{
@@ -82,7 +86,6 @@ pub fn event(event: &WorkerEvent) -> pb::WorkerEvent {
     let kind = match event.kind {
         WorkerEventKind::Added => Kind::Added,
         WorkerEventKind::Removed => Kind::Removed,
-        WorkerEventKind::Updated => Kind::Updated,
         WorkerEventKind::HealthChanged { healthy } => {
             // The state at the time of the event, not whatever it is now.
             info.health = if healthy {
@@ -98,5 +101,70 @@ pub fn event(event: &WorkerEvent) -> pb::WorkerEvent {
         worker: Some(info),
         sequence: event.sequence,
         initial: false,
+    }
+}
+
+/// `POST /workers` body (HTTP API): the gRPC `WorkerSpec`, as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSpecJson {
+    url: String,
+    model_id: String,
+    #[serde(default)]
+    role: WorkerRole,
+    #[serde(default)]
+    bootstrap_port: Option<u32>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A worker as the HTTP API shows it (the gRPC `WorkerInfo`, as JSON).
+#[derive(Debug, Serialize)]
+pub struct WorkerJson {
+    id: String,
+    url: String,
+    model_id: String,
+    role: WorkerRole,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_port: Option<u16>,
+    labels: BTreeMap<String, String>,
+    connection_mode: &'static str,
+    health: &'static str,
+    in_flight: u32,
+}
+
+/// `w` as the HTTP API shows it.
+pub fn worker_json(w: &Worker) -> WorkerJson {
+    WorkerJson {
+        id: w.id().to_string(),
+        url: w.url().to_string(),
+        model_id: w.model().to_string(),
+        role: w.role(),
+        bootstrap_port: w.spec().bootstrap_port,
+        labels: w.spec().labels.clone(),
+        connection_mode: match w.mode() {
+            ConnectionMode::Grpc => "grpc",
+            ConnectionMode::Http => "http",
+        },
+        health: if w.is_healthy() {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
+        in_flight: w.in_flight(),
+    }
+}
+
+impl TryFrom<WorkerSpecJson> for WorkerSpec {
+    type Error = SpecError;
+
+    fn try_from(spec: WorkerSpecJson) -> Result<Self, SpecError> {
+        WorkerSpec::new(
+            &spec.url,
+            &spec.model_id,
+            spec.role,
+            spec.bootstrap_port,
+            spec.labels,
+        )
     }
 }

@@ -15,15 +15,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::convert::{worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use crate::routers::http::HttpRouter;
 use crate::transport::idle::{BodyIdle, IdleTimeout};
-use crate::worker::{
-    ConnectionMode, RegistryError, Worker, WorkerRegistry, WorkerRole, WorkerSpec,
-};
+use crate::worker::{ConnectionMode, RegistryError, WorkerRegistry, WorkerRole, WorkerSpec};
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
@@ -181,68 +180,11 @@ fn status(ready: bool) -> &'static str {
     }
 }
 
-/// `POST /workers` body: the gRPC `WorkerSpec`, as JSON.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WorkerSpecJson {
-    url: String,
-    model_id: String,
-    #[serde(default)]
-    role: WorkerRole,
-    #[serde(default)]
-    bootstrap_port: Option<u32>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
-/// A worker as the HTTP API shows it (the gRPC `WorkerInfo`, as JSON).
-#[derive(Debug, Serialize)]
-struct WorkerJson {
-    id: String,
-    url: String,
-    model_id: String,
-    role: WorkerRole,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bootstrap_port: Option<u16>,
-    labels: BTreeMap<String, String>,
-    connection_mode: &'static str,
-    health: &'static str,
-    in_flight: u32,
-}
-
-fn worker_json(w: &Worker) -> WorkerJson {
-    WorkerJson {
-        id: w.id().to_string(),
-        url: w.url().to_string(),
-        model_id: w.model().to_string(),
-        role: w.role(),
-        bootstrap_port: w.spec().bootstrap_port,
-        labels: w.spec().labels.clone(),
-        connection_mode: match w.mode() {
-            ConnectionMode::Grpc => "grpc",
-            ConnectionMode::Http => "http",
-        },
-        health: if w.is_healthy() {
-            "healthy"
-        } else {
-            "unhealthy"
-        },
-        in_flight: w.in_flight(),
-    }
-}
-
 async fn add_worker(State(s): State<HttpState>, body: Body) -> Result<Response, HttpError> {
     let bytes = read_body(body, s.router.max_body_bytes(), s.body_idle).await?;
     let spec: WorkerSpecJson = serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::bad_request(format!("invalid worker spec: {e}")))?;
-    let spec = WorkerSpec::new(
-        &spec.url,
-        &spec.model_id,
-        spec.role,
-        spec.bootstrap_port,
-        spec.labels,
-    )
-    .map_err(RegistryError::from)?;
+    let spec = WorkerSpec::try_from(spec).map_err(RegistryError::from)?;
     let worker = s.registry.add(spec)?;
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker added over HTTP");
     Ok((StatusCode::CREATED, Json(worker_json(&worker))).into_response())

@@ -22,7 +22,7 @@ pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{ConnectionMode, Endpoint, SpecError, WorkerRole, WorkerSpec};
 
-use crate::transport::grpc::{ChannelConfig, Upstream};
+use crate::transport::grpc::{ChannelConfig, Upstream, GENERATE_PATH};
 
 /// A worker's stable identity in the registry (`w-<16 hex digits>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,8 +202,13 @@ impl Worker {
     }
 
     fn upstream_at(&self, i: usize) -> &Upstream {
-        self.upstreams[i]
-            .get_or_init(|| Upstream::new(self.authority.clone(), self.channel_config.clone()))
+        self.upstreams[i].get_or_init(|| {
+            Upstream::new(
+                self.authority.clone(),
+                GENERATE_PATH,
+                self.channel_config.clone(),
+            )
+        })
     }
 }
 

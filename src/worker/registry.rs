@@ -66,8 +66,6 @@ pub enum WorkerEventKind {
     Added,
     /// Unregistered: never chosen for a new call again.
     Removed,
-    /// Its spec changed.
-    Updated,
     /// The health checker flipped its state.
     HealthChanged {
         /// The new state.

@@ -17,8 +17,11 @@ use crate::pb;
 use crate::policies::RequestFacts;
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
 use crate::transport::grpc::metadata::{
-    forward_owned, forwardable, grpc_timeout, parse_grpc_timeout,
+    forward_owned, forwardable, grpc_timeout, parse_grpc_timeout, GRPC_TIMEOUT,
 };
+
+/// `x-request-id`, parsed once.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// A parsed `Generate` call.
 #[derive(Debug)]
@@ -52,7 +55,7 @@ impl Inbound {
                 "the message is not a valid switchyard.v1.GenerateRequest: {e}"
             ))
         })?;
-        let timeout = match headers.get("grpc-timeout") {
+        let timeout = match headers.get(GRPC_TIMEOUT) {
             Some(v) => v
                 .to_str()
                 .ok()
@@ -111,9 +114,9 @@ impl Inbound {
         // id, deadline, content-type, te, user-agent): growing a header map
         // rehashes it, measurably on every call.
         let mut headers = forwardable(&self.headers, 5);
-        headers.insert(REQUEST_ID_HEADER, self.request_id_value.clone());
+        headers.insert(REQUEST_ID, self.request_id_value.clone());
         headers.insert(
-            "grpc-timeout",
+            GRPC_TIMEOUT,
             grpc_timeout(self.deadline.saturating_duration_since(Instant::now())),
         );
         headers
@@ -124,7 +127,7 @@ impl Inbound {
     pub fn response_headers(&self, worker_headers: HeaderMap) -> HeaderMap {
         // Room for the request id, the worker id(s) and content-type.
         let mut headers = forward_owned(worker_headers, 4);
-        headers.insert(REQUEST_ID_HEADER, self.request_id_value.clone());
+        headers.insert(REQUEST_ID, self.request_id_value.clone());
         headers
     }
 }

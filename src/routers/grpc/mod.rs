@@ -10,12 +10,13 @@ mod inbound;
 mod pd;
 mod regular;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 pub use inbound::{append_fields, Inbound};
 pub use pd::GrpcPdRouter;
@@ -29,8 +30,7 @@ use crate::routers::{InflightCalls, RouteError};
 use crate::transport::grpc::ResponseStream;
 use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
-/// The path of `Generate` on workers (they speak the same service).
-pub const GENERATE_PATH: &str = "/switchyard.v1.Inference/Generate";
+pub use crate::transport::grpc::GENERATE_PATH;
 
 /// A proxied call's response: headers for the client, and the stream.
 pub type Proxied = (HeaderMap, ProxyStream);
@@ -113,9 +113,10 @@ impl GrpcRouter {
     }
 }
 
-/// What [`open`] returns: the worker's response headers, and its stream
-/// with the first chunk of its body (`None` if the stream was empty).
-pub type Opened = (HeaderMap, (Option<Bytes>, ResponseStream));
+/// What [`open`] returns: the worker's response headers, its stream with
+/// the first chunk of its body (`None` if the stream was empty), and the
+/// call's deadline timer, already registered, for the relay to keep.
+pub type Opened = (HeaderMap, (Option<Bytes>, ResponseStream), Pin<Box<Sleep>>);
 
 /// Starts `Generate` on `worker` with `headers` and `body` and waits for
 /// the first chunk of its response body, all within `deadline`. A failure
@@ -142,10 +143,15 @@ pub async fn open(
             })?;
         Ok((headers, (first, stream)))
     };
-    tokio::time::timeout_at(deadline, call)
-        .await
-        .map_err(|_| RouteError::DeadlineExceeded {
+    // One timer for the whole call: it bounds the opening here and the
+    // relay after.
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+    tokio::select! {
+        biased;
+        opened = call => opened.map(|(headers, stream)| (headers, stream, timer)),
+        _ = timer.as_mut() => Err(RouteError::DeadlineExceeded {
             worker: worker.id().clone(),
             streaming: false,
-        })?
+        }),
+    }
 }

@@ -107,7 +107,7 @@ impl GrpcPdRouter {
             request_id: &inbound.request_id,
         };
         let started = pd::start(&wire, &prefill, &decode).await?;
-        let (worker_headers, stream) = started.decode;
+        let (worker_headers, stream, timer) = started.decode;
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
         headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
@@ -117,7 +117,7 @@ impl GrpcPdRouter {
         let stream = ProxyStream::new(
             decode,
             stream,
-            Some(inbound.deadline),
+            timer,
             abort,
             Box::new((started.decode_load, entry, room)),
         )

@@ -75,7 +75,7 @@ impl GrpcRegularRouter {
             inbound.deadline,
         )
         .await;
-        let (worker_headers, stream) = opened.inspect_err(|e| {
+        let (worker_headers, stream, timer) = opened.inspect_err(|e| {
             if !matches!(e, RouteError::DeadlineExceeded { .. }) {
                 abort.disarm();
             }
@@ -83,13 +83,7 @@ impl GrpcRegularRouter {
 
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(WORKER_ID_HEADER, worker.id_value().clone());
-        let stream = ProxyStream::new(
-            worker,
-            stream,
-            Some(inbound.deadline),
-            abort,
-            Box::new((load, entry)),
-        );
+        let stream = ProxyStream::new(worker, stream, timer, abort, Box::new((load, entry)));
         Ok((headers, stream))
     }
 }

@@ -6,7 +6,6 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use h2::RecvStream;
-use http::uri::Authority;
 use http::HeaderMap;
 use tokio_stream::Stream;
 
@@ -79,22 +78,19 @@ pub struct ResponseStream {
     state: State,
     /// An OK `grpc-status` already came in the response headers.
     ok_in_headers: bool,
-    /// The worker, for the debug log.
-    authority: Authority,
 }
 
 impl ResponseStream {
-    pub(super) fn new(body: RecvStream, ok_in_headers: bool, authority: Authority) -> Self {
+    pub(super) fn new(body: RecvStream, ok_in_headers: bool) -> Self {
         ResponseStream {
             body,
             state: State::Data,
             ok_in_headers,
-            authority,
         }
     }
 
     fn failure(&self, error: h2::Error) -> Failure {
-        tracing::debug!(worker = %self.authority, %error, "response stream failed");
+        tracing::debug!(%error, "a worker's response stream failed");
         failure(&error)
     }
 

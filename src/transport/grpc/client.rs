@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 
 use super::body::{worker_status, ResponseStream};
 use super::codec::{frame, unary_message};
-use super::metadata::{grpc_timeout, never_index};
+use super::metadata::{grpc_timeout, never_index, GRPC_TIMEOUT};
 use super::ChannelConfig;
 use crate::transport::{CallError, ConnectFailure, Failure};
 
@@ -62,6 +62,8 @@ type Slot = ArcSwapOption<(u64, SendRequest<Bytes>)>;
 pub struct Upstream {
     /// `host:port`, to connect to and to name the worker in logs.
     authority: Authority,
+    /// The URI of the path most calls take (`Generate`), made once.
+    common: (&'static str, Uri),
     config: ChannelConfig,
     /// The live connection's handle and generation; the connection's task
     /// empties it when the connection ends.
@@ -83,10 +85,15 @@ struct Connecting {
 
 impl Upstream {
     /// A connection to `authority` (`host:port`), not made until the first
-    /// call.
-    pub fn new(authority: Authority, config: ChannelConfig) -> Self {
+    /// call; calls to `common_path` reuse one URI.
+    pub fn new(authority: Authority, common_path: &'static str, config: ChannelConfig) -> Self {
+        let common = (
+            common_path,
+            uri(&authority, common_path).unwrap_or_else(|_| Uri::default()),
+        );
         Upstream {
             authority,
+            common,
             config,
             slot: Arc::new(ArcSwapOption::empty()),
             connecting: tokio::sync::Mutex::new(Connecting::default()),
@@ -104,14 +111,10 @@ impl Upstream {
         headers: HeaderMap,
         message: &[u8],
     ) -> Result<(HeaderMap, ResponseStream), CallError> {
-        let uri = Uri::from_parts({
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(self.authority.clone());
-            parts.path_and_query = Some(PathAndQuery::from_static(path));
-            parts
-        })
-        .map_err(|_| CallError::unsent(Failure::Protocol))?;
+        let uri = match path == self.common.0 {
+            true => self.common.1.clone(),
+            false => uri(&self.authority, path).map_err(CallError::unsent)?,
+        };
         self.send(uri, headers, message).await
     }
 
@@ -124,7 +127,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Bytes, Failure> {
         let mut headers = HeaderMap::with_capacity(4);
-        headers.insert("grpc-timeout", grpc_timeout(timeout));
+        headers.insert(GRPC_TIMEOUT, grpc_timeout(timeout));
         let message = message.encode_to_vec();
         let call = async {
             let (_, mut body) = self
@@ -156,7 +159,7 @@ impl Upstream {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert(TE, HeaderValue::from_static("trailers"));
         headers.insert(USER_AGENT, HeaderValue::from_static("switchyard"));
-        never_index(headers, "grpc-timeout");
+        never_index(headers, &GRPC_TIMEOUT);
 
         // A connection that closed while idle is found out here, before
         // anything is sent: forget it and try once on a new one.
@@ -210,7 +213,7 @@ impl Upstream {
         };
         Ok((
             parts.headers,
-            ResponseStream::new(body, trailers_only.is_some(), self.authority.clone()),
+            ResponseStream::new(body, trailers_only.is_some()),
         ))
     }
 
@@ -334,6 +337,15 @@ async fn drive(
     if let Some(slot) = slot.upgrade() {
         clear(&slot, generation);
     }
+}
+
+/// `http://{authority}{path}`.
+fn uri(authority: &Authority, path: &'static str) -> Result<Uri, Failure> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(PathAndQuery::from_static(path));
+    Uri::from_parts(parts).map_err(|_| Failure::Protocol)
 }
 
 /// An h2 error in the router's words: a lost connection, a reset with its

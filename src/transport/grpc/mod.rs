@@ -12,6 +12,10 @@ use std::time::Duration;
 pub use body::ResponseStream;
 pub use client::Upstream;
 
+/// The path of `Generate` on gRPC workers (they speak the router's own
+/// service): the one most calls take.
+pub const GENERATE_PATH: &str = "/switchyard.v1.Inference/Generate";
+
 /// Connection settings shared by every gRPC worker connection.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
