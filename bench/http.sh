@@ -7,7 +7,8 @@
 # each proxy's CPU time per request (utime+stime from /proc).
 #
 # Usage: bash bench/http.sh   (DURATION=10 seconds per run; CONNECTIONS=16;
-#        RUNS=3 alternating direct/switchyard; ROUTER_ARGS="--worker-threads 1")
+#        RUNS=3 rounds of direct, switchyard, nginx-proxy; ROUTER_ARGS="--worker-threads 1";
+#        ROUTER_BIN=path to measure another build of the router)
 # Installs nginx and wrk from Debian's packages if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,7 +91,7 @@ url = "http://127.0.0.1:$W2"
 model_id = "bench"
 TOML
 # shellcheck disable=SC2086
-RUST_LOG=warn target/release/switchyard serve --config "$WORK/router.toml" \
+RUST_LOG=warn "${ROUTER_BIN:-target/release/switchyard}" serve --config "$WORK/router.toml" \
   --grpc-listen "127.0.0.1:$ROUTER_GRPC" --http-listen "127.0.0.1:$ROUTER_HTTP" $ROUTER_ARGS \
   >"$WORK/router.log" 2>&1 &
 PIDS+=($!)

@@ -49,6 +49,9 @@ struct Args {
     /// Tokens per response (sent as max_new_tokens).
     #[arg(long, default_value_t = 1)]
     tokens: u32,
+    /// Give each gRPC call this deadline (`grpc-timeout`); none by default.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
     /// Prompt groups sharing a prefix.
     #[arg(long, default_value_t = 16)]
     groups: usize,
@@ -135,6 +138,10 @@ impl Client {
                     stream: true,
                     ..Default::default()
                 };
+                let mut request = tonic::Request::new(request);
+                if let Some(ms) = args.deadline_ms {
+                    request.set_timeout(Duration::from_millis(ms));
+                }
                 let mut stream = client
                     .generate(request)
                     .await

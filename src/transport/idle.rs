@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 /// The request body stopped arriving for longer than the idle limit.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +36,10 @@ impl BodyIdle {
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    /// Armed on the first poll, re-armed after every frame.
-    timer: Pin<Box<Sleep>>,
+    /// Made when the body first has nothing ready, dropped when a frame
+    /// comes: a body that arrives whole (the usual gRPC request: headers
+    /// and message in one write) never touches the timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
@@ -46,7 +48,7 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
         }
     }
 }
@@ -66,14 +68,19 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let idle = this.idle;
-                this.timer.as_mut().reset(Instant::now() + idle);
+                this.timer = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -111,6 +118,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_sending_fails_after_the_idle_limit() {
+        use tokio::time::Instant;
         let mut body = IdleTimeout::new(
             Stalls(Some(Bytes::from_static(b"x"))),
             Duration::from_secs(10),

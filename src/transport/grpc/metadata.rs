@@ -102,7 +102,9 @@ pub fn grpc_timeout(timeout: Duration) -> HeaderValue {
     } else {
         ((timeout.as_secs() / 3600).min(MAX as u64) as u128, 'H')
     };
-    let mut value = HeaderValue::from_str(&format!("{n}{unit}"))
+    // Digits and a unit letter: always a valid value; made from the
+    // string's own buffer, without a second copy.
+    let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{n}{unit}")))
         .unwrap_or_else(|_| HeaderValue::from_static("99999999H"));
     value.set_sensitive(true);
     value
