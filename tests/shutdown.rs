@@ -11,6 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use switchyard::config::ShutdownConfig;
 use switchyard::mock::MockConfig;
 use switchyard::pb;
@@ -187,13 +189,9 @@ async fn spawn_binary(config_toml: &str) -> (tokio::process::Child, String, temp
     (child, addr, dir)
 }
 
-fn signal(child: &tokio::process::Child, name: &str) {
-    let pid = child.id().expect("still running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-s", name, &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn signal(child: &tokio::process::Child, signal: Signal) {
+    let pid = child.id().expect("still running");
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), signal).unwrap();
 }
 
 #[tokio::test]
@@ -220,7 +218,7 @@ async fn sigterm_drains_then_exits_and_a_second_signal_exits_at_once() {
         || async { hung.stats().calls() == 1 },
     )
     .await;
-    signal(&child, "TERM");
+    signal(&child, Signal::SIGTERM);
     // Still draining: the listener is closed to new connections.
     eventually(Duration::from_secs(10), "the listener closed", || async {
         tokio::net::TcpStream::connect(&addr).await.is_err()
@@ -230,7 +228,7 @@ async fn sigterm_drains_then_exits_and_a_second_signal_exits_at_once() {
         child.try_wait().unwrap().is_none(),
         "it waits for the drain"
     );
-    signal(&child, "INT");
+    signal(&child, Signal::SIGINT);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("a second signal ends the process")
@@ -259,7 +257,7 @@ async fn sigterm_with_a_short_drain_exits_cleanly_and_aborts_the_hung_call() {
         || async { hung.stats().calls() == 1 },
     )
     .await;
-    signal(&child, "TERM");
+    signal(&child, Signal::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("the router exits after its drain")

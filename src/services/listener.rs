@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tower::Service;
 
@@ -77,7 +78,11 @@ pub async fn serve(
         inference,
         routes: routes.prepare(),
     };
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // hyper runs each HTTP/2 stream as a task of its own: tracked, so that
+    // a shutdown can wait for cancelled calls to drop (and send their
+    // workers `Abort`) before the process exits.
+    let streams = TaskTracker::new();
+    let mut http2 = hyper::server::conn::http2::Builder::new(TrackedExecutor(streams.clone()));
     http2.max_concurrent_streams(None);
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still open after the drain
@@ -122,6 +127,36 @@ pub async fn serve(
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
+    // With their connections gone, the streams' tasks end at once (hyper
+    // sees the reset); the bound is for a stream stuck elsewhere.
+    streams.close();
+    if tokio::time::timeout(STREAMS_END, streams.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            streams = streams.len(),
+            "streams still running after their connections closed"
+        );
+    }
     // Cancelled calls told their workers to abort; let those calls land.
     crate::routers::call::aborts_in_flight().wait().await;
+}
+
+/// How long a shutdown waits for stream tasks once their connections are
+/// closed.
+const STREAMS_END: Duration = Duration::from_secs(5);
+
+/// Spawns hyper's per-stream tasks on tokio, tracked.
+#[derive(Clone)]
+struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
 }
