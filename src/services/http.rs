@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::convert::{worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
-use crate::routers::http::HttpRouter;
+use crate::routers::http::{HttpRouter, Relay};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{ConnectionMode, RegistryError, WorkerRegistry, WorkerRole, WorkerSpec};
 
@@ -89,10 +89,19 @@ async fn forward(state: &HttpState, path: &'static str, request: Request) -> Res
             .router
             .forward(path, &parts.headers, bytes)
             .await
+            .map(relay_response)
             .map_err(HttpError::from),
         Err(e) => Err(e),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A worker's relayed response as the client's.
+fn relay_response(relay: Relay) -> Response {
+    let mut response = Response::new(Body::new(relay.body));
+    *response.status_mut() = relay.status;
+    *response.headers_mut() = relay.headers;
+    response
 }
 
 async fn generate(State(s): State<HttpState>, request: Request) -> Response {

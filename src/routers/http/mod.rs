@@ -5,8 +5,9 @@
 //! Per request: parse the JSON body once, for the fields routing needs
 //! ([`HttpInput`]), resolve the model (empty: the only HTTP model), and
 //! hand the request to the regular router ([`regular`]) or, for a model of
-//! prefill/decode workers, the PD router ([`pd`]). Both relay the worker's
-//! response chunk by chunk as it arrives ([`Relay`]); dropping the response
+//! prefill/decode workers, the PD router ([`pd`]). Both return the worker's
+//! response as a [`Relay`] (status, headers, and a body relayed chunk by
+//! chunk as it arrives), which the HTTP service sends; dropping the response
 //! (client gone) drops the upstream requests, which cancels them. Load
 //! guards live in the relayed body, so they last exactly as long as the
 //! streams.
@@ -18,13 +19,12 @@ mod relay;
 
 use std::sync::Arc;
 
-use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderMap;
 use tracing::Instrument;
 
 pub use input::HttpInput;
-pub use relay::Relay;
+pub use relay::{Relay, RelayBody};
 
 use crate::config::HttpConfig;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
@@ -91,7 +91,7 @@ impl HttpRouter {
         path: &'static str,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> Result<Response, RouteError> {
+    ) -> Result<Relay, RouteError> {
         let input = HttpInput::parse(&body)?;
         let roles = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode];
         let model =

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -24,7 +23,7 @@ impl HttpRouter {
         &self,
         request: &Request<'_>,
         body: &[u8],
-    ) -> Result<Response, RouteError> {
+    ) -> Result<Relay, RouteError> {
         // PD writes into the body, so here it is parsed whole (already
         // checked to be a JSON object).
         let mut body: serde_json::Map<String, Value> = serde_json::from_slice(body)
@@ -71,14 +70,19 @@ impl HttpRouter {
             body,
         };
         let started = pd::start(&wire, &prefill, &decode).await?;
-        let relay = Relay::new(started.decode, Box::new((started.decode_load, room)))
-            .with_companion(started.companion);
-        let mut out = relay.into_response(request.request_id);
-        out.headers_mut()
+        let mut relay = Relay::new(
+            started.decode,
+            request.request_id,
+            Box::new((started.decode_load, room)),
+        )
+        .with_companion(started.companion);
+        relay
+            .headers
             .insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
-        out.headers_mut()
+        relay
+            .headers
             .insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
-        Ok(out)
+        Ok(relay)
     }
 }
 

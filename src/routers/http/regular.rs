@@ -2,7 +2,6 @@
 //! chosen by the model's policy; a worker that cannot be reached is passed
 //! over for another ([`offer`]): nothing of the request got to it.
 
-use axum::response::Response;
 use bytes::Bytes;
 
 use super::{HttpRouter, Relay, Request};
@@ -15,7 +14,7 @@ impl HttpRouter {
         &self,
         request: &Request<'_>,
         body: Bytes,
-    ) -> Result<Response, RouteError> {
+    ) -> Result<Relay, RouteError> {
         let facts = &request.facts;
         offer(
             &self.registry,
@@ -33,11 +32,11 @@ impl HttpRouter {
                         .post(worker.authority(), request.path, request.request_id, body)
                         .await
                         .map_err(|e| RouteError::from_call(&worker, e))?;
-                    let mut out =
-                        Relay::new(response, Box::new(load)).into_response(request.request_id);
-                    out.headers_mut()
+                    let mut relay = Relay::new(response, request.request_id, Box::new(load));
+                    relay
+                        .headers
                         .insert(WORKER_ID_HEADER, worker.id_value().clone());
-                    Ok(out)
+                    Ok(relay)
                 }
             },
         )

@@ -10,35 +10,48 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::response::Response;
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use crate::routers::call::Companion;
 use crate::routers::REQUEST_ID_HEADER;
 use crate::transport::http1::{HttpResponse, ResponseBody};
 
-/// A worker's response on its way to the client.
+/// A worker's response on its way to the client: what the HTTP router
+/// returns, for the HTTP service to send.
 pub struct Relay {
-    status: StatusCode,
-    content_type: Option<HeaderValue>,
-    body: RelayBody,
+    /// The worker's status.
+    pub status: StatusCode,
+    /// The worker's content type, `x-request-id`, the worker id(s).
+    pub headers: HeaderMap,
+    /// The worker's body, holding what the request holds.
+    pub body: RelayBody,
 }
 
-struct RelayBody {
+/// The relayed body (an [`http_body::Body`]).
+pub struct RelayBody {
     upstream: ResponseBody,
     companion: Option<Companion>,
     _held: Box<dyn Send + Sync>,
 }
 
 impl Relay {
-    /// Relays `response` (status, content type, body), holding `held`.
-    pub fn new(response: HttpResponse, held: Box<dyn Send + Sync>) -> Self {
+    /// Relays `response` (status, content type, body) for `request_id`,
+    /// holding `held`.
+    pub fn new(response: HttpResponse, request_id: &str, held: Box<dyn Send + Sync>) -> Self {
+        let mut headers = HeaderMap::with_capacity(6);
+        if let Some(ct) = response.content_type {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert(REQUEST_ID_HEADER, id);
+        }
+        // Keep intermediaries from buffering a stream.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         Relay {
             status: response.status,
-            content_type: response.content_type,
+            headers,
             body: RelayBody {
                 upstream: response.body,
                 companion: None,
@@ -52,23 +65,6 @@ impl Relay {
     pub fn with_companion(mut self, companion: Companion) -> Self {
         self.body.companion = Some(companion);
         self
-    }
-
-    /// The response to send, with `x-request-id`.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let mut response = Response::new(Body::new(self.body));
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.reserve(5);
-        if let Some(ct) = self.content_type {
-            headers.insert(header::CONTENT_TYPE, ct);
-        }
-        if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.insert(REQUEST_ID_HEADER, id);
-        }
-        // Keep intermediaries from buffering a stream.
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        response
     }
 }
 
