@@ -12,8 +12,9 @@
 //!
 //! Shutdown: when `stop_accepting` resolves, stop accepting, tell every
 //! connection to go away (HTTP/2 GOAWAY) and let the calls in flight finish
-//! for up to `drain`; then cancel what is still open (proxied calls send
-//! their workers `Abort`, and those are waited for) and return.
+//! for up to `drain`; then cancel what is still open, wait for hyper's
+//! per-stream tasks to drop (proxied calls send their workers `Abort`), wait
+//! for those aborts, and return.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,10 +1,11 @@
 //! Services: thin adapters from the wire to the core.
 //!
-//! Each service converts proto messages into domain types at the boundary
-//! (`convert`), calls the registry or a router, and maps errors to a
-//! `tonic::Status` in exactly one place (`status`). The gRPC listener
-//! (`listener`) serves `Inference` (the hot path, written against HTTP/2
-//! bodies) directly and the tonic services through tonic's routes.
+//! Each service converts wire messages (proto, JSON) into domain types at
+//! the boundary (`convert`), calls the registry or a router, and maps
+//! errors once per wire: to a `tonic::Status` (`status`) or an HTTP
+//! response (`http_error`). The gRPC listener (`listener`) serves
+//! `Inference` (the hot path, written against HTTP/2 bodies) directly and
+//! the tonic services through tonic's routes; the HTTP API (`http`) is axum.
 
 mod convert;
 pub mod http;
