@@ -8,7 +8,8 @@
 #
 # Usage: bash bench/http.sh   (DURATION=10 seconds per run; CONNECTIONS=16;
 #        RUNS=3 rounds of direct, switchyard, nginx-proxy; ROUTER_ARGS="--worker-threads 1";
-#        ROUTER_BIN=path to measure another build of the router)
+#        ROUTER_BIN=path to measure another build of the router;
+#        BASELINE_BIN=path to measure a second build beside it, as "baseline")
 # Installs nginx and wrk from Debian's packages if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ W2=${W2:-17202}
 ROUTER_HTTP=${ROUTER_HTTP:-17203}
 ROUTER_GRPC=${ROUTER_GRPC:-17204}
 PROXY=${PROXY:-17205}
+BASE_HTTP=${BASE_HTTP:-17206}
+BASE_GRPC=${BASE_GRPC:-17207}
 ROUTER_ARGS=${ROUTER_ARGS---worker-threads 1}
 
 cargo build --release --bins
@@ -97,6 +100,17 @@ RUST_LOG=warn "${ROUTER_BIN:-target/release/switchyard}" serve --config "$WORK/r
 PIDS+=($!)
 ROUTER_PID=$!
 wait_port "$ROUTER_HTTP"
+TARGETS="switchyard nginx-proxy"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  # shellcheck disable=SC2086
+  RUST_LOG=warn "$BASELINE_BIN" serve --config "$WORK/router.toml" \
+    --grpc-listen "127.0.0.1:$BASE_GRPC" --http-listen "127.0.0.1:$BASE_HTTP" $ROUTER_ARGS \
+    >"$WORK/baseline.log" 2>&1 &
+  PIDS+=($!)
+  BASE_PID=$!
+  wait_port "$BASE_HTTP"
+  TARGETS="baseline switchyard nginx-proxy"
+fi
 
 cat >"$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -130,8 +144,9 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for i in $(seq 1 "$RUNS"); do
   read -r d_rps d_p50 d_p99 _ d_err < <(run "$W1")
   echo "| $i | direct | $d_rps | $d_p50 | $d_p99 | - | - | - | $d_err |"
-  for target in switchyard nginx-proxy; do
+  for target in $TARGETS; do
     case $target in
+      baseline) port=$BASE_HTTP; pid=$BASE_PID ;;
       switchyard) port=$ROUTER_HTTP; pid=$ROUTER_PID ;;
       nginx-proxy) port=$PROXY; pid=$PROXY_PID ;;
     esac
