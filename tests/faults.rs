@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use switchyard::config::UpstreamConfig;
-use switchyard::mock::MockConfig;
 use switchyard::pb;
 use switchyard::pb::inference_client::InferenceClient;
 use tonic::transport::Endpoint;
@@ -110,12 +109,7 @@ async fn a_call_without_a_deadline_gets_the_default_one() {
     let mut config = test_config();
     config.limits.default_deadline_ms = 300;
     let router = start_router_with(config).await;
-    let hung = mock_with(MockConfig {
-        name: "hung".into(),
-        hang: true,
-        ..MockConfig::default()
-    })
-    .await;
+    let hung = hung_mock().await;
     router.add(&hung.url(), MODEL).await;
 
     let status = router

@@ -14,21 +14,11 @@ use common::*;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use switchyard::config::ShutdownConfig;
-use switchyard::mock::MockConfig;
 use switchyard::pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
-
-async fn hung_worker() -> switchyard::mock::MockWorker {
-    mock_with(MockConfig {
-        name: "hung".into(),
-        hang: true,
-        ..MockConfig::default()
-    })
-    .await
-}
 
 async fn connect(router: &Router) -> Channel {
     Channel::from_shared(format!("http://{}", router.addr))
@@ -81,7 +71,7 @@ async fn shutdown_finishes_whatever_streams_are_open_and_aborts_hung_calls() {
         ..test_config()
     })
     .await;
-    let hung = hung_worker().await;
+    let hung = hung_mock().await;
     router.add(&hung.url(), MODEL).await;
 
     // Streams that never end by themselves: a health Watch, WatchWorkers,
@@ -194,30 +184,54 @@ fn signal(child: &tokio::process::Child, signal: Signal) {
     nix::sys::signal::kill(Pid::from_raw(pid as i32), signal).unwrap();
 }
 
-#[tokio::test]
-async fn sigterm_drains_then_exits_and_a_second_signal_exits_at_once() {
-    let hung = hung_worker().await;
+/// The router binary with `drain_ms`, a hung worker, and a call to it in
+/// flight (it has reached the worker).
+struct BinaryWithHungCall {
+    child: tokio::process::Child,
+    addr: String,
+    hung: switchyard::mock::MockWorker,
+    call: tokio::task::JoinHandle<
+        Result<tonic::Response<tonic::Streaming<pb::GenerateResponse>>, tonic::Status>,
+    >,
+    _dir: tempfile::TempDir,
+}
+
+async fn binary_with_hung_call(drain_ms: u64) -> BinaryWithHungCall {
+    let hung = hung_mock().await;
     let worker_url = hung.url();
     let config = format!(
-        "[shutdown]\ngrace_ms = 0\ndrain_ms = 60000\n\n[[workers]]\nurl = \"{worker_url}\"\nmodel_id = \"{MODEL}\"\n"
+        "[shutdown]\ngrace_ms = 0\ndrain_ms = {drain_ms}\n\n[[workers]]\nurl = \"{worker_url}\"\nmodel_id = \"{MODEL}\"\n"
     );
-
-    // One SIGTERM with a hung call: the drain (a minute) is what it waits
-    // for; a second signal ends the process at once, with status 130.
-    let (mut child, addr, _dir) = spawn_binary(&config).await;
+    let (child, addr, dir) = spawn_binary(&config).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let mut client = pb::inference_client::InferenceClient::new(channel);
-    let _hung_call = tokio::spawn(async move { client.generate(request(MODEL, "x")).await });
+    let call = tokio::spawn(async move { client.generate(request(MODEL, "x")).await });
     eventually(
         Duration::from_secs(10),
         "the hung call reached the worker",
         || async { hung.stats().calls() == 1 },
     )
     .await;
+    BinaryWithHungCall {
+        child,
+        addr,
+        hung,
+        call,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_exits_and_a_second_signal_exits_at_once() {
+    // One SIGTERM with a hung call: the drain (a minute) is what it waits
+    // for; a second signal ends the process at once, with status 130.
+    let BinaryWithHungCall {
+        mut child, addr, ..
+    } = binary_with_hung_call(60_000).await;
     signal(&child, Signal::SIGTERM);
     // Still draining: the listener is closed to new connections.
     eventually(Duration::from_secs(10), "the listener closed", || async {
@@ -238,25 +252,12 @@ async fn sigterm_drains_then_exits_and_a_second_signal_exits_at_once() {
 
 #[tokio::test]
 async fn sigterm_with_a_short_drain_exits_cleanly_and_aborts_the_hung_call() {
-    let hung = hung_worker().await;
-    let worker_url = hung.url();
-    let config = format!(
-        "[shutdown]\ngrace_ms = 0\ndrain_ms = 200\n\n[[workers]]\nurl = \"{worker_url}\"\nmodel_id = \"{MODEL}\"\n"
-    );
-    let (mut child, addr, _dir) = spawn_binary(&config).await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = pb::inference_client::InferenceClient::new(channel);
-    let hung_call = tokio::spawn(async move { client.generate(request(MODEL, "x")).await });
-    eventually(
-        Duration::from_secs(10),
-        "the hung call reached the worker",
-        || async { hung.stats().calls() == 1 },
-    )
-    .await;
+    let BinaryWithHungCall {
+        mut child,
+        hung,
+        call,
+        ..
+    } = binary_with_hung_call(200).await;
     signal(&child, Signal::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
@@ -264,5 +265,5 @@ async fn sigterm_with_a_short_drain_exits_cleanly_and_aborts_the_hung_call() {
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(hung.stats().aborts(), 1, "the worker was told to abort");
-    assert!(hung_call.await.unwrap().is_err());
+    assert!(call.await.unwrap().is_err());
 }

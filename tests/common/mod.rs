@@ -282,6 +282,16 @@ pub async fn mock(name: &str) -> MockWorker {
     .await
 }
 
+/// A worker that accepts calls and never answers them (until aborted).
+pub async fn hung_mock() -> MockWorker {
+    mock_with(MockConfig {
+        name: "hung".into(),
+        hang: true,
+        ..MockConfig::default()
+    })
+    .await
+}
+
 pub async fn mock_with(config: MockConfig) -> MockWorker {
     MockWorker::start("127.0.0.1:0".parse().unwrap(), config)
         .await
