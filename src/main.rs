@@ -145,6 +145,11 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     }
     let mut config = Config {
         grpc_listen: args.grpc_listen,
+        // Nothing polls a demo's health: Ctrl-C stops it without the grace.
+        shutdown: switchyard::config::ShutdownConfig {
+            grace_ms: 0,
+            ..Default::default()
+        },
         ..Config::default()
     };
     for w in &workers {
