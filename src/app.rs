@@ -37,9 +37,6 @@ pub enum AppError {
         /// Why.
         source: RegistryError,
     },
-    /// The HTTP client to workers could not be built.
-    #[error(transparent)]
-    HttpClient(#[from] crate::transport::http1::BuildError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -105,7 +102,7 @@ impl App {
             &config.policy,
             &config.http,
             rooms,
-        )?);
+        ));
         Ok(App {
             config,
             registry,

@@ -33,9 +33,8 @@ pub struct HealthChecker {
     config: HealthCheckConfig,
     streaks: HashMap<WorkerId, Streak>,
     /// For HTTP workers' `GET /health`; pooled, so probes reuse
-    /// connections. `None` if it could not be built: HTTP workers then fail
-    /// their checks, and the error was logged.
-    http: Option<HttpClient>,
+    /// connections.
+    http: HttpClient,
 }
 
 impl HealthChecker {
@@ -48,9 +47,7 @@ impl HealthChecker {
                 connect_timeout: config.timeout(),
                 response_timeout: config.timeout(),
                 pool_idle_per_worker: 1,
-            })
-            .inspect_err(|e| tracing::error!(error = %e, "HTTP workers cannot be health checked"))
-            .ok(),
+            }),
             config,
         }
     }
@@ -81,10 +78,7 @@ impl HealthChecker {
             probes.spawn(async move {
                 let ok = match worker.mode() {
                     ConnectionMode::Grpc => probe_grpc(&worker, service, timeout).await,
-                    ConnectionMode::Http => match &http {
-                        Some(http) => probe_http(http, &worker, timeout).await,
-                        None => false,
-                    },
+                    ConnectionMode::Http => probe_http(&http, &worker, timeout).await,
                 };
                 (worker, ok)
             });

@@ -178,7 +178,7 @@ pub struct ProxyStream {
     /// The worker, to name in errors.
     worker: Arc<Worker>,
     deadline: Option<Pin<Box<Sleep>>>,
-    abort: AbortOnDrop,
+    abort: Option<AbortOnDrop>,
     companion: Option<Companion>,
     /// Everything else the call holds until it ends (load guard, in-flight
     /// registration); released on drop.
@@ -193,7 +193,7 @@ impl ProxyStream {
         worker: Arc<Worker>,
         (first, upstream): (Option<Bytes>, ResponseStream),
         deadline: Pin<Box<Sleep>>,
-        abort: AbortOnDrop,
+        abort: Option<AbortOnDrop>,
         held: Box<dyn Send + Sync>,
     ) -> Self {
         ProxyStream {
@@ -235,7 +235,9 @@ impl Stream for ProxyStream {
             Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
             Poll::Ready(Some(Err(failure))) => {
                 // The worker's own error after a partial stream: passed on.
-                this.abort.disarm();
+                if let Some(abort) = this.abort.as_mut() {
+                    abort.disarm();
+                }
                 this.finish();
                 Poll::Ready(Some(Err(RouteError::WorkerFailed {
                     worker: this.worker.id().clone(),
@@ -243,7 +245,9 @@ impl Stream for ProxyStream {
                 })))
             }
             Poll::Ready(None) => {
-                this.abort.disarm();
+                if let Some(abort) = this.abort.as_mut() {
+                    abort.disarm();
+                }
                 // A clean end: a companion still running may finish too.
                 if let Some(c) = this.companion.as_mut() {
                     c.detach();

@@ -18,8 +18,75 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::call::{AbortOnDrop, Companion, TaskGuard};
+use super::select::Candidates;
 use super::RouteError;
-use crate::worker::{LoadGuard, Worker};
+use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
+use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
+
+/// The prefill and decode policies of one wire's PD router (each instance
+/// subscribed to the registry when built).
+#[derive(Debug)]
+pub struct PdPolicies {
+    prefill: PolicySet,
+    decode: PolicySet,
+}
+
+/// The two workers chosen for a PD call.
+#[derive(Debug)]
+pub struct Pair {
+    /// The prefill side.
+    pub prefill: Arc<Worker>,
+    /// The decode side.
+    pub decode: Arc<Worker>,
+    /// The prefill worker's bootstrap port, for both sides' requests.
+    pub bootstrap_port: u16,
+}
+
+impl PdPolicies {
+    /// The prefill and decode policies `config` names, over `registry`.
+    pub fn build(config: &PolicyConfig, registry: &Arc<WorkerRegistry>) -> Self {
+        PdPolicies {
+            prefill: PolicySet::new(config.prefill, config.prefill_overrides(), config, registry),
+            decode: PolicySet::new(config.decode, config.decode_overrides(), config, registry),
+        }
+    }
+
+    /// Chooses a prefill and a decode worker of `mode` for the call (the
+    /// choice only: [`Self::record`] records it).
+    pub fn choose(
+        &self,
+        registry: &WorkerRegistry,
+        mode: ConnectionMode,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Pair, RouteError> {
+        let prefill = Candidates::resolve(registry, mode, WorkerRole::Prefill, facts.model)?
+            .choose(&self.prefill, facts)?;
+        let decode = Candidates::resolve(registry, mode, WorkerRole::Decode, facts.model)?
+            .choose(&self.decode, facts)?;
+        // The registry refuses prefill workers without one; this is a bug.
+        let bootstrap_port = prefill.spec().bootstrap_port.ok_or_else(|| {
+            RouteError::Internal(format!(
+                "prefill worker {} has no bootstrap port",
+                prefill.id()
+            ))
+        })?;
+        Ok(Pair {
+            prefill,
+            decode,
+            bootstrap_port,
+        })
+    }
+
+    /// Records the chosen pair with both policies.
+    pub fn record(&self, pair: &Pair, facts: &RequestFacts<'_>) {
+        self.prefill
+            .for_model(facts.model)
+            .record(&pair.prefill, facts);
+        self.decode
+            .for_model(facts.model)
+            .record(&pair.decode, facts);
+    }
+}
 
 /// How one wire calls the two sides of a PD call.
 pub trait PdWire {

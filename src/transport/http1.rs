@@ -44,11 +44,6 @@ pub struct HttpClientConfig {
     pub pool_idle_per_worker: usize,
 }
 
-/// The client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct BuildError(String);
-
 /// A pooled HTTP client to workers.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
@@ -119,18 +114,18 @@ impl Body for ResponseBody {
 
 impl HttpClient {
     /// A client with `config`'s timeouts and pool size.
-    pub fn new(config: &HttpClientConfig) -> Result<Self, BuildError> {
+    pub fn new(config: &HttpClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.pool_idle_per_worker)
             .build(connector);
-        Ok(HttpClient {
+        HttpClient {
             client,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
-        })
+        }
     }
 
     /// POSTs `body` (JSON) to `path` on the worker at `authority`, with

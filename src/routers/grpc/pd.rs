@@ -20,23 +20,21 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::pb;
-use crate::policies::{PolicyConfig, PolicySet};
+use crate::policies::PolicyConfig;
 use crate::routers::call::{AbortOnDrop, ProxyStream};
 use crate::routers::grpc::{append_fields, open, Inbound, Opened, Proxied, GENERATE_PATH};
-use crate::routers::pd::{self, PdWire};
+use crate::routers::pd::{self, Pair, PdPolicies, PdWire};
 use crate::routers::rooms::BootstrapRooms;
-use crate::routers::select::Candidates;
 use crate::routers::{
     InflightCalls, RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER,
 };
-use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, Worker, WorkerRegistry};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
 pub struct GrpcPdRouter {
     registry: Arc<WorkerRegistry>,
-    prefill: PolicySet,
-    decode: PolicySet,
+    policies: PdPolicies,
     rooms: BootstrapRooms,
 }
 
@@ -49,13 +47,7 @@ impl GrpcPdRouter {
         rooms: BootstrapRooms,
     ) -> Self {
         GrpcPdRouter {
-            prefill: PolicySet::new(
-                config.prefill,
-                config.prefill_overrides(),
-                config,
-                &registry,
-            ),
-            decode: PolicySet::new(config.decode, config.decode_overrides(), config, &registry),
+            policies: PdPolicies::build(config, &registry),
             registry,
             rooms,
         }
@@ -69,20 +61,12 @@ impl GrpcPdRouter {
         inflight: &Arc<InflightCalls>,
     ) -> Result<Proxied, RouteError> {
         let facts = inbound.facts(model);
-        let prefill = Candidates::resolve(
-            &self.registry,
-            ConnectionMode::Grpc,
-            WorkerRole::Prefill,
-            model,
-        )?
-        .choose(&self.prefill, &facts)?;
-        let decode = Candidates::resolve(
-            &self.registry,
-            ConnectionMode::Grpc,
-            WorkerRole::Decode,
-            model,
-        )?
-        .choose(&self.decode, &facts)?;
+        let pair = self
+            .policies
+            .choose(&self.registry, ConnectionMode::Grpc, &facts)?;
+        let Pair {
+            prefill, decode, ..
+        } = &pair;
         tracing::Span::current().record(
             "worker",
             tracing::field::display(format_args!("{}+{}", prefill.id(), decode.id())),
@@ -92,12 +76,15 @@ impl GrpcPdRouter {
         let body = append_fields(
             inbound.body.clone(),
             &pb::GenerateRequest {
-                disaggregated_params: Some(bootstrap(&prefill, room.id())?),
+                disaggregated_params: Some(pb::DisaggregatedParams {
+                    bootstrap_host: prefill.endpoint().bare_host().to_string(),
+                    bootstrap_port: u32::from(pair.bootstrap_port),
+                    bootstrap_room: room.id(),
+                }),
                 ..Default::default()
             },
         );
-        self.prefill.for_model(model).record(&prefill, &facts);
-        self.decode.for_model(model).record(&decode, &facts);
+        self.policies.record(&pair, &facts);
         let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
 
         let wire = GrpcPd {
@@ -106,19 +93,16 @@ impl GrpcPdRouter {
             deadline: inbound.deadline,
             request_id: &inbound.request_id,
         };
-        let started = pd::start(&wire, &prefill, &decode).await?;
+        let started = pd::start(&wire, prefill, decode).await?;
         let (worker_headers, stream, timer) = started.decode;
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
         headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
-        let abort = started
-            .decode_abort
-            .unwrap_or_else(|| AbortOnDrop::new(decode.clone(), inbound.request_id.clone()));
         let stream = ProxyStream::new(
-            decode,
+            decode.clone(),
             stream,
             timer,
-            abort,
+            started.decode_abort,
             Box::new((started.decode_load, entry, room)),
         )
         .with_companion(started.companion);
@@ -171,20 +155,4 @@ impl PdWire for GrpcPd<'_> {
             self.request_id.to_string(),
         ))
     }
-}
-
-/// The bootstrap parameters for a call whose prefill side is `prefill`.
-fn bootstrap(prefill: &Worker, room: u64) -> Result<pb::DisaggregatedParams, RouteError> {
-    let port = prefill.spec().bootstrap_port.ok_or_else(|| {
-        // The registry refuses prefill workers without one; this is a bug.
-        RouteError::Internal(format!(
-            "prefill worker {} has no bootstrap port",
-            prefill.id()
-        ))
-    })?;
-    Ok(pb::DisaggregatedParams {
-        bootstrap_host: prefill.endpoint().bare_host().to_string(),
-        bootstrap_port: u32::from(port),
-        bootstrap_room: room,
-    })
 }

@@ -83,7 +83,7 @@ impl GrpcRegularRouter {
 
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(WORKER_ID_HEADER, worker.id_value().clone());
-        let stream = ProxyStream::new(worker, stream, timer, abort, Box::new((load, entry)));
+        let stream = ProxyStream::new(worker, stream, timer, Some(abort), Box::new((load, entry)));
         Ok((headers, stream))
     }
 }

@@ -28,10 +28,11 @@ pub use relay::{Relay, RelayBody};
 
 use crate::config::HttpConfig;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
+use crate::routers::pd::PdPolicies;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::{is_disaggregated, is_known_model, resolve_model};
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
-use crate::transport::http1::{BuildError, HttpClient};
+use crate::transport::http1::HttpClient;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
 /// Routes HTTP inference requests to HTTP workers.
@@ -39,8 +40,7 @@ use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 pub struct HttpRouter {
     registry: Arc<WorkerRegistry>,
     policies: PolicySet,
-    prefill: PolicySet,
-    decode: PolicySet,
+    pd_policies: PdPolicies,
     rooms: BootstrapRooms,
     client: HttpClient,
     max_body_bytes: usize,
@@ -62,21 +62,15 @@ impl HttpRouter {
         policy: &PolicyConfig,
         config: &HttpConfig,
         rooms: BootstrapRooms,
-    ) -> Result<Self, BuildError> {
-        Ok(HttpRouter {
+    ) -> Self {
+        HttpRouter {
             policies: PolicySet::build(policy, &registry),
-            prefill: PolicySet::new(
-                policy.prefill,
-                policy.prefill_overrides(),
-                policy,
-                &registry,
-            ),
-            decode: PolicySet::new(policy.decode, policy.decode_overrides(), policy, &registry),
+            pd_policies: PdPolicies::build(policy, &registry),
             registry,
             rooms,
-            client: HttpClient::new(&config.client_config())?,
+            client: HttpClient::new(&config.client_config()),
             max_body_bytes: config.max_body_bytes,
-        })
+        }
     }
 
     /// The configured request-body limit.

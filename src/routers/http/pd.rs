@@ -12,11 +12,10 @@ use serde_json::Value;
 
 use super::{HttpRouter, Relay, Request};
 use crate::routers::call::AbortOnDrop;
-use crate::routers::pd::{self, PdWire};
-use crate::routers::select::Candidates;
+use crate::routers::pd::{self, Pair, PdWire};
 use crate::routers::{RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
 use crate::transport::http1::{HttpClient, HttpResponse};
-use crate::worker::{ConnectionMode, Worker, WorkerRole};
+use crate::worker::{ConnectionMode, Worker};
 
 impl HttpRouter {
     pub(super) async fn forward_pd(
@@ -29,39 +28,26 @@ impl HttpRouter {
         let mut body: serde_json::Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| RouteError::InvalidRequest(format!("the body is not valid JSON: {e}")))?;
         let facts = &request.facts;
-        let prefill = Candidates::resolve(
-            &self.registry,
-            ConnectionMode::Http,
-            WorkerRole::Prefill,
-            facts.model,
-        )?
-        .choose(&self.prefill, facts)?;
-        let decode = Candidates::resolve(
-            &self.registry,
-            ConnectionMode::Http,
-            WorkerRole::Decode,
-            facts.model,
-        )?
-        .choose(&self.decode, facts)?;
-        let port = prefill.spec().bootstrap_port.ok_or_else(|| {
-            RouteError::Internal(format!(
-                "prefill worker {} has no bootstrap port",
-                prefill.id()
-            ))
-        })?;
+        let pair = self
+            .pd_policies
+            .choose(&self.registry, ConnectionMode::Http, facts)?;
+        let Pair {
+            prefill,
+            decode,
+            bootstrap_port: port,
+        } = &pair;
         let room = self.rooms.claim();
         body.insert(
             "bootstrap_host".into(),
             Value::from(prefill.endpoint().bare_host()),
         );
-        body.insert("bootstrap_port".into(), Value::from(port));
+        body.insert("bootstrap_port".into(), Value::from(*port));
         body.insert("bootstrap_room".into(), Value::from(room.id()));
         let body = Bytes::from(
             serde_json::to_vec(&Value::Object(body))
                 .map_err(|e| RouteError::Internal(e.to_string()))?,
         );
-        self.prefill.for_model(facts.model).record(&prefill, facts);
-        self.decode.for_model(facts.model).record(&decode, facts);
+        self.pd_policies.record(&pair, facts);
 
         let wire = HttpPd {
             client: &self.client,
@@ -69,7 +55,7 @@ impl HttpRouter {
             request_id: request.request_id,
             body,
         };
-        let started = pd::start(&wire, &prefill, &decode).await?;
+        let started = pd::start(&wire, prefill, decode).await?;
         let mut relay = Relay::new(
             started.decode,
             request.request_id,

@@ -13,46 +13,18 @@ use super::client::failure;
 use crate::transport::{Failure, WorkerStatus};
 
 /// The status a worker sent in `headers` (its trailers, or the headers of
-/// a trailers-only response), with its message percent-decoded.
+/// a trailers-only response), read as tonic reads it (the message
+/// percent-decoded; an unparsable code is UNKNOWN).
 pub(super) fn worker_status(headers: HeaderMap) -> WorkerStatus {
-    let code = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2); // UNKNOWN, as the gRPC spec says for an unparsable status
-    let message = headers
-        .get("grpc-message")
-        .map(|v| percent_decode(v.as_bytes()))
-        .unwrap_or_default();
+    let (code, message) = match tonic::Status::from_header_map(&headers) {
+        Some(status) => (status.code() as i32, status.message().to_string()),
+        None => (tonic::Code::Unknown as i32, String::new()),
+    };
     WorkerStatus {
         code,
         message,
         trailers: headers,
     }
-}
-
-/// `grpc-message` is percent-encoded (gRPC over HTTP/2).
-fn percent_decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            raw[i],
-            raw.get(i + 1).copied().and_then(hex),
-            raw.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 enum State {

@@ -202,19 +202,15 @@ impl Upstream {
             )));
         }
         // A trailers-only response: the status is in the headers.
-        let trailers_only = match parts.headers.get("grpc-status") {
+        let ok_in_headers = match parts.headers.get("grpc-status") {
             Some(code) if code != "0" => {
                 return Err(CallError::sent(Failure::Status(Box::new(worker_status(
                     parts.headers,
                 )))))
             }
-            Some(_) => Some(()),
-            None => None,
+            status => status.is_some(),
         };
-        Ok((
-            parts.headers,
-            ResponseStream::new(body, trailers_only.is_some()),
-        ))
+        Ok((parts.headers, ResponseStream::new(body, ok_in_headers)))
     }
 
     /// An h2 error in the router's words; h2's own text goes to the log.

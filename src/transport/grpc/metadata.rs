@@ -30,18 +30,7 @@ fn is_hop_header(name: &str) -> bool {
 
 /// The headers to pass on across the hop, leaving room for `extra` more.
 pub fn forwardable(headers: &HeaderMap, extra: usize) -> HeaderMap {
-    if !headers.keys().any(|k| is_hop_header(k.as_str())) {
-        let mut out = headers.clone();
-        out.reserve(extra);
-        return out;
-    }
-    let mut out = HeaderMap::with_capacity(headers.len() + extra);
-    for (name, value) in headers {
-        if !is_hop_header(name.as_str()) {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out
+    forward_owned(headers.clone(), extra)
 }
 
 /// [`forwardable`] for a map the caller no longer needs (no copy of it).
