@@ -84,23 +84,34 @@ async fn a_client_that_stops_reading_holds_back_only_its_own_streams() {
         }));
     }
     for call in calls {
-        let messages = call.await.unwrap().expect("a neighbour's stream finishes");
+        let messages = within(Duration::from_secs(60), "a neighbour's stream", call)
+            .await
+            .unwrap()
+            .expect("a neighbour's stream finishes");
         assert_eq!(messages, 2_001, "2,000 tokens and the final message");
     }
 
     // The stalled streams lost nothing: read now, each is whole.
-    for mut stream in stalled {
-        let mut messages = 0;
-        while stream
-            .message()
-            .await
-            .expect("a stalled stream is intact")
-            .is_some()
-        {
-            messages += 1;
+    let read_all = async {
+        for mut stream in stalled {
+            let mut messages = 0;
+            while stream
+                .message()
+                .await
+                .expect("a stalled stream is intact")
+                .is_some()
+            {
+                messages += 1;
+            }
+            assert_eq!(messages, 20_001);
         }
-        assert_eq!(messages, 20_001);
-    }
+    };
+    within(
+        Duration::from_secs(60),
+        "the stalled streams complete",
+        read_all,
+    )
+    .await;
     router.assert_still_serves().await;
 }
 
@@ -112,10 +123,13 @@ async fn a_call_without_a_deadline_gets_the_default_one() {
     let hung = hung_mock().await;
     router.add(&hung.url(), MODEL).await;
 
-    let status = router
-        .generate(request(MODEL, "x"))
-        .await
-        .expect_err("a hung worker cannot answer");
+    let status = within(
+        Duration::from_secs(30),
+        "a call without a deadline to a hung worker ends",
+        router.generate(request(MODEL, "x")),
+    )
+    .await
+    .expect_err("a hung worker cannot answer");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     let seen = hung.stats().seen();
     let timeout = seen[0].timeout.expect("the worker is told the deadline");
@@ -153,7 +167,9 @@ async fn a_grpc_request_body_that_stops_arriving_is_refused() {
     // A frame header announcing 10 bytes, two of them, then nothing.
     send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 10, 1, 2]), false)
         .unwrap();
-    let response = response.await.expect("the router answers");
+    let response = within(Duration::from_secs(30), "the router answers", response)
+        .await
+        .expect("the router answers");
     let status = response
         .headers()
         .get("grpc-status")
@@ -191,7 +207,13 @@ async fn an_http_request_body_that_stops_arriving_is_408() {
     let mut buf = [0u8; 4096];
     // The router answers, then closes (the request cannot be finished).
     loop {
-        let n = tcp.read(&mut buf).await.unwrap_or(0);
+        let n = within(
+            Duration::from_secs(30),
+            "the router answers",
+            tcp.read(&mut buf),
+        )
+        .await
+        .unwrap_or(0);
         if n == 0 {
             break;
         }

@@ -101,7 +101,12 @@ async fn shutdown_finishes_whatever_streams_are_open_and_aborts_hung_calls() {
     .await;
 
     router.begin_shutdown();
-    router.stopped().await;
+    within(
+        Duration::from_secs(30),
+        "the router stops",
+        router.stopped(),
+    )
+    .await;
 
     // The hung call was cancelled and its worker told to abort before
     // `serve` returned.
@@ -123,7 +128,12 @@ async fn an_unfinished_request_body_does_not_hold_up_shutdown() {
     send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 10, 1, 2]), false)
         .unwrap();
     router.begin_shutdown();
-    router.stopped().await;
+    within(
+        Duration::from_secs(30),
+        "the router stops",
+        router.stopped(),
+    )
+    .await;
     // The call was cut off (reset or refused), not answered normally.
     match response.await {
         Err(_) => {}

@@ -298,6 +298,15 @@ pub async fn mock_with(config: MockConfig) -> MockWorker {
         .unwrap()
 }
 
+/// `future`'s output, or a panic naming `what` if it takes longer than
+/// `limit`: a regression test of something that used to hang fails
+/// instead of hanging.
+pub async fn within<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("still waiting after {limit:?}: {what}"))
+}
+
 /// Polls `check` until it holds, or panics after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
