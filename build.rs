@@ -1,8 +1,12 @@
 //! Compiles `proto/` with tonic-prost-build, using a vendored protoc so a fresh
 //! machine needs no system protobuf.
 //!
-//! Four things come out of it, all in `OUT_DIR`:
+//! Five things come out of it, all in `OUT_DIR`:
 //! - `switchyard.v1.rs`: prost messages plus clients and servers for both services;
+//! - `sglang.grpc.scheduler.rs`, `vllm.grpc.engine.rs`, `smg.grpc.common.rs`:
+//!   the engines' own protocols, from the published `smg-grpc-proto` files
+//!   in `proto/smg` (messages, and servers with default stubs for the mock
+//!   engines);
 //! - `switchyard.v1.Inference.rs`: a second `Inference` server and client whose
 //!   messages are raw bytes (the mock worker's server, so that it can echo
 //!   fields its proto does not know; the router's own hop is `transport`);
@@ -28,6 +32,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/switchyard/v1/inference.proto",
             ],
             &["proto"],
+        )?;
+
+    // The engines' protocols, as published (proto/smg/README.md). Servers
+    // only: the router reaches engines through `transport`, with the
+    // messages; the mock engines implement the servers' traits, where
+    // default stubs answer UNIMPLEMENTED for RPCs a mock does not serve.
+    let well_known = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .generate_default_stubs(true)
+        .compile_with_config(
+            config(),
+            &[
+                PathBuf::from("proto/smg/common.proto"),
+                PathBuf::from("proto/smg/sglang_scheduler.proto"),
+                PathBuf::from("proto/smg/vllm_engine.proto"),
+            ],
+            &[PathBuf::from("proto/smg"), well_known],
         )?;
 
     let raw = |name: &str, route: &str, streaming: bool| {

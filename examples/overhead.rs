@@ -89,6 +89,7 @@ async fn main() {
     let worker = |url: String, model: &str, role, bootstrap_port| StartupWorker {
         url,
         model_id: model.into(),
+        engine: None,
         role,
         bootstrap_port,
         labels: Default::default(),
@@ -107,7 +108,7 @@ async fn main() {
         ),
         worker(decode.url(), "pd", WorkerRole::Decode, None),
     ];
-    let app = App::build(config).expect("config");
+    let app = App::build(config).await.expect("config");
     let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
     let router_addr = listener.local_addr().expect("addr");
     tokio::spawn(app.serve(listener, std::future::pending()));

@@ -15,13 +15,14 @@ use tokio::sync::watch;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::config::{Config, ConfigError};
+use crate::engines::{AddError, Admission, WorkerRequest};
 use crate::health::{HealthChecker, ServingReporter};
 use crate::pb;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
 use crate::services::{InferenceService, WorkerManagementService};
-use crate::worker::{RegistryError, WorkerRegistry, WorkerSpec};
+use crate::worker::WorkerRegistry;
 
 /// Why the router could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ pub enum AppError {
         /// The worker's url.
         url: String,
         /// Why.
-        source: RegistryError,
+        source: AddError,
     },
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
@@ -70,25 +71,26 @@ pub struct App {
 impl App {
     /// Validates `config`, builds every component and registers the startup
     /// workers, so they are routable before the router reports SERVING.
-    pub fn build(config: Config) -> Result<App, AppError> {
+    pub async fn build(config: Config) -> Result<App, AppError> {
         config.validate()?;
         let registry = Arc::new(WorkerRegistry::new(config.upstream.channel_config()));
+        let admission = Admission::new(registry.clone(), config.health_check.timeout());
         for w in &config.workers {
-            let spec = WorkerSpec::new(
-                &w.url,
-                &w.model_id,
-                w.role,
-                w.bootstrap_port,
-                w.labels.clone(),
-            )
-            .map_err(|e| AppError::Worker {
+            let request = WorkerRequest {
                 url: w.url.clone(),
-                source: e.into(),
-            })?;
-            registry.add(spec).map_err(|source| AppError::Worker {
-                url: w.url.clone(),
-                source,
-            })?;
+                model_id: w.model_id.clone(),
+                role: w.role,
+                bootstrap_port: w.bootstrap_port,
+                labels: w.labels.clone(),
+                engine: w.engine,
+            };
+            admission
+                .add(request)
+                .await
+                .map_err(|source| AppError::Worker {
+                    url: w.url.clone(),
+                    source,
+                })?;
         }
         let rooms = BootstrapRooms::default();
         let router = Arc::new(GrpcRouter::new(
@@ -110,6 +112,11 @@ impl App {
             http_router,
             health: HealthReporter::new(),
         })
+    }
+
+    /// How workers are added: identified within the health-check timeout.
+    fn admission(&self) -> Admission {
+        Admission::new(self.registry.clone(), self.config.health_check.timeout())
     }
 
     /// The registry this app routes from.
@@ -160,6 +167,7 @@ impl App {
         let http_task = http.map(|listener| {
             let routes = crate::services::http::routes(
                 self.registry.clone(),
+                self.admission(),
                 self.http_router.clone(),
                 self.config.limits.request_body_idle(),
             );
@@ -184,7 +192,7 @@ impl App {
             HealthService::from_health_reporter(self.health.clone()),
         );
         let management = pb::worker_management_server::WorkerManagementServer::new(
-            WorkerManagementService::new(self.registry.clone()),
+            WorkerManagementService::new(self.registry.clone(), self.admission()),
         );
         let inference =
             InferenceService::new(self.router.clone(), self.config.limits.request_body_idle());

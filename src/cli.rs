@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, StartupWorker, DEFAULT_GRPC_LISTEN};
 use crate::policies::PolicyKind;
-use crate::worker::WorkerRole;
+use crate::worker::{Engine, WorkerRole};
 
 /// Switchyard: a gRPC-first router for fleets of LLM inference workers.
 #[derive(Debug, Parser)]
@@ -44,9 +44,14 @@ pub struct ServeArgs {
     /// A worker to register at startup (repeatable), e.g. grpc://127.0.0.1:7001.
     #[arg(long = "worker", value_name = "URL")]
     pub workers: Vec<String>,
-    /// The model served by the --worker workers.
+    /// The model served by the --worker workers (for SGLang and vLLM
+    /// workers, default: the engine's served model name).
     #[arg(long, value_name = "ID")]
     pub model: Option<String>,
+    /// The engine of the --worker workers: switchyard, sglang or vllm
+    /// (default: ask each worker at startup).
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<Engine>,
     /// Load-balancing policy.
     #[arg(long, value_name = "NAME")]
     pub policy: Option<PolicyKind>,
@@ -81,23 +86,19 @@ impl ServeArgs {
             config.http_listen = Some(addr);
         }
         if !self.workers.is_empty() {
-            let model = self.model.clone().ok_or_else(|| {
-                ConfigError::Invalid(
-                    "--worker needs --model ID: the model those workers serve".into(),
-                )
-            })?;
             config
                 .workers
                 .extend(self.workers.iter().map(|url| StartupWorker {
                     url: url.clone(),
-                    model_id: model.clone(),
+                    model_id: self.model.clone().unwrap_or_default(),
+                    engine: self.engine,
                     role: WorkerRole::Regular,
                     bootstrap_port: None,
                     labels: Default::default(),
                 }));
-        } else if self.model.is_some() {
+        } else if self.model.is_some() || self.engine.is_some() {
             return Err(ConfigError::Invalid(
-                "--model applies to --worker; give at least one --worker URL".into(),
+                "--model and --engine apply to --worker; give at least one --worker URL".into(),
             ));
         }
         if let Some(n) = self.worker_threads {
@@ -171,11 +172,16 @@ mod tests {
     }
 
     #[test]
-    fn worker_without_model_is_a_clear_error() {
-        assert!(serve(&["--worker", "grpc://h:1"])
+    fn worker_without_model_leaves_it_to_the_engine() {
+        let c = serve(&["--worker", "grpc://h:1", "--engine", "sglang"]).unwrap();
+        assert_eq!(c.workers[0].model_id, "");
+        assert_eq!(c.workers[0].engine, Some(Engine::Sglang));
+        let err = serve(&["--engine", "vllm"]).unwrap_err().to_string();
+        assert!(err.contains("--worker"), "{err}");
+        let err = Cli::try_parse_from(["switchyard", "serve", "--engine", "tgi"])
             .unwrap_err()
-            .to_string()
-            .contains("--model"));
+            .to_string();
+        assert!(err.contains("switchyard, sglang or vllm"), "{err}");
     }
 
     #[test]

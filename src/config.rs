@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policies::PolicyConfig;
 use crate::transport::grpc::ChannelConfig;
-use crate::worker::WorkerRole;
+use crate::worker::{Engine, WorkerRole};
 
 /// The router's default gRPC address: loopback only unless told otherwise.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
@@ -170,8 +170,14 @@ impl ShutdownConfig {
 pub struct StartupWorker {
     /// `grpc://host:port` or `http://host:port`.
     pub url: String,
-    /// The model it serves.
+    /// The model it serves (SGLang and vLLM workers: empty takes the
+    /// engine's served model name).
+    #[serde(default)]
     pub model_id: String,
+    /// A gRPC worker's engine: `switchyard`, `sglang` or `vllm`; unset
+    /// asks the worker at startup.
+    #[serde(default)]
+    pub engine: Option<Engine>,
     /// Its role (default regular).
     #[serde(default)]
     pub role: WorkerRole,
@@ -251,7 +257,10 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: u32,
     /// Consecutive successes before an unhealthy worker is marked healthy.
     pub healthy_threshold: u32,
-    /// The `grpc.health.v1` service name asked of workers ("" = the whole server).
+    /// The `grpc.health.v1` service name asked of workers. Empty (the
+    /// default): each engine's own service for SGLang and vLLM workers
+    /// (they report NOT_SERVING there while warming up or draining), the
+    /// whole server ("") for Switchyard workers.
     pub service: String,
 }
 

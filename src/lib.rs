@@ -19,6 +19,7 @@
 //! - [`app`]: wiring; `App::build(config)`, then `serve(listeners, shutdown)`.
 //! - [`pb`]: generated protobuf code, included once.
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`); typed `Failure`s.
+//! - [`engines`]: SGLang, vLLM and Switchyard workers: identifying a worker's engine, its `Abort`, model info and health calls.
 //! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards.
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
@@ -38,6 +39,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod engines;
 pub mod health;
 pub mod mock;
 pub mod pb;

@@ -59,7 +59,7 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
 }
 
 async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
-    let app = App::build(config).map_err(|e| e.to_string())?;
+    let app = App::build(config).await.map_err(|e| e.to_string())?;
     let addr = app.config().grpc_listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -156,6 +156,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         config.workers.push(switchyard::config::StartupWorker {
             url: w.url(),
             model_id: "demo".into(),
+            engine: None,
             role: Default::default(),
             bootstrap_port: None,
             labels: Default::default(),

@@ -14,6 +14,36 @@ pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/switchyard.v1.Inference.rs"));
 }
 
+/// `sglang.grpc.scheduler`, `vllm.grpc.engine` and their shared
+/// `smg.grpc.common`: the engines' own protocols, from the published
+/// definitions in `proto/smg` (nested as their packages are, so that the
+/// generated cross-package paths resolve).
+pub mod sglang {
+    pub mod grpc {
+        pub mod scheduler {
+            tonic::include_proto!("sglang.grpc.scheduler");
+        }
+    }
+}
+/// See [`sglang`].
+pub mod vllm {
+    pub mod grpc {
+        pub mod engine {
+            tonic::include_proto!("vllm.grpc.engine");
+        }
+    }
+}
+/// See [`sglang`].
+pub mod smg {
+    pub mod grpc {
+        pub mod common {
+            tonic::include_proto!("smg.grpc.common");
+        }
+    }
+}
+pub use sglang::grpc::scheduler as sglang_scheduler;
+pub use vllm::grpc::engine as vllm_engine;
+
 /// The encoded descriptor set of `proto/`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
@@ -24,4 +54,8 @@ pub mod service_names {
     pub const INFERENCE: &str = "switchyard.v1.Inference";
     /// The worker management service (operators).
     pub const WORKER_MANAGEMENT: &str = "switchyard.v1.WorkerManagement";
+    /// SGLang's scheduler service (`sglang serve --grpc-mode`).
+    pub const SGLANG: &str = "sglang.grpc.scheduler.SglangScheduler";
+    /// vLLM's engine service (`vllm serve --grpc`).
+    pub const VLLM: &str = "vllm.grpc.engine.VllmEngine";
 }

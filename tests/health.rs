@@ -65,6 +65,7 @@ async fn startup_workers_are_routable_before_serving_is_reported() {
     config.workers.push(StartupWorker {
         url: w.url(),
         model_id: MODEL.into(),
+        engine: None,
         role: Default::default(),
         bootstrap_port: None,
         labels: Default::default(),

@@ -44,7 +44,7 @@ async fn add_pd(
                 model_id: model.into(),
                 role: role as i32,
                 bootstrap_port,
-                labels: Default::default(),
+                ..Default::default()
             }),
         })
         .await

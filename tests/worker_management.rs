@@ -26,6 +26,12 @@ fn spec(
             role: role as i32,
             bootstrap_port: bootstrap,
             labels: [("zone".to_string(), "a".to_string())].into(),
+            // Registered without contacting the (absent) worker.
+            engine: if url.starts_with("grpc://") {
+                pb::Engine::Switchyard
+            } else {
+                pb::Engine::Unspecified
+            } as i32,
         }),
     }
 }

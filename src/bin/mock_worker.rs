@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard::mock::{MockConfig, MockRole, MockWorker};
+use switchyard::worker::Engine;
 
-/// A fake switchyard.v1.Inference worker with failure knobs.
+/// A fake inference worker (switchyard.v1, SGLang or vLLM over gRPC, or
+/// SGLang/OpenAI over HTTP) with failure knobs.
 #[derive(Debug, Parser)]
 #[command(name = "mock-worker", version, about)]
 struct Args {
@@ -53,6 +55,17 @@ struct Args {
     /// How long the prefill/decode rendezvous waits for the other side, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rendezvous_timeout_ms: u64,
+    /// The gRPC protocol to serve: switchyard (switchyard.v1.Inference),
+    /// sglang (SglangScheduler) or vllm (VllmEngine).
+    #[arg(long, default_value = "switchyard")]
+    engine: Engine,
+    /// The served model name that sglang and vllm report in GetModelInfo.
+    #[arg(long, default_value = "mock-model")]
+    model: String,
+    /// Report NOT_SERVING and refuse calls for this long after start, in
+    /// milliseconds, as a warming engine does.
+    #[arg(long, default_value_t = 0)]
+    warmup_ms: u64,
 }
 
 #[tokio::main]
@@ -92,7 +105,14 @@ async fn main() -> ExitCode {
         exit_after_calls: args.exit_after_calls,
         role,
         rendezvous_timeout: Duration::from_millis(args.rendezvous_timeout_ms),
+        engine: args.engine,
+        model: args.model.clone(),
+        warmup: Duration::from_millis(args.warmup_ms),
     };
+    if args.http && args.engine != Engine::Switchyard {
+        eprintln!("mock-worker: --engine applies to the gRPC mock; drop --http or --engine");
+        return ExitCode::FAILURE;
+    }
     let started = if args.http {
         MockWorker::start_http(args.listen, config).await
     } else {

@@ -1,4 +1,5 @@
-//! Active health checks: `grpc.health.v1/Check` for gRPC workers, `GET
+//! Active health checks: `grpc.health.v1/Check` for gRPC workers (of the
+//! engine's own service for SGLang and vLLM workers), `GET
 //! /health` for HTTP workers, with the same thresholds and events.
 //!
 //! One task checks all workers each interval, concurrently, each probe with a
@@ -9,14 +10,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use prost::Message;
 use tokio::task::JoinSet;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::config::HealthCheckConfig;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
-use crate::transport::Failure;
 use crate::worker::{ConnectionMode, Worker, WorkerId, WorkerRegistry};
 
 /// Consecutive probe results for one worker.
@@ -72,7 +69,10 @@ impl HealthChecker {
         self.streaks.retain(|id, _| ids.contains(id));
         let mut probes = JoinSet::new();
         for worker in workers {
-            let service = self.config.service.clone();
+            let service = match self.config.service.as_str() {
+                "" => crate::engines::health_service(worker.engine()).to_string(),
+                configured => configured.to_string(),
+            };
             let timeout = self.config.timeout();
             let http = self.http.clone();
             probes.spawn(async move {
@@ -123,19 +123,11 @@ async fn probe_http(client: &HttpClient, worker: &Worker, timeout: std::time::Du
     }
 }
 
-/// `grpc.health.v1/Check`: SERVING within the timeout is healthy.
+/// `grpc.health.v1/Check` of `service`: SERVING within the timeout is
+/// healthy.
 async fn probe_grpc(worker: &Worker, service: String, timeout: std::time::Duration) -> bool {
-    let request = HealthCheckRequest { service };
-    let reply = worker
-        .control()
-        .unary("/grpc.health.v1.Health/Check", &request, timeout)
-        .await
-        .and_then(|reply| {
-            HealthCheckResponse::decode(reply)
-                .map_err(|_| Failure::BadReply("grpc.health.v1.HealthCheckResponse"))
-        });
-    match reply {
-        Ok(response) => response.status == ServingStatus::Serving as i32,
+    match crate::engines::health(worker.control(), &service, timeout).await {
+        Ok(serving) => serving,
         Err(failure) => {
             tracing::debug!(worker = %worker.id(), %failure, "health check failed");
             false

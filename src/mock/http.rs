@@ -103,6 +103,8 @@ async fn generate(
         .unwrap_or_default()
         .to_string();
     let seen = SeenRequest {
+        token_ids: Vec::new(),
+        kv_transfer_params: None,
         request_id: request_id.clone(),
         model: model.clone(),
         x_request_id: Some(request_id.clone()).filter(|s| !s.is_empty()),

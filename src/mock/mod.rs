@@ -1,14 +1,15 @@
 //! A configurable fake inference worker, for tests, demos and benchmarks.
 //!
 //! It serves `switchyard.v1.Inference` (over raw bytes, like the router, so
-//! it can see and echo fields unknown to Switchyard's proto) and
-//! `grpc.health.v1`. Each generated token's text names the worker. Failure
+//! it can see and echo fields unknown to Switchyard's proto), or SGLang's or
+//! vLLM's own service (`engines`), and `grpc.health.v1`. Each generated token's text names the worker. Failure
 //! knobs: a failure rate, failing after K tokens, hanging, reporting
 //! unhealthy, and asking its host process to exit after N calls. It counts
 //! calls, aborts and cancellations, and records what it received, through
 //! [`MockStats`]. The server task lives until [`MockWorker::stop`] or drop.
 
 mod bootstrap;
+mod engines;
 mod http;
 mod server;
 mod wire;
@@ -27,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::pb;
 use crate::pb::raw::inference_server::Inference;
+use crate::worker::Engine;
 
 pub use server::MockWorker;
 pub use wire::unknown_fields;
@@ -59,6 +61,13 @@ pub struct MockConfig {
     pub role: MockRole,
     /// How long the PD rendezvous waits for the other side.
     pub rendezvous_timeout: Duration,
+    /// The protocol served over gRPC: Switchyard's, SGLang's or vLLM's.
+    pub engine: Engine,
+    /// The served model name the engine protocols report.
+    pub model: String,
+    /// How long after start an engine reports NOT_SERVING and refuses
+    /// calls, as a warming engine does.
+    pub warmup: Duration,
 }
 
 /// Which part the mock plays.
@@ -91,6 +100,9 @@ impl Default for MockConfig {
             exit_after_calls: None,
             role: MockRole::Regular,
             rendezvous_timeout: Duration::from_secs(2),
+            engine: Engine::Switchyard,
+            model: "mock-model".into(),
+            warmup: Duration::ZERO,
         }
     }
 }
@@ -110,8 +122,13 @@ pub struct SeenRequest {
     pub unknown_fields: Bytes,
     /// Every metadata entry, as `(name, value)`, ASCII ones only.
     pub metadata: Vec<(String, String)>,
-    /// `disaggregated_params`, if the request carried them.
+    /// `disaggregated_params`, if the request carried them (for vLLM's
+    /// protocol: the bootstrap address its KV-transfer parameters name).
     pub disaggregated: Option<pb::DisaggregatedParams>,
+    /// The prompt's token ids (engine protocols).
+    pub token_ids: Vec<u32>,
+    /// vLLM's `kv_transfer_params_json`, if set.
+    pub kv_transfer_params: Option<String>,
 }
 
 /// Counters and records, shared with whoever started the mock.
@@ -125,6 +142,7 @@ pub struct MockStats {
     failed: AtomicU64,
     paired: AtomicU64,
     tokens: AtomicU64,
+    health_generations: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
 }
 
@@ -148,6 +166,11 @@ impl MockStats {
     /// Decode side: rendezvous that succeeded.
     pub fn paired(&self) -> u64 {
         self.paired.load(Ordering::SeqCst)
+    }
+    /// Engine `HealthCheck` RPCs received (each a one-token generation on
+    /// a real SGLang).
+    pub fn health_generations(&self) -> u64 {
+        self.health_generations.load(Ordering::SeqCst)
     }
     /// Tokens handed to the transport, over all streams.
     pub fn tokens(&self) -> u64 {
@@ -177,6 +200,11 @@ struct MockService {
     exit: Arc<Notify>,
     /// Prefill side: rooms received, awaiting their decode side.
     rooms: Arc<bootstrap::Rooms>,
+    /// Prefill side: where decode workers reach the rendezvous.
+    bootstrap_host: std::net::IpAddr,
+    bootstrap_port: u16,
+    /// When the engine is warm (`MockConfig::warmup` after start).
+    warm_at: tokio::time::Instant,
 }
 
 impl MockService {
@@ -292,6 +320,21 @@ impl MockService {
         rx
     }
 
+    /// Whether the engine is still warming up.
+    fn warming(&self) -> bool {
+        tokio::time::Instant::now() < self.warm_at
+    }
+
+    /// Stops the running request `request_id`: whether there was one.
+    fn abort_request(&self, request_id: &str) -> bool {
+        self.stats.aborts.fetch_add(1, Ordering::SeqCst);
+        let found = self.running().remove(request_id);
+        if let Some(notify) = &found {
+            notify.notify_one();
+        }
+        found.is_some()
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -339,6 +382,11 @@ impl Inference for MockService {
                 .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
             disaggregated: view.disaggregated_params.clone(),
+            token_ids: match &view.input {
+                Some(pb::generate_request::Input::TokenIds(t)) => t.ids.clone(),
+                _ => Vec::new(),
+            },
+            kv_transfer_params: None,
         };
         let config = self.admit(seen, view.disaggregated_params.as_ref()).await?;
         let tokens = view
@@ -377,16 +425,9 @@ impl Inference for MockService {
     async fn abort(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
         let abort = pb::AbortRequest::decode(request.into_inner())
             .map_err(|e| Status::invalid_argument(format!("not an AbortRequest: {e}")))?;
-        self.stats.aborts.fetch_add(1, Ordering::SeqCst);
-        let found = self.running().remove(&abort.request_id);
-        if let Some(notify) = &found {
-            notify.notify_one();
-        }
+        let aborted = self.abort_request(&abort.request_id);
         Ok(Response::new(Bytes::from(
-            pb::AbortResponse {
-                aborted: found.is_some(),
-            }
-            .encode_to_vec(),
+            pb::AbortResponse { aborted }.encode_to_vec(),
         )))
     }
 }

@@ -15,7 +15,9 @@ use tonic_health::ServingStatus;
 
 use super::{bootstrap, http, MockConfig, MockRole, MockService, MockStats};
 use crate::pb::raw::inference_server::InferenceServer;
-use crate::pb::service_names;
+use crate::pb::sglang_scheduler::sglang_scheduler_server::SglangSchedulerServer;
+use crate::pb::vllm_engine::vllm_engine_server::VllmEngineServer;
+use crate::worker::Engine;
 
 /// A running mock worker.
 #[derive(Debug)]
@@ -69,12 +71,16 @@ impl MockWorker {
             }
             _ => (None, None),
         };
+        let warmup = config.load().warmup;
         let service = MockService {
             config: config.clone(),
             stats: stats.clone(),
             running: Arc::default(),
             exit: exit.clone(),
             rooms,
+            bootstrap_host: addr.ip(),
+            bootstrap_port: bootstrap_port.unwrap_or(0),
+            warm_at: tokio::time::Instant::now() + warmup,
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = if http {
@@ -106,7 +112,18 @@ impl MockWorker {
             task: Some(task),
         };
         let unhealthy = worker.config.load().unhealthy;
-        worker.set_healthy(!unhealthy).await;
+        if warmup.is_zero() {
+            worker.set_healthy(!unhealthy).await;
+        } else {
+            // NOT_SERVING while warming up, then as configured.
+            worker.report(false).await;
+            let (health, config) = (worker.health.clone(), worker.config.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(warmup).await;
+                let serving = !config.load().unhealthy;
+                report(&health, config.load().engine, serving).await;
+            });
+        }
         Ok(worker)
     }
 
@@ -119,10 +136,16 @@ impl MockWorker {
         let health_server = tonic_health::pb::health_server::HealthServer::new(
             HealthService::from_health_reporter(health),
         );
+        let engine = service.config.load().engine;
         tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(health_server)
-                .add_service(InferenceServer::new(service))
+            let mut server = tonic::transport::Server::builder();
+            let router = server.add_service(health_server);
+            let router = match engine {
+                Engine::Switchyard => router.add_service(InferenceServer::new(service)),
+                Engine::Sglang => router.add_service(SglangSchedulerServer::new(service)),
+                Engine::Vllm => router.add_service(VllmEngineServer::new(service)),
+            };
+            let result = router
                 .serve_with_incoming_shutdown(
                     // serve_with_incoming ignores Server::tcp_nodelay; set it here,
                     // or Nagle holds back small response frames for ~40 ms.
@@ -171,18 +194,15 @@ impl MockWorker {
         self.config.store(Arc::new(next));
     }
 
-    /// Reports SERVING or NOT_SERVING on `grpc.health.v1` ("" and Inference).
+    /// Reports SERVING or NOT_SERVING on `grpc.health.v1` ("" and the
+    /// engine's service).
     pub async fn set_healthy(&self, healthy: bool) {
         self.update(|c| c.unhealthy = !healthy);
-        let status = if healthy {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.health.set_service_status("", status).await;
-        self.health
-            .set_service_status(service_names::INFERENCE, status)
-            .await;
+        self.report(healthy).await;
+    }
+
+    async fn report(&self, serving: bool) {
+        report(&self.health, self.config.load().engine, serving).await;
     }
 
     /// Resolves when `exit_after_calls` has been reached.
@@ -202,6 +222,17 @@ impl MockWorker {
             task.abort();
         }
     }
+}
+
+/// Sets `grpc.health.v1` for "" and `engine`'s service.
+async fn report(health: &HealthReporter, engine: Engine, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health.set_service_status(engine.service(), status).await;
 }
 
 impl Drop for MockWorker {

@@ -11,10 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
@@ -22,13 +20,9 @@ use tokio_stream::Stream;
 use tokio_util::task::TaskTracker;
 
 use super::RouteError;
-use crate::pb;
 use crate::transport::grpc::ResponseStream;
 use crate::transport::Failure;
 use crate::worker::Worker;
-
-/// How long the router waits for a worker to acknowledge an `Abort`.
-const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tells a worker to abort a request if dropped while still armed.
 ///
@@ -88,19 +82,10 @@ pub fn aborts_in_flight() -> &'static TaskTracker {
     &ABORTS
 }
 
-/// Sends `Abort(request_id)` to `worker`, waiting at most two seconds:
-/// whether the worker had the request running.
+/// Sends `worker` its engine's `Abort(request_id)`, waiting at most two
+/// seconds: whether the worker had the request running.
 pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Failure> {
-    let request = pb::AbortRequest {
-        request_id: request_id.to_string(),
-    };
-    let reply = worker
-        .control()
-        .unary("/switchyard.v1.Inference/Abort", &request, ABORT_TIMEOUT)
-        .await?;
-    let reply = pb::AbortResponse::decode(reply)
-        .map_err(|_| Failure::BadReply("switchyard.v1.AbortResponse"))?;
-    Ok(reply.aborted)
+    crate::engines::abort(worker, request_id).await
 }
 
 /// Aborts a spawned task when dropped, unless detached first.

@@ -16,8 +16,14 @@ impl BootstrapRooms {
     /// A fresh room, unique among those in flight and never 0 (proto3's
     /// "unset", which would not override a value a client sent).
     pub fn claim(&self) -> Room {
+        self.claim_below(u64::MAX)
+    }
+
+    /// A fresh room below `limit` (SGLang's rooms are `int32`: 2³¹),
+    /// unique among those in flight and never 0.
+    pub fn claim_below(&self, limit: u64) -> Room {
         loop {
-            let id = rand::random::<u64>();
+            let id = rand::random_range(1..limit);
             if id != 0 && self.rooms.insert(id) {
                 return Room {
                     rooms: self.rooms.clone(),

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engines::WorkerRequest;
 use crate::pb;
 use crate::worker::{
-    ConnectionMode, SpecError, Worker, WorkerEvent, WorkerEventKind, WorkerRole, WorkerSpec,
+    ConnectionMode, Engine, SpecError, Worker, WorkerEvent, WorkerEventKind, WorkerRole,
 };
 
 pub fn role_from_proto(value: i32) -> Result<WorkerRole, SpecError> {
@@ -35,18 +36,37 @@ pub fn mode_to_proto(mode: ConnectionMode) -> pb::ConnectionMode {
     }
 }
 
-impl TryFrom<pb::WorkerSpec> for WorkerSpec {
+pub fn engine_from_proto(value: i32) -> Result<Option<Engine>, SpecError> {
+    match pb::Engine::try_from(value) {
+        Ok(pb::Engine::Unspecified) => Ok(None),
+        Ok(pb::Engine::Switchyard) => Ok(Some(Engine::Switchyard)),
+        Ok(pb::Engine::Sglang) => Ok(Some(Engine::Sglang)),
+        Ok(pb::Engine::Vllm) => Ok(Some(Engine::Vllm)),
+        Err(_) => Err(SpecError::UnknownEngine(value)),
+    }
+}
+
+pub fn engine_to_proto(engine: Option<Engine>) -> pb::Engine {
+    match engine {
+        None => pb::Engine::Unspecified,
+        Some(Engine::Switchyard) => pb::Engine::Switchyard,
+        Some(Engine::Sglang) => pb::Engine::Sglang,
+        Some(Engine::Vllm) => pb::Engine::Vllm,
+    }
+}
+
+impl TryFrom<pb::WorkerSpec> for WorkerRequest {
     type Error = SpecError;
 
     fn try_from(spec: pb::WorkerSpec) -> Result<Self, SpecError> {
-        let role = role_from_proto(spec.role)?;
-        WorkerSpec::new(
-            &spec.url,
-            &spec.model_id,
-            role,
-            spec.bootstrap_port,
-            spec.labels.into_iter().collect(),
-        )
+        Ok(WorkerRequest {
+            role: role_from_proto(spec.role)?,
+            engine: engine_from_proto(spec.engine)?,
+            url: spec.url,
+            model_id: spec.model_id,
+            bootstrap_port: spec.bootstrap_port,
+            labels: spec.labels.into_iter().collect(),
+        })
     }
 }
 
@@ -60,6 +80,7 @@ pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
             role: role_to_proto(spec.role) as i32,
             bootstrap_port: spec.bootstrap_port.map(u32::from),
             labels: spec.labels.clone().into_iter().collect(),
+            engine: engine_to_proto(spec.engine) as i32,
         }),
         connection_mode: mode_to_proto(worker.mode()) as i32,
         health: if worker.is_healthy() {
@@ -68,6 +89,10 @@ pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
             pb::HealthStatus::Unhealthy
         } as i32,
         in_flight: worker.in_flight(),
+        model_info: Some(pb::ModelInfo {
+            served_model_name: spec.facts.served_model_name.clone(),
+            max_context_length: spec.facts.max_context_length,
+        }),
     }
 }
 
@@ -109,7 +134,10 @@ pub fn event(event: &WorkerEvent) -> pb::WorkerEvent {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSpecJson {
     url: String,
+    #[serde(default)]
     model_id: String,
+    #[serde(default)]
+    engine: Option<Engine>,
     #[serde(default)]
     role: WorkerRole,
     #[serde(default)]
@@ -128,6 +156,12 @@ pub struct WorkerJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     bootstrap_port: Option<u16>,
     labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<Engine>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    served_model_name: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    max_context_length: u32,
     connection_mode: &'static str,
     health: &'static str,
     in_flight: u32,
@@ -142,6 +176,9 @@ pub fn worker_json(w: &Worker) -> WorkerJson {
         role: w.role(),
         bootstrap_port: w.spec().bootstrap_port,
         labels: w.spec().labels.clone(),
+        engine: w.spec().engine,
+        served_model_name: w.spec().facts.served_model_name.clone(),
+        max_context_length: w.spec().facts.max_context_length,
         connection_mode: match w.mode() {
             ConnectionMode::Grpc => "grpc",
             ConnectionMode::Http => "http",
@@ -155,16 +192,19 @@ pub fn worker_json(w: &Worker) -> WorkerJson {
     }
 }
 
-impl TryFrom<WorkerSpecJson> for WorkerSpec {
-    type Error = SpecError;
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
-    fn try_from(spec: WorkerSpecJson) -> Result<Self, SpecError> {
-        WorkerSpec::new(
-            &spec.url,
-            &spec.model_id,
-            spec.role,
-            spec.bootstrap_port,
-            spec.labels,
-        )
+impl From<WorkerSpecJson> for WorkerRequest {
+    fn from(spec: WorkerSpecJson) -> Self {
+        WorkerRequest {
+            url: spec.url,
+            model_id: spec.model_id,
+            role: spec.role,
+            bootstrap_port: spec.bootstrap_port,
+            labels: spec.labels,
+            engine: spec.engine,
+        }
     }
 }

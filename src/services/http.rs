@@ -20,28 +20,33 @@ use serde_json::{json, Value};
 
 use super::convert::{worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
+use crate::engines::{Admission, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
-use crate::worker::{ConnectionMode, RegistryError, WorkerRegistry, WorkerRole, WorkerSpec};
+use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
 pub struct HttpState {
     registry: Arc<WorkerRegistry>,
+    admission: Admission,
     router: Arc<HttpRouter>,
     /// An inference body that sends nothing for this long is refused.
     body_idle: Duration,
 }
 
-/// The HTTP API over `registry`, routing with `router`; a request body
-/// that sends nothing for `body_idle` is refused with 408.
+/// The HTTP API over `registry` (adding workers through `admission`),
+/// routing with `router`; a request body that sends nothing for
+/// `body_idle` is refused with 408.
 pub fn routes(
     registry: Arc<WorkerRegistry>,
+    admission: Admission,
     router: Arc<HttpRouter>,
     body_idle: Duration,
 ) -> Router {
     let state = HttpState {
         registry,
+        admission,
         router,
         body_idle,
     };
@@ -193,8 +198,7 @@ async fn add_worker(State(s): State<HttpState>, body: Body) -> Result<Response, 
     let bytes = read_body(body, s.router.max_body_bytes(), s.body_idle).await?;
     let spec: WorkerSpecJson = serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::bad_request(format!("invalid worker spec: {e}")))?;
-    let spec = WorkerSpec::try_from(spec).map_err(RegistryError::from)?;
-    let worker = s.registry.add(spec)?;
+    let worker = s.admission.add(WorkerRequest::from(spec)).await?;
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker added over HTTP");
     Ok((StatusCode::CREATED, Json(worker_json(&worker))).into_response())
 }

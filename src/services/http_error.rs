@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::engines::AddError;
 use crate::routers::RouteError;
 use crate::worker::RegistryError;
 
@@ -60,11 +61,24 @@ impl From<RegistryError> for HttpError {
         let status = match &err {
             RegistryError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
             RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
-            RegistryError::AlreadyExists { .. } | RegistryError::RoleConflict { .. } => {
-                StatusCode::CONFLICT
-            }
+            RegistryError::AlreadyExists { .. }
+            | RegistryError::RoleConflict { .. }
+            | RegistryError::EngineConflict { .. } => StatusCode::CONFLICT,
         };
         HttpError::new(status, err.to_string())
+    }
+}
+
+impl From<AddError> for HttpError {
+    fn from(err: AddError) -> Self {
+        match err {
+            AddError::Registry(e) => e.into(),
+            // The request is fine; the worker it names could not be
+            // reached or identified.
+            AddError::Identify(e) => {
+                HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+        }
     }
 }
 

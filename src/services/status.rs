@@ -5,6 +5,7 @@
 use http::HeaderMap;
 use tonic::{Code, Status};
 
+use crate::engines::AddError;
 use crate::routers::RouteError;
 use crate::transport::grpc::codec::FrameError;
 use crate::transport::Failure;
@@ -15,8 +16,19 @@ impl From<RegistryError> for Status {
         match &err {
             RegistryError::AlreadyExists { .. } => Status::already_exists(err.to_string()),
             RegistryError::NotFound { .. } => Status::not_found(err.to_string()),
-            RegistryError::RoleConflict { .. } => Status::failed_precondition(err.to_string()),
+            RegistryError::RoleConflict { .. } | RegistryError::EngineConflict { .. } => {
+                Status::failed_precondition(err.to_string())
+            }
             RegistryError::InvalidSpec(_) => Status::invalid_argument(err.to_string()),
+        }
+    }
+}
+
+impl From<AddError> for Status {
+    fn from(err: AddError) -> Status {
+        match err {
+            AddError::Registry(e) => e.into(),
+            AddError::Identify(e) => Status::failed_precondition(e.to_string()),
         }
     }
 }

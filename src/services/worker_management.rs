@@ -7,20 +7,25 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::engines::{Admission, WorkerRequest};
 use crate::pb;
 use crate::pb::worker_management_server::WorkerManagement;
-use crate::worker::{Worker, WorkerRegistry, WorkerSpec};
+use crate::worker::{Worker, WorkerRegistry};
 
 /// Serves worker management over one registry.
 #[derive(Debug, Clone)]
 pub struct WorkerManagementService {
     registry: Arc<WorkerRegistry>,
+    admission: Admission,
 }
 
 impl WorkerManagementService {
-    /// A service over `registry`.
-    pub fn new(registry: Arc<WorkerRegistry>) -> Self {
-        WorkerManagementService { registry }
+    /// A service over `registry`, adding workers through `admission`.
+    pub fn new(registry: Arc<WorkerRegistry>, admission: Admission) -> Self {
+        WorkerManagementService {
+            registry,
+            admission,
+        }
     }
 
     fn find(&self, target: Option<pb::get_worker_request::Target>) -> Result<Arc<Worker>, Status> {
@@ -46,9 +51,9 @@ impl WorkerManagement for WorkerManagementService {
             .into_inner()
             .worker
             .ok_or_else(|| Status::invalid_argument("AddWorkerRequest.worker is required"))?;
-        let spec = WorkerSpec::try_from(spec).map_err(crate::worker::RegistryError::from)?;
-        let worker = self.registry.add(spec)?;
-        tracing::info!(worker = %worker.id(), url = worker.url(), model = %worker.model(), role = %worker.role(), "worker added");
+        let request = WorkerRequest::try_from(spec).map_err(crate::worker::RegistryError::from)?;
+        let worker = self.admission.add(request).await?;
+        tracing::info!(worker = %worker.id(), url = worker.url(), model = %worker.model(), role = %worker.role(), engine = ?worker.spec().engine, "worker added");
         Ok(Response::new(pb::AddWorkerResponse {
             worker: Some(convert::worker_info(&worker)),
         }))

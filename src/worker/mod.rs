@@ -20,9 +20,9 @@ use http::HeaderValue;
 
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
-pub use spec::{ConnectionMode, Endpoint, SpecError, WorkerRole, WorkerSpec};
+pub use spec::{ConnectionMode, Endpoint, Engine, ModelFacts, SpecError, WorkerRole, WorkerSpec};
 
-use crate::transport::grpc::{ChannelConfig, Upstream, GENERATE_PATH};
+use crate::transport::grpc::{ChannelConfig, Upstream};
 
 /// A worker's stable identity in the registry (`w-<16 hex digits>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,6 +172,12 @@ impl Worker {
         self.spec.role
     }
 
+    /// The engine of a gRPC worker; `switchyard` for one registered
+    /// without (only code that builds specs by hand does that).
+    pub fn engine(&self) -> Engine {
+        self.spec.engine.unwrap_or(Engine::Switchyard)
+    }
+
     /// Whether the health checker currently considers the worker usable.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
@@ -205,7 +211,7 @@ impl Worker {
         self.upstreams[i].get_or_init(|| {
             Upstream::new(
                 self.authority.clone(),
-                GENERATE_PATH,
+                self.engine().generate_path(),
                 self.channel_config.clone(),
             )
         })

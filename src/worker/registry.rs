@@ -54,6 +54,17 @@ pub enum RegistryError {
         /// What to do instead.
         hint: &'static str,
     },
+    /// The worker's engine differs from the engine of its model's other
+    /// gRPC workers.
+    #[error("model {model:?} is served by {served} workers; a {engine} worker cannot join it (one model, one engine: its requests are in that engine's protocol; use another model id)")]
+    EngineConflict {
+        /// The model.
+        model: String,
+        /// The refused worker's engine.
+        engine: super::Engine,
+        /// The engine of the model's workers.
+        served: super::Engine,
+    },
     /// The spec itself is invalid.
     #[error(transparent)]
     InvalidSpec(#[from] super::SpecError),
@@ -158,6 +169,11 @@ impl WorkerRegistry {
         }
     }
 
+    /// How its workers connect.
+    pub fn channel_config(&self) -> &ChannelConfig {
+        &self.channel_config
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic under the lock leaves the maps consistent (every write is
         // completed before listeners run), so a poisoned lock is still usable.
@@ -174,6 +190,7 @@ impl WorkerRegistry {
             });
         }
         check_roles(&state, &spec)?;
+        check_engine(&state, &spec)?;
         let mut id = WorkerId::generate();
         while state.by_id.contains_key(&id) {
             id = WorkerId::generate();
@@ -390,6 +407,33 @@ fn check_roles(state: &State, spec: &WorkerSpec) -> Result<(), RegistryError> {
             "remove the model's regular workers first, or use another model id",
         )),
         _ => Ok(()),
+    }
+}
+
+/// A model's gRPC workers all run one engine: a call in one engine's
+/// protocol can then go to any of them.
+fn check_engine(state: &State, spec: &WorkerSpec) -> Result<(), RegistryError> {
+    let Some(engine) = spec.engine else {
+        return Ok(());
+    };
+    let model: Arc<str> = Arc::from(spec.model_id.as_str());
+    let served = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
+        .iter()
+        .filter_map(|role| {
+            state
+                .groups
+                .get(&(ConnectionMode::Grpc, *role, model.clone()))
+        })
+        .flat_map(|group| group.first())
+        .map(|w| w.engine())
+        .find(|served| *served != engine);
+    match served {
+        Some(served) => Err(RegistryError::EngineConflict {
+            model: spec.model_id.clone(),
+            engine,
+            served,
+        }),
+        None => Ok(()),
     }
 }
 

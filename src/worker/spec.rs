@@ -60,6 +60,79 @@ impl fmt::Display for WorkerRole {
     }
 }
 
+/// The software a gRPC worker runs, which fixes the protocol it speaks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// `switchyard.v1.Inference` (the mock worker, or a worker of one's own).
+    Switchyard,
+    /// SGLang in gRPC mode (`sglang.grpc.scheduler.SglangScheduler`).
+    Sglang,
+    /// vLLM in gRPC mode (`vllm.grpc.engine.VllmEngine`).
+    Vllm,
+}
+
+impl Engine {
+    /// Every engine, in detection order.
+    pub const ALL: [Engine; 3] = [Engine::Sglang, Engine::Vllm, Engine::Switchyard];
+
+    /// The gRPC service the engine serves (also its `grpc.health.v1` name).
+    pub fn service(self) -> &'static str {
+        match self {
+            Engine::Switchyard => "switchyard.v1.Inference",
+            Engine::Sglang => "sglang.grpc.scheduler.SglangScheduler",
+            Engine::Vllm => "vllm.grpc.engine.VllmEngine",
+        }
+    }
+
+    /// The path of the engine's `Generate` method.
+    pub fn generate_path(self) -> &'static str {
+        match self {
+            Engine::Switchyard => "/switchyard.v1.Inference/Generate",
+            Engine::Sglang => "/sglang.grpc.scheduler.SglangScheduler/Generate",
+            Engine::Vllm => "/vllm.grpc.engine.VllmEngine/Generate",
+        }
+    }
+
+    /// The name used in flags, configs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Switchyard => "switchyard",
+            Engine::Sglang => "sglang",
+            Engine::Vllm => "vllm",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown engine {s:?}: use switchyard, sglang or vllm"))
+    }
+}
+
+/// What a worker's engine says about the model it serves (empty when the
+/// engine says nothing, as `switchyard` workers do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// The engine's served model name.
+    pub served_model_name: String,
+    /// The longest context the engine accepts, in tokens (0: unknown).
+    pub max_context_length: u32,
+}
+
 /// Why a worker spec was refused. Every message names the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -101,6 +174,12 @@ pub enum SpecError {
     /// Labels that are too many, too long or empty.
     #[error("invalid labels: {0}")]
     Labels(String),
+    /// An engine value the proto does not define.
+    #[error("unknown engine value {0}: use ENGINE_UNSPECIFIED (0, detect), ENGINE_SWITCHYARD (1), ENGINE_SGLANG (2) or ENGINE_VLLM (3)")]
+    UnknownEngine(i32),
+    /// An engine named for an HTTP worker: engines are gRPC protocols.
+    #[error("engine {0} applies to grpc:// workers only; leave it unset for http:// workers")]
+    EngineOnHttp(Engine),
 }
 
 /// A worker's parsed address.
@@ -215,6 +294,11 @@ pub struct WorkerSpec {
     pub bootstrap_port: Option<u16>,
     /// Free-form operator labels.
     pub labels: BTreeMap<String, String>,
+    /// The engine of a gRPC worker (`None` for HTTP workers, and for a
+    /// gRPC worker until it is identified: see `engines::identify`).
+    pub engine: Option<Engine>,
+    /// What the engine says about its model.
+    pub facts: ModelFacts,
 }
 
 const MAX_MODEL_LEN: usize = 256;
@@ -290,7 +374,20 @@ impl WorkerSpec {
             role,
             bootstrap_port,
             labels,
+            engine: None,
+            facts: ModelFacts::default(),
         })
+    }
+
+    /// The same spec with its engine (and what the engine said) set;
+    /// refused for HTTP workers.
+    pub fn with_engine(mut self, engine: Engine, facts: ModelFacts) -> Result<Self, SpecError> {
+        if self.endpoint.mode() == ConnectionMode::Http {
+            return Err(SpecError::EngineOnHttp(engine));
+        }
+        self.engine = Some(engine);
+        self.facts = facts;
+        Ok(self)
     }
 
     /// The parsed, normalized address.

@@ -74,7 +74,7 @@ pub async fn start_router() -> Router {
 }
 
 pub async fn start_router_with(config: Config) -> Router {
-    let app = App::build(config).expect("valid config");
+    let app = App::build(config).await.expect("valid config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,16 +123,30 @@ impl Router {
         self.try_add(url, model).await.expect("AddWorker")
     }
 
+    /// Adds a worker; a grpc:// one as a `switchyard` worker, which the
+    /// router does not contact (it may be a dead address on purpose).
     pub async fn try_add(&self, url: &str, model: &str) -> Result<pb::WorkerInfo, tonic::Status> {
+        let engine = if url.starts_with("grpc://") {
+            pb::Engine::Switchyard
+        } else {
+            pb::Engine::Unspecified
+        };
+        self.try_add_spec(pb::WorkerSpec {
+            url: url.into(),
+            model_id: model.into(),
+            engine: engine as i32,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn try_add_spec(
+        &self,
+        spec: pb::WorkerSpec,
+    ) -> Result<pb::WorkerInfo, tonic::Status> {
         let response = self
             .management()
-            .add_worker(pb::AddWorkerRequest {
-                worker: Some(pb::WorkerSpec {
-                    url: url.into(),
-                    model_id: model.into(),
-                    ..Default::default()
-                }),
-            })
+            .add_worker(pb::AddWorkerRequest { worker: Some(spec) })
             .await?;
         Ok(response.into_inner().worker.unwrap())
     }

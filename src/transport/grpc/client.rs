@@ -126,12 +126,22 @@ impl Upstream {
         message: &impl prost::Message,
         timeout: Duration,
     ) -> Result<Bytes, Failure> {
+        self.unary_bytes(path, &message.encode_to_vec(), timeout)
+            .await
+    }
+
+    /// [`Self::unary`] with the message already encoded.
+    pub async fn unary_bytes(
+        &self,
+        path: &'static str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, Failure> {
         let mut headers = HeaderMap::with_capacity(4);
         headers.insert(GRPC_TIMEOUT, grpc_timeout(timeout));
-        let message = message.encode_to_vec();
         let call = async {
             let (_, mut body) = self
-                .call(path, headers, &message)
+                .call(path, headers, message)
                 .await
                 .map_err(|e| e.failure)?;
             let mut reply = bytes::BytesMut::new();
