@@ -5,8 +5,8 @@
 //! - `switchyard.v1.rs`: prost messages plus clients and servers for both services;
 //! - `sglang.grpc.scheduler.rs`, `vllm.grpc.engine.rs`, `smg.grpc.common.rs`:
 //!   the engines' own protocols, from the published `smg-grpc-proto` files
-//!   in `proto/smg` (messages, and servers with default stubs for the mock
-//!   engines);
+//!   in `proto/smg` (messages, clients, and servers with default stubs for
+//!   the mock engines);
 //! - `switchyard.v1.Inference.rs`: a second `Inference` server and client whose
 //!   messages are raw bytes (the mock worker's server, so that it can echo
 //!   fields its proto does not know; the router's own hop is `transport`);
@@ -34,13 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["proto"],
         )?;
 
-    // The engines' protocols, as published (proto/smg/README.md). Servers
-    // only: the router reaches engines through `transport`, with the
-    // messages; the mock engines implement the servers' traits, where
-    // default stubs answer UNIMPLEMENTED for RPCs a mock does not serve.
+    // The engines' protocols, as published (proto/smg/README.md). The
+    // router reaches engines through `transport`, with the messages only;
+    // the mock engines implement the servers' traits (default stubs answer
+    // UNIMPLEMENTED for RPCs a mock does not serve); tests use the clients.
     let well_known = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure()
-        .build_client(false)
         .generate_default_stubs(true)
         .compile_with_config(
             config(),

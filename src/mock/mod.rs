@@ -144,6 +144,7 @@ pub struct MockStats {
     tokens: AtomicU64,
     health_generations: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
+    abort_ids: Mutex<Vec<String>>,
 }
 
 impl MockStats {
@@ -166,6 +167,13 @@ impl MockStats {
     /// Decode side: rendezvous that succeeded.
     pub fn paired(&self) -> u64 {
         self.paired.load(Ordering::SeqCst)
+    }
+    /// The request ids of the `Abort` calls received, in order.
+    pub fn abort_ids(&self) -> Vec<String> {
+        self.abort_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     /// Engine `HealthCheck` RPCs received (each a one-token generation on
     /// a real SGLang).
@@ -327,6 +335,11 @@ impl MockService {
 
     /// Stops the running request `request_id`: whether there was one.
     fn abort_request(&self, request_id: &str) -> bool {
+        self.stats
+            .abort_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request_id.to_string());
         self.stats.aborts.fetch_add(1, Ordering::SeqCst);
         let found = self.running().remove(request_id);
         if let Some(notify) = &found {

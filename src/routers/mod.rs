@@ -30,6 +30,9 @@ pub const WORKER_ID_HEADER: &str = "x-switchyard-worker-id";
 pub const PREFILL_WORKER_ID_HEADER: &str = "x-switchyard-prefill-worker-id";
 /// Response header naming the decode worker of a PD call.
 pub const DECODE_WORKER_ID_HEADER: &str = "x-switchyard-decode-worker-id";
+/// Request header naming the model of an engine-protocol call (SGLang's
+/// and vLLM's `GenerateRequest` have no model field).
+pub const MODEL_HEADER: &str = "x-switchyard-model";
 /// Request header for session affinity (consistent hashing).
 pub const ROUTING_KEY_HEADER: &str = "x-switchyard-routing-key";
 
@@ -117,6 +120,31 @@ pub enum RouteError {
     UnknownModel {
         /// The requested model.
         model: String,
+    },
+    /// The call's protocol is not the engine of the model's workers.
+    #[error("model {model:?} is served by {served} workers; {hint}")]
+    WrongEngine {
+        /// The model.
+        model: String,
+        /// Its workers' engine.
+        served: crate::worker::Engine,
+        /// What the caller can do.
+        hint: String,
+    },
+    /// A call in an engine's protocol, and no worker runs that engine.
+    #[error("no {engine} workers are registered: add one (AddWorker with engine {engine}, or let it be detected)")]
+    NoEngineWorkers {
+        /// The engine.
+        engine: crate::worker::Engine,
+    },
+    /// Several models are served by workers of an engine and the call
+    /// names none (`x-switchyard-model`).
+    #[error("the call names no model and {engine} workers serve {} models ({}): set the x-switchyard-model metadata", .models.len(), .models.join(", "))]
+    EngineModelRequired {
+        /// The engine.
+        engine: crate::worker::Engine,
+        /// Its models.
+        models: Vec<String>,
     },
     /// A bug: logged in full, reported to the client as INTERNAL only.
     #[error("internal error: {0}")]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::RouteError;
 use crate::policies::{PolicySet, RequestFacts};
-use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 
 /// The most workers one call is offered to when the first ones cannot be
 /// reached.
@@ -205,4 +205,54 @@ pub fn is_known_model(registry: &WorkerRegistry, mode: ConnectionMode, model: &s
     [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
         .iter()
         .any(|role| snapshot.group(mode, *role, model).is_some())
+}
+
+/// The roles a model's workers can have.
+const ALL_ROLES: [WorkerRole; 3] = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode];
+
+/// The engine of `model`'s gRPC workers (one per model: the registry
+/// refuses a second), if it has any.
+pub fn model_engine(registry: &WorkerRegistry, model: &str) -> Option<Engine> {
+    let snapshot = registry.snapshot();
+    ALL_ROLES.iter().find_map(|role| {
+        snapshot
+            .group(ConnectionMode::Grpc, *role, model)
+            .and_then(|g| g.first().map(|w| w.engine()))
+    })
+}
+
+/// Resolves the model of a call in `engine`'s own protocol: the one named,
+/// else the only model that workers of that engine serve.
+pub fn resolve_engine_model<'a>(
+    registry: &WorkerRegistry,
+    engine: Engine,
+    requested: &'a str,
+) -> Result<std::borrow::Cow<'a, str>, RouteError> {
+    if !requested.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(requested));
+    }
+    let snapshot = registry.snapshot();
+    let models: std::collections::BTreeSet<String> = ALL_ROLES
+        .iter()
+        .flat_map(|role| {
+            snapshot
+                .models(ConnectionMode::Grpc, *role)
+                .filter(|m| {
+                    snapshot
+                        .group(ConnectionMode::Grpc, *role, m)
+                        .and_then(|g| g.first().map(|w| w.engine() == engine))
+                        .unwrap_or(false)
+                })
+                .map(|m| m.to_string())
+        })
+        .collect();
+    let mut it = models.iter();
+    match (it.next(), it.next()) {
+        (Some(only), None) => Ok(std::borrow::Cow::Owned(only.clone())),
+        (None, _) => Err(RouteError::NoEngineWorkers { engine }),
+        _ => Err(RouteError::EngineModelRequired {
+            engine,
+            models: models.into_iter().collect(),
+        }),
+    }
 }

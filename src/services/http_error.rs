@@ -85,11 +85,13 @@ impl From<AddError> for HttpError {
 impl From<RouteError> for HttpError {
     fn from(err: RouteError) -> Self {
         let status = match &err {
-            RouteError::InvalidRequest(_) | RouteError::ModelRequired { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            RouteError::WrongEngine { .. } => StatusCode::CONFLICT,
+            RouteError::InvalidRequest(_)
+            | RouteError::ModelRequired { .. }
+            | RouteError::EngineModelRequired { .. } => StatusCode::BAD_REQUEST,
             RouteError::UnknownModel { .. } => StatusCode::NOT_FOUND,
             RouteError::NoModels
+            | RouteError::NoEngineWorkers { .. }
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,4 +1,5 @@
-//! `switchyard.v1.Inference` on the router, written against HTTP/2 bodies.
+//! `switchyard.v1.Inference`, and SGLang's and vLLM's own services, on the
+//! router, written against HTTP/2 bodies.
 //!
 //! The router relays bytes; it needs none of tonic's codec machinery. This
 //! service reads the one request message from the body, hands it to the
@@ -30,15 +31,65 @@ use tonic::Status;
 use tracing::Instrument;
 
 use super::status;
+use crate::engines::Method;
 use crate::pb;
 use crate::routers::call::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::RouteError;
 use crate::transport::grpc::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
+use crate::worker::Engine;
 
-const GENERATE: &str = "/switchyard.v1.Inference/Generate";
-const ABORT: &str = "/switchyard.v1.Inference/Abort";
+/// What a call on one of the inference services asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// `Generate` in this engine's protocol.
+    Generate(Engine),
+    /// `switchyard.v1.Inference/Abort`.
+    Abort,
+    /// An engine's `Abort`.
+    EngineAbort(Engine),
+    /// An engine's `GetModelInfo` or `GetServerInfo`.
+    Info(Engine, Method),
+    /// An engine's `GetLoads`.
+    Loads(Engine),
+    /// An engine's `HealthCheck`.
+    Health(Engine),
+}
+
+impl Call {
+    /// The call at `path`, or why there is none.
+    fn of(path: &str) -> Result<Call, Status> {
+        let (service, method) = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .unwrap_or(("", ""));
+        let engine = Engine::ALL
+            .into_iter()
+            .find(|e| e.service() == service)
+            .ok_or_else(|| Status::unimplemented(format!("no service at {path}")))?;
+        Ok(match (engine, method) {
+            (engine, "Generate") => Call::Generate(engine),
+            (Engine::Switchyard, "Abort") => Call::Abort,
+            (Engine::Switchyard, _) => {
+                return Err(Status::unimplemented(format!(
+                    "switchyard.v1.Inference has no method at {path}"
+                )))
+            }
+            (engine, "Abort") => Call::EngineAbort(engine),
+            (engine, "GetModelInfo") => Call::Info(engine, Method::GetModelInfo),
+            (engine, "GetServerInfo") => Call::Info(engine, Method::GetServerInfo),
+            (engine, "GetLoads") => Call::Loads(engine),
+            (engine, "HealthCheck") => Call::Health(engine),
+            (engine, other) => {
+                return Err(Status::unimplemented(format!(
+                    "the router serves Generate, Abort, GetModelInfo, GetServerInfo, GetLoads and HealthCheck of {}; call {other} on a worker directly",
+                    engine.service()
+                )))
+            }
+        })
+    }
+}
 
 /// Serves `Generate` and `Abort` by routing them to workers.
 #[derive(Debug, Clone)]
@@ -57,6 +108,7 @@ impl InferenceService {
 
     async fn generate(
         &self,
+        protocol: Engine,
         headers: HeaderMap,
         message: Bytes,
     ) -> Result<http::Response<GrpcBody>, Status> {
@@ -68,7 +120,7 @@ impl InferenceService {
         );
         let result = self
             .router
-            .generate(headers, message)
+            .generate(protocol, headers, message)
             .instrument(span.clone())
             .await;
         let (headers, stream) = result.map_err(|err| {
@@ -95,8 +147,16 @@ impl InferenceService {
         Ok(grpc_response(HeaderMap::new(), GrpcBody::unary(&reply)))
     }
 
-    /// Paths this service answers under.
-    pub const PATH_PREFIX: &'static str = "/switchyard.v1.Inference/";
+    /// Whether `path` is a method of a service this one answers:
+    /// `switchyard.v1.Inference`, SGLang's `SglangScheduler` and vLLM's
+    /// `VllmEngine`.
+    pub fn serves(path: &str) -> bool {
+        Engine::ALL.iter().any(|e| {
+            path.strip_prefix('/')
+                .and_then(|p| p.strip_prefix(e.service()))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
 
     /// Answers one call; errors become trailers-only responses, as a gRPC
     /// server's do.
@@ -116,18 +176,27 @@ impl InferenceService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path();
-        if path != GENERATE && path != ABORT {
-            return Err(Status::unimplemented(format!(
-                "switchyard.v1.Inference has no method at {path}"
-            )));
-        }
+        let call = Call::of(parts.uri.path())?;
         let message = read_message(body, &parts.headers, self.body_idle).await?;
-        if path == GENERATE {
-            self.generate(parts.headers, message).await
-        } else {
-            self.abort(message).await
-        }
+        let reply = match call {
+            Call::Generate(protocol) => {
+                return self.generate(protocol, parts.headers, message).await
+            }
+            Call::Abort => return self.abort(message).await,
+            Call::EngineAbort(engine) => self.router.engine_abort(engine, message).await?,
+            Call::Info(engine, method) => {
+                self.router
+                    .engine_info(engine, method, &parts.headers, message)
+                    .await?
+            }
+            Call::Loads(engine) => {
+                self.router
+                    .engine_loads(engine, &parts.headers, message)
+                    .await?
+            }
+            Call::Health(engine) => self.router.engine_health(engine, &parts.headers),
+        };
+        Ok(grpc_response(HeaderMap::new(), GrpcBody::unary(&reply)))
     }
 }
 

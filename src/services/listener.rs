@@ -49,11 +49,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        if request
-            .uri()
-            .path()
-            .starts_with(InferenceService::PATH_PREFIX)
-        {
+        if InferenceService::serves(request.uri().path()) {
             let inference = self.inference.clone();
             Box::pin(async move { Ok(inference.serve(request).await.map(Either::Left)) })
         } else {

@@ -85,10 +85,12 @@ impl From<RouteError> for Status {
     /// A call refused or failed before any response.
     fn from(err: RouteError) -> Status {
         match &err {
-            RouteError::InvalidRequest(_) | RouteError::ModelRequired { .. } => {
-                Status::invalid_argument(err.to_string())
-            }
+            RouteError::WrongEngine { .. } => Status::failed_precondition(err.to_string()),
+            RouteError::InvalidRequest(_)
+            | RouteError::ModelRequired { .. }
+            | RouteError::EngineModelRequired { .. } => Status::invalid_argument(err.to_string()),
             RouteError::NoModels
+            | RouteError::NoEngineWorkers { .. }
             | RouteError::UnknownModel { .. }
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }

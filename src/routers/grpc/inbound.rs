@@ -1,8 +1,9 @@
-//! One inbound `Generate` call, parsed once for every gRPC router.
+//! One inbound `Generate` call, parsed once for every gRPC router, in any
+//! of the protocols the router serves (`switchyard.v1`, SGLang's, vLLM's).
 //!
 //! The message bytes stay as the client sent them; only the fields routing
-//! needs are decoded (a prost view that drops unknown fields, used for
-//! reading only). The request id is settled here: the message's, else the
+//! needs are read (model, request id, the prompt for cache-aware routing),
+//! from a decode that is used for reading only. The request id is settled here: the message's, else the
 //! client's `x-request-id`, else a new one appended to the bytes. So is the
 //! deadline: the client's `grpc-timeout`, else the router's default.
 
@@ -13,15 +14,30 @@ use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::pb;
+use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
 use crate::policies::RequestFacts;
-use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
+use crate::routers::{
+    generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER, ROUTING_KEY_HEADER,
+};
 use crate::transport::grpc::metadata::{
     forward_owned, forwardable, grpc_timeout, parse_grpc_timeout, GRPC_TIMEOUT,
 };
+use crate::worker::Engine;
 
 /// `x-request-id`, parsed once.
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// What a call's prompt is, for policies.
+#[derive(Debug, Default)]
+pub enum Prompt {
+    /// None given.
+    #[default]
+    None,
+    /// Text.
+    Text(String),
+    /// Token ids.
+    TokenIds(Vec<u32>),
+}
 
 /// A parsed `Generate` call.
 #[derive(Debug)]
@@ -30,8 +46,13 @@ pub struct Inbound {
     pub headers: HeaderMap,
     /// The message bytes, with the request id set.
     pub body: Bytes,
-    /// The fields the router reads.
-    pub view: pb::GenerateRequest,
+    /// The protocol of the message: the `Generate` it was sent to.
+    pub protocol: Engine,
+    /// The model named: `switchyard.v1`'s `model` field, an engine
+    /// call's `x-switchyard-model` metadata; empty if none.
+    pub model: String,
+    /// The prompt, for policies.
+    pub prompt: Prompt,
     /// When the call must end: the client's `grpc-timeout`, else the
     /// router's default deadline.
     pub deadline: Instant,
@@ -46,15 +67,12 @@ impl Inbound {
     /// Parses a call; bad bytes, a bad deadline or a bad request id are
     /// `INVALID_ARGUMENT`. A call without a deadline gets `default_deadline`.
     pub fn parse(
+        protocol: Engine,
         headers: HeaderMap,
         body: Bytes,
         default_deadline: Duration,
     ) -> Result<Inbound, RouteError> {
-        let view = pb::GenerateRequest::decode(body.clone()).map_err(|e| {
-            RouteError::InvalidRequest(format!(
-                "the message is not a valid switchyard.v1.GenerateRequest: {e}"
-            ))
-        })?;
+        let (message_id, model, prompt) = read(protocol, &body, &headers)?;
         let timeout = match headers.get(GRPC_TIMEOUT) {
             Some(v) => v
                 .to_str()
@@ -69,8 +87,8 @@ impl Inbound {
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty());
-        let (request_id, body) = if !view.request_id.is_empty() {
-            (view.request_id.clone(), body)
+        let (request_id, body) = if !message_id.is_empty() {
+            (message_id, body)
         } else {
             let id = header_id.map_or_else(generate_request_id, str::to_string);
             let body = with_request_id(body, &id);
@@ -82,7 +100,9 @@ impl Inbound {
         Ok(Inbound {
             headers,
             body,
-            view,
+            protocol,
+            model,
+            prompt,
             deadline: Instant::now() + timeout,
             request_id,
             request_id_value,
@@ -91,10 +111,10 @@ impl Inbound {
 
     /// What policies see of this call, for `model`.
     pub fn facts<'a>(&'a self, model: &'a str) -> RequestFacts<'a> {
-        let (text, token_ids) = match &self.view.input {
-            Some(pb::generate_request::Input::Text(t)) => (Some(t.as_str()), None),
-            Some(pb::generate_request::Input::TokenIds(t)) => (None, Some(t.ids.as_slice())),
-            None => (None, None),
+        let (text, token_ids) = match &self.prompt {
+            Prompt::Text(t) => (Some(t.as_str()), None),
+            Prompt::TokenIds(ids) => (None, Some(ids.as_slice())),
+            Prompt::None => (None, None),
         };
         RequestFacts {
             model,
@@ -132,8 +152,61 @@ impl Inbound {
     }
 }
 
+/// Reads the request id, model and prompt of a `protocol` message.
+fn read(
+    protocol: Engine,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<(String, String, Prompt), RouteError> {
+    let invalid = |e: prost::DecodeError| {
+        RouteError::InvalidRequest(format!(
+            "the message is not a valid {}.GenerateRequest: {e}",
+            protocol
+                .service()
+                .rsplit_once('.')
+                .map_or("", |(package, _)| package)
+        ))
+    };
+    let header_model = || {
+        headers
+            .get(MODEL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(match protocol {
+        Engine::Switchyard => {
+            let view = pb::GenerateRequest::decode(body.clone()).map_err(invalid)?;
+            let prompt = match view.input {
+                Some(pb::generate_request::Input::Text(t)) => Prompt::Text(t),
+                Some(pb::generate_request::Input::TokenIds(t)) => Prompt::TokenIds(t.ids),
+                None => Prompt::None,
+            };
+            (view.request_id, view.model, prompt)
+        }
+        Engine::Sglang => {
+            let view = sglang::GenerateRequest::decode(body.clone()).map_err(invalid)?;
+            let prompt = match view.tokenized {
+                Some(t) => Prompt::TokenIds(t.input_ids),
+                None => Prompt::None,
+            };
+            (view.request_id, header_model(), prompt)
+        }
+        Engine::Vllm => {
+            let view = vllm::GenerateRequest::decode(body.clone()).map_err(invalid)?;
+            let prompt = match view.input {
+                Some(vllm::generate_request::Input::Tokenized(t)) => Prompt::TokenIds(t.input_ids),
+                Some(vllm::generate_request::Input::Text(t)) => Prompt::Text(t),
+                None => Prompt::None,
+            };
+            (view.request_id, header_model(), prompt)
+        }
+    })
+}
+
 /// Sets `request_id` on an encoded `GenerateRequest` without decoding the
-/// rest: appending field 1 overrides it (protobuf: last value wins).
+/// rest: appending field 1 overrides it (protobuf: last value wins). Field
+/// 1 is the request id in all three protocols.
 pub fn with_request_id(body: Bytes, request_id: &str) -> Bytes {
     append_fields(
         body,
@@ -148,7 +221,7 @@ pub fn with_request_id(body: Bytes, request_id: &str) -> Bytes {
 /// Protobuf merge semantics apply: set scalars override, messages merge (so
 /// `disaggregated_params` keeps client fields the router does not set), and
 /// the client's unknown fields stay as they were.
-pub fn append_fields(body: Bytes, extra: &pb::GenerateRequest) -> Bytes {
+pub fn append_fields(body: Bytes, extra: &impl Message) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + extra.encoded_len());
     out.extend_from_slice(&body);
     extra.encode_raw(&mut out);

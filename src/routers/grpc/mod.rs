@@ -6,6 +6,7 @@
 //! Both share [`open`]: start an upstream call and wait for the first bytes
 //! of its response body, within the deadline.
 
+mod engine;
 mod inbound;
 mod pd;
 mod regular;
@@ -18,19 +19,17 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::time::{Instant, Sleep};
 
-pub use inbound::{append_fields, Inbound};
+pub use inbound::{append_fields, Inbound, Prompt};
 pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
-use crate::routers::select::{is_disaggregated, resolve_model};
+use crate::routers::select::{is_disaggregated, model_engine, resolve_engine_model, resolve_model};
 use crate::routers::{InflightCalls, RouteError};
 use crate::transport::grpc::ResponseStream;
-use crate::worker::{ConnectionMode, Worker, WorkerRegistry, WorkerRole};
-
-pub use crate::transport::grpc::GENERATE_PATH;
+use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 
 /// A proxied call's response: headers for the client, and the stream.
 pub type Proxied = (HeaderMap, ProxyStream);
@@ -70,23 +69,40 @@ impl GrpcRouter {
         &self.inflight
     }
 
-    /// Proxies one `Generate` call: the client's `headers` and its message
-    /// bytes exactly as sent.
+    /// Proxies one `Generate` call in `protocol` (the service it was sent
+    /// to): the client's `headers` and its message bytes exactly as sent.
     pub async fn generate(
         &self,
+        protocol: Engine,
         headers: HeaderMap,
         message: Bytes,
     ) -> Result<Proxied, RouteError> {
-        let inbound = Inbound::parse(headers, message, self.default_deadline)?;
+        let inbound = Inbound::parse(protocol, headers, message, self.default_deadline)?;
         tracing::Span::current().record("request_id", inbound.request_id.as_str());
-        let model = resolve_model(
-            &self.registry,
-            ConnectionMode::Grpc,
-            &[WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode],
-            &inbound.view.model,
-        )?
+        let model = match protocol {
+            Engine::Switchyard => resolve_model(
+                &self.registry,
+                ConnectionMode::Grpc,
+                &[WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode],
+                &inbound.model,
+            )?,
+            engine => resolve_engine_model(&self.registry, engine, &inbound.model)?,
+        }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
+        if let Some(served) = model_engine(&self.registry, &model).filter(|e| *e != protocol) {
+            return Err(RouteError::WrongEngine {
+                hint: match protocol {
+                    Engine::Switchyard => format!(
+                        "switchyard.v1.Inference/Generate is not translated to {served}'s protocol yet: call {}/Generate",
+                        served.service()
+                    ),
+                    _ => format!("call {}/Generate for it", served.service()),
+                },
+                model,
+                served,
+            });
+        }
         if is_disaggregated(&self.registry, ConnectionMode::Grpc, &model) {
             self.pd.generate(inbound, &model, &self.inflight).await
         } else {
@@ -131,7 +147,7 @@ pub async fn open(
     let call = async {
         let (headers, mut stream) = worker
             .upstream()
-            .call(GENERATE_PATH, headers, body)
+            .call(worker.engine().generate_path(), headers, body)
             .await
             .map_err(|e| RouteError::from_call(worker, e))?;
         let first = stream

@@ -19,16 +19,20 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use crate::pb;
+use prost::Message;
+
+use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
 use crate::policies::PolicyConfig;
 use crate::routers::call::{AbortOnDrop, ProxyStream};
-use crate::routers::grpc::{append_fields, open, Inbound, Opened, Proxied, GENERATE_PATH};
+use crate::routers::grpc::{append_fields, open, Inbound, Opened, Proxied};
 use crate::routers::pd::{self, Pair, PdPolicies, PdWire};
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::{
     InflightCalls, RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER,
 };
-use crate::worker::{ConnectionMode, Worker, WorkerRegistry};
+use crate::transport::grpc::codec::Deframer;
+use crate::transport::Failure;
+use crate::worker::{ConnectionMode, Engine, LoadGuard, Worker, WorkerRegistry};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
@@ -72,18 +76,38 @@ impl GrpcPdRouter {
             tracing::field::display(format_args!("{}+{}", prefill.id(), decode.id())),
         );
 
-        let room = self.rooms.claim();
-        let body = append_fields(
-            inbound.body.clone(),
-            &pb::GenerateRequest {
-                disaggregated_params: Some(pb::DisaggregatedParams {
-                    bootstrap_host: prefill.endpoint().bare_host().to_string(),
-                    bootstrap_port: u32::from(pair.bootstrap_port),
-                    bootstrap_room: room.id(),
-                }),
-                ..Default::default()
-            },
-        );
+        if inbound.protocol == Engine::Vllm {
+            return self.generate_vllm(&inbound, pair, &facts, inflight).await;
+        }
+        let host = prefill.endpoint().bare_host().to_string();
+        let (room, body) = match inbound.protocol {
+            // SGLang's rooms are int32; the router picks them (a duplicate
+            // room crashes SGLang's schedulers) and replaces the client's.
+            Engine::Sglang => {
+                let room = self.rooms.claim_below(1 << 31);
+                let params = sglang::GenerateRequest {
+                    disaggregated_params: Some(sglang::DisaggregatedParams {
+                        bootstrap_host: host,
+                        bootstrap_port: i32::from(pair.bootstrap_port),
+                        bootstrap_room: i32::try_from(room.id()).unwrap_or(i32::MAX),
+                    }),
+                    ..Default::default()
+                };
+                (room, append_fields(inbound.body.clone(), &params))
+            }
+            _ => {
+                let room = self.rooms.claim();
+                let params = pb::GenerateRequest {
+                    disaggregated_params: Some(pb::DisaggregatedParams {
+                        bootstrap_host: host,
+                        bootstrap_port: u32::from(pair.bootstrap_port),
+                        bootstrap_room: room.id(),
+                    }),
+                    ..Default::default()
+                };
+                (room, append_fields(inbound.body.clone(), &params))
+            }
+        };
         self.policies.record(&pair, &facts);
         let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
 
@@ -110,6 +134,119 @@ impl GrpcPdRouter {
     }
 }
 
+impl GrpcPdRouter {
+    /// vLLM's PD: the prefill side first (one token, told to keep its KV
+    /// cache for a remote decode), then the decode side with the
+    /// KV-transfer parameters the prefill side returned; the decode stream
+    /// is relayed. Cancelling aborts whichever side is running.
+    async fn generate_vllm(
+        &self,
+        inbound: &Inbound,
+        pair: Pair,
+        facts: &crate::policies::RequestFacts<'_>,
+        inflight: &Arc<InflightCalls>,
+    ) -> Result<Proxied, RouteError> {
+        let Pair {
+            prefill, decode, ..
+        } = &pair;
+        self.policies.record(&pair, facts);
+        let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
+        let prefill_body = append_fields(
+            inbound.body.clone(),
+            &vllm::GenerateRequest {
+                kv_transfer_params_json: Some(VLLM_PREFILL_PARAMS.into()),
+                sampling_params: Some(vllm::SamplingParams {
+                    max_tokens: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let kv = {
+            let _load = LoadGuard::new(prefill.clone());
+            let mut abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
+            let run = vllm_prefill(prefill, inbound.upstream_headers(), &prefill_body);
+            let ended = tokio::time::timeout_at(inbound.deadline, run)
+                .await
+                .map_err(|_| RouteError::DeadlineExceeded {
+                    worker: prefill.id().clone(),
+                    streaming: false,
+                })?;
+            // The worker ended the call itself: nothing to abort.
+            abort.disarm();
+            ended?
+        };
+        let body = append_fields(
+            inbound.body.clone(),
+            &vllm::GenerateRequest {
+                kv_transfer_params_json: Some(kv),
+                ..Default::default()
+            },
+        );
+        let load = LoadGuard::new(decode.clone());
+        let mut abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
+        let opened = open(decode, inbound.upstream_headers(), &body, inbound.deadline).await;
+        let (worker_headers, stream, timer) = opened.inspect_err(|e| {
+            if !matches!(e, RouteError::DeadlineExceeded { .. }) {
+                abort.disarm();
+            }
+        })?;
+        let mut headers = inbound.response_headers(worker_headers);
+        headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
+        headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
+        let stream = ProxyStream::new(
+            decode.clone(),
+            stream,
+            timer,
+            Some(abort),
+            Box::new((load, entry)),
+        );
+        Ok((headers, stream))
+    }
+}
+
+/// What a vLLM prefill request carries: keep the KV cache for a decode
+/// worker to fetch (vLLM's KV connectors read `do_remote_decode`).
+const VLLM_PREFILL_PARAMS: &str = r#"{"do_remote_decode":true,"do_remote_prefill":false}"#;
+
+/// Runs a vLLM prefill call to its end: the `kv_transfer_params_json` of
+/// its `GenerateComplete`.
+async fn vllm_prefill(
+    worker: &Worker,
+    headers: HeaderMap,
+    body: &[u8],
+) -> Result<String, RouteError> {
+    let failed = |failure| RouteError::WorkerFailed {
+        worker: worker.id().clone(),
+        failure,
+    };
+    let (_, mut stream) = worker
+        .upstream()
+        .call(worker.engine().generate_path(), headers, body)
+        .await
+        .map_err(|e| RouteError::from_call(worker, e))?;
+    let mut frames = Deframer::default();
+    let mut params = None;
+    while let Some(chunk) = stream.chunk().await.map_err(failed)? {
+        frames.push(&chunk);
+        while let Some(message) = frames
+            .next_message()
+            .map_err(|_| failed(Failure::Protocol))?
+        {
+            let response = vllm::GenerateResponse::decode(message)
+                .map_err(|_| failed(Failure::BadReply("vllm.grpc.engine.GenerateResponse")))?;
+            if let Some(vllm::generate_response::Response::Complete(done)) = response.response {
+                params = done.kv_transfer_params_json;
+            }
+        }
+    }
+    params.filter(|p| !p.is_empty()).ok_or_else(|| {
+        failed(Failure::BadReply(
+            "vLLM prefill completion: it carries no kv_transfer_params_json (is the worker started with a KV connector?)",
+        ))
+    })
+}
+
 /// How a gRPC PD call reaches each side: the same headers and message
 /// (with bootstrap parameters) to both, within the call's deadline.
 struct GrpcPd<'a> {
@@ -134,7 +271,7 @@ impl PdWire for GrpcPd<'_> {
             };
             let (_, mut stream) = worker
                 .upstream()
-                .call(GENERATE_PATH, headers, &body)
+                .call(worker.engine().generate_path(), headers, &body)
                 .await
                 .map_err(|e| failed(e.failure))?;
             while stream.chunk().await.map_err(failed)?.is_some() {}

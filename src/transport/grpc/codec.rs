@@ -64,6 +64,36 @@ pub fn unary_message(body: Bytes) -> Result<Bytes, FrameError> {
     }
 }
 
+/// Splits gRPC-framed bytes, arriving in chunks of any size, into
+/// messages (for the few streams the router reads rather than relays).
+#[derive(Debug, Default)]
+pub struct Deframer {
+    buf: BytesMut,
+}
+
+impl Deframer {
+    /// Adds received bytes.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next whole message, if one has arrived.
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
+        match frame_len(&self.buf)? {
+            Some(len) => {
+                self.buf.advance(5);
+                Ok(Some(self.buf.split_to(len).freeze()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether bytes of an unfinished message are held.
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
 /// Encodes and decodes gRPC messages as raw bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BytesCodec;
