@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, then the Python
-# foreign-client tests against the built binaries (grpcio; openai and curl). Creates its own
+# foreign-client tests against the built binaries (grpcio; openai and curl;
+# grpcio fake SGLang/vLLM engines from the published smg-grpc-proto stubs). Creates its own
 # virtualenv (.venv) with the packages in tests/python/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,4 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 .venv/bin/python tests/python/test_contract.py
 .venv/bin/python tests/python/test_http.py
+.venv/bin/python tests/python/test_engines.py
