@@ -367,15 +367,10 @@ async fn the_model_comes_from_metadata_and_ambiguity_names_the_models() {
         err.message()
     );
 
-    let mut request = tonic::Request::new(sgl_request("y", &[1], 1));
-    request
-        .metadata_mut()
+    let mut call = tonic::Request::new(sgl_request("y", &[1], 1));
+    call.metadata_mut()
         .insert("x-switchyard-model", "beta".parse().unwrap());
-    let mut stream = sglang(&router)
-        .generate(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sglang(&router).generate(call).await.unwrap().into_inner();
     sgl_collect(&mut stream).await;
     assert_eq!(b.stats().calls(), 1);
     assert_eq!(a.stats().calls(), 0);
@@ -392,13 +387,84 @@ async fn the_model_comes_from_metadata_and_ambiguity_names_the_models() {
         "{}",
         err.message()
     );
-    let err = router.generate(request_tokens("alpha")).await.unwrap_err();
+    let err = router.generate(request("alpha", "text")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
-        err.message().contains("served by sglang workers"),
+        err.message().contains("token ids") && err.message().contains("tokenizer"),
         "{}",
         err.message()
     );
+}
+
+#[tokio::test]
+async fn switchyard_v1_calls_are_translated_to_and_from_each_engine() {
+    let router = start_router().await;
+    let s = engine_mock("s", Engine::Sglang, "sg").await;
+    let v = engine_mock("v", Engine::Vllm, "vl").await;
+    add_detected(&router, &s).await.unwrap();
+    add_detected(&router, &v).await.unwrap();
+
+    // Token ids to SGLang: its defaults set, the stream translated back.
+    let mut req = request_tokens("sg");
+    req.sampling_params = Some(pb::SamplingParams {
+        max_new_tokens: 3,
+        ..Default::default()
+    });
+    let out = router.generate(req).await.unwrap();
+    assert_eq!(out.finish_reason().as_deref(), Some("length"));
+    let ids: Vec<u32> = out
+        .messages
+        .iter()
+        .filter_map(|m| match &m.response {
+            Some(pb::generate_response::Response::Chunk(c)) => Some(c.token_ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(ids, vec![1000, 1001, 1002]);
+    assert!(out.messages.iter().all(|m| m.request_id == out.request_id));
+    let seen = &s.stats().seen()[0];
+    assert_eq!(seen.token_ids, vec![1, 2]);
+    assert_eq!(
+        seen.request_id, out.request_id,
+        "the engine sees the call's id"
+    );
+
+    // Text to vLLM, as text; a seed outside vLLM's int32 is refused.
+    let out = router.generate(request("vl", "a b c d")).await.unwrap();
+    match &out.messages.last().unwrap().response {
+        Some(pb::generate_response::Response::Complete(c)) => assert_eq!(c.prompt_tokens, 4),
+        other => panic!("{other:?}"),
+    }
+    let mut req = request("vl", "x");
+    req.sampling_params = Some(pb::SamplingParams {
+        seed: Some(1 << 40),
+        ..Default::default()
+    });
+    let err = router.generate(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("seed"), "{}", err.message());
+    router.assert_still_serves().await;
+}
+
+#[tokio::test]
+async fn switchyard_v1_calls_to_sglang_pd_are_translated_and_paired() {
+    let router = start_router().await;
+    let p = mock_with(MockConfig {
+        role: MockRole::Prefill { bootstrap_port: 0 },
+        ..engine_cfg("p", Engine::Sglang, "pd")
+    })
+    .await;
+    let d = mock_with(MockConfig {
+        role: MockRole::Decode,
+        ..engine_cfg("d", Engine::Sglang, "pd")
+    })
+    .await;
+    add_pd(&router, &p).await;
+    add_pd(&router, &d).await;
+    let out = router.generate(request_tokens("pd")).await.unwrap();
+    assert_eq!(out.finish_reason().as_deref(), Some("length"));
+    assert_eq!(d.stats().paired(), 1);
 }
 
 fn request_tokens(model: &str) -> pb::GenerateRequest {

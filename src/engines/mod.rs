@@ -8,6 +8,8 @@
 //! [`crate::pb::vllm_engine`]). Relaying an engine's `Generate` needs none
 //! of this: it is bytes in, bytes out (`routers::grpc`).
 
+pub mod translate;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

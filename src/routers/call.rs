@@ -20,6 +20,7 @@ use tokio_stream::Stream;
 use tokio_util::task::TaskTracker;
 
 use super::RouteError;
+use crate::engines::translate::Responses;
 use crate::transport::grpc::ResponseStream;
 use crate::transport::Failure;
 use crate::worker::Worker;
@@ -165,6 +166,9 @@ pub struct ProxyStream {
     deadline: Option<Pin<Box<Sleep>>>,
     abort: Option<AbortOnDrop>,
     companion: Option<Companion>,
+    /// Rewrites the worker's messages for the client (a `switchyard.v1`
+    /// call served by an engine); `None` relays them as they are.
+    translate: Option<Box<Responses>>,
     /// Everything else the call holds until it ends (load guard, in-flight
     /// registration); released on drop.
     _held: Box<dyn Send + Sync>,
@@ -188,8 +192,33 @@ impl ProxyStream {
             deadline: Some(deadline),
             abort,
             companion: None,
+            translate: None,
             _held: held,
         }
+    }
+
+    /// Translates every message of the worker's with `responses`.
+    pub fn translated(mut self, responses: Responses) -> Self {
+        self.translate = Some(Box::new(responses));
+        self
+    }
+
+    /// `chunk` as the client gets it: translated, if this stream translates
+    /// (`None`: no whole message yet).
+    fn outgoing(&mut self, chunk: Bytes) -> Result<Option<Bytes>, RouteError> {
+        let Some(translate) = self.translate.as_mut() else {
+            return Ok(Some(chunk));
+        };
+        translate.chunk(&chunk).map_err(|failure| {
+            if let Some(abort) = self.abort.as_mut() {
+                abort.disarm();
+            }
+            self.finish();
+            RouteError::WorkerFailed {
+                worker: self.worker.id().clone(),
+                failure,
+            }
+        })
     }
 
     /// Ties a companion call to this stream's fate (see [`Companion`]).
@@ -211,61 +240,75 @@ impl Stream for ProxyStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+            match this.outgoing(first) {
+                Ok(Some(out)) => return Poll::Ready(Some(Ok(out))),
+                Ok(None) => {}
+                Err(error) => return Poll::Ready(Some(Err(error))),
+            }
         }
-        let Some(upstream) = this.upstream.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(upstream).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
-            Poll::Ready(Some(Err(failure))) => {
-                // The worker's own error after a partial stream: passed on.
-                if let Some(abort) = this.abort.as_mut() {
-                    abort.disarm();
+        loop {
+            let Some(upstream) = this.upstream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            return match Pin::new(upstream).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) if this.translate.is_none() => {
+                    Poll::Ready(Some(Ok(chunk)))
                 }
-                this.finish();
-                Poll::Ready(Some(Err(RouteError::WorkerFailed {
-                    worker: this.worker.id().clone(),
-                    failure,
-                })))
-            }
-            Poll::Ready(None) => {
-                if let Some(abort) = this.abort.as_mut() {
-                    abort.disarm();
-                }
-                // A clean end: a companion still running may finish too.
-                if let Some(c) = this.companion.as_mut() {
-                    c.detach();
-                }
-                this.finish();
-                Poll::Ready(None)
-            }
-            // The deadline and the companion are looked at only while the
-            // worker has nothing ready: a chunk that is there goes out
-            // without a timer poll first (a timer poll per chunk measured
-            // as a tenth of a streamed call's instructions).
-            Poll::Pending => {
-                if let Some(companion) = this.companion.as_mut() {
-                    if let Poll::Ready(error) = companion.poll_failed(cx) {
-                        // The companion failed: pass its error on and stop;
-                        // our own upstream is cancelled and told to abort
-                        // on drop.
-                        this.finish();
-                        return Poll::Ready(Some(Err(error)));
+                Poll::Ready(Some(Ok(chunk))) => match this.outgoing(chunk) {
+                    Ok(Some(out)) => Poll::Ready(Some(Ok(out))),
+                    // Part of a message: read on.
+                    Ok(None) => continue,
+                    Err(error) => Poll::Ready(Some(Err(error))),
+                },
+                Poll::Ready(Some(Err(failure))) => {
+                    // The worker's own error after a partial stream: passed on.
+                    if let Some(abort) = this.abort.as_mut() {
+                        abort.disarm();
                     }
+                    this.finish();
+                    Poll::Ready(Some(Err(RouteError::WorkerFailed {
+                        worker: this.worker.id().clone(),
+                        failure,
+                    })))
                 }
-                if let Some(deadline) = this.deadline.as_mut() {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        // Still armed: the worker is told to stop when we drop.
-                        this.finish();
-                        return Poll::Ready(Some(Err(RouteError::DeadlineExceeded {
-                            worker: this.worker.id().clone(),
-                            streaming: true,
-                        })));
+                Poll::Ready(None) => {
+                    if let Some(abort) = this.abort.as_mut() {
+                        abort.disarm();
                     }
+                    // A clean end: a companion still running may finish too.
+                    if let Some(c) = this.companion.as_mut() {
+                        c.detach();
+                    }
+                    this.finish();
+                    Poll::Ready(None)
                 }
-                Poll::Pending
-            }
+                // The deadline and the companion are looked at only while the
+                // worker has nothing ready: a chunk that is there goes out
+                // without a timer poll first (a timer poll per chunk measured
+                // as a tenth of a streamed call's instructions).
+                Poll::Pending => {
+                    if let Some(companion) = this.companion.as_mut() {
+                        if let Poll::Ready(error) = companion.poll_failed(cx) {
+                            // The companion failed: pass its error on and stop;
+                            // our own upstream is cancelled and told to abort
+                            // on drop.
+                            this.finish();
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                    }
+                    if let Some(deadline) = this.deadline.as_mut() {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            // Still armed: the worker is told to stop when we drop.
+                            this.finish();
+                            return Poll::Ready(Some(Err(RouteError::DeadlineExceeded {
+                                worker: this.worker.id().clone(),
+                                streaming: true,
+                            })));
+                        }
+                    }
+                    Poll::Pending
+                }
+            };
         }
     }
 }

@@ -131,6 +131,9 @@ pub enum RouteError {
         /// What the caller can do.
         hint: String,
     },
+    /// A `switchyard.v1` call that cannot be put in the engine's protocol.
+    #[error(transparent)]
+    Untranslatable(#[from] crate::engines::translate::TranslateError),
     /// A call in an engine's protocol, and no worker runs that engine.
     #[error("no {engine} workers are registered: add one (AddWorker with engine {engine}, or let it be detected)")]
     NoEngineWorkers {

@@ -86,6 +86,7 @@ impl From<RouteError> for HttpError {
     fn from(err: RouteError) -> Self {
         let status = match &err {
             RouteError::WrongEngine { .. } => StatusCode::CONFLICT,
+            RouteError::Untranslatable(_) => StatusCode::BAD_REQUEST,
             RouteError::InvalidRequest(_)
             | RouteError::ModelRequired { .. }
             | RouteError::EngineModelRequired { .. } => StatusCode::BAD_REQUEST,

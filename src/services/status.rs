@@ -5,6 +5,7 @@
 use http::HeaderMap;
 use tonic::{Code, Status};
 
+use crate::engines::translate::TranslateError;
 use crate::engines::AddError;
 use crate::routers::RouteError;
 use crate::transport::grpc::codec::FrameError;
@@ -85,7 +86,11 @@ impl From<RouteError> for Status {
     /// A call refused or failed before any response.
     fn from(err: RouteError) -> Status {
         match &err {
-            RouteError::WrongEngine { .. } => Status::failed_precondition(err.to_string()),
+            RouteError::WrongEngine { .. }
+            | RouteError::Untranslatable(TranslateError::NeedsTokenizer { .. }) => {
+                Status::failed_precondition(err.to_string())
+            }
+            RouteError::Untranslatable(_) => Status::invalid_argument(err.to_string()),
             RouteError::InvalidRequest(_)
             | RouteError::ModelRequired { .. }
             | RouteError::EngineModelRequired { .. } => Status::invalid_argument(err.to_string()),

@@ -23,6 +23,7 @@ pub use inbound::{append_fields, Inbound, Prompt};
 pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
+use crate::engines::translate;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
@@ -90,23 +91,32 @@ impl GrpcRouter {
         }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
-        if let Some(served) = model_engine(&self.registry, &model).filter(|e| *e != protocol) {
+        let served = model_engine(&self.registry, &model).unwrap_or(protocol);
+        if served == protocol {
+            return self.dispatch(inbound, &model).await;
+        }
+        if protocol != Engine::Switchyard {
             return Err(RouteError::WrongEngine {
-                hint: match protocol {
-                    Engine::Switchyard => format!(
-                        "switchyard.v1.Inference/Generate is not translated to {served}'s protocol yet: call {}/Generate",
-                        served.service()
-                    ),
-                    _ => format!("call {}/Generate for it", served.service()),
-                },
+                hint: format!("call {}/Generate for it", served.service()),
                 model,
                 served,
             });
         }
-        if is_disaggregated(&self.registry, ConnectionMode::Grpc, &model) {
-            self.pd.generate(inbound, &model, &self.inflight).await
+        // A switchyard.v1 call to an engine's workers: translated both ways.
+        let mut inbound = inbound;
+        inbound.body = translate::request(served, &inbound.body, &inbound.request_id, &model)?;
+        inbound.protocol = served;
+        let responses = translate::Responses::new(served, inbound.request_id.clone());
+        let (headers, stream) = self.dispatch(inbound, &model).await?;
+        Ok((headers, stream.translated(responses)))
+    }
+
+    /// Hands a call to the PD or the regular router.
+    async fn dispatch(&self, inbound: Inbound, model: &str) -> Result<Proxied, RouteError> {
+        if is_disaggregated(&self.registry, ConnectionMode::Grpc, model) {
+            self.pd.generate(inbound, model, &self.inflight).await
         } else {
-            self.regular.generate(inbound, &model, &self.inflight).await
+            self.regular.generate(inbound, model, &self.inflight).await
         }
     }
 
