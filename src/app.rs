@@ -16,7 +16,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::config::{Config, ConfigError};
 use crate::engines::{AddError, Admission, WorkerRequest};
-use crate::health::{HealthChecker, ServingReporter};
+use crate::health::{HealthChecker, LoadPoller, ServingReporter};
 use crate::pb;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::http::HttpRouter;
@@ -164,6 +164,14 @@ impl App {
         let reporter_task = tokio::spawn(serving.run(stopped()));
         let checker = HealthChecker::new(self.registry.clone(), self.config.health_check.clone());
         let checker_task = tokio::spawn(checker.run(stopped()));
+        let loads_task = self.config.health_check.loads_interval().map(|interval| {
+            let poller = LoadPoller::new(
+                self.registry.clone(),
+                interval,
+                self.config.health_check.timeout(),
+            );
+            tokio::spawn(poller.run(stopped()))
+        });
         let http_task = http.map(|listener| {
             let routes = crate::services::http::routes(
                 self.registry.clone(),
@@ -234,6 +242,9 @@ impl App {
         let _ = stop_tx.send(true);
         let _ = reporter_task.await;
         let _ = checker_task.await;
+        if let Some(task) = loads_task {
+            let _ = task.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Consecutive failed checks before a worker is unhealthy.
     #[arg(long, value_name = "N")]
     pub unhealthy_threshold: Option<u32>,
+    /// How often SGLang and vLLM workers are asked for their load
+    /// (GetLoads), in milliseconds; 0 turns it off.
+    #[arg(long, value_name = "MS")]
+    pub loads_interval_ms: Option<u64>,
     /// Consecutive passed checks before a worker is healthy again.
     #[arg(long, value_name = "N")]
     pub healthy_threshold: Option<u32>,
@@ -109,6 +113,7 @@ impl ServeArgs {
         }
         let hc = &mut config.health_check;
         hc.interval_ms = self.health_interval_ms.unwrap_or(hc.interval_ms);
+        hc.loads_interval_ms = self.loads_interval_ms.unwrap_or(hc.loads_interval_ms);
         hc.timeout_ms = self.health_timeout_ms.unwrap_or(hc.timeout_ms);
         hc.unhealthy_threshold = self.unhealthy_threshold.unwrap_or(hc.unhealthy_threshold);
         hc.healthy_threshold = self.healthy_threshold.unwrap_or(hc.healthy_threshold);

@@ -262,6 +262,10 @@ pub struct HealthCheckConfig {
     /// (they report NOT_SERVING there while warming up or draining), the
     /// whole server ("") for Switchyard workers.
     pub service: String,
+    /// How often SGLang and vLLM workers are asked for their load
+    /// (`GetLoads`), for the load-balancing policies; 0 turns it off.
+    /// Switchyard workers are never asked.
+    pub loads_interval_ms: u64,
 }
 
 impl Default for HealthCheckConfig {
@@ -276,6 +280,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 3,
             healthy_threshold: 2,
             service: String::new(),
+            loads_interval_ms: 1_000,
         }
     }
 }
@@ -289,6 +294,11 @@ impl HealthCheckConfig {
     /// Per-check timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Time between `GetLoads` polls; `None` when off.
+    pub fn loads_interval(&self) -> Option<Duration> {
+        (self.loads_interval_ms > 0).then(|| Duration::from_millis(self.loads_interval_ms))
     }
 }
 

@@ -829,3 +829,32 @@ async fn vllm_pd_runs_prefill_first_and_hands_its_kv_parameters_to_decode() {
     assert!(kv.contains("remote_room"), "{kv}");
     assert_eq!(decode_saw.token_ids, vec![3, 4, 5]);
 }
+
+#[tokio::test]
+async fn engine_reported_load_steers_power_of_two() {
+    let mut config = test_config();
+    config.policy.name = switchyard::policies::PolicyKind::PowerOfTwo;
+    let router = start_router_with(config).await;
+    let busy = mock_with(MockConfig {
+        reported_waiting: 50,
+        ..engine_cfg("busy", Engine::Vllm, "m")
+    })
+    .await;
+    let idle = engine_mock("idle", Engine::Vllm, "m").await;
+    let busy_id = add_detected(&router, &busy).await.unwrap().id;
+    add_detected(&router, &idle).await.unwrap();
+    eventually(Duration::from_secs(5), "the busy engine's load is polled", || async {
+        router.list().await.iter().any(|w| w.id == busy_id && w.load >= 50)
+    })
+    .await;
+    for i in 0..10 {
+        let mut s = vllm_client(&router)
+            .generate(vllm_request(&format!("l{i}"), &[1], 1))
+            .await
+            .unwrap()
+            .into_inner();
+        while s.message().await.unwrap().is_some() {}
+    }
+    assert_eq!(busy.stats().calls(), 0, "the engine reporting 50 waiting gets nothing");
+    assert_eq!(idle.stats().calls(), 10);
+}

@@ -66,6 +66,10 @@ struct Args {
     /// milliseconds, as a warming engine does.
     #[arg(long, default_value_t = 0)]
     warmup_ms: u64,
+    /// Requests sglang and vllm report waiting in GetLoads on top of their
+    /// own (as an engine shared with other clients would).
+    #[arg(long, default_value_t = 0)]
+    reported_waiting: u32,
 }
 
 #[tokio::main]
@@ -108,6 +112,7 @@ async fn main() -> ExitCode {
         engine: args.engine,
         model: args.model.clone(),
         warmup: Duration::from_millis(args.warmup_ms),
+        reported_waiting: args.reported_waiting,
     };
     if args.http && args.engine != Engine::Switchyard {
         eprintln!("mock-worker: --engine applies to the gRPC mock; drop --http or --engine");

@@ -74,7 +74,8 @@ impl MockService {
 
     fn scheduler_load(&self) -> (i32, i32) {
         let running = i32::try_from(self.running().len()).unwrap_or(i32::MAX);
-        (running, 0)
+        let waiting = i32::try_from(self.config.load().reported_waiting).unwrap_or(i32::MAX);
+        (running, waiting)
     }
 }
 

@@ -65,6 +65,9 @@ pub struct MockConfig {
     pub engine: Engine,
     /// The served model name the engine protocols report.
     pub model: String,
+    /// Requests an engine reports waiting in `GetLoads` on top of its own
+    /// (other clients' work, as a shared engine has).
+    pub reported_waiting: u32,
     /// How long after start an engine reports NOT_SERVING and refuses
     /// calls, as a warming engine does.
     pub warmup: Duration,
@@ -103,6 +106,7 @@ impl Default for MockConfig {
             engine: Engine::Switchyard,
             model: "mock-model".into(),
             warmup: Duration::ZERO,
+            reported_waiting: 0,
         }
     }
 }

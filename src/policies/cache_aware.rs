@@ -200,7 +200,7 @@ impl CacheAware {
     fn imbalanced(&self, candidates: &[Arc<Worker>]) -> bool {
         let (mut min, mut max) = (u32::MAX, 0);
         for w in candidates {
-            let load = w.in_flight();
+            let load = w.load();
             min = min.min(load);
             max = max.max(load);
         }
@@ -238,7 +238,7 @@ impl Policy for CacheAware {
             let best = candidates
                 .iter()
                 .filter(|w| found.tenants.contains(&w.ordinal()))
-                .min_by_key(|w| w.in_flight());
+                .min_by_key(|w| w.load());
             if let Some(best) = best {
                 return Ok(best.clone());
             }
@@ -248,10 +248,10 @@ impl Policy for CacheAware {
             Key::Tokens(_) => trees.tokens.size_of(w.ordinal()),
         };
         // `fallback` has the least load; look up tree sizes only for its ties.
-        let least = fallback.in_flight();
+        let least = fallback.load();
         let best = candidates
             .iter()
-            .filter(|w| w.in_flight() == least)
+            .filter(|w| w.load() == least)
             .min_by_key(|w| size(w))
             .unwrap_or(fallback);
         Ok(best.clone())

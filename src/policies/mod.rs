@@ -165,9 +165,9 @@ impl PolicySet {
     }
 }
 
-/// The candidate with the fewest requests in flight (the first among equals).
+/// The candidate with the least load ([`Worker::load`]; the first among equals).
 pub(crate) fn least_loaded(candidates: &[Arc<Worker>]) -> Option<&Arc<Worker>> {
-    candidates.iter().min_by_key(|w| w.in_flight())
+    candidates.iter().min_by_key(|w| w.load())
 }
 
 #[cfg(test)]

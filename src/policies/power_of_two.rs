@@ -1,5 +1,7 @@
 //! Power of two choices: of two distinct random candidates, the one with
-//! fewer requests in flight (as counted by the load guards).
+//! less load ([`Worker::load`]: requests in flight as counted by the load
+//! guards, plus what an engine worker last reported queued beyond them;
+//! its KV-cache usage breaks ties).
 //!
 //! Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing"
 //! (2001): two random probes cut the maximum load from O(log n / log log n)
@@ -36,7 +38,9 @@ impl Policy for PowerOfTwo {
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
                 let (a, b) = (&candidates[a], &candidates[b]);
-                Ok(if b.in_flight() < a.in_flight() { b } else { a }.clone())
+                // Load first; the engine's KV-cache usage breaks ties.
+                let key = |w: &Worker| (w.load(), w.token_usage_permille());
+                Ok(if key(b) < key(a) { b } else { a }.clone())
             }
         }
     }

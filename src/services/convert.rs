@@ -89,6 +89,7 @@ pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
             pb::HealthStatus::Unhealthy
         } as i32,
         in_flight: worker.in_flight(),
+        load: worker.load(),
         model_info: Some(pb::ModelInfo {
             served_model_name: spec.facts.served_model_name.clone(),
             max_context_length: spec.facts.max_context_length,
@@ -165,6 +166,7 @@ pub struct WorkerJson {
     connection_mode: &'static str,
     health: &'static str,
     in_flight: u32,
+    load: u32,
 }
 
 /// `w` as the HTTP API shows it.
@@ -189,6 +191,7 @@ pub fn worker_json(w: &Worker) -> WorkerJson {
             "unhealthy"
         },
         in_flight: w.in_flight(),
+        load: w.load(),
     }
 }
 

@@ -78,6 +78,12 @@ pub struct Worker {
     /// Requests dispatched to this worker and not yet finished; only
     /// [`LoadGuard`] changes it.
     in_flight: AtomicU32,
+    /// What the worker's engine reported running or waiting beyond this
+    /// router's own calls, at the last `GetLoads` poll (0 for Switchyard
+    /// workers, and when polling is off or failing).
+    engine_extra: AtomicU32,
+    /// The engine's KV-cache usage at the last poll, in thousandths.
+    token_usage: AtomicU32,
     /// The data path (proxied `Generate` calls): `connections_per_worker`
     /// HTTP/2 connections, each made on first use, so that their frame
     /// processing spreads over cores instead of queueing behind one
@@ -114,6 +120,8 @@ impl Worker {
             model,
             healthy: AtomicBool::new(true),
             in_flight: AtomicU32::new(0),
+            engine_extra: AtomicU32::new(0),
+            token_usage: AtomicU32::new(0),
             upstreams: (0..channel_config.connections.max(1))
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -192,6 +200,37 @@ impl Worker {
     /// Requests currently dispatched to this worker.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The load policies balance on: this router's calls in flight, plus
+    /// what the engine last reported running or waiting beyond them (other
+    /// clients' requests, requests queued inside the engine).
+    pub fn load(&self) -> u32 {
+        self.in_flight()
+            .saturating_add(self.engine_extra.load(Ordering::Relaxed))
+    }
+
+    /// The engine's last reported KV-cache usage, in thousandths (0 when
+    /// unknown).
+    pub fn token_usage_permille(&self) -> u32 {
+        self.token_usage.load(Ordering::Relaxed)
+    }
+
+    /// Records an engine's reported load: `requests` running and waiting,
+    /// KV-cache usage `token_usage` (0..=1). The part of `requests` beyond
+    /// this router's calls in flight now is kept; the router's own calls
+    /// are counted live by [`Self::in_flight`].
+    pub fn set_engine_load(&self, requests: u32, token_usage: f64) {
+        let extra = requests.saturating_sub(self.in_flight());
+        self.engine_extra.store(extra, Ordering::Relaxed);
+        let permille = (token_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        self.token_usage.store(permille, Ordering::Relaxed);
+    }
+
+    /// Forgets the engine's reported load (a poll failed).
+    pub fn clear_engine_load(&self) {
+        self.engine_extra.store(0, Ordering::Relaxed);
+        self.token_usage.store(0, Ordering::Relaxed);
     }
 
     /// The connection for the next proxied call: calls rotate over

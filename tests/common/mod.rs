@@ -38,6 +38,7 @@ pub fn fast_health() -> HealthCheckConfig {
         unhealthy_threshold: 2,
         healthy_threshold: 2,
         service: String::new(),
+        loads_interval_ms: 50,
     }
 }
 
