@@ -843,9 +843,17 @@ async fn engine_reported_load_steers_power_of_two() {
     let idle = engine_mock("idle", Engine::Vllm, "m").await;
     let busy_id = add_detected(&router, &busy).await.unwrap().id;
     add_detected(&router, &idle).await.unwrap();
-    eventually(Duration::from_secs(5), "the busy engine's load is polled", || async {
-        router.list().await.iter().any(|w| w.id == busy_id && w.load >= 50)
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the busy engine's load is polled",
+        || async {
+            router
+                .list()
+                .await
+                .iter()
+                .any(|w| w.id == busy_id && w.load >= 50)
+        },
+    )
     .await;
     for i in 0..10 {
         let mut s = vllm_client(&router)
@@ -855,6 +863,10 @@ async fn engine_reported_load_steers_power_of_two() {
             .into_inner();
         while s.message().await.unwrap().is_some() {}
     }
-    assert_eq!(busy.stats().calls(), 0, "the engine reporting 50 waiting gets nothing");
+    assert_eq!(
+        busy.stats().calls(),
+        0,
+        "the engine reporting 50 waiting gets nothing"
+    );
     assert_eq!(idle.stats().calls(), 10);
 }

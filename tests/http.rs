@@ -517,3 +517,45 @@ async fn churn_never_routes_to_a_removed_http_worker() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_http_management_api_identifies_grpc_engine_workers_too() {
+    let router = start_router().await;
+    let s = mock_with(MockConfig {
+        name: "s".into(),
+        engine: switchyard::worker::Engine::Sglang,
+        model: "llama".into(),
+        ..MockConfig::default()
+    })
+    .await;
+    let response = add_http(&router, json!({"url": s.url()})).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["engine"], "sglang");
+    assert_eq!(body["model_id"], "llama");
+    assert_eq!(body["max_context_length"], 8192);
+
+    let response = add_http(&router, json!({"url": "grpc://127.0.0.1:1"})).await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot reach grpc://127.0.0.1:1"),
+        "{message}"
+    );
+
+    let response = add_http(
+        &router,
+        json!({"url": "http://127.0.0.1:1", "model_id": "m", "engine": "vllm"}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let response = add_http(
+        &router,
+        json!({"url": "grpc://127.0.0.1:1", "engine": "tgi"}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let listed: Value = get_json(&router, "/workers").await;
+    assert_eq!(listed["workers"].as_array().unwrap().len(), 1, "{listed}");
+}

@@ -180,6 +180,16 @@ def main():
         assert info.spec.model_id == "llama" and info.model_info.max_context_length == 2048, info
         print("ok: a grpcio SGLang engine is detected, its model taken from GetModelInfo")
 
+        # The same from the command line: --worker with neither model nor engine.
+        second = start(
+            [SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--worker", s1.url],
+            "switchyard listening on",
+        )
+        with grpc.insecure_channel(second) as ch:
+            listed = stubs.workers_pb2_grpc.WorkerManagementStub(ch).ListWorkers(w.ListWorkersRequest(), timeout=5).workers
+        assert [(x.spec.engine, x.spec.model_id) for x in listed] == [(w.ENGINE_SGLANG, "llama")], listed
+        print("ok: switchyard serve --worker URL identifies the engine and model at startup")
+
         request = sgl.GenerateRequest(
             request_id="py-1",
             tokenized=sgl.TokenizedInput(input_ids=[1, 2, 3]),
