@@ -10,7 +10,8 @@
 # Usage: bash bench/run.sh            (DURATION=10 seconds per measurement;
 #        ROUTER_ARGS and NGINX_WORKERS: see below; TOKENS="1 256" and
 #        CONCURRENCY="1 64" pick the cases; TARGETS="direct switchyard
-#        nginx h2-floor" the proxies, direct first)
+#        nginx h2-floor" the proxies, direct first; ENGINE=sglang or vllm
+#        makes the worker a mock of that engine and the load its protocol)
 # Installs nginx from Debian's packages if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +35,12 @@ cargo build --release --bins --example loadgen --example h2_floor
 . bench/lib.sh
 NGINX=$(ensure_nginx)
 
-RUST_LOG=warn target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 >"$WORK/worker.log" 2>&1 &
+ENGINE=${ENGINE:-switchyard}
+RUST_LOG=warn target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 --engine "$ENGINE" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 WORKER_PID=$!
 RUST_LOG=warn target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" \
-  --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench ${ROUTER_ARGS:-} >"$WORK/router.log" 2>&1 &
+  --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --engine "$ENGINE" ${ROUTER_ARGS:-} >"$WORK/router.log" 2>&1 &
 PIDS+=($!)
 ROUTER_PID=$!
 
@@ -71,7 +73,7 @@ for tokens in ${TOKENS:-1 256}; do
         h2-floor) port=$FLOOR_PORT; pid=$FLOOR_PID ;;
       esac
       before=$(cpu_ticks "$pid")
-      target/release/examples/loadgen --target "127.0.0.1:$port" --concurrency "$conc" --tokens "$tokens" \
+      target/release/examples/loadgen --target "127.0.0.1:$port" --concurrency "$conc" --tokens "$tokens" --protocol "$ENGINE" \
         --duration-secs "$DURATION" --progress-secs 0 --json >"$WORK/one.json"
       after=$(cpu_ticks "$pid")
       python3 - "$WORK/one.json" "$target" "$((after - before))" "$(getconf CLK_TCK)" "$(peak_rss_kb "$pid")" >>"$RESULTS" <<'PY'

@@ -1,7 +1,8 @@
 //! Run with: `cargo run --release --example loadgen -- --target 127.0.0.1:50051 --concurrency 64 --duration-secs 10 --tokens 256`
 //!
-//! A load generator for `switchyard.v1.Inference/Generate` (or, with
-//! `--http`, `POST /generate`) against any target: a worker directly, the
+//! A load generator for `switchyard.v1.Inference/Generate` (with
+//! `--protocol sglang|vllm`, the engines' own `Generate`; with `--http`,
+//! `POST /generate`) against any target: a worker directly, the
 //! router, or another proxy. Closed loop at a fixed concurrency, or open
 //! loop at a fixed rate (`--rate`), for a duration or a request count.
 //! Prompts come in `--groups` groups, each a shared prefix of
@@ -19,6 +20,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use switchyard::pb;
 use switchyard::pb::inference_client::InferenceClient;
+use switchyard::pb::sglang_scheduler::sglang_scheduler_client::SglangSchedulerClient;
+use switchyard::pb::vllm_engine::vllm_engine_client::VllmEngineClient;
+use switchyard::pb::{sglang_scheduler as sgl, vllm_engine as vllm};
+use switchyard::worker::Engine;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -31,6 +36,11 @@ struct Args {
     /// Speak HTTP (`POST /generate`, streamed) instead of gRPC.
     #[arg(long)]
     http: bool,
+    /// The gRPC protocol: switchyard (`switchyard.v1.Inference`, a text
+    /// prompt), sglang (`SglangScheduler`) or vllm (`VllmEngine`), whose
+    /// prompts are token ids, one per 4 bytes of the text prompt.
+    #[arg(long, default_value = "switchyard")]
+    protocol: Engine,
     /// Model to request ("" = the target's only model).
     #[arg(long, default_value = "")]
     model: String,
@@ -117,7 +127,36 @@ impl Prompts {
 
 enum Client {
     Grpc(Vec<InferenceClient<Channel>>),
+    Sglang(Vec<SglangSchedulerClient<Channel>>),
+    Vllm(Vec<VllmEngineClient<Channel>>),
     Http(reqwest::Client, String),
+}
+
+/// A text prompt as token ids: one per 4 bytes, as a tokenizer might make.
+fn token_ids(prompt: &str) -> Vec<u32> {
+    prompt
+        .as_bytes()
+        .chunks(4)
+        .map(|c| {
+            c.iter()
+                .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(*b)))
+                % 32_000
+        })
+        .collect()
+}
+
+/// The model as `x-switchyard-model` metadata, if one is named.
+fn with_model<T>(message: T, args: &Args) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if !args.model.is_empty() {
+        if let Ok(v) = args.model.parse() {
+            request.metadata_mut().insert("x-switchyard-model", v);
+        }
+    }
+    if let Some(ms) = args.deadline_ms {
+        request.set_timeout(Duration::from_millis(ms));
+    }
+    request
 }
 
 impl Client {
@@ -153,6 +192,71 @@ impl Client {
                     .map_err(|s| format!("{:?}", s.code()))?
                 {
                     if let Some(pb::generate_response::Response::Chunk(_)) = message.response {
+                        ttft.get_or_insert_with(|| started.elapsed());
+                        tokens += 1;
+                    }
+                }
+            }
+            Client::Sglang(clients) => {
+                let mut client = clients[i % clients.len()].clone();
+                let request = sgl::GenerateRequest {
+                    tokenized: Some(sgl::TokenizedInput {
+                        original_text: String::new(),
+                        input_ids: token_ids(&prompt),
+                    }),
+                    sampling_params: Some(sgl::SamplingParams {
+                        temperature: 1.0,
+                        top_p: 1.0,
+                        top_k: -1,
+                        max_new_tokens: Some(args.tokens),
+                        ..Default::default()
+                    }),
+                    stream: true,
+                    ..Default::default()
+                };
+                let mut stream = client
+                    .generate(with_model(request, args))
+                    .await
+                    .map_err(|s| format!("{:?}", s.code()))?
+                    .into_inner();
+                while let Some(message) = stream
+                    .message()
+                    .await
+                    .map_err(|s| format!("{:?}", s.code()))?
+                {
+                    if let Some(sgl::generate_response::Response::Chunk(_)) = message.response {
+                        ttft.get_or_insert_with(|| started.elapsed());
+                        tokens += 1;
+                    }
+                }
+            }
+            Client::Vllm(clients) => {
+                let mut client = clients[i % clients.len()].clone();
+                let request = vllm::GenerateRequest {
+                    input: Some(vllm::generate_request::Input::Tokenized(
+                        vllm::TokenizedInput {
+                            original_text: String::new(),
+                            input_ids: token_ids(&prompt),
+                        },
+                    )),
+                    sampling_params: Some(vllm::SamplingParams {
+                        max_tokens: Some(args.tokens),
+                        ..Default::default()
+                    }),
+                    stream: true,
+                    ..Default::default()
+                };
+                let mut stream = client
+                    .generate(with_model(request, args))
+                    .await
+                    .map_err(|s| format!("{:?}", s.code()))?
+                    .into_inner();
+                while let Some(message) = stream
+                    .message()
+                    .await
+                    .map_err(|s| format!("{:?}", s.code()))?
+                {
+                    if let Some(vllm::generate_response::Response::Chunk(_)) = message.response {
                         ttft.get_or_insert_with(|| started.elapsed());
                         tokens += 1;
                     }
@@ -213,15 +317,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()?;
         Client::Http(http, format!("http://{}/generate", args.target))
     } else {
-        let mut clients = Vec::new();
+        let mut channels = Vec::new();
         for _ in 0..args.connections.max(1) {
             let channel = Channel::from_shared(format!("http://{}", args.target))?
                 .tcp_nodelay(true)
                 .connect()
                 .await?;
-            clients.push(InferenceClient::new(channel).max_decoding_message_size(64 << 20));
+            channels.push(channel);
         }
-        Client::Grpc(clients)
+        match args.protocol {
+            Engine::Switchyard => Client::Grpc(
+                channels
+                    .into_iter()
+                    .map(|c| InferenceClient::new(c).max_decoding_message_size(64 << 20))
+                    .collect(),
+            ),
+            Engine::Sglang => Client::Sglang(
+                channels
+                    .into_iter()
+                    .map(SglangSchedulerClient::new)
+                    .collect(),
+            ),
+            Engine::Vllm => Client::Vllm(channels.into_iter().map(VllmEngineClient::new).collect()),
+        }
     });
     let prompts = Arc::new(Prompts::new(&args));
     let results = Arc::new(Mutex::new(Results::default()));
