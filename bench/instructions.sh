@@ -11,7 +11,9 @@
 #
 # Usage: bash bench/instructions.sh     (CALLS=2000, TOKENS="1 256",
 #   TARGETS="switchyard nginx h2-floor"; ROUTER_BIN=another router build;
-#   LOADGEN_ARGS="--deadline-ms 60000" to give every call a deadline)
+#   LOADGEN_ARGS="--deadline-ms 60000" to give every call a deadline;
+#   ENGINE=sglang or vllm: the worker a mock of that engine, the calls in
+#   its protocol)
 #   Per streamed chunk: TOKENS=32 TOKEN_DELAY_MS=1 CONCURRENCY=4 CALLS=400
 #   (the worker paces its tokens, so each arrives and is relayed alone, as
 #   in real time; unpaced, the slowed-down proxy finds many chunks per read)
@@ -32,7 +34,8 @@ cargo build --release --bins --example loadgen --example h2_floor
 NGINX=$(ensure_nginx)
 
 export RUST_LOG=warn
-target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 --token-delay-ms "$TOKEN_DELAY_MS" >"$WORK/worker.log" 2>&1 &
+ENGINE=${ENGINE:-switchyard}
+target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 --token-delay-ms "$TOKEN_DELAY_MS" --engine "$ENGINE" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 wait_port "$WORKER_PORT"
 
@@ -44,9 +47,9 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
-  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --concurrency "$CONCURRENCY" ${LOADGEN_ARGS:-} --requests 300 --duration-secs 100000 --progress-secs 0 --json >/dev/null
+  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --concurrency "$CONCURRENCY" --protocol "$ENGINE" ${LOADGEN_ARGS:-} --requests 300 --duration-secs 100000 --progress-secs 0 --json >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --concurrency "$CONCURRENCY" ${LOADGEN_ARGS:-} --requests "$CALLS" --duration-secs 100000 --progress-secs 0 --json >"$WORK/load.json"
+  target/release/examples/loadgen --target "127.0.0.1:$PROXY_PORT" --tokens "$tokens" --concurrency "$CONCURRENCY" --protocol "$ENGINE" ${LOADGEN_ARGS:-} --requests "$CALLS" --duration-secs 100000 --progress-secs 0 --json >"$WORK/load.json"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true
@@ -68,7 +71,7 @@ for tokens in ${TOKENS:-1 256}; do
   for target in ${TARGETS:-switchyard nginx h2-floor}; do
     case $target in
       switchyard) count switchyard "$tokens" "${ROUTER_BIN:-target/release/switchyard}" serve --grpc-listen "127.0.0.1:$PROXY_PORT" \
-        --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --worker-threads 1 ;;
+        --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --engine "$ENGINE" --worker-threads 1 ;;
       nginx) count nginx "$tokens" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ;;
       h2-floor) count h2-floor "$tokens" target/release/examples/h2_floor --listen "127.0.0.1:$PROXY_PORT" \
         --upstream "127.0.0.1:$WORKER_PORT" ;;

@@ -214,6 +214,10 @@ impl Policy for CacheAware {
         "cache_aware"
     }
 
+    fn reads_prompt(&self) -> bool {
+        true
+    }
+
     fn select(
         &self,
         candidates: &[Arc<Worker>],

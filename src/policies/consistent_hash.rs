@@ -129,6 +129,10 @@ impl Policy for ConsistentHash {
         "consistent_hash"
     }
 
+    fn reads_prompt(&self) -> bool {
+        self.fallback.reads_prompt()
+    }
+
     fn select(
         &self,
         candidates: &[Arc<Worker>],

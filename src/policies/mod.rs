@@ -68,6 +68,12 @@ pub trait Policy: Send + Sync + fmt::Debug {
         request: &RequestFacts<'_>,
     ) -> Result<Arc<Worker>, PolicyError>;
 
+    /// Whether the policy reads the prompt (`RequestFacts::text` and
+    /// `token_ids`): routers skip decoding it for policies that do not.
+    fn reads_prompt(&self) -> bool {
+        false
+    }
+
     /// Records that `worker` was dispatched `request`. Policies without memory
     /// ignore it.
     fn record(&self, _worker: &Arc<Worker>, _request: &RequestFacts<'_>) {}

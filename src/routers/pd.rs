@@ -77,6 +77,11 @@ impl PdPolicies {
         })
     }
 
+    /// Whether either side's policy for `model` reads the prompt.
+    pub fn reads_prompt(&self, model: &str) -> bool {
+        self.prefill.for_model(model).reads_prompt() || self.decode.for_model(model).reads_prompt()
+    }
+
     /// Records the chosen pair with both policies.
     pub fn record(&self, pair: &Pair, facts: &RequestFacts<'_>) {
         self.prefill

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
+use crate::pb::{self, sglang_scheduler as sglang};
 use crate::policies::RequestFacts;
 use crate::routers::{
     generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER, ROUTING_KEY_HEADER,
@@ -37,6 +37,34 @@ pub enum Prompt {
     Text(String),
     /// Token ids.
     TokenIds(Vec<u32>),
+    /// An engine's `TokenizedInput`, still encoded: its token ids are
+    /// decoded only for a policy that reads them (a prompt of thousands of
+    /// ids costs tens of thousands of instructions to decode).
+    Tokenized(Bytes),
+}
+
+/// The routing fields of SGLang's `GenerateRequest` (`request_id` = 1,
+/// `tokenized` = 2 in `proto/smg/sglang_scheduler.proto`), the prompt left
+/// encoded; every other field is skipped unread. The nested message is
+/// decoded with the published type, [`sglang::TokenizedInput`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct SglangView {
+    #[prost(string, tag = "1")]
+    request_id: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    tokenized: Bytes,
+}
+
+/// The routing fields of vLLM's `GenerateRequest` (`request_id` = 1, the
+/// `input` oneof: `tokenized` = 2, `text` = 3), as [`SglangView`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct VllmView {
+    #[prost(string, tag = "1")]
+    request_id: String,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    tokenized: Option<Bytes>,
+    #[prost(string, optional, tag = "3")]
+    text: Option<String>,
 }
 
 /// A parsed `Generate` call.
@@ -53,6 +81,8 @@ pub struct Inbound {
     pub model: String,
     /// The prompt, for policies.
     pub prompt: Prompt,
+    /// A [`Prompt::Tokenized`] prompt's ids, once a policy asked.
+    decoded: std::sync::OnceLock<Vec<u32>>,
     /// When the call must end: the client's `grpc-timeout`, else the
     /// router's default deadline.
     pub deadline: Instant,
@@ -103,17 +133,28 @@ impl Inbound {
             protocol,
             model,
             prompt,
+            decoded: std::sync::OnceLock::new(),
             deadline: Instant::now() + timeout,
             request_id,
             request_id_value,
         })
     }
 
-    /// What policies see of this call, for `model`.
-    pub fn facts<'a>(&'a self, model: &'a str) -> RequestFacts<'a> {
+    /// What policies see of this call, for `model`; the prompt only when
+    /// `reads_prompt` (some policy of the call looks at it).
+    pub fn facts<'a>(&'a self, model: &'a str, reads_prompt: bool) -> RequestFacts<'a> {
         let (text, token_ids) = match &self.prompt {
+            _ if !reads_prompt => (None, None),
             Prompt::Text(t) => (Some(t.as_str()), None),
             Prompt::TokenIds(ids) => (None, Some(ids.as_slice())),
+            Prompt::Tokenized(raw) => {
+                let ids = self.decoded.get_or_init(|| {
+                    sglang::TokenizedInput::decode(raw.clone())
+                        .map(|t| t.input_ids)
+                        .unwrap_or_default()
+                });
+                (None, Some(ids.as_slice()))
+            }
             Prompt::None => (None, None),
         };
         RequestFacts {
@@ -185,19 +226,22 @@ fn read(
             (view.request_id, view.model, prompt)
         }
         Engine::Sglang => {
-            let view = sglang::GenerateRequest::decode(body.clone()).map_err(invalid)?;
-            let prompt = match view.tokenized {
-                Some(t) => Prompt::TokenIds(t.input_ids),
-                None => Prompt::None,
+            let view = SglangView::decode(body.clone()).map_err(invalid)?;
+            let prompt = match view.tokenized.is_empty() {
+                true => Prompt::None,
+                false => Prompt::Tokenized(view.tokenized),
             };
             (view.request_id, header_model(), prompt)
         }
         Engine::Vllm => {
-            let view = vllm::GenerateRequest::decode(body.clone()).map_err(invalid)?;
-            let prompt = match view.input {
-                Some(vllm::generate_request::Input::Tokenized(t)) => Prompt::TokenIds(t.input_ids),
-                Some(vllm::generate_request::Input::Text(t)) => Prompt::Text(t),
-                None => Prompt::None,
+            // Both fields of the oneof present: the last one counts, as
+            // for the engine; the view cannot tell which came last, so the
+            // prompt is then left out of routing.
+            let view = VllmView::decode(body.clone()).map_err(invalid)?;
+            let prompt = match (view.tokenized, view.text) {
+                (Some(raw), None) => Prompt::Tokenized(raw),
+                (None, Some(text)) => Prompt::Text(text),
+                _ => Prompt::None,
             };
             (view.request_id, header_model(), prompt)
         }
@@ -231,6 +275,65 @@ pub fn append_fields(body: Bytes, extra: &impl Message) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::vllm_engine as vllm;
+
+    #[test]
+    fn the_views_read_what_the_published_types_encode() {
+        let full = sglang::GenerateRequest {
+            request_id: "s1".into(),
+            tokenized: Some(sglang::TokenizedInput {
+                original_text: "t".into(),
+                input_ids: vec![1, 300, 70000],
+            }),
+            sampling_params: Some(sglang::SamplingParams {
+                temperature: 0.5,
+                ..Default::default()
+            }),
+            stream: true,
+            ..Default::default()
+        };
+        let inbound = Inbound::parse(
+            Engine::Sglang,
+            HeaderMap::new(),
+            full.encode_to_vec().into(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(inbound.request_id, "s1");
+        assert_eq!(
+            inbound.facts("m", true).token_ids,
+            Some(&[1, 300, 70000][..])
+        );
+        assert_eq!(inbound.facts("m", false).token_ids, None);
+
+        for input in [
+            vllm::generate_request::Input::Text("hello".into()),
+            vllm::generate_request::Input::Tokenized(vllm::TokenizedInput {
+                original_text: String::new(),
+                input_ids: vec![5, 6],
+            }),
+        ] {
+            let full = vllm::GenerateRequest {
+                request_id: "v1".into(),
+                input: Some(input.clone()),
+                ..Default::default()
+            };
+            let inbound = Inbound::parse(
+                Engine::Vllm,
+                HeaderMap::new(),
+                full.encode_to_vec().into(),
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            let facts = inbound.facts("m", true);
+            match input {
+                vllm::generate_request::Input::Text(_) => assert_eq!(facts.text, Some("hello")),
+                vllm::generate_request::Input::Tokenized(_) => {
+                    assert_eq!(facts.token_ids, Some(&[5, 6][..]))
+                }
+            }
+        }
+    }
 
     #[test]
     fn appended_request_id_overrides_and_keeps_other_fields() {

@@ -64,7 +64,7 @@ impl GrpcPdRouter {
         model: &str,
         inflight: &Arc<InflightCalls>,
     ) -> Result<Proxied, RouteError> {
-        let facts = inbound.facts(model);
+        let facts = inbound.facts(model, self.policies.reads_prompt(model));
         let pair = self
             .policies
             .choose(&self.registry, ConnectionMode::Grpc, &facts)?;

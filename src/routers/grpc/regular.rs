@@ -39,7 +39,8 @@ impl GrpcRegularRouter {
         model: &str,
         inflight: &Arc<InflightCalls>,
     ) -> Result<Proxied, RouteError> {
-        let facts = &inbound.facts(model);
+        let reads_prompt = self.policies.for_model(model).reads_prompt();
+        let facts = &inbound.facts(model, reads_prompt);
         let inbound = &inbound;
         offer(
             &self.registry,
