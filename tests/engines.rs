@@ -870,3 +870,75 @@ async fn engine_reported_load_steers_power_of_two() {
     );
     assert_eq!(idle.stats().calls(), 10);
 }
+
+#[tokio::test]
+async fn the_router_reports_each_engine_service_in_grpc_health() {
+    let router = start_router().await;
+    const SGLANG: &str = "sglang.grpc.scheduler.SglangScheduler";
+    const VLLM: &str = "vllm.grpc.engine.VllmEngine";
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    assert_eq!(router.health_of(SGLANG).await, not_serving);
+    let s = engine_mock("s", Engine::Sglang, "m").await;
+    add_detected(&router, &s).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "SglangScheduler is SERVING",
+        || async { router.health_of(SGLANG).await == serving },
+    )
+    .await;
+    assert_eq!(router.health_of(VLLM).await, not_serving, "no vLLM workers");
+    assert_eq!(
+        router.health_of("switchyard.v1.Inference").await,
+        serving,
+        "switchyard.v1 calls are translated"
+    );
+    s.set_healthy(false).await;
+    eventually(
+        Duration::from_secs(5),
+        "SglangScheduler is NOT_SERVING",
+        || async { router.health_of(SGLANG).await == not_serving },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cache_aware_routes_engine_calls_on_their_token_ids() {
+    let mut config = test_config();
+    config.policy.name = switchyard::policies::PolicyKind::CacheAware;
+    let router = start_router_with(config).await;
+    let a = engine_mock("a", Engine::Sglang, "m").await;
+    let b = engine_mock("b", Engine::Sglang, "m").await;
+    add_detected(&router, &a).await.unwrap();
+    add_detected(&router, &b).await.unwrap();
+    // Two prompt families, alternating. Cache-aware sends each family to
+    // the worker that holds its prefix; without the token ids it would fall
+    // back to the least loaded worker, the first, for every call.
+    let family = |f: u32, i: u32| -> Vec<u32> {
+        let mut ids: Vec<u32> = (0..200).map(|t| f * 1000 + t).collect();
+        ids.push(50_000 + i);
+        ids
+    };
+    for i in 0..8u32 {
+        let mut s = sglang(&router)
+            .generate(sgl_request(&format!("c{i}"), &family(i % 2, i), 1))
+            .await
+            .unwrap()
+            .into_inner();
+        sgl_collect(&mut s).await;
+    }
+    for w in [&a, &b] {
+        let seen = w.stats().seen();
+        assert_eq!(
+            seen.len(),
+            4,
+            "{}: each worker serves one family",
+            w.config().name
+        );
+        let first = seen[0].token_ids[0];
+        assert!(
+            seen.iter().all(|s| s.token_ids[0] == first),
+            "one family per worker"
+        );
+    }
+}

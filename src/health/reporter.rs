@@ -3,8 +3,12 @@
 //! `""` and `switchyard.v1.WorkerManagement` are SERVING while the process
 //! is up. `switchyard.v1.Inference` is SERVING only while at least one model
 //! can be served over gRPC (a regular model with a healthy worker, or a PD
-//! model with a healthy prefill and a healthy decode worker); the reporter
-//! recomputes that on every registry event (one pass over the index groups).
+//! model with a healthy prefill and a healthy decode worker); SGLang's
+//! `SglangScheduler` and vLLM's `VllmEngine` likewise, counting only models
+//! whose workers run that engine (so a gateway health-checking the router by
+//! the engine's service name sees what it would see of an engine). The
+//! reporter recomputes these on every registry event (a pass over the index
+//! groups).
 
 use std::sync::Arc;
 
@@ -14,17 +18,25 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::pb::service_names;
-use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
 
 /// Whether any model can be served over gRPC: a regular model with a
 /// healthy worker, or a PD model with a healthy prefill and a healthy decode
 /// worker.
 pub fn can_serve(registry: &WorkerRegistry) -> bool {
+    can_serve_engine(registry, None)
+}
+
+/// [`can_serve`], counting only models whose workers run `engine` (`None`:
+/// any).
+pub fn can_serve_engine(registry: &WorkerRegistry, engine: Option<Engine>) -> bool {
     let snapshot = registry.snapshot();
     let healthy = |role, model: &str| {
         snapshot
             .group(ConnectionMode::Grpc, role, model)
-            .is_some_and(|g| g.iter().any(|w| w.is_healthy()))
+            .is_some_and(|g| {
+                g.iter().any(|w| w.is_healthy()) && engine.is_none_or(|e| g[0].engine() == e)
+            })
     };
     let regular = snapshot
         .models(ConnectionMode::Grpc, WorkerRole::Regular)
@@ -35,14 +47,23 @@ pub fn can_serve(registry: &WorkerRegistry) -> bool {
             .any(|m| healthy(WorkerRole::Prefill, m) && healthy(WorkerRole::Decode, m))
 }
 
+/// The services whose status follows the registry, and the engine each
+/// counts (`None`: any; `switchyard.v1` calls are translated to engines).
+const INFERENCE_SERVICES: [(&str, Option<Engine>); 3] = [
+    (service_names::INFERENCE, None),
+    (service_names::SGLANG, Some(Engine::Sglang)),
+    (service_names::VLLM, Some(Engine::Vllm)),
+];
+
 /// Publishes the router's serving status to tonic-health.
 #[derive(Debug)]
 pub struct ServingReporter {
     registry: Arc<WorkerRegistry>,
     reporter: HealthReporter,
-    /// The Inference status last published. tonic-health notifies `Watch`
-    /// clients on every set, even an unchanged one, so only changes are set.
-    last: Mutex<Option<ServingStatus>>,
+    /// The statuses last published, per [`INFERENCE_SERVICES`]. tonic-health
+    /// notifies `Watch` clients on every set, even an unchanged one, so only
+    /// changes are set.
+    last: Mutex<[Option<ServingStatus>; 3]>,
 }
 
 impl ServingReporter {
@@ -51,7 +72,7 @@ impl ServingReporter {
         ServingReporter {
             registry,
             reporter,
-            last: Mutex::new(None),
+            last: Mutex::new([None; 3]),
         }
     }
 
@@ -64,18 +85,18 @@ impl ServingReporter {
     }
 
     async fn update_inference(&self) {
-        let status = if can_serve(&self.registry) {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
         let mut last = self.last.lock().await;
-        if *last != Some(status) {
-            *last = Some(status);
-            // Set under the lock so that two updates cannot publish out of order.
-            self.reporter
-                .set_service_status(service_names::INFERENCE, status)
-                .await;
+        for (i, (service, engine)) in INFERENCE_SERVICES.into_iter().enumerate() {
+            let status = if can_serve_engine(&self.registry, engine) {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if last[i] != Some(status) {
+                last[i] = Some(status);
+                // Set under the lock so that two updates cannot publish out of order.
+                self.reporter.set_service_status(service, status).await;
+            }
         }
     }
 
@@ -98,6 +119,8 @@ impl ServingReporter {
             "",
             service_names::WORKER_MANAGEMENT,
             service_names::INFERENCE,
+            service_names::SGLANG,
+            service_names::VLLM,
         ] {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)
