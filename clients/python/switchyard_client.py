@@ -73,7 +73,8 @@ def main(argv=None):
 
     add = sub.add_parser("add", help="register a worker")
     add.add_argument("url")
-    add.add_argument("--model", required=True)
+    add.add_argument("--model", default="", help="required for switchyard and http workers; SGLang/vLLM: the engine's model by default")
+    add.add_argument("--engine", choices=["switchyard", "sglang", "vllm"], help="a grpc:// worker's engine (default: detect)")
     add.add_argument("--role", choices=sorted(ROLES), default="regular")
     add.add_argument("--bootstrap-port", type=int)
 
@@ -102,10 +103,13 @@ def main(argv=None):
     try:
         if args.command == "add":
             spec = w.WorkerSpec(url=args.url, model_id=args.model, role=ROLES[args.role])
+            if args.engine:
+                spec.engine = w.Engine.Value("ENGINE_" + args.engine.upper())
             if args.bootstrap_port is not None:
                 spec.bootstrap_port = args.bootstrap_port
             info = workers.AddWorker(w.AddWorkerRequest(worker=spec)).worker
-            print(f"added {info.id} {info.spec.url} model={info.spec.model_id}")
+            engine = w.Engine.Name(info.spec.engine).removeprefix("ENGINE_").lower()
+            print(f"added {info.id} {info.spec.url} model={info.spec.model_id} engine={engine}")
         elif args.command == "remove":
             target = args.target
             req = w.RemoveWorkerRequest(url=target) if "://" in target else w.RemoveWorkerRequest(id=target)
@@ -115,7 +119,8 @@ def main(argv=None):
             for info in workers.ListWorkers(w.ListWorkersRequest()).workers:
                 health = w.HealthStatus.Name(info.health)
                 role = w.WorkerRole.Name(info.spec.role)
-                print(f"{info.id}  {info.spec.url}  model={info.spec.model_id}  {role}  {health}  in_flight={info.in_flight}")
+                engine = w.Engine.Name(info.spec.engine).removeprefix("ENGINE_").lower()
+                print(f"{info.id}  {info.spec.url}  model={info.spec.model_id}  engine={engine}  {role}  {health}  in_flight={info.in_flight}  load={info.load}")
         elif args.command == "generate":
             i = stubs.inference_pb2
             req = i.GenerateRequest(model=args.model, text=args.text)
