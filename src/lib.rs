@@ -24,6 +24,7 @@
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
 //! - [`services`]: the gRPC listener and services, the HTTP API, and the one error mapping per wire.
+//! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`mock`]: a configurable fake worker (gRPC or HTTP) for tests, demos and benchmarks.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
@@ -46,6 +47,7 @@ pub mod pb;
 pub mod policies;
 pub mod routers;
 pub mod services;
+pub mod tokenizer;
 pub mod transport;
 pub mod worker;
 

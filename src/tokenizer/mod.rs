@@ -1,0 +1,271 @@
+//! Tokenizers for models whose workers take token ids (SGLang's gRPC mode):
+//! the router tokenizes text prompts, renders chat templates and
+//! detokenizes the engine's token ids incrementally, so the engine's GPU
+//! loop does none of it.
+//!
+//! A model's tokenizer is a Hugging Face tokenizer directory (or its
+//! `tokenizer.json` alone): `tokenizer.json` through the `tokenizers`
+//! crate; `tokenizer_config.json` for the chat template and the special
+//! tokens the template names; `chat_template.jinja`, when present, wins
+//! over the config's template. Templates render with `minijinja` and its
+//! Python-compatible methods (`.strip()`, `.startswith()`, ...), as
+//! Hugging Face's Jinja templates expect.
+//!
+//! [`Tokenizers`] holds one per model, loaded once at startup
+//! (`--tokenizer MODEL=PATH`) and shared. A model whose tokenizer failed to
+//! load keeps the reason, which text requests for it are refused with.
+
+mod detokenizer;
+pub mod sample;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use detokenizer::Detokenizer;
+
+/// Why a tokenizer could not be loaded or used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenizerError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `tokenizer.json` is not a tokenizer the `tokenizers` crate loads.
+    #[error("{path} is not a Hugging Face tokenizer: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Encoding or decoding failed.
+    #[error("tokenizer failed: {0}")]
+    Failed(String),
+    /// The model has no chat template.
+    #[error("model {0:?} has no chat template (tokenizer_config.json's chat_template, or chat_template.jinja)")]
+    NoChatTemplate(String),
+    /// The chat template did not render.
+    #[error("the chat template failed: {0}")]
+    Template(String),
+    /// No tokenizer is configured for the model.
+    #[error("no tokenizer for model {0:?}: start the router with --tokenizer {0}=PATH (a Hugging Face tokenizer directory)")]
+    Missing(String),
+    /// The model's tokenizer failed to load at startup.
+    #[error("the tokenizer of model {model:?} could not be loaded: {reason}")]
+    NotLoaded {
+        /// The model.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One chat message, as templates see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// A model's tokenizer and chat template.
+pub struct ModelTokenizer {
+    inner: tokenizers::Tokenizer,
+    template: Option<String>,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl std::fmt::Debug for ModelTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelTokenizer")
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("chat_template", &self.template.is_some())
+            .finish()
+    }
+}
+
+fn read(path: &Path) -> Result<String, TokenizerError> {
+    std::fs::read_to_string(path).map_err(|e| TokenizerError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// A special token in `tokenizer_config.json`: a string, or an object
+/// with `content`.
+fn token_text(value: Option<&serde_json::Value>) -> String {
+    match value {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(o)) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+impl ModelTokenizer {
+    /// Loads a tokenizer directory, or a `tokenizer.json` file alone.
+    pub fn load(path: &Path) -> Result<ModelTokenizer, TokenizerError> {
+        let (dir, file) = if path.is_dir() {
+            (path.to_path_buf(), path.join("tokenizer.json"))
+        } else {
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.to_path_buf(),
+            )
+        };
+        let json = read(&file)?;
+        let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| {
+            TokenizerError::Invalid {
+                path: file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config: serde_json::Value = if config_path.exists() {
+            serde_json::from_str(&read(&config_path)?).map_err(|e| TokenizerError::Invalid {
+                path: config_path.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            serde_json::Value::Null
+        };
+        let template_file = dir.join("chat_template.jinja");
+        let template = if template_file.exists() {
+            Some(read(&template_file)?)
+        } else {
+            match config.get("chat_template") {
+                Some(serde_json::Value::String(t)) => Some(t.clone()),
+                // A list of named templates: the default one.
+                Some(serde_json::Value::Array(list)) => list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                    .map(String::from),
+                _ => None,
+            }
+        };
+        Ok(ModelTokenizer {
+            inner,
+            template,
+            bos_token: token_text(config.get("bos_token")),
+            eos_token: token_text(config.get("eos_token")),
+        })
+    }
+
+    /// Token ids of `text`; `special` adds the tokenizer's special tokens
+    /// (BOS and the like) as its post-processor says.
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, TokenizerError> {
+        self.inner
+            .encode_fast(text, special)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| TokenizerError::Failed(e.to_string()))
+    }
+
+    /// The text of `ids`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| TokenizerError::Failed(e.to_string()))
+    }
+
+    /// Whether the model has a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Renders `messages` with the model's chat template (`model` names it
+    /// in errors), ending with the assistant's turn opened when
+    /// `add_generation_prompt`.
+    pub fn apply_chat_template(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        let template = self
+            .template
+            .as_deref()
+            .ok_or_else(|| TokenizerError::NoChatTemplate(model.to_string()))?;
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    message,
+                ))
+            },
+        );
+        env.add_template("chat", template)
+            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        let rendered = env
+            .get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => messages
+                        .iter()
+                        .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
+                        .collect::<Vec<_>>(),
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => self.bos_token.as_str(),
+                    eos_token => self.eos_token.as_str(),
+                })
+            })
+            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        Ok(rendered)
+    }
+}
+
+/// The tokenizers of the models the router tokenizes for.
+#[derive(Debug, Default)]
+pub struct Tokenizers {
+    loaded: HashMap<String, Result<Arc<ModelTokenizer>, String>>,
+}
+
+impl Tokenizers {
+    /// Loads `(model, path)` pairs. A tokenizer that fails to load is
+    /// remembered with the reason (and logged); its model's text requests
+    /// are refused with it, token-id requests keep working.
+    pub fn load(paths: &[(String, PathBuf)]) -> Tokenizers {
+        let loaded = paths
+            .iter()
+            .map(|(model, path)| {
+                let result = ModelTokenizer::load(path).map(Arc::new).map_err(|e| {
+                    tracing::error!(model, error = %e, "cannot load the tokenizer");
+                    e.to_string()
+                });
+                if result.is_ok() {
+                    tracing::info!(model, path = %path.display(), "tokenizer loaded");
+                }
+                (model.clone(), result)
+            })
+            .collect();
+        Tokenizers { loaded }
+    }
+
+    /// The tokenizer of `model`, or why there is none.
+    pub fn get(&self, model: &str) -> Result<Arc<ModelTokenizer>, TokenizerError> {
+        match self.loaded.get(model) {
+            Some(Ok(t)) => Ok(t.clone()),
+            Some(Err(reason)) => Err(TokenizerError::NotLoaded {
+                model: model.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Err(TokenizerError::Missing(model.to_string())),
+        }
+    }
+}
