@@ -22,6 +22,7 @@ use crate::routers::grpc::GrpcRouter;
 use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
 use crate::services::{InferenceService, WorkerManagementService};
+use crate::tokenizer::Tokenizers;
 use crate::worker::WorkerRegistry;
 
 /// Why the router could not start or stopped with an error.
@@ -98,6 +99,13 @@ impl App {
             &config.policy,
             rooms.clone(),
             config.limits.default_deadline(),
+            Arc::new(Tokenizers::load(
+                &config
+                    .tokenizers
+                    .iter()
+                    .map(|(m, p)| (m.clone(), p.clone()))
+                    .collect::<Vec<_>>(),
+            )),
         ));
         let http_router = Arc::new(HttpRouter::new(
             registry.clone(),

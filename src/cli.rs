@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Consecutive failed checks before a worker is unhealthy.
     #[arg(long, value_name = "N")]
     pub unhealthy_threshold: Option<u32>,
+    /// A model's tokenizer, MODEL=PATH (a Hugging Face tokenizer directory
+    /// or tokenizer.json), for text and chat requests to SGLang and vLLM
+    /// workers; repeatable.
+    #[arg(long = "tokenizer", value_name = "MODEL=PATH")]
+    pub tokenizers: Vec<String>,
     /// How often SGLang and vLLM workers are asked for their load
     /// (GetLoads), in milliseconds; 0 turns it off.
     #[arg(long, value_name = "MS")]
@@ -104,6 +109,17 @@ impl ServeArgs {
             return Err(ConfigError::Invalid(
                 "--model and --engine apply to --worker; give at least one --worker URL".into(),
             ));
+        }
+        for t in &self.tokenizers {
+            let (model, path) = t
+                .split_once('=')
+                .filter(|(m, p)| !m.is_empty() && !p.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "--tokenizer {t:?}: expected MODEL=PATH, e.g. --tokenizer llama=/models/llama"
+                    ))
+                })?;
+            config.tokenizers.insert(model.to_string(), path.into());
         }
         if let Some(n) = self.worker_threads {
             config.worker_threads = Some(n);

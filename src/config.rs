@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,10 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Workers registered at startup, before the router reports SERVING.
     pub workers: Vec<StartupWorker>,
+    /// Tokenizers by model: a Hugging Face tokenizer directory (or its
+    /// `tokenizer.json`), for text and chat requests to workers that take
+    /// token ids.
+    pub tokenizers: BTreeMap<String, PathBuf>,
     /// Load balancing.
     pub policy: PolicyConfig,
     /// Active health checks of workers.
@@ -81,6 +86,7 @@ impl Default for Config {
             worker_threads: None,
             http: HttpConfig::default(),
             workers: Vec::new(),
+            tokenizers: BTreeMap::new(),
             policy: PolicyConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstream: UpstreamConfig::default(),

@@ -7,7 +7,10 @@
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
+use std::sync::Arc;
+
 use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
+use crate::tokenizer::{Detokenizer, ModelTokenizer, TokenizerError};
 use crate::transport::grpc::codec::{frame, Deframer};
 use crate::transport::Failure;
 use crate::worker::Engine;
@@ -15,12 +18,22 @@ use crate::worker::Engine;
 /// Why a `switchyard.v1` request cannot go to an engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
-    /// SGLang takes token ids; text needs a tokenizer the router does not
-    /// have yet.
-    #[error("model {model:?} is served by SGLang workers, which take token ids: send `token_ids` (text prompts to SGLang need the router's tokenizer, which this version does not have)")]
+    /// SGLang takes token ids; the model's text needs a tokenizer the
+    /// router does not have.
+    #[error("model {model:?} is served by SGLang workers, which take token ids: send `token_ids`, or give the router the model's tokenizer ({reason})")]
     NeedsTokenizer {
         /// The model.
         model: String,
+        /// Why there is no tokenizer.
+        reason: String,
+    },
+    /// Tokenizing failed.
+    #[error("cannot tokenize the prompt for model {model:?}: {reason}")]
+    Tokenize {
+        /// The model.
+        model: String,
+        /// Why.
+        reason: String,
     },
     /// A field the engine's protocol has no place for.
     #[error("sampling_params.{field} is not supported by {engine}'s gRPC protocol; leave it unset for this model")]
@@ -55,24 +68,37 @@ pub enum TranslateError {
 /// `max_new_tokens` (SGLang's defaults are temperature 1.0, top_p 1.0,
 /// top_k −1; they are set explicitly, as SGLang requires). The engine is
 /// always asked to stream: `switchyard.v1` responses are a stream of chunks.
+///
+/// A text prompt to SGLang is tokenized with `tokenizer` (the model's, or
+/// why there is none). Returns the engine's message and the stop strings,
+/// which the router applies to the detokenized text.
 pub fn request(
     engine: Engine,
     body: &Bytes,
     request_id: &str,
     model: &str,
-) -> Result<Bytes, TranslateError> {
+    tokenizer: Result<&ModelTokenizer, TokenizerError>,
+) -> Result<(Bytes, Vec<String>), TranslateError> {
     let request = pb::GenerateRequest::decode(body.clone())
         .map_err(|e| TranslateError::Invalid(e.to_string()))?;
     let sampling = request.sampling_params.unwrap_or_default();
+    let stops = sampling.stop.clone();
     let max_new_tokens = (sampling.max_new_tokens > 0).then_some(sampling.max_new_tokens);
     let out = match engine {
         Engine::Sglang => {
             let ids = match request.input {
                 Some(pb::generate_request::Input::TokenIds(t)) => t.ids,
-                Some(pb::generate_request::Input::Text(_)) => {
-                    return Err(TranslateError::NeedsTokenizer {
+                Some(pb::generate_request::Input::Text(text)) => {
+                    let tokenizer = tokenizer.map_err(|e| TranslateError::NeedsTokenizer {
                         model: model.to_string(),
-                    })
+                        reason: e.to_string(),
+                    })?;
+                    tokenizer
+                        .encode(&text, true)
+                        .map_err(|e| TranslateError::Tokenize {
+                            model: model.to_string(),
+                            reason: e.to_string(),
+                        })?
                 }
                 None => Vec::new(),
             };
@@ -167,9 +193,9 @@ pub fn request(
             }
             .encode_to_vec()
         }
-        Engine::Switchyard => return Ok(body.clone()),
+        Engine::Switchyard => return Ok((body.clone(), stops)),
     };
-    Ok(out.into())
+    Ok((out.into(), stops))
 }
 
 fn nonzero_or(value: f32, default: f32) -> f32 {
@@ -182,11 +208,40 @@ fn nonzero_or(value: f32, default: f32) -> f32 {
 
 /// Turns an engine's response stream (gRPC-framed `GenerateResponse`s, in
 /// chunks of any size) into `switchyard.v1` ones, message by message.
+///
+/// With a tokenizer, chunks carry text as well as token ids (detokenized
+/// incrementally), and stop strings are applied to that text: output ends
+/// before the first stop string, with finish reason `stop`, and the stream
+/// ends there (the engine is sent `Abort` as the stream drops).
 #[derive(Debug)]
 pub struct Responses {
     engine: Engine,
     request_id: String,
     frames: Deframer,
+    text: Option<TextOut>,
+    /// A stop string matched: nothing more is translated.
+    stopped: bool,
+}
+
+/// Detokenizing and stop strings.
+#[derive(Debug)]
+struct TextOut {
+    detokenizer: Detokenizer,
+    stops: Vec<String>,
+    /// Text decoded but held back: it may be the start of a stop string.
+    held: String,
+    /// Completion tokens so far (for the finish a stop string makes).
+    completion_tokens: u32,
+    prompt_tokens: u32,
+}
+
+/// What a chunk of the engine's stream became.
+#[derive(Debug)]
+pub struct Translated {
+    /// Framed `switchyard.v1` messages (`None`: no whole message yet).
+    pub bytes: Option<Bytes>,
+    /// A stop string ended the output: the stream ends after `bytes`.
+    pub done: bool,
 }
 
 impl Responses {
@@ -196,22 +251,115 @@ impl Responses {
             engine,
             request_id,
             frames: Deframer::default(),
+            text: None,
+            stopped: false,
         }
     }
 
-    /// The translation of the messages completed by `chunk`, framed
-    /// (`None` while a message is still incomplete).
-    pub fn chunk(&mut self, chunk: &[u8]) -> Result<Option<Bytes>, Failure> {
+    /// Chunks carry text detokenized with `tokenizer`; output ends at the
+    /// first of `stops`.
+    pub fn with_text(mut self, tokenizer: Arc<ModelTokenizer>, stops: Vec<String>) -> Self {
+        self.text = Some(TextOut {
+            detokenizer: Detokenizer::new(tokenizer, true),
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+            completion_tokens: 0,
+            prompt_tokens: 0,
+        });
+        self
+    }
+
+    /// The translation of the messages completed by `chunk`.
+    pub fn chunk(&mut self, chunk: &[u8]) -> Result<Translated, Failure> {
         self.frames.push(chunk);
         let mut out = BytesMut::new();
-        while let Some(message) = self.frames.next_message().map_err(|_| Failure::Protocol)? {
-            let response = self.translate(message)?;
-            out.extend_from_slice(&frame(&response.encode_to_vec()));
+        while !self.stopped {
+            let Some(message) = self.frames.next_message().map_err(|_| Failure::Protocol)? else {
+                break;
+            };
+            for response in self.translate(message)? {
+                out.extend_from_slice(&frame(&response.encode_to_vec()));
+            }
         }
-        Ok((!out.is_empty()).then(|| out.freeze()))
+        Ok(Translated {
+            bytes: (!out.is_empty()).then(|| out.freeze()),
+            done: self.stopped,
+        })
     }
 
-    fn translate(&self, message: Bytes) -> Result<pb::GenerateResponse, Failure> {
+    fn translate(&mut self, message: Bytes) -> Result<Vec<pb::GenerateResponse>, Failure> {
+        let response = self.decode(message)?;
+        let Some(text) = self.text.as_mut() else {
+            return Ok(vec![self.respond(response)]);
+        };
+        use pb::generate_response::Response as R;
+        let detokenized = |r: Result<String, _>| {
+            r.map_err(|_: crate::tokenizer::TokenizerError| {
+                Failure::BadReply("token ids the tokenizer can decode")
+            })
+        };
+        Ok(match response {
+            Some(R::Chunk(mut chunk)) => {
+                text.completion_tokens += chunk.token_ids.len() as u32;
+                let delta = detokenized(text.detokenizer.push(&chunk.token_ids))?;
+                let (emit, stop) = text.apply_stops(delta);
+                chunk.text = emit;
+                if stop {
+                    self.stopped = true;
+                    let complete = R::Complete(pb::GenerateComplete {
+                        finish_reason: "stop".into(),
+                        prompt_tokens: text.prompt_tokens,
+                        completion_tokens: text.completion_tokens,
+                    });
+                    vec![
+                        self.respond(Some(R::Chunk(chunk))),
+                        self.respond(Some(complete)),
+                    ]
+                } else {
+                    vec![self.respond(Some(R::Chunk(chunk)))]
+                }
+            }
+            Some(R::Complete(complete)) => {
+                // What the detokenizer and the stop check still hold.
+                let mut rest = detokenized(text.detokenizer.finish())?;
+                let (mut emit, stop) = text.apply_stops(std::mem::take(&mut rest));
+                if !stop {
+                    emit.push_str(&std::mem::take(&mut text.held));
+                }
+                let complete = if stop {
+                    pb::GenerateComplete {
+                        finish_reason: "stop".into(),
+                        ..complete
+                    }
+                } else {
+                    complete
+                };
+                let mut out = Vec::with_capacity(2);
+                if !emit.is_empty() {
+                    out.push(self.respond(Some(R::Chunk(pb::GenerateChunk {
+                        token_ids: Vec::new(),
+                        text: emit,
+                    }))));
+                }
+                out.push(self.respond(Some(R::Complete(complete))));
+                out
+            }
+            other => vec![self.respond(other)],
+        })
+    }
+
+    fn respond(&self, response: Option<pb::generate_response::Response>) -> pb::GenerateResponse {
+        pb::GenerateResponse {
+            request_id: self.request_id.clone(),
+            response,
+        }
+    }
+
+    /// The engine's message as a `switchyard.v1` response body.
+    fn decode(
+        &mut self,
+        message: Bytes,
+    ) -> Result<Option<pb::generate_response::Response>, Failure> {
         use pb::generate_response::Response as Out;
         let response = match self.engine {
             Engine::Sglang => {
@@ -219,10 +367,13 @@ impl Responses {
                 let decoded = sglang::GenerateResponse::decode(message)
                     .map_err(|_| Failure::BadReply("sglang.grpc.scheduler.GenerateResponse"))?;
                 match decoded.response {
-                    Some(In::Chunk(c)) => Some(Out::Chunk(pb::GenerateChunk {
-                        token_ids: c.token_ids,
-                        text: String::new(),
-                    })),
+                    Some(In::Chunk(c)) => {
+                        self.note_prompt(c.prompt_tokens);
+                        Some(Out::Chunk(pb::GenerateChunk {
+                            token_ids: c.token_ids,
+                            text: String::new(),
+                        }))
+                    }
                     Some(In::Complete(c)) => Some(Out::Complete(pb::GenerateComplete {
                         finish_reason: c.finish_reason,
                         prompt_tokens: c.prompt_tokens,
@@ -236,10 +387,13 @@ impl Responses {
                 let decoded = vllm::GenerateResponse::decode(message)
                     .map_err(|_| Failure::BadReply("vllm.grpc.engine.GenerateResponse"))?;
                 match decoded.response {
-                    Some(In::Chunk(c)) => Some(Out::Chunk(pb::GenerateChunk {
-                        token_ids: c.token_ids,
-                        text: String::new(),
-                    })),
+                    Some(In::Chunk(c)) => {
+                        self.note_prompt(c.prompt_tokens);
+                        Some(Out::Chunk(pb::GenerateChunk {
+                            token_ids: c.token_ids,
+                            text: String::new(),
+                        }))
+                    }
                     Some(In::Complete(c)) => Some(Out::Complete(pb::GenerateComplete {
                         finish_reason: c.finish_reason,
                         prompt_tokens: c.prompt_tokens,
@@ -249,20 +403,66 @@ impl Responses {
                 }
             }
             Engine::Switchyard => {
-                return pb::GenerateResponse::decode(message)
-                    .map_err(|_| Failure::BadReply("switchyard.v1.GenerateResponse"))
+                pb::GenerateResponse::decode(message)
+                    .map_err(|_| Failure::BadReply("switchyard.v1.GenerateResponse"))?
+                    .response
             }
         };
-        Ok(pb::GenerateResponse {
-            request_id: self.request_id.clone(),
-            response,
-        })
+        Ok(response)
+    }
+
+    fn note_prompt(&mut self, prompt_tokens: u32) {
+        if let Some(text) = self.text.as_mut() {
+            text.prompt_tokens = text.prompt_tokens.max(prompt_tokens);
+        }
+    }
+}
+
+impl TextOut {
+    /// Adds `delta` to the text: what can be emitted, and whether a stop
+    /// string matched (the emitted text then ends before it). Text that may
+    /// be the start of a stop string is held back until it cannot be.
+    fn apply_stops(&mut self, delta: String) -> (String, bool) {
+        if self.stops.is_empty() {
+            return (delta, false);
+        }
+        self.held.push_str(&delta);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            let emit = self.held[..at].to_string();
+            self.held.clear();
+            return (emit, true);
+        }
+        // Keep the longest tail that is a prefix of some stop string.
+        let keep = self
+            .stops
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .rev()
+                    .filter(|n| s.is_char_boundary(*n))
+                    .find(|n| self.held.ends_with(&s[..*n]))
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let emit = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        (emit, false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn none() -> Result<&'static ModelTokenizer, TokenizerError> {
+        Err(TokenizerError::Missing("m".into()))
+    }
 
     fn body(request: pb::GenerateRequest) -> Bytes {
         request.encode_to_vec().into()
@@ -281,8 +481,10 @@ mod tests {
             }),
             ..Default::default()
         });
-        let out = sglang::GenerateRequest::decode(request(Engine::Sglang, &b, "r", "m").unwrap())
-            .unwrap();
+        let out = sglang::GenerateRequest::decode(
+            request(Engine::Sglang, &b, "r", "m", none()).unwrap().0,
+        )
+        .unwrap();
         assert_eq!(out.request_id, "r");
         assert_eq!(out.tokenized.unwrap().input_ids, vec![1, 2]);
         let s = out.sampling_params.unwrap();
@@ -298,14 +500,16 @@ mod tests {
             input: Some(pb::generate_request::Input::Text("hi".into())),
             ..Default::default()
         });
-        let err = request(Engine::Sglang, &text, "r", "m").unwrap_err();
+        let err = request(Engine::Sglang, &text, "r", "m", none()).unwrap_err();
         assert!(
             matches!(err, TranslateError::NeedsTokenizer { .. }),
             "{err}"
         );
         // vLLM takes text as it is.
-        let out =
-            vllm::GenerateRequest::decode(request(Engine::Vllm, &text, "r", "m").unwrap()).unwrap();
+        let out = vllm::GenerateRequest::decode(
+            request(Engine::Vllm, &text, "r", "m", none()).unwrap().0,
+        )
+        .unwrap();
         assert_eq!(
             out.input,
             Some(vllm::generate_request::Input::Text("hi".into()))
@@ -318,12 +522,14 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert!(request(Engine::Sglang, &seeded, "r", "m")
+        assert!(request(Engine::Sglang, &seeded, "r", "m", none())
             .unwrap_err()
             .to_string()
             .contains("seed"));
-        let out = vllm::GenerateRequest::decode(request(Engine::Vllm, &seeded, "r", "m").unwrap())
-            .unwrap();
+        let out = vllm::GenerateRequest::decode(
+            request(Engine::Vllm, &seeded, "r", "m", none()).unwrap().0,
+        )
+        .unwrap();
         assert_eq!(out.sampling_params.unwrap().seed, Some(7));
     }
 
@@ -358,7 +564,7 @@ mod tests {
         let mut out = BytesMut::new();
         // One byte at a time: messages split anywhere.
         for b in wire.iter() {
-            if let Some(o) = t.chunk(&[*b]).unwrap() {
+            if let Some(o) = t.chunk(&[*b]).unwrap().bytes {
                 out.extend_from_slice(&o);
             }
         }
@@ -383,5 +589,125 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+    use crate::tokenizer::sample::write_sample;
+
+    fn tokenizer() -> Arc<ModelTokenizer> {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path()).unwrap();
+        Arc::new(ModelTokenizer::load(dir.path()).unwrap())
+    }
+
+    fn engine_stream(ids: &[u32]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for id in ids {
+            let r = sglang::GenerateResponse {
+                request_id: "x".into(),
+                response: Some(sglang::generate_response::Response::Chunk(
+                    sglang::GenerateStreamChunk {
+                        token_ids: vec![*id],
+                        prompt_tokens: 3,
+                        ..Default::default()
+                    },
+                )),
+            };
+            wire.extend_from_slice(&frame(&r.encode_to_vec()));
+        }
+        let done = sglang::GenerateResponse {
+            request_id: "x".into(),
+            response: Some(sglang::generate_response::Response::Complete(
+                sglang::GenerateComplete {
+                    finish_reason: "length".into(),
+                    prompt_tokens: 3,
+                    completion_tokens: ids.len() as u32,
+                    ..Default::default()
+                },
+            )),
+        };
+        wire.extend_from_slice(&frame(&done.encode_to_vec()));
+        wire
+    }
+
+    /// Every message the translator emits for `wire`, fed in one chunk per
+    /// message, and whether it stopped.
+    fn run(t: &mut Responses, wire: &[u8]) -> (String, Option<String>, bool) {
+        let mut frames = Deframer::default();
+        let mut done = false;
+        let mut all = Deframer::default();
+        all.push(wire);
+        while let Some(m) = all.next_message().unwrap() {
+            let translated = t.chunk(&frame(&m)).unwrap();
+            if let Some(b) = translated.bytes {
+                frames.push(&b);
+            }
+            if translated.done {
+                done = true;
+                break;
+            }
+        }
+        let (mut text, mut finish) = (String::new(), None);
+        while let Some(m) = frames.next_message().unwrap() {
+            match pb::GenerateResponse::decode(m).unwrap().response {
+                Some(pb::generate_response::Response::Chunk(c)) => text += &c.text,
+                Some(pb::generate_response::Response::Complete(c)) => {
+                    finish = Some(c.finish_reason)
+                }
+                _ => {}
+            }
+        }
+        (text, finish, done)
+    }
+
+    #[test]
+    fn text_is_detokenized_across_multibyte_splits() {
+        let tok = tokenizer();
+        let reply = "日本語 🚂 café";
+        let ids = tok.encode(reply, false).unwrap();
+        let mut t = Responses::new(Engine::Sglang, "r".into()).with_text(tok, vec![]);
+        let (text, finish, done) = run(&mut t, &engine_stream(&ids));
+        assert_eq!(text, reply);
+        assert_eq!(finish.as_deref(), Some("length"));
+        assert!(!done);
+    }
+
+    #[test]
+    fn a_stop_string_ends_the_output_before_it_even_across_tokens() {
+        let tok = tokenizer();
+        let ids = tok.encode("Hello, world! The router", false).unwrap();
+        let mut t = Responses::new(Engine::Sglang, "r".into())
+            .with_text(tok.clone(), vec!["world!".into()]);
+        let (text, finish, done) = run(&mut t, &engine_stream(&ids));
+        assert_eq!(text, "Hello, ");
+        assert_eq!(finish.as_deref(), Some("stop"));
+        assert!(done, "the stream ends at the stop string");
+
+        // A stop string that never completes: the held-back text comes out.
+        let mut t =
+            Responses::new(Engine::Sglang, "r".into()).with_text(tok, vec!["router!".into()]);
+        let (text, finish, _) = run(&mut t, &engine_stream(&ids));
+        assert_eq!(text, "Hello, world! The router");
+        assert_eq!(finish.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn text_to_sglang_is_tokenized() {
+        let tok = tokenizer();
+        let b: Bytes = pb::GenerateRequest {
+            input: Some(pb::generate_request::Input::Text("Hello, world!".into())),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into();
+        let (out, _) = request(Engine::Sglang, &b, "r", "m", Ok(&tok)).unwrap();
+        let out = sglang::GenerateRequest::decode(out).unwrap();
+        assert_eq!(
+            tok.decode(&out.tokenized.unwrap().input_ids, true).unwrap(),
+            "Hello, world!"
+        );
     }
 }

@@ -203,24 +203,6 @@ impl ProxyStream {
         self
     }
 
-    /// `chunk` as the client gets it: translated, if this stream translates
-    /// (`None`: no whole message yet).
-    fn outgoing(&mut self, chunk: Bytes) -> Result<Option<Bytes>, RouteError> {
-        let Some(translate) = self.translate.as_mut() else {
-            return Ok(Some(chunk));
-        };
-        translate.chunk(&chunk).map_err(|failure| {
-            if let Some(abort) = self.abort.as_mut() {
-                abort.disarm();
-            }
-            self.finish();
-            RouteError::WorkerFailed {
-                worker: self.worker.id().clone(),
-                failure,
-            }
-        })
-    }
-
     /// Ties a companion call to this stream's fate (see [`Companion`]).
     pub fn with_companion(mut self, companion: Companion) -> Self {
         self.companion = Some(companion);
@@ -231,6 +213,36 @@ impl ProxyStream {
         // Dropping the upstream stream resets the call on the worker.
         self.upstream = None;
         self.deadline = None;
+    }
+
+    /// `chunk` as the client gets it: translated, if this stream translates
+    /// (`None`: no whole message yet).
+    fn outgoing(&mut self, chunk: Bytes) -> Result<Option<Bytes>, RouteError> {
+        let Some(translate) = self.translate.as_mut() else {
+            return Ok(Some(chunk));
+        };
+        match translate.chunk(&chunk) {
+            Ok(translated) => {
+                if translated.done {
+                    // A stop string ended the output: the worker's stream is
+                    // dropped with its abort still armed, so the engine is
+                    // told to stop.
+                    self.first = None;
+                    self.finish();
+                }
+                Ok(translated.bytes)
+            }
+            Err(failure) => {
+                if let Some(abort) = self.abort.as_mut() {
+                    abort.disarm();
+                }
+                self.finish();
+                Err(RouteError::WorkerFailed {
+                    worker: self.worker.id().clone(),
+                    failure,
+                })
+            }
+        }
     }
 }
 

@@ -29,6 +29,7 @@ use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::{is_disaggregated, model_engine, resolve_engine_model, resolve_model};
 use crate::routers::{InflightCalls, RouteError};
+use crate::tokenizer::Tokenizers;
 use crate::transport::grpc::ResponseStream;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 
@@ -44,6 +45,8 @@ pub struct GrpcRouter {
     inflight: Arc<InflightCalls>,
     /// The deadline of a call that sets none.
     default_deadline: Duration,
+    /// Models' tokenizers, for `switchyard.v1` text to engine workers.
+    tokenizers: Arc<Tokenizers>,
 }
 
 impl GrpcRouter {
@@ -55,8 +58,10 @@ impl GrpcRouter {
         config: &PolicyConfig,
         rooms: BootstrapRooms,
         default_deadline: Duration,
+        tokenizers: Arc<Tokenizers>,
     ) -> Self {
         GrpcRouter {
+            tokenizers,
             regular: GrpcRegularRouter::new(registry.clone(), PolicySet::build(config, &registry)),
             pd: GrpcPdRouter::new(registry.clone(), config, rooms),
             registry,
@@ -104,9 +109,20 @@ impl GrpcRouter {
         }
         // A switchyard.v1 call to an engine's workers: translated both ways.
         let mut inbound = inbound;
-        inbound.body = translate::request(served, &inbound.body, &inbound.request_id, &model)?;
+        let tokenizer = self.tokenizers.get(&model);
+        let (body, stops) = translate::request(
+            served,
+            &inbound.body,
+            &inbound.request_id,
+            &model,
+            tokenizer.as_deref().map_err(Clone::clone),
+        )?;
+        inbound.body = body;
         inbound.protocol = served;
-        let responses = translate::Responses::new(served, inbound.request_id.clone());
+        let mut responses = translate::Responses::new(served, inbound.request_id.clone());
+        if let Ok(tokenizer) = tokenizer {
+            responses = responses.with_text(tokenizer, stops);
+        }
         let (headers, stream) = self.dispatch(inbound, &model).await?;
         Ok((headers, stream.translated(responses)))
     }
