@@ -942,3 +942,73 @@ async fn cache_aware_routes_engine_calls_on_their_token_ids() {
         );
     }
 }
+
+#[tokio::test]
+async fn text_to_sglang_is_tokenized_and_answers_come_back_as_text_with_stops_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    switchyard::tokenizer::sample::write_sample(dir.path()).unwrap();
+    let tokenizer = switchyard::tokenizer::ModelTokenizer::load(dir.path()).unwrap();
+    let reply = switchyard::mock::reply_text("s");
+    let reply_ids = tokenizer.encode(&reply, false).unwrap();
+    let mut config = test_config();
+    config
+        .tokenizers
+        .insert("sg".into(), dir.path().to_path_buf());
+    let router = start_router_with(config).await;
+    let s = mock_with(MockConfig {
+        reply_ids: Some(std::sync::Arc::new(reply_ids.clone())),
+        tokens: reply_ids.len() as u32,
+        token_delay: Duration::from_millis(2),
+        ..engine_cfg("s", Engine::Sglang, "sg")
+    })
+    .await;
+    add_detected(&router, &s).await.unwrap();
+
+    let out = router
+        .generate(request("sg", "Hello, world!"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.text(),
+        reply,
+        "the reply, detokenized across multi-byte characters"
+    );
+    assert_eq!(out.finish_reason().as_deref(), Some("length"));
+    let seen = &s.stats().seen()[0];
+    assert_eq!(
+        tokenizer.decode(&seen.token_ids, true).unwrap(),
+        "Hello, world!"
+    );
+
+    // A stop string: the text ends before it, the engine is told to stop.
+    let mut req = request("sg", "Hello");
+    req.sampling_params = Some(pb::SamplingParams {
+        stop: vec!["日本".into()],
+        ..Default::default()
+    });
+    let out = router.generate(req).await.unwrap();
+    assert_eq!(out.text(), "Hello from s! Café, ");
+    assert_eq!(out.finish_reason().as_deref(), Some("stop"));
+    let id = out.request_id.clone();
+    eventually(
+        Duration::from_secs(5),
+        "the engine is sent Abort",
+        || async { s.stats().abort_ids().contains(&id) },
+    )
+    .await;
+
+    // A model without a tokenizer: text is refused, token ids still work.
+    let other = engine_mock("o", Engine::Sglang, "no-tok").await;
+    add_detected(&router, &other).await.unwrap();
+    let err = router
+        .generate(request("no-tok", "Hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("--tokenizer no-tok=PATH"),
+        "{}",
+        err.message()
+    );
+    router.generate(request_tokens("no-tok")).await.unwrap();
+}

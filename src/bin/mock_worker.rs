@@ -70,6 +70,11 @@ struct Args {
     /// own (as an engine shared with other clients would).
     #[arg(long, default_value_t = 0)]
     reported_waiting: u32,
+    /// sglang and vllm: a Hugging Face tokenizer directory; the generated
+    /// tokens are then those of a reply text naming the worker, so a router
+    /// with the same tokenizer shows real text.
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -98,6 +103,25 @@ async fn main() -> ExitCode {
         ("decode", None) => MockRole::Decode,
         _ => MockRole::Regular,
     };
+    let reply_ids = match &args.tokenizer {
+        Some(path) => {
+            let tokenizer = match switchyard::tokenizer::ModelTokenizer::load(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("mock-worker: --tokenizer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match tokenizer.encode(&switchyard::mock::reply_text(&args.name), false) {
+                Ok(ids) => Some(std::sync::Arc::new(ids)),
+                Err(e) => {
+                    eprintln!("mock-worker: --tokenizer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     let config = MockConfig {
         name: args.name.clone(),
         tokens: args.tokens,
@@ -113,6 +137,7 @@ async fn main() -> ExitCode {
         model: args.model.clone(),
         warmup: Duration::from_millis(args.warmup_ms),
         reported_waiting: args.reported_waiting,
+        reply_ids,
     };
     if args.http && args.engine != Engine::Switchyard {
         eprintln!("mock-worker: --engine applies to the gRPC mock; drop --http or --engine");

@@ -117,17 +117,18 @@ impl sgl::sglang_scheduler_server::SglangScheduler for MockService {
                 .and_then(|s| s.max_new_tokens),
         );
         let request_id = request.request_id.clone();
+        let ids = config.clone();
         let encode = move |piece: Piece| {
             use sgl::generate_response::Response as R;
             let response = match piece {
                 Piece::Token(i, _) => R::Chunk(sgl::GenerateStreamChunk {
-                    token_ids: vec![1000 + i],
+                    token_ids: vec![ids.token_id(i)],
                     prompt_tokens,
                     completion_tokens: i + 1,
                     ..Default::default()
                 }),
                 Piece::Finish(reason, completion) => R::Complete(sgl::GenerateComplete {
-                    output_ids: (0..completion).map(|i| 1000 + i).collect(),
+                    output_ids: (0..completion).map(|i| ids.token_id(i)).collect(),
                     finish_reason: reason.into(),
                     prompt_tokens,
                     completion_tokens: completion,
@@ -275,17 +276,18 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
             })
             .to_string()
         });
+        let ids = config.clone();
         let encode = move |piece: Piece| {
             use vllm::generate_response::Response as R;
             let response = match piece {
                 Piece::Token(i, _) => R::Chunk(vllm::GenerateStreamChunk {
-                    token_ids: vec![1000 + i],
+                    token_ids: vec![ids.token_id(i)],
                     prompt_tokens,
                     completion_tokens: i + 1,
                     ..Default::default()
                 }),
                 Piece::Finish(reason, completion) => R::Complete(vllm::GenerateComplete {
-                    output_ids: (0..completion).map(|i| 1000 + i).collect(),
+                    output_ids: (0..completion).map(|i| ids.token_id(i)).collect(),
                     finish_reason: reason.into(),
                     prompt_tokens,
                     completion_tokens: completion,

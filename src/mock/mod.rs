@@ -31,6 +31,12 @@ use crate::pb::raw::inference_server::Inference;
 use crate::worker::Engine;
 
 pub use server::MockWorker;
+
+/// The reply an engine mock with a tokenizer generates (cycled), naming the
+/// worker, with multi-byte characters.
+pub fn reply_text(name: &str) -> String {
+    format!("Hello from {name}! Café, 日本語, 🚂. ")
+}
 pub use wire::unknown_fields;
 
 /// Field numbers of `GenerateRequest` that Switchyard's proto knows.
@@ -65,6 +71,10 @@ pub struct MockConfig {
     pub engine: Engine,
     /// The served model name the engine protocols report.
     pub model: String,
+    /// The token ids an engine mock generates, cycled (`None`: 1000, 1001,
+    /// ...): the tokens of a reply text, so that a router with the model's
+    /// tokenizer detokenizes real text.
+    pub reply_ids: Option<Arc<Vec<u32>>>,
     /// Requests an engine reports waiting in `GetLoads` on top of its own
     /// (other clients' work, as a shared engine has).
     pub reported_waiting: u32,
@@ -90,6 +100,16 @@ pub enum MockRole {
     Decode,
 }
 
+impl MockConfig {
+    /// The `i`th generated token id of an engine mock.
+    pub fn token_id(&self, i: u32) -> u32 {
+        match &self.reply_ids {
+            Some(ids) if !ids.is_empty() => ids[i as usize % ids.len()],
+            _ => 1000 + i,
+        }
+    }
+}
+
 impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
@@ -107,6 +127,7 @@ impl Default for MockConfig {
             model: "mock-model".into(),
             warmup: Duration::ZERO,
             reported_waiting: 0,
+            reply_ids: None,
         }
     }
 }
