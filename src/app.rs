@@ -21,6 +21,7 @@ use crate::pb;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
+use crate::services::openai::EngineFront;
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::tokenizer::Tokenizers;
 use crate::worker::WorkerRegistry;
@@ -66,6 +67,7 @@ pub struct App {
     registry: Arc<WorkerRegistry>,
     router: Arc<GrpcRouter>,
     http_router: Arc<HttpRouter>,
+    tokenizers: Arc<Tokenizers>,
     health: HealthReporter,
 }
 
@@ -94,18 +96,19 @@ impl App {
                 })?;
         }
         let rooms = BootstrapRooms::default();
+        let tokenizers = Arc::new(Tokenizers::load(
+            &config
+                .tokenizers
+                .iter()
+                .map(|(m, p)| (m.clone(), p.clone()))
+                .collect::<Vec<_>>(),
+        ));
         let router = Arc::new(GrpcRouter::new(
             registry.clone(),
             &config.policy,
             rooms.clone(),
             config.limits.default_deadline(),
-            Arc::new(Tokenizers::load(
-                &config
-                    .tokenizers
-                    .iter()
-                    .map(|(m, p)| (m.clone(), p.clone()))
-                    .collect::<Vec<_>>(),
-            )),
+            tokenizers.clone(),
         ));
         let http_router = Arc::new(HttpRouter::new(
             registry.clone(),
@@ -118,6 +121,7 @@ impl App {
             registry,
             router,
             http_router,
+            tokenizers,
             health: HealthReporter::new(),
         })
     }
@@ -185,6 +189,11 @@ impl App {
                 self.registry.clone(),
                 self.admission(),
                 self.http_router.clone(),
+                EngineFront::new(
+                    self.registry.clone(),
+                    self.router.clone(),
+                    self.tokenizers.clone(),
+                ),
                 self.config.limits.request_body_idle(),
             );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");

@@ -81,26 +81,87 @@ pub fn request(
 ) -> Result<(Bytes, Vec<String>), TranslateError> {
     let request = pb::GenerateRequest::decode(body.clone())
         .map_err(|e| TranslateError::Invalid(e.to_string()))?;
-    let sampling = request.sampling_params.unwrap_or_default();
+    let s = request.sampling_params.unwrap_or_default();
+    let input = match request.input {
+        Some(pb::generate_request::Input::TokenIds(t)) => Input::TokenIds(t.ids),
+        // SGLang takes token ids only.
+        Some(pb::generate_request::Input::Text(text)) if engine == Engine::Sglang => {
+            let tokenizer = tokenizer.map_err(|e| TranslateError::NeedsTokenizer {
+                model: model.to_string(),
+                reason: e.to_string(),
+            })?;
+            Input::TokenIds(tokenizer.encode(&text, true).map_err(|e| {
+                TranslateError::Tokenize {
+                    model: model.to_string(),
+                    reason: e.to_string(),
+                }
+            })?)
+        }
+        Some(pb::generate_request::Input::Text(text)) => Input::Text(text),
+        None => Input::TokenIds(Vec::new()),
+    };
+    let sampling = Sampling {
+        temperature: (s.temperature != 0.0).then_some(s.temperature),
+        top_p: (s.top_p != 0.0).then_some(s.top_p),
+        top_k: (s.top_k != 0).then_some(s.top_k),
+        max_tokens: (s.max_new_tokens > 0).then_some(s.max_new_tokens),
+        stop: s.stop,
+        seed: s.seed,
+        skip_special_tokens: true,
+    };
     let stops = sampling.stop.clone();
-    let max_new_tokens = (sampling.max_new_tokens > 0).then_some(sampling.max_new_tokens);
+    if engine == Engine::Switchyard {
+        return Ok((body.clone(), stops));
+    }
+    Ok((engine_request(engine, request_id, input, &sampling)?, stops))
+}
+
+/// A prompt for an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Token ids (both engines).
+    TokenIds(Vec<u32>),
+    /// Text (vLLM only).
+    Text(String),
+}
+
+/// Sampling parameters, `None` for the engine's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sampling {
+    /// 0 is greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// Top-k; −1 is off.
+    pub top_k: Option<i32>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Stop strings (the router applies them too, on the text).
+    pub stop: Vec<String>,
+    /// Random seed.
+    pub seed: Option<u64>,
+    /// Leave special tokens out of the text.
+    pub skip_special_tokens: bool,
+}
+
+/// `engine`'s `GenerateRequest` for `input` with `sampling`, streamed, its
+/// defaults set explicitly (SGLang: temperature 1.0, top_p 1.0, top_k −1,
+/// repetition_penalty 1.0, n 1).
+pub fn engine_request(
+    engine: Engine,
+    request_id: &str,
+    input: Input,
+    sampling: &Sampling,
+) -> Result<Bytes, TranslateError> {
     let out = match engine {
         Engine::Sglang => {
-            let ids = match request.input {
-                Some(pb::generate_request::Input::TokenIds(t)) => t.ids,
-                Some(pb::generate_request::Input::Text(text)) => {
-                    let tokenizer = tokenizer.map_err(|e| TranslateError::NeedsTokenizer {
-                        model: model.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                    tokenizer
-                        .encode(&text, true)
-                        .map_err(|e| TranslateError::Tokenize {
-                            model: model.to_string(),
-                            reason: e.to_string(),
-                        })?
+            let ids = match input {
+                Input::TokenIds(ids) => ids,
+                Input::Text(_) => {
+                    return Err(TranslateError::Invalid(
+                        "SGLang takes token ids, not text".into(),
+                    ))
                 }
-                None => Vec::new(),
             };
             if sampling.seed.is_some() {
                 return Err(TranslateError::Unsupported {
@@ -115,17 +176,13 @@ pub fn request(
                     input_ids: ids,
                 }),
                 sampling_params: Some(sglang::SamplingParams {
-                    temperature: nonzero_or(sampling.temperature, 1.0),
-                    top_p: nonzero_or(sampling.top_p, 1.0),
-                    top_k: if sampling.top_k == 0 {
-                        -1
-                    } else {
-                        sampling.top_k
-                    },
+                    temperature: sampling.temperature.unwrap_or(1.0),
+                    top_p: sampling.top_p.unwrap_or(1.0),
+                    top_k: sampling.top_k.unwrap_or(-1),
                     repetition_penalty: 1.0,
-                    max_new_tokens,
-                    stop: sampling.stop,
-                    skip_special_tokens: true,
+                    max_new_tokens: sampling.max_tokens,
+                    stop: sampling.stop.clone(),
+                    skip_special_tokens: sampling.skip_special_tokens,
                     spaces_between_special_tokens: true,
                     n: 1,
                     ..Default::default()
@@ -136,30 +193,23 @@ pub fn request(
             .encode_to_vec()
         }
         Engine::Vllm => {
-            let input = match request.input {
-                Some(pb::generate_request::Input::TokenIds(t)) => Some(
+            let input = match input {
+                Input::TokenIds(ids) => {
                     vllm::generate_request::Input::Tokenized(vllm::TokenizedInput {
                         original_text: String::new(),
-                        input_ids: t.ids,
-                    }),
-                ),
-                Some(pb::generate_request::Input::Text(t)) => {
-                    Some(vllm::generate_request::Input::Text(t))
-                }
-                None => None,
-            };
-            let top_k = match u32::try_from(sampling.top_k) {
-                Ok(k) => k,
-                // vLLM: −1 (or 0) disables top-k.
-                Err(_) if sampling.top_k == -1 => 0,
-                Err(_) => {
-                    return Err(TranslateError::OutOfRange {
-                        field: "top_k",
-                        value: sampling.top_k.to_string(),
-                        engine,
-                        range: "-1, 0 (off) or a positive count",
+                        input_ids: ids,
                     })
                 }
+                Input::Text(text) => vllm::generate_request::Input::Text(text),
+            };
+            let top_k = match sampling.top_k {
+                None | Some(-1) => 0,
+                Some(k) => u32::try_from(k).map_err(|_| TranslateError::OutOfRange {
+                    field: "top_k",
+                    value: k.to_string(),
+                    engine,
+                    range: "-1, 0 (off) or a positive count",
+                })?,
             };
             let seed = sampling
                 .seed
@@ -174,15 +224,15 @@ pub fn request(
                 .transpose()?;
             vllm::GenerateRequest {
                 request_id: request_id.to_string(),
-                input,
+                input: Some(input),
                 sampling_params: Some(vllm::SamplingParams {
-                    temperature: (sampling.temperature != 0.0).then_some(sampling.temperature),
-                    top_p: nonzero_or(sampling.top_p, 1.0),
+                    temperature: sampling.temperature,
+                    top_p: sampling.top_p.unwrap_or(1.0),
                     top_k,
                     repetition_penalty: 1.0,
-                    max_tokens: max_new_tokens,
-                    stop: sampling.stop,
-                    skip_special_tokens: true,
+                    max_tokens: sampling.max_tokens,
+                    stop: sampling.stop.clone(),
+                    skip_special_tokens: sampling.skip_special_tokens,
                     spaces_between_special_tokens: true,
                     n: 1,
                     seed,
@@ -193,17 +243,13 @@ pub fn request(
             }
             .encode_to_vec()
         }
-        Engine::Switchyard => return Ok((body.clone(), stops)),
+        Engine::Switchyard => {
+            return Err(TranslateError::Invalid(
+                "engine_request is for SGLang and vLLM".into(),
+            ))
+        }
     };
-    Ok((out.into(), stops))
-}
-
-fn nonzero_or(value: f32, default: f32) -> f32 {
-    if value == 0.0 {
-        default
-    } else {
-        value
-    }
+    Ok(out.into())
 }
 
 /// Turns an engine's response stream (gRPC-framed `GenerateResponse`s, in

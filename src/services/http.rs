@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::convert::{worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
+use super::openai::{Endpoint, EngineFront};
 use crate::engines::{Admission, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
@@ -30,6 +31,8 @@ use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 pub struct HttpState {
     registry: Arc<WorkerRegistry>,
     admission: Admission,
+    /// OpenAI and SGLang HTTP for models served by gRPC engine workers.
+    engines: EngineFront,
     router: Arc<HttpRouter>,
     /// An inference body that sends nothing for this long is refused.
     body_idle: Duration,
@@ -42,11 +45,13 @@ pub fn routes(
     registry: Arc<WorkerRegistry>,
     admission: Admission,
     router: Arc<HttpRouter>,
+    engines: EngineFront,
     body_idle: Duration,
 ) -> Router {
     let state = HttpState {
         registry,
         admission,
+        engines,
         router,
         body_idle,
     };
@@ -87,18 +92,43 @@ async fn read_body(body: Body, limit: usize, idle: Duration) -> Result<Bytes, Ht
     }
 }
 
-async fn forward(state: &HttpState, path: &'static str, request: Request) -> Response {
+async fn forward(
+    state: &HttpState,
+    path: &'static str,
+    endpoint: Endpoint,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
-    let result = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
-        Ok(bytes) => state
-            .router
-            .forward(path, &parts.headers, bytes)
-            .await
-            .map(relay_response)
-            .map_err(HttpError::from),
-        Err(e) => Err(e),
+    let bytes = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    // A model served by SGLang or vLLM gRPC workers: the router tokenizes
+    // and calls them over gRPC. Looked at only when such workers exist.
+    if state.engines.any() {
+        #[derive(Deserialize)]
+        struct Named<'a> {
+            #[serde(borrow, default)]
+            model: std::borrow::Cow<'a, str>,
+        }
+        let model = serde_json::from_slice::<Named<'_>>(&bytes)
+            .map(|n| n.model.into_owned())
+            .unwrap_or_default();
+        if let Some(engine) = state.engines.engine_of(&model) {
+            return state
+                .engines
+                .serve(endpoint, engine, &parts.headers, &bytes)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+        }
+    }
+    state
+        .router
+        .forward(path, &parts.headers, bytes)
+        .await
+        .map(relay_response)
+        .map_err(HttpError::from)
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A worker's relayed response as the client's.
@@ -110,15 +140,15 @@ fn relay_response(relay: Relay) -> Response {
 }
 
 async fn generate(State(s): State<HttpState>, request: Request) -> Response {
-    forward(&s, "/generate", request).await
+    forward(&s, "/generate", Endpoint::Generate, request).await
 }
 
 async fn completions(State(s): State<HttpState>, request: Request) -> Response {
-    forward(&s, "/v1/completions", request).await
+    forward(&s, "/v1/completions", Endpoint::Completions, request).await
 }
 
 async fn chat_completions(State(s): State<HttpState>, request: Request) -> Response {
-    forward(&s, "/v1/chat/completions", request).await
+    forward(&s, "/v1/chat/completions", Endpoint::Chat, request).await
 }
 
 /// Every model with a worker, any mode, in OpenAI's list format.

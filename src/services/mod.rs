@@ -12,6 +12,7 @@ pub mod http;
 mod http_error;
 mod inference;
 pub mod listener;
+pub mod openai;
 mod status;
 mod worker_management;
 

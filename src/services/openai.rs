@@ -1,0 +1,656 @@
+//! OpenAI-compatible (`/v1/chat/completions`, `/v1/completions`) and
+//! SGLang-shaped (`/generate`) HTTP in front of gRPC engine workers (SGLang,
+//! vLLM), which take and return token ids.
+//!
+//! The router renders the chat template and tokenizes (the model's
+//! tokenizer, `--tokenizer MODEL=PATH`), sends the engine its own
+//! `Generate` through the gRPC router (every policy, PD included), and
+//! detokenizes the engine's token ids incrementally into OpenAI's
+//! server-sent events, one per text delta; stop strings are applied to the
+//! text; usage counts are the engine's. A client that goes away drops the
+//! stream, which sends the engine `Abort`. Parameters this front does not
+//! support are refused with 400 naming them. Tool calling and reasoning
+//! parsers are not supported.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_stream::{Stream, StreamExt};
+
+use super::http_error::HttpError;
+use crate::engines::translate::{engine_request, Input, Responses, Sampling};
+use crate::pb;
+use crate::routers::grpc::GrpcRouter;
+use crate::routers::select::{is_known_model, model_engine};
+use crate::routers::{generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER};
+use crate::tokenizer::{ChatMessage, ModelTokenizer, Tokenizers};
+use crate::transport::grpc::codec::Deframer;
+use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
+
+/// The HTTP front of gRPC engine workers.
+#[derive(Debug, Clone)]
+pub struct EngineFront {
+    registry: Arc<WorkerRegistry>,
+    router: Arc<GrpcRouter>,
+    tokenizers: Arc<Tokenizers>,
+}
+
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+    /// `/generate` (SGLang's shape).
+    Generate,
+}
+
+const CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "user",
+];
+const COMPLETION_FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "user",
+];
+const GENERATE_FIELDS: &[&str] = &[
+    "model",
+    "text",
+    "input_ids",
+    "sampling_params",
+    "stream",
+    "rid",
+];
+const GENERATE_SAMPLING: &[&str] = &[
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "skip_special_tokens",
+    "seed",
+];
+
+/// A request's fields, whichever endpoint it came to.
+#[derive(Debug, Default, Deserialize)]
+struct Fields {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    messages: Vec<Message_>,
+    #[serde(default)]
+    prompt: Option<Value>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    input_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    stop: Option<Value>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    sampling_params: Option<GenerateSampling>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GenerateSampling {
+    max_new_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i32>,
+    stop: Option<Value>,
+    skip_special_tokens: Option<bool>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// A chat message; `content` a string or a list of text parts.
+#[derive(Debug, Deserialize)]
+struct Message_ {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// The names of `object`'s keys not in `known`, for a 400 that names them.
+fn unsupported(object: &serde_json::Map<String, Value>, known: &[&str]) -> Option<String> {
+    let extra: Vec<&str> = object
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    (!extra.is_empty()).then(|| extra.join(", "))
+}
+
+/// `stop`: a string or a list of strings.
+fn stops(value: Option<Value>) -> Result<Vec<String>, HttpError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(HttpError::bad_request(
+                    "stop must be a string or a list of strings",
+                )),
+            })
+            .collect(),
+        Some(_) => Err(HttpError::bad_request(
+            "stop must be a string or a list of strings",
+        )),
+    }
+}
+
+impl EngineFront {
+    /// A front over `registry`'s engine workers, calling them through
+    /// `router`, with `tokenizers`.
+    pub fn new(
+        registry: Arc<WorkerRegistry>,
+        router: Arc<GrpcRouter>,
+        tokenizers: Arc<Tokenizers>,
+    ) -> Self {
+        EngineFront {
+            registry,
+            router,
+            tokenizers,
+        }
+    }
+
+    /// Whether any model is served by SGLang or vLLM workers.
+    pub fn any(&self) -> bool {
+        let snapshot = self.registry.snapshot();
+        [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
+            .iter()
+            .any(|role| {
+                snapshot.models(ConnectionMode::Grpc, *role).any(|m| {
+                    snapshot
+                        .group(ConnectionMode::Grpc, *role, m)
+                        .and_then(|g| g.first())
+                        .is_some_and(|w| w.engine() != Engine::Switchyard)
+                })
+            })
+    }
+
+    /// The engine of `model` when it is served by SGLang or vLLM workers and
+    /// by no HTTP worker (those are the HTTP router's).
+    pub fn engine_of(&self, model: &str) -> Option<Engine> {
+        if model.is_empty() || is_known_model(&self.registry, ConnectionMode::Http, model) {
+            return None;
+        }
+        model_engine(&self.registry, model).filter(|e| *e != Engine::Switchyard)
+    }
+
+    /// Serves one request for `model` (served by `engine`) at `endpoint`.
+    pub async fn serve(
+        &self,
+        endpoint: Endpoint,
+        engine: Engine,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, HttpError> {
+        let object: serde_json::Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|e| HttpError::bad_request(format!("the body is not a JSON object: {e}")))?;
+        let known = match endpoint {
+            Endpoint::Chat => CHAT_FIELDS,
+            Endpoint::Completions => COMPLETION_FIELDS,
+            Endpoint::Generate => GENERATE_FIELDS,
+        };
+        if let Some(extra) = unsupported(&object, known) {
+            return Err(HttpError::bad_request(format!(
+                "unsupported parameter(s) for a model served by {engine} gRPC workers: {extra} (supported: {})",
+                known.join(", ")
+            )));
+        }
+        if let Some(Value::Object(sp)) = object.get("sampling_params") {
+            if let Some(extra) = unsupported(sp, GENERATE_SAMPLING) {
+                return Err(HttpError::bad_request(format!(
+                    "unsupported sampling_params: {extra} (supported: {})",
+                    GENERATE_SAMPLING.join(", ")
+                )));
+            }
+        }
+        let fields: Fields = serde_json::from_value(Value::Object(object))
+            .map_err(|e| HttpError::bad_request(format!("invalid request: {e}")))?;
+        if fields.n.is_some_and(|n| n != 1) {
+            return Err(HttpError::bad_request("n must be 1"));
+        }
+        let model = fields.model.clone();
+        let tokenizer = self
+            .tokenizers
+            .get(&model)
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+        let (input, sampling) = self.prompt(
+            endpoint,
+            &tokenizer,
+            &model,
+            fields.clone_sampling()?,
+            &fields,
+        )?;
+        let request_id = headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .map_or_else(generate_request_id, str::to_string);
+        let message =
+            engine_request(engine, &request_id, input, &sampling).map_err(RouteError::from)?;
+        let mut metadata = HeaderMap::with_capacity(2);
+        let model_value = HeaderValue::from_str(&model)
+            .map_err(|_| HttpError::bad_request("model must be printable ASCII"))?;
+        metadata.insert(MODEL_HEADER, model_value);
+        let (worker_headers, stream) = self.router.generate(engine, metadata, message).await?;
+        let stream = stream.translated(
+            Responses::new(engine, request_id.clone()).with_text(tokenizer, sampling.stop.clone()),
+        );
+        let out = Output {
+            endpoint,
+            id: format!(
+                "{}-{request_id}",
+                if endpoint == Endpoint::Chat {
+                    "chatcmpl"
+                } else {
+                    "cmpl"
+                }
+            ),
+            model,
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            include_usage: fields.stream_options.is_some_and(|o| o.include_usage),
+        };
+        let mut response = if fields.stream {
+            sse(out, stream).into_response()
+        } else {
+            complete(out, stream).await?.into_response()
+        };
+        for name in [
+            "x-request-id",
+            "x-switchyard-worker-id",
+            "x-switchyard-prefill-worker-id",
+            "x-switchyard-decode-worker-id",
+        ] {
+            if let Some(v) = worker_headers.get(name) {
+                response.headers_mut().insert(name, v.clone());
+            }
+        }
+        Ok(response)
+    }
+
+    /// The prompt as token ids, and the sampling parameters.
+    fn prompt(
+        &self,
+        endpoint: Endpoint,
+        tokenizer: &ModelTokenizer,
+        model: &str,
+        sampling: Sampling,
+        fields: &Fields,
+    ) -> Result<(Input, Sampling), HttpError> {
+        let encode = |text: &str, special: bool| {
+            tokenizer
+                .encode(text, special)
+                .map_err(|e| HttpError::bad_request(e.to_string()))
+        };
+        let ids = match endpoint {
+            Endpoint::Chat => {
+                if fields.messages.is_empty() {
+                    return Err(HttpError::bad_request("messages must not be empty"));
+                }
+                let messages = fields
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        Ok(ChatMessage {
+                            role: m.role.clone(),
+                            content: content_text(&m.content)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, HttpError>>()?;
+                let prompt = tokenizer
+                    .apply_chat_template(model, &messages, true)
+                    .map_err(|e| HttpError::bad_request(e.to_string()))?;
+                // The template writes the special tokens itself.
+                encode(&prompt, false)?
+            }
+            Endpoint::Completions => match &fields.prompt {
+                Some(Value::String(p)) => encode(p, true)?,
+                Some(Value::Array(ids)) if ids.iter().all(Value::is_u64) => ids
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|i| {
+                        u32::try_from(i)
+                            .map_err(|_| HttpError::bad_request("token ids fit in 32 bits"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => {
+                    return Err(HttpError::bad_request(
+                        "prompt must be a string or a list of token ids",
+                    ))
+                }
+            },
+            Endpoint::Generate => match (&fields.text, &fields.input_ids) {
+                (Some(text), None) => encode(text, true)?,
+                (None, Some(ids)) => ids.clone(),
+                _ => return Err(HttpError::bad_request("give one of text or input_ids")),
+            },
+        };
+        Ok((Input::TokenIds(ids), sampling))
+    }
+}
+
+impl Fields {
+    fn clone_sampling(&self) -> Result<Sampling, HttpError> {
+        if let Some(sp) = &self.sampling_params {
+            return Ok(Sampling {
+                temperature: sp.temperature,
+                top_p: sp.top_p,
+                top_k: sp.top_k,
+                max_tokens: sp.max_new_tokens,
+                stop: stops(sp.stop.clone())?,
+                seed: sp.seed,
+                skip_special_tokens: sp.skip_special_tokens.unwrap_or(true),
+            });
+        }
+        Ok(Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: None,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            stop: stops(self.stop.clone())?,
+            seed: self.seed,
+            skip_special_tokens: true,
+        })
+    }
+}
+
+/// A message's text: a string, or the text parts of a list.
+fn content_text(content: &Value) -> Result<String, HttpError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => Ok(t),
+                    _ => Err(HttpError::bad_request(
+                        "only text content parts are supported for gRPC engine workers",
+                    )),
+                }
+            })
+            .collect(),
+        _ => Err(HttpError::bad_request(
+            "message content must be a string or a list of parts",
+        )),
+    }
+}
+
+/// What the response says about itself.
+#[derive(Debug, Clone)]
+struct Output {
+    endpoint: Endpoint,
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+}
+
+/// One translated `switchyard.v1` message's content.
+enum Piece {
+    Text(String),
+    Done {
+        finish_reason: String,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
+}
+
+/// The pieces of the messages in `bytes`.
+fn pieces(frames: &mut Deframer, bytes: &[u8]) -> Vec<Piece> {
+    frames.push(bytes);
+    let mut out = Vec::new();
+    while let Ok(Some(message)) = frames.next_message() {
+        match pb::GenerateResponse::decode(message).map(|m| m.response) {
+            Ok(Some(pb::generate_response::Response::Chunk(c))) if !c.text.is_empty() => {
+                out.push(Piece::Text(c.text))
+            }
+            Ok(Some(pb::generate_response::Response::Complete(c))) => out.push(Piece::Done {
+                finish_reason: c.finish_reason,
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// OpenAI's finish reasons: the engine's, with `abort` kept as is.
+fn finish(reason: &str) -> &str {
+    match reason {
+        "" => "stop",
+        other => other,
+    }
+}
+
+impl Output {
+    fn usage(&self, prompt: u32, completion: u32) -> Value {
+        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    }
+
+    /// One streamed event for `piece` (`text` so far for `/generate`).
+    fn event(&self, piece: &Piece, text: &str) -> Vec<Value> {
+        match (self.endpoint, piece) {
+            (Endpoint::Chat, Piece::Text(t)) => vec![json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": t}, "finish_reason": null}],
+            })],
+            (
+                Endpoint::Chat,
+                Piece::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                },
+            ) => {
+                let mut events = vec![json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": finish(finish_reason)}],
+                })];
+                if self.include_usage {
+                    events.push(json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                        "choices": [], "usage": self.usage(*prompt_tokens, *completion_tokens),
+                    }));
+                }
+                events
+            }
+            (Endpoint::Completions, Piece::Text(t)) => vec![json!({
+                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": t, "finish_reason": null}],
+            })],
+            (
+                Endpoint::Completions,
+                Piece::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                },
+            ) => {
+                let mut events = vec![json!({
+                    "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "text": "", "finish_reason": finish(finish_reason)}],
+                })];
+                if self.include_usage {
+                    events.push(json!({
+                        "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                        "choices": [], "usage": self.usage(*prompt_tokens, *completion_tokens),
+                    }));
+                }
+                events
+            }
+            // SGLang's /generate streams the text so far in every event.
+            (Endpoint::Generate, Piece::Text(_)) => {
+                vec![json!({"text": text, "meta_info": {"id": self.id}})]
+            }
+            (
+                Endpoint::Generate,
+                Piece::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                },
+            ) => vec![json!({
+                "text": text,
+                "meta_info": {"id": self.id, "finish_reason": {"type": finish(finish_reason)},
+                              "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+            })],
+        }
+    }
+
+    /// The whole response of a non-streaming request.
+    fn whole(&self, text: &str, finish_reason: &str, prompt: u32, completion: u32) -> Value {
+        match self.endpoint {
+            Endpoint::Chat => json!({
+                "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish(finish_reason)}],
+                "usage": self.usage(prompt, completion),
+            }),
+            Endpoint::Completions => json!({
+                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish(finish_reason)}],
+                "usage": self.usage(prompt, completion),
+            }),
+            Endpoint::Generate => json!({
+                "text": text,
+                "meta_info": {"id": self.id, "finish_reason": {"type": finish(finish_reason)},
+                              "prompt_tokens": prompt, "completion_tokens": completion},
+            }),
+        }
+    }
+}
+
+/// Streams the response as server-sent events, ending with `[DONE]`; an
+/// error mid-stream becomes an `error` event.
+fn sse(
+    out: Output,
+    stream: impl Stream<Item = Result<Bytes, RouteError>> + Send + 'static,
+) -> Response {
+    let mut frames = Deframer::default();
+    let mut text = String::new();
+    let events = stream.map(move |item| -> Result<Bytes, Infallible> {
+        let mut buf = String::new();
+        match item {
+            Ok(bytes) => {
+                for piece in pieces(&mut frames, &bytes) {
+                    if let Piece::Text(t) = &piece {
+                        text.push_str(t);
+                    }
+                    for event in out.event(&piece, &text) {
+                        buf.push_str("data: ");
+                        buf.push_str(&event.to_string());
+                        buf.push_str("\n\n");
+                    }
+                }
+            }
+            Err(error) => {
+                let status = HttpError::from(error);
+                buf.push_str("data: ");
+                buf.push_str(&json!({"error": {"message": status.message(), "code": status.status().as_u16()}}).to_string());
+                buf.push_str("\n\n");
+            }
+        }
+        Ok(Bytes::from(buf))
+    });
+    let done = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(b"data: [DONE]\n\n")));
+    let mut response = Response::new(Body::from_stream(events.chain(done)));
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Reads the whole stream into one JSON response.
+async fn complete(
+    out: Output,
+    mut stream: impl Stream<Item = Result<Bytes, RouteError>> + Unpin,
+) -> Result<(StatusCode, axum::Json<Value>), HttpError> {
+    let mut frames = Deframer::default();
+    let mut text = String::new();
+    let mut done = None;
+    while let Some(item) = stream.next().await {
+        for piece in pieces(&mut frames, &item?) {
+            match piece {
+                Piece::Text(t) => text.push_str(&t),
+                Piece::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => done = Some((finish_reason, prompt_tokens, completion_tokens)),
+            }
+        }
+    }
+    let (reason, prompt, completion) = done.ok_or_else(|| {
+        HttpError::new(
+            StatusCode::BAD_GATEWAY,
+            "the worker's stream ended without a completion",
+        )
+    })?;
+    Ok((
+        StatusCode::OK,
+        axum::Json(out.whole(&text, &reason, prompt, completion)),
+    ))
+}

@@ -1,0 +1,245 @@
+//! OpenAI-compatible and SGLang HTTP in front of gRPC engine workers: the
+//! router renders the chat template, tokenizes, calls the engine over gRPC
+//! and detokenizes its token ids into the response. A real tokenizer
+//! (trained in the test) on both sides: the mock engines generate the
+//! tokens of a reply text and record what they were sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use switchyard::mock::{reply_text, MockConfig, MockRole, MockWorker};
+use switchyard::pb;
+use switchyard::tokenizer::{sample, ModelTokenizer};
+use switchyard::worker::Engine;
+
+struct Setup {
+    router: Router,
+    tokenizer: ModelTokenizer,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(models: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    sample::write_sample(dir.path()).unwrap();
+    let mut config = test_config();
+    for m in models {
+        config
+            .tokenizers
+            .insert(m.to_string(), dir.path().to_path_buf());
+    }
+    let router = start_router_with(config).await;
+    let tokenizer = ModelTokenizer::load(dir.path()).unwrap();
+    Setup {
+        router,
+        tokenizer,
+        _dir: dir,
+    }
+}
+
+async fn engine(
+    s: &Setup,
+    name: &str,
+    engine: Engine,
+    model: &str,
+    role: MockRole,
+    delay_ms: u64,
+) -> MockWorker {
+    let ids = s.tokenizer.encode(&reply_text(name), false).unwrap();
+    let w = mock_with(MockConfig {
+        name: name.into(),
+        engine,
+        model: model.into(),
+        role,
+        tokens: ids.len() as u32,
+        token_delay: Duration::from_millis(delay_ms),
+        reply_ids: Some(Arc::new(ids)),
+        ..MockConfig::default()
+    })
+    .await;
+    let (role, bootstrap_port) = match role {
+        MockRole::Prefill { .. } => (pb::WorkerRole::Prefill, w.bootstrap_port().map(u32::from)),
+        MockRole::Decode => (pb::WorkerRole::Decode, None),
+        MockRole::Regular => (pb::WorkerRole::Regular, None),
+    };
+    s.router
+        .try_add_spec(pb::WorkerSpec {
+            url: w.url(),
+            role: role as i32,
+            bootstrap_port,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    w
+}
+
+async fn post(router: &Router, path: &str, body: Value) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(router.http_url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn events(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_completions_render_the_template_and_detokenize_the_reply() {
+    let s = setup(&["sg", "vl"]).await;
+    let sg = engine(&s, "sg-1", Engine::Sglang, "sg", MockRole::Regular, 0).await;
+    let _vl = engine(&s, "vl-1", Engine::Vllm, "vl", MockRole::Regular, 0).await;
+
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "sg", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], reply_text("sg-1"));
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let seen = &sg.stats().seen()[0];
+    assert_eq!(
+        s.tokenizer.decode(&seen.token_ids, false).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+        "the engine gets the chat template's tokens"
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], seen.token_ids.len());
+    assert_eq!(
+        v["usage"]["completion_tokens"],
+        s.tokenizer
+            .encode(&reply_text("sg-1"), false)
+            .unwrap()
+            .len()
+    );
+
+    // Streaming, to vLLM: the deltas join to the whole, usage at the end.
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "vl", "messages": [{"role": "user", "content": "Hi"}], "stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    let evs = events(&body);
+    let joined: String = evs
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(joined, reply_text("vl-1"));
+    assert!(evs
+        .iter()
+        .any(|e| e["choices"][0]["finish_reason"] == "length"));
+    assert!(
+        evs.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn stops_completions_generate_and_bad_parameters() {
+    let s = setup(&["sg"]).await;
+    let _sg = engine(&s, "sg-1", Engine::Sglang, "sg", MockRole::Regular, 1).await;
+
+    let (status, body) = post(
+        &s.router,
+        "/v1/completions",
+        json!({"model": "sg", "prompt": "Hello", "stop": ["日本"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["text"], "Hello from sg-1! Café, ");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    let (status, body) = post(
+        &s.router,
+        "/generate",
+        json!({"model": "sg", "text": "Hello", "sampling_params": {"max_new_tokens": 3}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["meta_info"]["completion_tokens"], 3);
+    assert!(reply_text("sg-1").starts_with(v["text"].as_str().unwrap()));
+
+    for (body, needle) in [
+        (
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "logprobs": true}),
+            "logprobs",
+        ),
+        (
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "n must be 1",
+        ),
+        (
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "tools": []}),
+            "tools",
+        ),
+    ] {
+        let (status, text) = post(&s.router, "/v1/chat/completions", body).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(needle), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_aborts_the_engine_request_and_pd_works_too() {
+    let s = setup(&["slow", "pd"]).await;
+    let slow = engine(&s, "slow", Engine::Sglang, "slow", MockRole::Regular, 200).await;
+    let response = reqwest::Client::new()
+        .post(s.router.http_url("/v1/chat/completions"))
+        .json(&json!({"model": "slow", "messages": [{"role": "user", "content": "x"}], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut response = response;
+    let first = response.chunk().await.unwrap();
+    assert!(first.is_some());
+    drop(response);
+    eventually(
+        Duration::from_secs(5),
+        "the engine is sent Abort",
+        || async { slow.stats().aborts() == 1 },
+    )
+    .await;
+
+    let _p = engine(
+        &s,
+        "p",
+        Engine::Sglang,
+        "pd",
+        MockRole::Prefill { bootstrap_port: 0 },
+        0,
+    )
+    .await;
+    let d = engine(&s, "d", Engine::Sglang, "pd", MockRole::Decode, 0).await;
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "pd", "messages": [{"role": "user", "content": "Hello"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], reply_text("d"));
+    assert_eq!(d.stats().paired(), 1);
+}
