@@ -22,3 +22,4 @@ fi
 .venv/bin/python tests/python/test_contract.py
 .venv/bin/python tests/python/test_http.py
 .venv/bin/python tests/python/test_engines.py
+.venv/bin/python tests/python/test_openai_engines.py

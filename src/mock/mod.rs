@@ -367,6 +367,7 @@ impl MockService {
             .push(request_id.to_string());
         self.stats.aborts.fetch_add(1, Ordering::SeqCst);
         let found = self.running().remove(request_id);
+        tracing::info!(request_id, running = found.is_some(), "Abort received");
         if let Some(notify) = &found {
             notify.notify_one();
         }
