@@ -1012,3 +1012,57 @@ async fn text_to_sglang_is_tokenized_and_answers_come_back_as_text_with_stops_ap
     );
     router.generate(request_tokens("no-tok")).await.unwrap();
 }
+
+#[tokio::test]
+async fn text_and_token_id_requests_for_one_prompt_share_cache_aware_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    switchyard::tokenizer::sample::write_sample(dir.path()).unwrap();
+    let tokenizer = switchyard::tokenizer::ModelTokenizer::load(dir.path()).unwrap();
+    let mut config = test_config();
+    config.policy.name = switchyard::policies::PolicyKind::CacheAware;
+    config
+        .tokenizers
+        .insert("m".into(), dir.path().to_path_buf());
+    let router = start_router_with(config).await;
+    let a = engine_mock("a", Engine::Sglang, "m").await;
+    let b = engine_mock("b", Engine::Sglang, "m").await;
+    add_detected(&router, &a).await.unwrap();
+    add_detected(&router, &b).await.unwrap();
+    let family_one = "The quick brown fox jumps over the lazy dog. ".repeat(8);
+    let family_two = "Switchyard routes requests for large language models. ".repeat(8);
+    let as_text = |t: &str| request("m", t);
+    let as_ids = |t: &str| pb::GenerateRequest {
+        model: "m".into(),
+        input: Some(pb::generate_request::Input::TokenIds(pb::TokenIds {
+            ids: tokenizer.encode(t, true).unwrap(),
+        })),
+        ..Default::default()
+    };
+    // One as text, the other as token ids, then each the other way round.
+    let first = router
+        .generate(as_text(&format!("{family_one} one")))
+        .await
+        .unwrap()
+        .worker;
+    let second = router
+        .generate(as_ids(&format!("{family_two} two")))
+        .await
+        .unwrap()
+        .worker;
+    assert_ne!(first, second, "two prompt families, two workers");
+    let again_one = router
+        .generate(as_ids(&format!("{family_one} three")))
+        .await
+        .unwrap()
+        .worker;
+    let again_two = router
+        .generate(as_text(&format!("{family_two} four")))
+        .await
+        .unwrap()
+        .worker;
+    assert_eq!(again_one, first, "token ids find the prefix the text left");
+    assert_eq!(
+        again_two, second,
+        "text finds the prefix the token ids left"
+    );
+}

@@ -69,36 +69,43 @@ pub enum TranslateError {
 /// top_k −1; they are set explicitly, as SGLang requires). The engine is
 /// always asked to stream: `switchyard.v1` responses are a stream of chunks.
 ///
-/// A text prompt to SGLang is tokenized with `tokenizer` (the model's, or
-/// why there is none). Returns the engine's message and the stop strings,
-/// which the router applies to the detokenized text.
+/// A text prompt is tokenized with `tokenizer` (the model's, or why there
+/// is none; without one, SGLang refuses text and vLLM is sent it as text).
 pub fn request(
     engine: Engine,
     body: &Bytes,
     request_id: &str,
     model: &str,
     tokenizer: Result<&ModelTokenizer, TokenizerError>,
-) -> Result<(Bytes, Vec<String>), TranslateError> {
+) -> Result<EngineCall, TranslateError> {
     let request = pb::GenerateRequest::decode(body.clone())
         .map_err(|e| TranslateError::Invalid(e.to_string()))?;
     let s = request.sampling_params.unwrap_or_default();
-    let input = match request.input {
-        Some(pb::generate_request::Input::TokenIds(t)) => Input::TokenIds(t.ids),
-        // SGLang takes token ids only.
-        Some(pb::generate_request::Input::Text(text)) if engine == Engine::Sglang => {
-            let tokenizer = tokenizer.map_err(|e| TranslateError::NeedsTokenizer {
-                model: model.to_string(),
-                reason: e.to_string(),
-            })?;
-            Input::TokenIds(tokenizer.encode(&text, true).map_err(|e| {
-                TranslateError::Tokenize {
+    let mut tokenized = None;
+    let input = match (request.input, tokenizer) {
+        (Some(pb::generate_request::Input::TokenIds(t)), _) => Input::TokenIds(t.ids),
+        // With the model's tokenizer, the router tokenizes (for either
+        // engine: the engine's loop is spared it, and cache-aware routing
+        // sees the same tokens as for a token-id request).
+        (Some(pb::generate_request::Input::Text(text)), Ok(tokenizer)) => {
+            let ids = tokenizer
+                .encode(&text, true)
+                .map_err(|e| TranslateError::Tokenize {
                     model: model.to_string(),
                     reason: e.to_string(),
-                }
-            })?)
+                })?;
+            tokenized = Some(ids.clone());
+            Input::TokenIds(ids)
         }
-        Some(pb::generate_request::Input::Text(text)) => Input::Text(text),
-        None => Input::TokenIds(Vec::new()),
+        // SGLang takes token ids only.
+        (Some(pb::generate_request::Input::Text(_)), Err(e)) if engine == Engine::Sglang => {
+            return Err(TranslateError::NeedsTokenizer {
+                model: model.to_string(),
+                reason: e.to_string(),
+            })
+        }
+        (Some(pb::generate_request::Input::Text(text)), Err(_)) => Input::Text(text),
+        (None, _) => Input::TokenIds(Vec::new()),
     };
     let sampling = Sampling {
         temperature: (s.temperature != 0.0).then_some(s.temperature),
@@ -110,10 +117,26 @@ pub fn request(
         skip_special_tokens: true,
     };
     let stops = sampling.stop.clone();
-    if engine == Engine::Switchyard {
-        return Ok((body.clone(), stops));
-    }
-    Ok((engine_request(engine, request_id, input, &sampling)?, stops))
+    let message = match engine {
+        Engine::Switchyard => body.clone(),
+        _ => engine_request(engine, request_id, input, &sampling)?,
+    };
+    Ok(EngineCall {
+        message,
+        stops,
+        tokenized,
+    })
+}
+
+/// A `switchyard.v1` request in an engine's protocol.
+#[derive(Debug)]
+pub struct EngineCall {
+    /// The engine's `GenerateRequest`.
+    pub message: Bytes,
+    /// Stop strings, for the router to apply to the text.
+    pub stops: Vec<String>,
+    /// The prompt's token ids, when the router tokenized it.
+    pub tokenized: Option<Vec<u32>>,
 }
 
 /// A prompt for an engine.
@@ -528,7 +551,9 @@ mod tests {
             ..Default::default()
         });
         let out = sglang::GenerateRequest::decode(
-            request(Engine::Sglang, &b, "r", "m", none()).unwrap().0,
+            request(Engine::Sglang, &b, "r", "m", none())
+                .unwrap()
+                .message,
         )
         .unwrap();
         assert_eq!(out.request_id, "r");
@@ -553,7 +578,9 @@ mod tests {
         );
         // vLLM takes text as it is.
         let out = vllm::GenerateRequest::decode(
-            request(Engine::Vllm, &text, "r", "m", none()).unwrap().0,
+            request(Engine::Vllm, &text, "r", "m", none())
+                .unwrap()
+                .message,
         )
         .unwrap();
         assert_eq!(
@@ -573,7 +600,9 @@ mod tests {
             .to_string()
             .contains("seed"));
         let out = vllm::GenerateRequest::decode(
-            request(Engine::Vllm, &seeded, "r", "m", none()).unwrap().0,
+            request(Engine::Vllm, &seeded, "r", "m", none())
+                .unwrap()
+                .message,
         )
         .unwrap();
         assert_eq!(out.sampling_params.unwrap().seed, Some(7));
@@ -749,8 +778,12 @@ mod text_tests {
         }
         .encode_to_vec()
         .into();
-        let (out, _) = request(Engine::Sglang, &b, "r", "m", Ok(&tok)).unwrap();
-        let out = sglang::GenerateRequest::decode(out).unwrap();
+        let call = request(Engine::Sglang, &b, "r", "m", Ok(&tok)).unwrap();
+        let out = sglang::GenerateRequest::decode(call.message).unwrap();
+        assert_eq!(
+            call.tokenized.as_deref(),
+            out.tokenized.as_ref().map(|t| &t.input_ids[..])
+        );
         assert_eq!(
             tok.decode(&out.tokenized.unwrap().input_ids, true).unwrap(),
             "Hello, world!"

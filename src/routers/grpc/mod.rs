@@ -110,15 +110,21 @@ impl GrpcRouter {
         // A switchyard.v1 call to an engine's workers: translated both ways.
         let mut inbound = inbound;
         let tokenizer = self.tokenizers.get(&model);
-        let (body, stops) = translate::request(
+        let call = translate::request(
             served,
             &inbound.body,
             &inbound.request_id,
             &model,
             tokenizer.as_deref().map_err(Clone::clone),
         )?;
-        inbound.body = body;
+        inbound.body = call.message;
         inbound.protocol = served;
+        if let Some(ids) = call.tokenized {
+            // Policies see the tokens the engine gets: a text request and a
+            // token-id request for one prompt share cache-aware prefixes.
+            inbound.prompt = Prompt::TokenIds(ids);
+        }
+        let stops = call.stops;
         let mut responses = translate::Responses::new(served, inbound.request_id.clone());
         if let Ok(tokenizer) = tokenizer {
             responses = responses.with_text(tokenizer, stops);
