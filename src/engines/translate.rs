@@ -2,7 +2,8 @@
 //! request translated into the engine's `GenerateRequest` (engine defaults
 //! set explicitly where proto3's zero values would mean something else),
 //! the engine's responses translated back into `switchyard.v1` chunks and a
-//! completion. The field mapping is the table in the README ("Engines").
+//! completion. The field mapping is the table in the README ("SGLang and
+//! vLLM workers").
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
