@@ -1,0 +1,89 @@
+//! The router's text work per chat request: rendering the chat template,
+//! tokenizing a 1 KiB prompt, and detokenizing 64 output tokens
+//! incrementally, with the sample byte-level BPE tokenizer
+//! (`switchyard::tokenizer::sample`, trained in-process: a small vocabulary,
+//! so more tokens per KiB than a production tokenizer's).
+//!
+//! Run with: `cargo bench --bench tokenizer`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::{Arc, OnceLock};
+
+use switchyard::tokenizer::{sample, ChatMessage, Detokenizer, ModelTokenizer};
+
+fn main() {
+    divan::main();
+}
+
+fn tokenizer() -> Arc<ModelTokenizer> {
+    static T: OnceLock<Arc<ModelTokenizer>> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        sample::write_sample(dir.path()).unwrap();
+        Arc::new(ModelTokenizer::load(dir.path()).unwrap())
+    })
+    .clone()
+}
+
+/// 1 KiB of English-like text with a few multi-byte characters.
+fn prompt() -> String {
+    let mut p = String::new();
+    let mut i = 0;
+    while p.len() < 1024 {
+        p += sample::SAMPLE_TEXT[i % sample::SAMPLE_TEXT.len()];
+        p.push(' ');
+        i += 1;
+    }
+    p.truncate(
+        p.char_indices()
+            .take_while(|(at, _)| *at < 1024)
+            .last()
+            .map_or(0, |(at, c)| at + c.len_utf8()),
+    );
+    p
+}
+
+#[divan::bench]
+fn tokenize_1kib_prompt(b: divan::Bencher) {
+    let (t, p) = (tokenizer(), prompt());
+    b.bench(|| t.encode(divan::black_box(&p), false).unwrap());
+}
+
+#[divan::bench]
+fn chat_template_1kib(b: divan::Bencher) {
+    let t = tokenizer();
+    let messages = vec![
+        ChatMessage {
+            role: "system".into(),
+            content: "Be brief.".into(),
+        },
+        ChatMessage {
+            role: "user".into(),
+            content: prompt(),
+        },
+    ];
+    b.bench(|| {
+        t.apply_chat_template("m", divan::black_box(&messages), true)
+            .unwrap()
+    });
+}
+
+#[divan::bench]
+fn detokenize_64_tokens_incrementally(b: divan::Bencher) {
+    let t = tokenizer();
+    let ids: Vec<u32> = t
+        .encode(&prompt(), false)
+        .unwrap()
+        .into_iter()
+        .take(64)
+        .collect();
+    b.bench(|| {
+        let mut d = Detokenizer::new(t.clone(), true);
+        let mut n = 0;
+        for id in &ids {
+            n += d.push(std::slice::from_ref(id)).unwrap().len();
+        }
+        n + d.finish().unwrap().len()
+    });
+}
