@@ -36,6 +36,10 @@ struct Args {
     /// Speak HTTP (`POST /generate`, streamed) instead of gRPC.
     #[arg(long)]
     http: bool,
+    /// With `--http`: OpenAI chat (`POST /v1/chat/completions`, streamed,
+    /// the prompt as one user message) instead of `/generate`.
+    #[arg(long)]
+    chat: bool,
     /// The gRPC protocol: switchyard (`switchyard.v1.Inference`, a text
     /// prompt), sglang (`SglangScheduler`) or vllm (`VllmEngine`), whose
     /// prompts are token ids, one per 4 bytes of the text prompt.
@@ -263,10 +267,17 @@ impl Client {
                 }
             }
             Client::Http(client, url) => {
-                let body = serde_json::json!({
-                    "model": args.model, "text": prompt, "stream": true,
-                    "sampling_params": {"max_new_tokens": args.tokens},
-                });
+                let body = if args.chat {
+                    serde_json::json!({
+                        "model": args.model, "stream": true, "max_tokens": args.tokens,
+                        "messages": [{"role": "user", "content": prompt}],
+                    })
+                } else {
+                    serde_json::json!({
+                        "model": args.model, "text": prompt, "stream": true,
+                        "sampling_params": {"max_new_tokens": args.tokens},
+                    })
+                };
                 let mut response = client
                     .post(url)
                     .json(&body)
@@ -283,8 +294,13 @@ impl Client {
                     // Count complete SSE events carrying text.
                     while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
                         let event: Vec<u8> = pending.drain(..end + 2).collect();
+                        let empty: &[u8] = if args.chat {
+                            b"\"finish_reason\":\""
+                        } else {
+                            b"\"text\":\"\""
+                        };
                         if event.starts_with(b"data: {")
-                            && !event.windows(8).any(|w| w == b"\"text\":\"\"")
+                            && !event.windows(empty.len()).any(|w| w == empty)
                         {
                             tokens += 1;
                         }
@@ -315,7 +331,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .pool_max_idle_per_host(args.concurrency.max(1))
             .tcp_nodelay(true)
             .build()?;
-        Client::Http(http, format!("http://{}/generate", args.target))
+        let path = if args.chat {
+            "/v1/chat/completions"
+        } else {
+            "/generate"
+        };
+        Client::Http(http, format!("http://{}{path}", args.target))
     } else {
         let mut channels = Vec::new();
         for _ in 0..args.connections.max(1) {

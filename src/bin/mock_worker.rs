@@ -138,6 +138,7 @@ async fn main() -> ExitCode {
         warmup: Duration::from_millis(args.warmup_ms),
         reported_waiting: args.reported_waiting,
         reply_ids,
+        model_path: args.tokenizer.as_ref().map(|p| p.display().to_string()),
     };
     if args.http && args.engine != Engine::Switchyard {
         eprintln!("mock-worker: --engine applies to the gRPC mock; drop --http or --engine");

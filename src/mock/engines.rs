@@ -72,6 +72,14 @@ impl MockService {
         self.config.load().model.clone()
     }
 
+    fn model_path(&self) -> String {
+        let config = self.config.load();
+        config
+            .model_path
+            .clone()
+            .unwrap_or_else(|| format!("/models/{}", config.model))
+    }
+
     fn scheduler_load(&self) -> (i32, i32) {
         let running = i32::try_from(self.running().len()).unwrap_or(i32::MAX);
         let waiting = i32::try_from(self.config.load().reported_waiting).unwrap_or(i32::MAX);
@@ -174,7 +182,8 @@ impl sgl::sglang_scheduler_server::SglangScheduler for MockService {
         _: Request<sgl::GetModelInfoRequest>,
     ) -> Result<Response<sgl::GetModelInfoResponse>, Status> {
         Ok(Response::new(sgl::GetModelInfoResponse {
-            model_path: format!("/models/{}", self.model_name()),
+            model_path: self.model_path(),
+            tokenizer_path: self.model_path(),
             served_model_name: self.model_name(),
             is_generation: true,
             max_context_length: 8192,
@@ -343,7 +352,8 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
         _: Request<vllm::GetModelInfoRequest>,
     ) -> Result<Response<vllm::GetModelInfoResponse>, Status> {
         Ok(Response::new(vllm::GetModelInfoResponse {
-            model_path: format!("/models/{}", self.model_name()),
+            model_path: self.model_path(),
+            tokenizer_path: self.model_path(),
             served_model_name: self.model_name(),
             is_generation: true,
             max_context_length: 4096,

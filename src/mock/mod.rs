@@ -75,6 +75,10 @@ pub struct MockConfig {
     /// ...): the tokens of a reply text, so that a router with the model's
     /// tokenizer detokenizes real text.
     pub reply_ids: Option<Arc<Vec<u32>>>,
+    /// The model path `GetModelInfo` reports (default `/models/NAME`); the
+    /// tokenizer directory when the mock has one, as an engine reports the
+    /// directory it loaded.
+    pub model_path: Option<String>,
     /// Requests an engine reports waiting in `GetLoads` on top of its own
     /// (other clients' work, as a shared engine has).
     pub reported_waiting: u32,
@@ -128,6 +132,7 @@ impl Default for MockConfig {
             warmup: Duration::ZERO,
             reported_waiting: 0,
             reply_ids: None,
+            model_path: None,
         }
     }
 }
