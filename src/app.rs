@@ -78,6 +78,15 @@ impl App {
         config.validate()?;
         let registry = Arc::new(WorkerRegistry::new(config.upstream.channel_config()));
         let admission = Admission::new(registry.clone(), config.health_check.timeout());
+        let tokenizers = Tokenizers::load(
+            &config
+                .tokenizers
+                .iter()
+                .map(|(m, p)| (m.clone(), p.clone()))
+                .collect::<Vec<_>>(),
+        );
+        // Models without a configured tokenizer get their workers'.
+        tokenizers.follow(&registry);
         for w in &config.workers {
             let request = WorkerRequest {
                 url: w.url.clone(),
@@ -96,13 +105,7 @@ impl App {
                 })?;
         }
         let rooms = BootstrapRooms::default();
-        let tokenizers = Arc::new(Tokenizers::load(
-            &config
-                .tokenizers
-                .iter()
-                .map(|(m, p)| (m.clone(), p.clone()))
-                .collect::<Vec<_>>(),
-        ));
+
         let router = Arc::new(GrpcRouter::new(
             registry.clone(),
             &config.policy,

@@ -1000,16 +1000,22 @@ async fn text_to_sglang_is_tokenized_and_answers_come_back_as_text_with_stops_ap
     // A model without a tokenizer: text is refused, token ids still work.
     let other = engine_mock("o", Engine::Sglang, "no-tok").await;
     add_detected(&router, &other).await.unwrap();
-    let err = router
-        .generate(request("no-tok", "Hello"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message().contains("--tokenizer no-tok=PATH"),
-        "{}",
-        err.message()
-    );
+    // The router tries the worker's GetTokenizer (this mock has none); once
+    // that has failed, text is refused saying how to give it one.
+    eventually(
+        Duration::from_secs(5),
+        "text refused with the reason",
+        || async {
+            let err = router
+                .generate(request("no-tok", "Hello"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::FailedPrecondition);
+            err.message().contains("--tokenizer no-tok=PATH")
+                && err.message().contains("GetTokenizer")
+        },
+    )
+    .await;
     router.generate(request_tokens("no-tok")).await.unwrap();
 }
 

@@ -243,3 +243,66 @@ async fn a_client_that_goes_away_aborts_the_engine_request_and_pd_works_too() {
     assert_eq!(v["choices"][0]["message"]["content"], reply_text("d"));
     assert_eq!(d.stats().paired(), 1);
 }
+
+#[tokio::test]
+async fn without_a_configured_tokenizer_the_workers_is_fetched_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    sample::write_sample(dir.path()).unwrap();
+    let tokenizer = ModelTokenizer::load(dir.path()).unwrap();
+    let router = start_router().await; // no --tokenizer at all
+    let ids = tokenizer.encode(&reply_text("w"), false).unwrap();
+    let w = mock_with(MockConfig {
+        name: "w".into(),
+        engine: Engine::Vllm,
+        model: "fetched".into(),
+        tokens: ids.len() as u32,
+        reply_ids: Some(Arc::new(ids)),
+        // The engine's model directory, which GetTokenizer zips.
+        model_path: Some(dir.path().display().to_string()),
+        ..MockConfig::default()
+    })
+    .await;
+    router
+        .try_add_spec(pb::WorkerSpec {
+            url: w.url(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let chat = json!({"model": "fetched", "messages": [{"role": "user", "content": "Hello"}]});
+    eventually(
+        Duration::from_secs(10),
+        "the tokenizer is fetched",
+        || async { post(&router, "/v1/chat/completions", chat.clone()).await.0 == 200 },
+    )
+    .await;
+    let (_, body) = post(&router, "/v1/chat/completions", chat).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], reply_text("w"));
+
+    // A worker with no tokenizer to give: text is refused with the reason.
+    let bare = mock_with(MockConfig {
+        name: "bare".into(),
+        engine: Engine::Sglang,
+        model: "bare".into(),
+        ..MockConfig::default()
+    })
+    .await;
+    router
+        .try_add_spec(pb::WorkerSpec {
+            url: bare.url(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let chat = json!({"model": "bare", "messages": [{"role": "user", "content": "Hello"}]});
+    eventually(
+        Duration::from_secs(10),
+        "the fetch fails with a reason",
+        || async {
+            let (status, body) = post(&router, "/v1/chat/completions", chat.clone()).await;
+            status == 400 && body.contains("GetTokenizer") && body.contains("no tokenizer")
+        },
+    )
+    .await;
+}

@@ -16,6 +16,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{MockConfig, MockRole, MockService, Piece, SeenRequest};
+use crate::pb::smg::grpc::common as smg;
 use crate::pb::{self, sglang_scheduler as sgl, vllm_engine as vllm};
 
 type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -78,6 +79,36 @@ impl MockService {
             .model_path
             .clone()
             .unwrap_or_else(|| format!("/models/{}", config.model))
+    }
+
+    /// `GetTokenizer`: the tokenizer directory (the model path, when it is
+    /// one) zipped, in 16 KiB chunks, the last with the SHA-256.
+    fn tokenizer_chunks(&self) -> Result<Stream<smg::GetTokenizerChunk>, Status> {
+        let dir = std::path::PathBuf::from(self.model_path());
+        if !dir.is_dir() {
+            return Err(Status::unimplemented(
+                "this mock has no tokenizer (start it with --tokenizer DIR)",
+            ));
+        }
+        let (zip, digest) =
+            crate::tokenizer::fetch::pack(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let pieces: Vec<Vec<u8>> = zip.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
+        let last = pieces.len().saturating_sub(1);
+        let chunks: Vec<Result<smg::GetTokenizerChunk, Status>> = pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| {
+                Ok(smg::GetTokenizerChunk {
+                    data,
+                    sha256: if i == last {
+                        digest.clone()
+                    } else {
+                        String::new()
+                    },
+                })
+            })
+            .collect();
+        Ok(Box::pin(tokio_stream::iter(chunks)))
     }
 
     fn scheduler_load(&self) -> (i32, i32) {
@@ -190,6 +221,13 @@ impl sgl::sglang_scheduler_server::SglangScheduler for MockService {
             vocab_size: 32000,
             ..Default::default()
         }))
+    }
+
+    async fn get_tokenizer(
+        &self,
+        _: Request<smg::GetTokenizerRequest>,
+    ) -> Result<Response<Stream<smg::GetTokenizerChunk>>, Status> {
+        self.tokenizer_chunks().map(Response::new)
     }
 
     async fn get_server_info(
@@ -360,6 +398,13 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
             vocab_size: 32000,
             ..Default::default()
         }))
+    }
+
+    async fn get_tokenizer(
+        &self,
+        _: Request<smg::GetTokenizerRequest>,
+    ) -> Result<Response<Stream<smg::GetTokenizerChunk>>, Status> {
+        self.tokenizer_chunks().map(Response::new)
     }
 
     async fn get_server_info(

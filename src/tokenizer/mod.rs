@@ -16,11 +16,16 @@
 //! load keeps the reason, which text requests for it are refused with.
 
 mod detokenizer;
+pub mod fetch;
 pub mod sample;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use crate::worker::{
+    ConnectionMode, Engine, RegistryListener, Worker, WorkerEvent, WorkerEventKind, WorkerRegistry,
+};
 
 use serde::Serialize;
 
@@ -57,6 +62,14 @@ pub enum TokenizerError {
     /// No tokenizer is configured for the model.
     #[error("no tokenizer for model {0:?}: start the router with --tokenizer {0}=PATH (a Hugging Face tokenizer directory)")]
     Missing(String),
+    /// The model's tokenizer is being fetched from a worker.
+    #[error("the tokenizer of model {model:?} is being fetched from its worker {url} (GetTokenizer); retry shortly")]
+    Fetching {
+        /// The model.
+        model: String,
+        /// The worker asked.
+        url: String,
+    },
     /// The model's tokenizer failed to load at startup.
     #[error("the tokenizer of model {model:?} could not be loaded: {reason}")]
     NotLoaded {
@@ -230,18 +243,35 @@ impl ModelTokenizer {
     }
 }
 
-/// The tokenizers of the models the router tokenizes for.
-#[derive(Debug, Default)]
+/// The tokenizers of the models the router tokenizes for: those given at
+/// startup, and, for SGLang and vLLM models without one, the tokenizer
+/// fetched from the first of their workers to be added (`GetTokenizer`; a
+/// failed fetch is retried when another worker of the model is added).
+#[derive(Debug)]
 pub struct Tokenizers {
-    loaded: HashMap<String, Result<Arc<ModelTokenizer>, String>>,
+    entries: std::sync::RwLock<HashMap<String, Entry>>,
+    /// Itself, for the fetch tasks its registry events start.
+    me: Weak<Tokenizers>,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    /// Given at startup: loaded, or why not.
+    Configured(Result<Arc<ModelTokenizer>, String>),
+    /// Fetched from a worker.
+    Fetched(Arc<ModelTokenizer>),
+    /// Being fetched from this worker.
+    Fetching(String),
+    /// The last fetch failed, saying why.
+    FetchFailed(String),
 }
 
 impl Tokenizers {
     /// Loads `(model, path)` pairs. A tokenizer that fails to load is
     /// remembered with the reason (and logged); its model's text requests
     /// are refused with it, token-id requests keep working.
-    pub fn load(paths: &[(String, PathBuf)]) -> Tokenizers {
-        let loaded = paths
+    pub fn load(paths: &[(String, PathBuf)]) -> Arc<Tokenizers> {
+        let entries = paths
             .iter()
             .map(|(model, path)| {
                 let result = ModelTokenizer::load(path).map(Arc::new).map_err(|e| {
@@ -251,21 +281,105 @@ impl Tokenizers {
                 if result.is_ok() {
                     tracing::info!(model, path = %path.display(), "tokenizer loaded");
                 }
-                (model.clone(), result)
+                (model.clone(), Entry::Configured(result))
             })
             .collect();
-        Tokenizers { loaded }
+        Arc::new_cyclic(|me| Tokenizers {
+            entries: std::sync::RwLock::new(entries),
+            me: me.clone(),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The tokenizer of `model`, or why there is none.
     pub fn get(&self, model: &str) -> Result<Arc<ModelTokenizer>, TokenizerError> {
-        match self.loaded.get(model) {
-            Some(Ok(t)) => Ok(t.clone()),
-            Some(Err(reason)) => Err(TokenizerError::NotLoaded {
+        match self.read().get(model) {
+            Some(Entry::Configured(Ok(t)) | Entry::Fetched(t)) => Ok(t.clone()),
+            Some(Entry::Configured(Err(reason))) | Some(Entry::FetchFailed(reason)) => {
+                Err(TokenizerError::NotLoaded {
+                    model: model.to_string(),
+                    reason: reason.clone(),
+                })
+            }
+            Some(Entry::Fetching(url)) => Err(TokenizerError::Fetching {
                 model: model.to_string(),
-                reason: reason.clone(),
+                url: url.clone(),
             }),
             None => Err(TokenizerError::Missing(model.to_string())),
+        }
+    }
+
+    /// Starts fetching `worker`'s tokenizer for its model if the model has
+    /// none yet (nor one being fetched).
+    fn fetch_from(self: &Arc<Self>, worker: &Arc<Worker>) {
+        if worker.mode() != ConnectionMode::Grpc || worker.engine() == Engine::Switchyard {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let model = worker.model().to_string();
+        {
+            let mut entries = self.write();
+            match entries.get(&model) {
+                None | Some(Entry::FetchFailed(_)) => {}
+                Some(_) => return,
+            }
+            entries.insert(model.clone(), Entry::Fetching(worker.url().to_string()));
+        }
+        let (this, worker) = (self.clone(), worker.clone());
+        runtime.spawn(async move {
+            let dir = std::env::temp_dir()
+                .join("switchyard-tokenizers")
+                .join(format!("{:016x}", rand::random::<u64>()));
+            let loaded = match fetch::fetch(&worker, &dir).await {
+                Ok(dir) => ModelTokenizer::load(&dir),
+                Err(e) => Err(e),
+            };
+            // Loaded into memory (or failed): the files are not needed.
+            let _ = std::fs::remove_dir_all(&dir);
+            let entry = match loaded {
+                Ok(t) => {
+                    tracing::info!(model, worker = %worker.id(), "tokenizer fetched from the worker");
+                    Entry::Fetched(Arc::new(t))
+                }
+                Err(e) => {
+                    tracing::warn!(model, worker = %worker.id(), error = %e, "cannot fetch the tokenizer");
+                    Entry::FetchFailed(format!(
+                        "fetching it from {} failed: {e}; give the router --tokenizer {model}=PATH",
+                        worker.url()
+                    ))
+                }
+            };
+            this.write().insert(model, entry);
+        });
+    }
+
+    /// Fetches tokenizers for the workers `registry` has and gets from now
+    /// on (models given one at startup keep theirs).
+    pub fn follow(self: &Arc<Self>, registry: &WorkerRegistry) {
+        let listener: Weak<dyn RegistryListener> =
+            Arc::downgrade(&(self.clone() as Arc<dyn RegistryListener>));
+        for worker in registry.subscribe(listener) {
+            self.fetch_from(&worker);
+        }
+    }
+}
+
+/// Hears of added workers, to fetch their models' tokenizers.
+impl RegistryListener for Tokenizers {
+    fn on_event(&self, event: &WorkerEvent) {
+        if event.kind == WorkerEventKind::Added {
+            if let Some(this) = self.me.upgrade() {
+                this.fetch_from(&event.worker);
+            }
         }
     }
 }
