@@ -11,9 +11,10 @@
 //! Python-compatible methods (`.strip()`, `.startswith()`, ...), as
 //! Hugging Face's Jinja templates expect.
 //!
-//! [`Tokenizers`] holds one per model, loaded once at startup
-//! (`--tokenizer MODEL=PATH`) and shared. A model whose tokenizer failed to
-//! load keeps the reason, which text requests for it are refused with.
+//! [`Tokenizers`] holds one per model, loaded once and shared: at startup
+//! (`--tokenizer MODEL=PATH`), or fetched from the model's first SGLang or
+//! vLLM worker (`fetch`). A model whose tokenizer failed to load keeps the
+//! reason, which text requests for it are refused with.
 
 mod detokenizer;
 pub mod fetch;
