@@ -5,7 +5,9 @@
 //! errors once per wire: to a `tonic::Status` (`status`) or an HTTP
 //! response (`http_error`). The gRPC listener (`listener`) serves
 //! `Inference` (the hot path, written against HTTP/2 bodies) directly and
-//! the tonic services through tonic's routes; the HTTP API (`http`) is axum.
+//! the tonic services through tonic's routes; the HTTP API (`http`) is axum,
+//! with `openai` serving OpenAI and SGLang HTTP for models whose workers are
+//! SGLang or vLLM gRPC engines.
 
 mod convert;
 pub mod http;
