@@ -207,7 +207,20 @@ pub async fn admit(
     } else {
         request.model_id.clone()
     };
-    Ok(spec(&model)?.with_engine(engine, facts)?)
+    let mut spec = spec(&model)?.with_engine(engine, facts)?;
+    // An engine still warming up (or draining) says NOT_SERVING on its own
+    // service: it joins out of rotation, and the health checker puts it in
+    // once it serves, instead of taking calls it would refuse until enough
+    // checks have failed.
+    if matches!(
+        health(&upstream, engine.service(), timeout).await,
+        Ok(false)
+    ) && engine != Engine::Switchyard
+    {
+        tracing::info!(url, "the worker is not serving yet: added out of rotation");
+        spec.starts_unhealthy = true;
+    }
+    Ok(spec)
 }
 
 /// Finds a worker's engine: the first of SGLang, vLLM and Switchyard whose

@@ -103,6 +103,7 @@ impl Worker {
     ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
+        let healthy = !spec.starts_unhealthy;
         // Ids are `w-` and hex digits.
         let id_value = HeaderValue::from_str(id.as_str())
             .unwrap_or_else(|_| unreachable!("worker id {id} is printable ASCII"));
@@ -118,7 +119,7 @@ impl Worker {
             endpoint,
             authority,
             model,
-            healthy: AtomicBool::new(true),
+            healthy: AtomicBool::new(healthy),
             in_flight: AtomicU32::new(0),
             engine_extra: AtomicU32::new(0),
             token_usage: AtomicU32::new(0),

@@ -299,6 +299,9 @@ pub struct WorkerSpec {
     pub engine: Option<Engine>,
     /// What the engine says about its model.
     pub facts: ModelFacts,
+    /// The worker said it was not serving when it was added (an engine
+    /// warming up): it starts out of rotation, until its health checks pass.
+    pub starts_unhealthy: bool,
 }
 
 const MAX_MODEL_LEN: usize = 256;
@@ -376,6 +379,7 @@ impl WorkerSpec {
             labels,
             engine: None,
             facts: ModelFacts::default(),
+            starts_unhealthy: false,
         })
     }
 
