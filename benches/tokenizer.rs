@@ -2,7 +2,8 @@
 //! tokenizing a 1 KiB prompt, and detokenizing 64 output tokens
 //! incrementally, with the sample byte-level BPE tokenizer
 //! (`switchyard::tokenizer::sample`, trained in-process: a small vocabulary,
-//! so more tokens per KiB than a production tokenizer's).
+//! so more tokens per KiB than a production tokenizer's), with the router's
+//! allocator (jemalloc).
 //!
 //! Run with: `cargo bench --bench tokenizer`
 
@@ -11,6 +12,10 @@
 use std::sync::{Arc, OnceLock};
 
 use switchyard::tokenizer::{sample, ChatMessage, Detokenizer, ModelTokenizer};
+
+// The router's allocator (src/main.rs): tokenizing allocates much.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     divan::main();
