@@ -430,48 +430,34 @@ impl Responses {
         &mut self,
         message: Bytes,
     ) -> Result<Option<pb::generate_response::Response>, Failure> {
-        use pb::generate_response::Response as Out;
+        // The two engines' responses have the same shape in their own
+        // types: one translation, written once.
+        macro_rules! from_engine {
+            ($engine:ident, $name:literal) => {{
+                use pb::generate_response::Response as Out;
+                use $engine::generate_response::Response as In;
+                let decoded = $engine::GenerateResponse::decode(message)
+                    .map_err(|_| Failure::BadReply($name))?;
+                match decoded.response {
+                    Some(In::Chunk(c)) => {
+                        self.note_prompt(c.prompt_tokens);
+                        Some(Out::Chunk(pb::GenerateChunk {
+                            token_ids: c.token_ids,
+                            text: String::new(),
+                        }))
+                    }
+                    Some(In::Complete(c)) => Some(Out::Complete(pb::GenerateComplete {
+                        finish_reason: c.finish_reason,
+                        prompt_tokens: c.prompt_tokens,
+                        completion_tokens: c.completion_tokens,
+                    })),
+                    None => None,
+                }
+            }};
+        }
         let response = match self.engine {
-            Engine::Sglang => {
-                use sglang::generate_response::Response as In;
-                let decoded = sglang::GenerateResponse::decode(message)
-                    .map_err(|_| Failure::BadReply("sglang.grpc.scheduler.GenerateResponse"))?;
-                match decoded.response {
-                    Some(In::Chunk(c)) => {
-                        self.note_prompt(c.prompt_tokens);
-                        Some(Out::Chunk(pb::GenerateChunk {
-                            token_ids: c.token_ids,
-                            text: String::new(),
-                        }))
-                    }
-                    Some(In::Complete(c)) => Some(Out::Complete(pb::GenerateComplete {
-                        finish_reason: c.finish_reason,
-                        prompt_tokens: c.prompt_tokens,
-                        completion_tokens: c.completion_tokens,
-                    })),
-                    None => None,
-                }
-            }
-            Engine::Vllm => {
-                use vllm::generate_response::Response as In;
-                let decoded = vllm::GenerateResponse::decode(message)
-                    .map_err(|_| Failure::BadReply("vllm.grpc.engine.GenerateResponse"))?;
-                match decoded.response {
-                    Some(In::Chunk(c)) => {
-                        self.note_prompt(c.prompt_tokens);
-                        Some(Out::Chunk(pb::GenerateChunk {
-                            token_ids: c.token_ids,
-                            text: String::new(),
-                        }))
-                    }
-                    Some(In::Complete(c)) => Some(Out::Complete(pb::GenerateComplete {
-                        finish_reason: c.finish_reason,
-                        prompt_tokens: c.prompt_tokens,
-                        completion_tokens: c.completion_tokens,
-                    })),
-                    None => None,
-                }
-            }
+            Engine::Sglang => from_engine!(sglang, "sglang.grpc.scheduler.GenerateResponse"),
+            Engine::Vllm => from_engine!(vllm, "vllm.grpc.engine.GenerateResponse"),
             Engine::Switchyard => {
                 pb::GenerateResponse::decode(message)
                     .map_err(|_| Failure::BadReply("switchyard.v1.GenerateResponse"))?
