@@ -170,8 +170,8 @@ pub async fn admit(
         })?;
     let upstream = Upstream::new(authority, HEALTH_CHECK, channel.clone());
     let url = endpoint.url().to_string();
-    let engine = match request.engine {
-        Some(engine) => engine,
+    let (engine, serving) = match request.engine {
+        Some(engine) => (engine, None),
         None => detect(&upstream, &url, timeout).await?,
     };
     let facts = match engine {
@@ -212,11 +212,14 @@ pub async fn admit(
     // service: it joins out of rotation, and the health checker puts it in
     // once it serves, instead of taking calls it would refuse until enough
     // checks have failed.
-    if matches!(
-        health(&upstream, engine.service(), timeout).await,
-        Ok(false)
-    ) && engine != Engine::Switchyard
-    {
+    let serving = match (engine, serving) {
+        (Engine::Switchyard, _) => true,
+        (_, Some(serving)) => serving,
+        (_, None) => health(&upstream, engine.service(), timeout)
+            .await
+            .unwrap_or(true),
+    };
+    if !serving {
         tracing::info!(url, "the worker is not serving yet: added out of rotation");
         spec.starts_unhealthy = true;
     }
@@ -227,15 +230,17 @@ pub async fn admit(
 /// service its `grpc.health.v1` knows (serving or not: a warming engine is
 /// still that engine); failing that, whichever engine's `GetModelInfo` it
 /// answers. A worker that does not answer at all is unreachable.
+/// Also whether the engine's service said SERVING, when its health service
+/// is what identified it.
 pub async fn detect(
     upstream: &Upstream,
     url: &str,
     timeout: Duration,
-) -> Result<Engine, IdentifyError> {
+) -> Result<(Engine, Option<bool>), IdentifyError> {
     let mut last = None;
     for engine in Engine::ALL {
         match health(upstream, engine.service(), timeout).await {
-            Ok(_) => return Ok(engine),
+            Ok(serving) => return Ok((engine, Some(serving))),
             // NOT_FOUND: not this service; UNIMPLEMENTED: no health service.
             Err(Failure::Status(status)) if status.code == 5 => {
                 last = Some(Failure::Status(status))
@@ -255,7 +260,7 @@ pub async fn detect(
     }
     for engine in [Engine::Sglang, Engine::Vllm] {
         match model_info(upstream, engine, timeout).await {
-            Ok(_) => return Ok(engine),
+            Ok(_) => return Ok((engine, None)),
             Err(failure) => last = Some(failure),
         }
     }
@@ -336,13 +341,11 @@ const VLLM_MODEL_INFO: &str = "/vllm.grpc.engine.VllmEngine/GetModelInfo";
 pub fn path(engine: Engine, method: Method) -> Option<&'static str> {
     use Method::*;
     Some(match (engine, method) {
-        (Engine::Switchyard, Abort) => ABORT_PATHS[0],
+        (engine, Abort) => abort_path(engine),
         (Engine::Switchyard, _) => return None,
-        (Engine::Sglang, Abort) => ABORT_PATHS[1],
         (Engine::Sglang, GetModelInfo) => SGLANG_MODEL_INFO,
         (Engine::Sglang, GetServerInfo) => "/sglang.grpc.scheduler.SglangScheduler/GetServerInfo",
         (Engine::Sglang, GetLoads) => "/sglang.grpc.scheduler.SglangScheduler/GetLoads",
-        (Engine::Vllm, Abort) => ABORT_PATHS[2],
         (Engine::Vllm, GetModelInfo) => VLLM_MODEL_INFO,
         (Engine::Vllm, GetServerInfo) => "/vllm.grpc.engine.VllmEngine/GetServerInfo",
         (Engine::Vllm, GetLoads) => "/vllm.grpc.engine.VllmEngine/GetLoads",
@@ -362,12 +365,14 @@ pub enum Method {
     GetLoads,
 }
 
-/// The `Abort` paths: Switchyard, SGLang, vLLM.
-const ABORT_PATHS: [&str; 3] = [
-    "/switchyard.v1.Inference/Abort",
-    "/sglang.grpc.scheduler.SglangScheduler/Abort",
-    "/vllm.grpc.engine.VllmEngine/Abort",
-];
+/// The path of `engine`'s `Abort`.
+fn abort_path(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Switchyard => "/switchyard.v1.Inference/Abort",
+        Engine::Sglang => "/sglang.grpc.scheduler.SglangScheduler/Abort",
+        Engine::Vllm => "/vllm.grpc.engine.VllmEngine/Abort",
+    }
+}
 
 /// How long the router waits for a worker to acknowledge an `Abort`.
 pub const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -377,7 +382,7 @@ pub const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// reply says nothing, so a delivered abort counts).
 pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Failure> {
     let engine = worker.engine();
-    let path = path(engine, Method::Abort).unwrap_or(ABORT_PATHS[0]);
+    let path = abort_path(engine);
     let upstream = worker.control();
     match engine {
         Engine::Switchyard => {
@@ -417,6 +422,14 @@ pub async fn forward(
     message: Bytes,
     timeout: Duration,
 ) -> Result<Bytes, Failure> {
-    let path = path(worker.engine(), method).ok_or(Failure::BadReply("a method of its engine"))?;
+    // Callers pass SGLang and vLLM workers; a switchyard worker would
+    // answer UNIMPLEMENTED, so that is what it says.
+    let path = path(worker.engine(), method).ok_or_else(|| {
+        Failure::Status(Box::new(crate::transport::WorkerStatus {
+            code: 12,
+            message: format!("switchyard.v1 workers have no {method:?}"),
+            trailers: http::HeaderMap::new(),
+        }))
+    })?;
     worker.control().unary_bytes(path, &message, timeout).await
 }
