@@ -21,6 +21,7 @@ use crate::pb;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
+use crate::routers::select::Retries;
 use crate::services::openai::EngineFront;
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::tokenizer::Tokenizers;
@@ -76,7 +77,10 @@ impl App {
     /// workers, so they are routable before the router reports SERVING.
     pub async fn build(config: Config) -> Result<App, AppError> {
         config.validate()?;
-        let registry = Arc::new(WorkerRegistry::new(config.upstream.channel_config()));
+        let registry = Arc::new(
+            WorkerRegistry::new(config.upstream.channel_config())
+                .with_circuit(config.breaker.clone()),
+        );
         let admission = Admission::new(registry.clone(), config.health_check.timeout());
         let tokenizers = Tokenizers::load(
             &config
@@ -105,6 +109,7 @@ impl App {
                 })?;
         }
         let rooms = BootstrapRooms::default();
+        let retries = Arc::new(Retries::new(&config.retry));
 
         let router = Arc::new(GrpcRouter::new(
             registry.clone(),
@@ -112,12 +117,14 @@ impl App {
             rooms.clone(),
             config.limits.default_deadline(),
             tokenizers.clone(),
+            retries.clone(),
         ));
         let http_router = Arc::new(HttpRouter::new(
             registry.clone(),
             &config.policy,
             &config.http,
             rooms,
+            retries,
         ));
         Ok(App {
             config,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policies::PolicyConfig;
 use crate::transport::grpc::ChannelConfig;
-use crate::worker::{Engine, WorkerRole};
+use crate::worker::{CircuitConfig, Engine, WorkerRole};
 
 /// The router's default gRPC address: loopback only unless told otherwise.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
@@ -74,6 +74,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How the router stops on a signal.
     pub shutdown: ShutdownConfig,
+    /// Each worker's circuit breaker, fed by its calls.
+    pub breaker: CircuitConfig,
+    /// Offering a call that reached no worker to another one.
+    pub retry: RetryConfig,
 }
 
 impl Default for Config {
@@ -92,7 +96,65 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            breaker: CircuitConfig::default(),
+            retry: RetryConfig::default(),
         }
+    }
+}
+
+/// A call that reached no worker (no connection, or the stream refused
+/// unprocessed) is offered to another worker while the retry budget
+/// allows: retries may add `budget_percent` of the calls of the last
+/// `budget_ttl_ms`, plus `min_per_second` always (Linkerd's and Envoy's
+/// kind of budget), so a fleet-wide outage does not multiply the load.
+/// Each retry waits a jittered backoff first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries as a share of recent calls, in percent: 20.
+    pub budget_percent: f32,
+    /// Retries allowed per second whatever the traffic: 10.
+    pub min_per_second: u32,
+    /// How long a call counts toward the budget: 10 s.
+    pub budget_ttl_ms: u64,
+    /// Most workers one call is offered to: 4.
+    pub max_attempts: u32,
+    /// The first retry waits up to this (full jitter), doubling per retry
+    /// up to 10 times it: 10 ms.
+    pub backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            budget_percent: 20.0,
+            min_per_second: 10,
+            budget_ttl_ms: 10_000,
+            max_attempts: 4,
+            backoff_ms: 10,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// What is wrong with these values, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1000.0).contains(&self.budget_percent) {
+            return Err(format!(
+                "retry.budget_percent must be between 0 and 1000, got {}",
+                self.budget_percent
+            ));
+        }
+        if !(1_000..=60_000).contains(&self.budget_ttl_ms) {
+            return Err(format!(
+                "retry.budget_ttl_ms must be between 1000 and 60000, got {}",
+                self.budget_ttl_ms
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err("retry.max_attempts must be at least 1 (1: never retry)".into());
+        }
+        Ok(())
     }
 }
 
@@ -414,6 +476,8 @@ impl Config {
         if self.shutdown.drain_ms == 0 {
             return invalid("shutdown.drain_ms must be at least 1".into());
         }
+        self.breaker.validate().map_err(ConfigError::Invalid)?;
+        self.retry.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

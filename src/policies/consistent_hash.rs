@@ -148,9 +148,12 @@ impl Policy for ConsistentHash {
         let rings = self.rings.read().unwrap_or_else(|p| p.into_inner());
         if let Some(ring) = rings.get(request.model) {
             // The ring holds every registered worker of the model; the
-            // candidates are its healthy ones of this call's mode and role.
+            // candidates are the ones this call may use (routable, of its
+            // mode and role, not yet tried).
             let usable = |w: &&Arc<Worker>| {
-                w.is_healthy() && w.mode() == first.mode() && w.role() == first.role()
+                w.mode() == first.mode()
+                    && w.role() == first.role()
+                    && candidates.iter().any(|c| Arc::ptr_eq(c, w))
             };
             let found = ring
                 .range(h..)
@@ -188,7 +191,7 @@ impl RegistryListener for ConsistentHash {
         match event.kind {
             WorkerEventKind::Added => self.add(&event.worker),
             WorkerEventKind::Removed => self.remove(&event.worker),
-            WorkerEventKind::HealthChanged { .. } => {}
+            WorkerEventKind::HealthChanged { .. } | WorkerEventKind::CircuitChanged { .. } => {}
         }
     }
 }

@@ -23,7 +23,7 @@ use super::RouteError;
 use crate::engines::translate::Responses;
 use crate::transport::grpc::ResponseStream;
 use crate::transport::Failure;
-use crate::worker::Worker;
+use crate::worker::{LoadGuard, Outcome, Worker};
 
 /// Tells a worker to abort a request if dropped while still armed.
 ///
@@ -169,8 +169,10 @@ pub struct ProxyStream {
     /// Rewrites the worker's messages for the client (a `switchyard.v1`
     /// call served by an engine); `None` relays them as they are.
     translate: Option<Box<Responses>>,
-    /// Everything else the call holds until it ends (load guard, in-flight
-    /// registration); released on drop.
+    /// The worker's load guard, told how the call ended.
+    load: LoadGuard,
+    /// Everything else the call holds until it ends (in-flight
+    /// registration, a PD room); released on drop.
     _held: Box<dyn Send + Sync>,
 }
 
@@ -183,9 +185,11 @@ impl ProxyStream {
         (first, upstream): (Option<Bytes>, ResponseStream),
         deadline: Pin<Box<Sleep>>,
         abort: Option<AbortOnDrop>,
+        load: LoadGuard,
         held: Box<dyn Send + Sync>,
     ) -> Self {
         ProxyStream {
+            load,
             first,
             upstream: Some(upstream),
             worker,
@@ -227,6 +231,7 @@ impl ProxyStream {
                     // A stop string ended the output: the worker's stream is
                     // dropped with its abort still armed, so the engine is
                     // told to stop.
+                    self.load.settle(Outcome::Success);
                     self.first = None;
                     self.finish();
                 }
@@ -237,10 +242,12 @@ impl ProxyStream {
                     abort.disarm();
                 }
                 self.finish();
-                Err(RouteError::WorkerFailed {
+                let error = RouteError::WorkerFailed {
                     worker: self.worker.id().clone(),
                     failure,
-                })
+                };
+                self.load.settle(error.outcome());
+                Err(error)
             }
         }
     }
@@ -278,10 +285,12 @@ impl Stream for ProxyStream {
                         abort.disarm();
                     }
                     this.finish();
-                    Poll::Ready(Some(Err(RouteError::WorkerFailed {
+                    let error = RouteError::WorkerFailed {
                         worker: this.worker.id().clone(),
                         failure,
-                    })))
+                    };
+                    this.load.settle(error.outcome());
+                    Poll::Ready(Some(Err(error)))
                 }
                 Poll::Ready(None) => {
                     if let Some(abort) = this.abort.as_mut() {
@@ -291,6 +300,7 @@ impl Stream for ProxyStream {
                     if let Some(c) = this.companion.as_mut() {
                         c.detach();
                     }
+                    this.load.settle(Outcome::Success);
                     this.finish();
                     Poll::Ready(None)
                 }

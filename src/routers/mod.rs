@@ -17,7 +17,7 @@ pub mod select;
 
 use crate::policies::PolicyError;
 use crate::transport::Failure;
-use crate::worker::{WorkerId, WorkerRole};
+use crate::worker::{Outcome, WorkerId, WorkerRole};
 
 pub use inflight::{InflightCalls, InflightEntry};
 
@@ -64,8 +64,9 @@ pub enum RouteError {
         /// The role that is missing.
         role: WorkerRole,
     },
-    /// Workers of the needed role serve the model, but none is healthy.
-    #[error("no healthy {}workers for model {model:?} ({total} registered, all unhealthy)", role_label(*.role))]
+    /// Workers of the needed role serve the model, but none can take a
+    /// call: unhealthy, or passed over while their circuit breaker is open.
+    #[error("no healthy {}workers for model {model:?} ({total} registered: {} failing health checks, {ejected} failing their calls, circuit open)", role_label(*.role), .total - .ejected)]
     NoHealthyWorkers {
         /// The requested model.
         model: String,
@@ -73,6 +74,8 @@ pub enum RouteError {
         role: WorkerRole,
         /// Registered workers of that model and role.
         total: usize,
+        /// Of them, healthy ones whose circuit is open.
+        ejected: usize,
     },
     /// The policy refused.
     #[error("no worker could be selected for model {model:?}: {source}")]
@@ -177,6 +180,22 @@ impl RouteError {
                 worker,
                 failure: error.failure,
             },
+        }
+    }
+
+    /// What the error says about the worker that was called, for its
+    /// circuit breaker: a failure if it is the worker's (unreachable, its
+    /// own server error, no answer before the deadline), else nothing.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            RouteError::WorkerUnreachable { .. } => Outcome::Failure,
+            RouteError::WorkerFailed { failure, .. } if failure.is_workers_fault() => {
+                Outcome::Failure
+            }
+            RouteError::DeadlineExceeded {
+                streaming: false, ..
+            } => Outcome::Failure,
+            _ => Outcome::Neutral,
         }
     }
 

@@ -21,7 +21,7 @@ use super::call::{AbortOnDrop, Companion, TaskGuard};
 use super::select::Candidates;
 use super::RouteError;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
-use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, LoadGuard, Outcome, Worker, WorkerRegistry, WorkerRole};
 
 /// The prefill and decode policies of one wire's PD router (each instance
 /// subscribed to the registry when built).
@@ -137,8 +137,8 @@ pub async fn start<W: PdWire>(
     prefill: &Arc<Worker>,
     decode: &Arc<Worker>,
 ) -> Result<Started<W::Opened>, RouteError> {
-    let prefill_load = LoadGuard::new(prefill.clone());
-    let decode_load = LoadGuard::new(decode.clone());
+    let mut prefill_load = LoadGuard::new(prefill.clone());
+    let mut decode_load = LoadGuard::new(decode.clone());
     let mut prefill_abort = wire.abort_guard(prefill);
     let mut decode_abort = wire.abort_guard(decode);
 
@@ -146,8 +146,11 @@ pub async fn start<W: PdWire>(
     let run = wire.run_prefill(prefill.clone());
     let worker = prefill.id().clone();
     let task = tokio::spawn(async move {
-        let _load = prefill_load;
         let result = run.await;
+        prefill_load.settle(match &result {
+            Ok(()) => Outcome::Success,
+            Err(error) => error.outcome(),
+        });
         // The worker ended the call itself: nothing to abort.
         if let Some(abort) = prefill_abort.as_mut() {
             abort.disarm();
@@ -169,6 +172,7 @@ pub async fn start<W: PdWire>(
     };
     // On error, `companion` drops and cancels the prefill side.
     let decode_opened = opened.inspect_err(|e| {
+        decode_load.settle(e.outcome());
         if !matches!(e, RouteError::DeadlineExceeded { .. }) {
             if let Some(abort) = decode_abort.as_mut() {
                 abort.disarm();

@@ -5,31 +5,79 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tower::retry::budget::{Budget, TpsBudget};
 
 use super::RouteError;
+use crate::config::RetryConfig;
 use crate::policies::{PolicySet, RequestFacts};
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 
-/// The most workers one call is offered to when the first ones cannot be
-/// reached.
-pub const MAX_ATTEMPTS: usize = 3;
+/// The retry budget and backoff every router's calls share.
+pub struct Retries {
+    budget: TpsBudget,
+    max_attempts: usize,
+    backoff: Duration,
+}
+
+impl Retries {
+    /// Retries as `config` allows them.
+    pub fn new(config: &RetryConfig) -> Self {
+        Retries {
+            budget: TpsBudget::new(
+                Duration::from_millis(config.budget_ttl_ms),
+                config.min_per_second,
+                config.budget_percent / 100.0,
+            ),
+            max_attempts: config.max_attempts.max(1) as usize,
+            backoff: Duration::from_millis(config.backoff_ms),
+        }
+    }
+
+    /// The wait before retry number `n` (1, 2, ...): full jitter over
+    /// `backoff * 2^(n-1)`, at most ten times `backoff`.
+    fn backoff(&self, n: usize) -> Duration {
+        let ceiling = self
+            .backoff
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(self.backoff.saturating_mul(10));
+        ceiling.mul_f64(rand::random::<f64>())
+    }
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries::new(&RetryConfig::default())
+    }
+}
+
+impl std::fmt::Debug for Retries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retries")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
 
 /// Lets the model's policy choose a worker of `role` for the call and runs
 /// `attempt` on it. If that worker could not be reached (nothing of the
 /// call got to it: [`RouteError::is_retryable`]), chooses again among the
 /// workers not yet tried, from the registry as it is then (a worker
-/// removed meanwhile is not chosen), up to [`MAX_ATTEMPTS`] workers. Any
-/// other outcome, success or failure, is the call's.
+/// removed meanwhile, or whose circuit opened, is not chosen), up to
+/// `retry.max_attempts` workers, while the retry budget allows and after
+/// a jittered backoff. Any other outcome, success or failure, is the
+/// call's.
 ///
 /// A worker that may have seen the call is never offered it again
 /// elsewhere: generation is not free, and a second run would be a second
-/// answer. No retry budget is kept: a retried call puts no load on the
-/// worker that failed and still runs on one worker only.
+/// answer.
 pub async fn offer<T, F, Fut>(
     registry: &WorkerRegistry,
-    mode: ConnectionMode,
-    role: WorkerRole,
+    (mode, role): (ConnectionMode, WorkerRole),
     policies: &PolicySet,
+    retries: &Retries,
     facts: &RequestFacts<'_>,
     mut attempt: F,
 ) -> Result<T, RouteError>
@@ -37,6 +85,7 @@ where
     F: FnMut(Arc<Worker>) -> Fut,
     Fut: Future<Output = Result<T, RouteError>>,
 {
+    retries.budget.deposit();
     let mut tried: Vec<Arc<Worker>> = Vec::new();
     let mut last: Option<RouteError> = None;
     loop {
@@ -60,10 +109,15 @@ where
         match attempt(worker.clone()).await {
             Err(error) if error.is_retryable() => {
                 tried.push(worker);
-                if tried.len() == MAX_ATTEMPTS {
+                if tried.len() >= retries.max_attempts {
+                    return Err(give_up(facts.model, &tried, error));
+                }
+                if !retries.budget.withdraw() {
+                    tracing::debug!(%error, "worker unreachable; the retry budget is spent");
                     return Err(give_up(facts.model, &tried, error));
                 }
                 tracing::debug!(%error, "worker unreachable; offering the call to another");
+                tokio::time::sleep(retries.backoff(tried.len())).await;
                 last = Some(error);
             }
             outcome => return outcome,
@@ -108,15 +162,19 @@ impl Candidates {
                 model: model.into(),
                 role,
             })?;
-        if group.iter().all(|w| w.is_healthy()) {
+        if group.iter().all(|w| w.is_routable()) {
             return Ok(Candidates::All(group));
         }
-        let healthy: Vec<_> = group.iter().filter(|w| w.is_healthy()).cloned().collect();
+        let healthy: Vec<_> = group.iter().filter(|w| w.is_routable()).cloned().collect();
         if healthy.is_empty() {
             return Err(RouteError::NoHealthyWorkers {
                 model: model.into(),
                 role,
                 total: group.len(),
+                ejected: group
+                    .iter()
+                    .filter(|w| w.is_healthy() && !w.is_routable())
+                    .count(),
             });
         }
         Ok(Candidates::Healthy(healthy))

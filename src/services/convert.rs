@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::engines::WorkerRequest;
 use crate::pb;
 use crate::worker::{
-    ConnectionMode, Engine, SpecError, Worker, WorkerEvent, WorkerEventKind, WorkerRole,
+    CircuitState, ConnectionMode, Engine, SpecError, Worker, WorkerEvent, WorkerEventKind,
+    WorkerRole,
 };
 
 pub fn role_from_proto(value: i32) -> Result<WorkerRole, SpecError> {
@@ -90,6 +91,8 @@ pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
         } as i32,
         in_flight: worker.in_flight(),
         load: worker.load(),
+        circuit: circuit_to_proto(worker.circuit_state()) as i32,
+        circuit_open_ms: worker.circuit_open_for().as_millis() as u64,
         model_info: Some(pb::ModelInfo {
             served_model_name: spec.facts.served_model_name.clone(),
             max_context_length: spec.facts.max_context_length,
@@ -121,12 +124,24 @@ pub fn event(event: &WorkerEvent) -> pb::WorkerEvent {
             } as i32;
             Kind::HealthChanged
         }
+        WorkerEventKind::CircuitChanged { state } => {
+            info.circuit = circuit_to_proto(state) as i32;
+            Kind::CircuitChanged
+        }
     };
     pb::WorkerEvent {
         kind: kind as i32,
         worker: Some(info),
         sequence: event.sequence,
         initial: false,
+    }
+}
+
+fn circuit_to_proto(state: CircuitState) -> pb::CircuitState {
+    match state {
+        CircuitState::Closed => pb::CircuitState::Closed,
+        CircuitState::Open => pb::CircuitState::Open,
+        CircuitState::HalfOpen => pb::CircuitState::HalfOpen,
     }
 }
 
@@ -167,6 +182,9 @@ pub struct WorkerJson {
     health: &'static str,
     in_flight: u32,
     load: u32,
+    circuit: &'static str,
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    circuit_open_ms: u64,
 }
 
 /// `w` as the HTTP API shows it.
@@ -192,10 +210,16 @@ pub fn worker_json(w: &Worker) -> WorkerJson {
         },
         in_flight: w.in_flight(),
         load: w.load(),
+        circuit: w.circuit_state().name(),
+        circuit_open_ms: w.circuit_open_for().as_millis() as u64,
     }
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

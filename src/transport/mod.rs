@@ -55,6 +55,20 @@ pub enum Failure {
     BadReply(&'static str),
 }
 
+impl Failure {
+    /// Whether the failure is the worker's (it counts against the worker's
+    /// circuit breaker): anything but an answer that blames the request
+    /// (HTTP 4xx; gRPC codes other than `UNKNOWN`, `DEADLINE_EXCEEDED`,
+    /// `INTERNAL`, `UNAVAILABLE` and `DATA_LOSS`).
+    pub fn is_workers_fault(&self) -> bool {
+        match self {
+            Failure::HttpStatus(code, _) => *code >= 500,
+            Failure::Status(status) => matches!(status.code, 2 | 4 | 13 | 14 | 15),
+            _ => true,
+        }
+    }
+}
+
 /// Why no connection could be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectFailure {

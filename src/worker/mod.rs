@@ -7,6 +7,7 @@
 //! so a removed worker's streams in flight finish on the connection they
 //! started on.
 
+pub mod circuit;
 mod load;
 pub mod registry;
 mod spec;
@@ -18,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use http::uri::Authority;
 use http::HeaderValue;
 
+pub use circuit::{CircuitConfig, CircuitState, Outcome};
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{ConnectionMode, Endpoint, Engine, ModelFacts, SpecError, WorkerRole, WorkerSpec};
@@ -92,6 +94,11 @@ pub struct Worker {
     /// Which upstream connection the next call uses.
     next_upstream: AtomicU32,
     channel_config: ChannelConfig,
+    /// The breaker fed by this worker's calls ([`circuit`]).
+    circuit: circuit::Circuit,
+    circuit_config: Arc<CircuitConfig>,
+    /// Publishes the circuit's changes as registry events.
+    announcer: registry::Announcer,
 }
 
 impl Worker {
@@ -100,6 +107,7 @@ impl Worker {
         ordinal: u64,
         spec: WorkerSpec,
         channel_config: ChannelConfig,
+        (circuit_config, announcer): (Arc<CircuitConfig>, registry::Announcer),
     ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
@@ -128,6 +136,9 @@ impl Worker {
                 .collect(),
             next_upstream: AtomicU32::new(0),
             channel_config,
+            circuit: circuit::Circuit::default(),
+            circuit_config,
+            announcer,
         }
     }
 
@@ -196,6 +207,56 @@ impl Worker {
     /// so that every change is published as an event.
     pub(crate) fn set_healthy(&self, healthy: bool) -> bool {
         self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    /// Whether a router may choose it now: healthy, and its circuit
+    /// closed or ready for a probe.
+    pub fn is_routable(&self) -> bool {
+        self.is_healthy() && self.circuit.admits()
+    }
+
+    /// Where its circuit breaker stands.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.circuit.state()
+    }
+
+    /// How much longer its circuit stays open (zero unless open).
+    pub fn circuit_open_for(&self) -> std::time::Duration {
+        self.circuit.open_for()
+    }
+
+    /// Makes the call being dispatched the circuit's probe, if it is
+    /// half-open and none runs (announcing the change).
+    pub(crate) fn take_probe(self: &Arc<Self>) -> bool {
+        let (probe, moved) = self.circuit.take_probe();
+        self.announce_circuit(moved);
+        probe
+    }
+
+    /// Feeds a finished call's outcome to the circuit.
+    pub(crate) fn record_outcome(self: &Arc<Self>, probe: bool, outcome: Outcome) {
+        let moved = self.circuit.record(&self.circuit_config, probe, outcome);
+        self.announce_circuit(moved);
+    }
+
+    fn announce_circuit(self: &Arc<Self>, moved: circuit::Transition) {
+        if let Some(state) = moved {
+            match state {
+                CircuitState::Open => tracing::warn!(
+                    worker = %self.id, url = %self.url(),
+                    open_for_ms = self.circuit.open_for().as_millis() as u64,
+                    "circuit opened: the worker fails its calls; passed over until a probe succeeds"
+                ),
+                CircuitState::HalfOpen => {
+                    tracing::debug!(worker = %self.id, "circuit half-open: probing")
+                }
+                CircuitState::Closed => {
+                    tracing::info!(worker = %self.id, "circuit closed: the probe succeeded")
+                }
+            }
+            self.announcer
+                .announce(WorkerEventKind::CircuitChanged { state }, self);
+        }
     }
 
     /// Requests currently dispatched to this worker.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
-use super::{ConnectionMode, Worker, WorkerId, WorkerRole, WorkerSpec};
+use super::{CircuitConfig, ConnectionMode, Worker, WorkerId, WorkerRole, WorkerSpec};
 use crate::transport::grpc::ChannelConfig;
 
 /// Why a registry operation was refused.
@@ -81,6 +81,12 @@ pub enum WorkerEventKind {
     HealthChanged {
         /// The new state.
         healthy: bool,
+    },
+    /// Its circuit breaker opened, let a probe through, or closed
+    /// (see [`super::circuit`]).
+    CircuitChanged {
+        /// The new state.
+        state: super::CircuitState,
     },
 }
 
@@ -147,12 +153,38 @@ struct State {
 /// The registry. Share it as `Arc<WorkerRegistry>`.
 pub struct WorkerRegistry {
     /// Serializes writers so that index rebuilds and the event order agree.
-    /// A std mutex: it is never held across an `.await`.
-    state: Mutex<State>,
+    /// A std mutex: it is never held across an `.await`. Shared with the
+    /// workers' [`Announcer`]s.
+    state: Arc<Mutex<State>>,
     /// Read on every call without locking; swapped by writers.
     snapshot: ArcSwap<Snapshot>,
     events: broadcast::Sender<WorkerEvent>,
     channel_config: ChannelConfig,
+    circuit_config: Arc<CircuitConfig>,
+}
+
+/// Lets a worker announce a change of its own (its circuit) in the
+/// registry's order of events, without holding the registry.
+pub(crate) struct Announcer {
+    state: Weak<Mutex<State>>,
+    events: broadcast::Sender<WorkerEvent>,
+}
+
+impl Announcer {
+    /// Publishes `kind` for `worker`, if both are still registered.
+    pub(crate) fn announce(&self, kind: WorkerEventKind, worker: &Arc<Worker>) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        if state
+            .by_id
+            .get(worker.id())
+            .is_some_and(|w| Arc::ptr_eq(w, worker))
+        {
+            emit(&mut state, &self.events, kind, worker);
+        }
+    }
 }
 
 /// How many events an async watcher may fall behind before it is told to resync.
@@ -162,11 +194,18 @@ impl WorkerRegistry {
     /// An empty registry whose workers connect with `channel_config`.
     pub fn new(channel_config: ChannelConfig) -> Self {
         WorkerRegistry {
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             events: broadcast::channel(EVENT_BUFFER).0,
             channel_config,
+            circuit_config: Arc::new(CircuitConfig::default()),
         }
+    }
+
+    /// The same registry, whose workers' circuits use `config`.
+    pub fn with_circuit(mut self, config: CircuitConfig) -> Self {
+        self.circuit_config = Arc::new(config);
+        self
     }
 
     /// How its workers connect.
@@ -201,6 +240,13 @@ impl WorkerRegistry {
             state.next_ordinal,
             spec,
             self.channel_config.clone(),
+            (
+                self.circuit_config.clone(),
+                Announcer {
+                    state: Arc::downgrade(&self.state),
+                    events: self.events.clone(),
+                },
+            ),
         ));
         state.by_url.insert(worker.url().to_string(), id.clone());
         state.by_id.insert(id, worker.clone());
@@ -361,22 +407,32 @@ impl WorkerRegistry {
     }
 
     fn emit(&self, state: &mut State, kind: WorkerEventKind, worker: &Arc<Worker>) {
-        state.sequence += 1;
-        let event = WorkerEvent {
-            sequence: state.sequence,
-            kind,
-            worker: worker.clone(),
-        };
-        state.listeners.retain(|l| match l.upgrade() {
-            Some(listener) => {
-                listener.on_event(&event);
-                true
-            }
-            None => false,
-        });
-        // No receivers is fine: nobody is watching.
-        let _ = self.events.send(event);
+        emit(state, &self.events, kind, worker);
     }
+}
+
+/// Numbers the change, tells the listeners, then the watchers.
+fn emit(
+    state: &mut State,
+    events: &broadcast::Sender<WorkerEvent>,
+    kind: WorkerEventKind,
+    worker: &Arc<Worker>,
+) {
+    state.sequence += 1;
+    let event = WorkerEvent {
+        sequence: state.sequence,
+        kind,
+        worker: worker.clone(),
+    };
+    state.listeners.retain(|l| match l.upgrade() {
+        Some(listener) => {
+            listener.on_event(&event);
+            true
+        }
+        None => false,
+    });
+    // No receivers is fine: nobody is watching.
+    let _ = events.send(event);
 }
 
 /// A model is served either regularly or disaggregated (prefill + decode),

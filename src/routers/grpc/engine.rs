@@ -222,12 +222,17 @@ impl GrpcRouter {
             });
         }
         let total = all.len();
-        let healthy: Vec<_> = all.into_iter().filter(|w| w.is_healthy()).collect();
+        let ejected = all
+            .iter()
+            .filter(|w| w.is_healthy() && !w.is_routable())
+            .count();
+        let healthy: Vec<_> = all.into_iter().filter(|w| w.is_routable()).collect();
         if healthy.is_empty() {
             return Err(RouteError::NoHealthyWorkers {
                 model: model.into_owned(),
                 role: WorkerRole::Regular,
                 total,
+                ejected,
             });
         }
         Ok(healthy)

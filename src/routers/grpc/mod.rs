@@ -27,7 +27,9 @@ use crate::engines::translate;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
-use crate::routers::select::{is_disaggregated, model_engine, resolve_engine_model, resolve_model};
+use crate::routers::select::{
+    is_disaggregated, model_engine, resolve_engine_model, resolve_model, Retries,
+};
 use crate::routers::{InflightCalls, RouteError};
 use crate::tokenizer::Tokenizers;
 use crate::transport::grpc::ResponseStream;
@@ -52,17 +54,23 @@ pub struct GrpcRouter {
 impl GrpcRouter {
     /// Routers over `registry`, with policies built from `config` (and so
     /// subscribed to the registry's events); a call without a deadline gets
-    /// `default_deadline`.
+    /// `default_deadline`; calls that reach no worker are retried within
+    /// `retries`.
     pub fn new(
         registry: Arc<WorkerRegistry>,
         config: &PolicyConfig,
         rooms: BootstrapRooms,
         default_deadline: Duration,
         tokenizers: Arc<Tokenizers>,
+        retries: Arc<Retries>,
     ) -> Self {
         GrpcRouter {
             tokenizers,
-            regular: GrpcRegularRouter::new(registry.clone(), PolicySet::build(config, &registry)),
+            regular: GrpcRegularRouter::new(
+                registry.clone(),
+                PolicySet::build(config, &registry),
+                retries,
+            ),
             pd: GrpcPdRouter::new(registry.clone(), config, rooms),
             registry,
             inflight: Arc::new(InflightCalls::default()),

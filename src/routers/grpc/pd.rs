@@ -32,7 +32,7 @@ use crate::routers::{
 };
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::Failure;
-use crate::worker::{ConnectionMode, Engine, LoadGuard, Worker, WorkerRegistry};
+use crate::worker::{ConnectionMode, Engine, LoadGuard, Outcome, Worker, WorkerRegistry};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
@@ -127,7 +127,8 @@ impl GrpcPdRouter {
             stream,
             timer,
             started.decode_abort,
-            Box::new((started.decode_load, entry, room)),
+            started.decode_load,
+            Box::new((entry, room)),
         )
         .with_companion(started.companion);
         Ok((headers, stream))
@@ -163,7 +164,7 @@ impl GrpcPdRouter {
             },
         );
         let kv = {
-            let _load = LoadGuard::new(prefill.clone());
+            let mut load = LoadGuard::new(prefill.clone());
             let mut abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
             let run = vllm_prefill(prefill, inbound.upstream_headers(), &prefill_body);
             let ended = tokio::time::timeout_at(inbound.deadline, run)
@@ -171,9 +172,16 @@ impl GrpcPdRouter {
                 .map_err(|_| RouteError::DeadlineExceeded {
                     worker: prefill.id().clone(),
                     streaming: false,
-                })?;
-            // The worker ended the call itself: nothing to abort.
-            abort.disarm();
+                })
+                .and_then(|ended| {
+                    // The worker ended the call itself: nothing to abort.
+                    abort.disarm();
+                    ended
+                });
+            load.settle(match &ended {
+                Ok(_) => Outcome::Success,
+                Err(error) => error.outcome(),
+            });
             ended?
         };
         let body = append_fields(
@@ -183,10 +191,11 @@ impl GrpcPdRouter {
                 ..Default::default()
             },
         );
-        let load = LoadGuard::new(decode.clone());
+        let mut load = LoadGuard::new(decode.clone());
         let mut abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
         let opened = open(decode, inbound.upstream_headers(), &body, inbound.deadline).await;
         let (worker_headers, stream, timer) = opened.inspect_err(|e| {
+            load.settle(e.outcome());
             if !matches!(e, RouteError::DeadlineExceeded { .. }) {
                 abort.disarm();
             }
@@ -199,7 +208,8 @@ impl GrpcPdRouter {
             stream,
             timer,
             Some(abort),
-            Box::new((load, entry)),
+            load,
+            Box::new(entry),
         );
         Ok((headers, stream))
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::policies::{PolicySet, RequestFacts};
 use crate::routers::call::{AbortOnDrop, ProxyStream};
 use crate::routers::grpc::{open, Inbound, Proxied};
-use crate::routers::select::offer;
+use crate::routers::select::{offer, Retries};
 use crate::routers::{InflightCalls, RouteError, WORKER_ID_HEADER};
 use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
 
@@ -24,12 +24,18 @@ use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRol
 pub struct GrpcRegularRouter {
     registry: Arc<WorkerRegistry>,
     policies: PolicySet,
+    retries: Arc<Retries>,
 }
 
 impl GrpcRegularRouter {
-    /// A router over `registry` choosing with `policies`.
-    pub fn new(registry: Arc<WorkerRegistry>, policies: PolicySet) -> Self {
-        GrpcRegularRouter { registry, policies }
+    /// A router over `registry` choosing with `policies`, retrying within
+    /// `retries`.
+    pub fn new(registry: Arc<WorkerRegistry>, policies: PolicySet, retries: Arc<Retries>) -> Self {
+        GrpcRegularRouter {
+            registry,
+            policies,
+            retries,
+        }
     }
 
     /// Proxies one call for `model`.
@@ -44,9 +50,9 @@ impl GrpcRegularRouter {
         let inbound = &inbound;
         offer(
             &self.registry,
-            ConnectionMode::Grpc,
-            WorkerRole::Regular,
+            (ConnectionMode::Grpc, WorkerRole::Regular),
             &self.policies,
+            &self.retries,
             facts,
             |worker| self.attempt(inbound, model, facts, worker, inflight),
         )
@@ -64,7 +70,7 @@ impl GrpcRegularRouter {
         inflight: &Arc<InflightCalls>,
     ) -> Result<Proxied, RouteError> {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
-        let load = LoadGuard::new(worker.clone());
+        let mut load = LoadGuard::new(worker.clone());
         self.policies.for_model(model).record(&worker, facts);
         let entry = inflight.register(&inbound.request_id, vec![worker.clone()]);
         let mut abort = AbortOnDrop::new(worker.clone(), inbound.request_id.clone());
@@ -77,6 +83,7 @@ impl GrpcRegularRouter {
         )
         .await;
         let (worker_headers, stream, timer) = opened.inspect_err(|e| {
+            load.settle(e.outcome());
             if !matches!(e, RouteError::DeadlineExceeded { .. }) {
                 abort.disarm();
             }
@@ -84,7 +91,7 @@ impl GrpcRegularRouter {
 
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(WORKER_ID_HEADER, worker.id_value().clone());
-        let stream = ProxyStream::new(worker, stream, timer, Some(abort), Box::new((load, entry)));
+        let stream = ProxyStream::new(worker, stream, timer, Some(abort), load, Box::new(entry));
         Ok((headers, stream))
     }
 }

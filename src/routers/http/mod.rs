@@ -30,7 +30,7 @@ use crate::config::HttpConfig;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
 use crate::routers::pd::PdPolicies;
 use crate::routers::rooms::BootstrapRooms;
-use crate::routers::select::{is_disaggregated, is_known_model, resolve_model};
+use crate::routers::select::{is_disaggregated, is_known_model, resolve_model, Retries};
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
 use crate::transport::http1::HttpClient;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
@@ -44,6 +44,7 @@ pub struct HttpRouter {
     rooms: BootstrapRooms,
     client: HttpClient,
     max_body_bytes: usize,
+    retries: Arc<Retries>,
 }
 
 /// One inference request, parsed: what both HTTP routers need.
@@ -62,8 +63,10 @@ impl HttpRouter {
         policy: &PolicyConfig,
         config: &HttpConfig,
         rooms: BootstrapRooms,
+        retries: Arc<Retries>,
     ) -> Self {
         HttpRouter {
+            retries,
             policies: PolicySet::build(policy, &registry),
             pd_policies: PdPolicies::build(policy, &registry),
             registry,

@@ -59,7 +59,8 @@ impl HttpRouter {
         let mut relay = Relay::new(
             started.decode,
             request.request_id,
-            Box::new((started.decode_load, room)),
+            started.decode_load,
+            Box::new(room),
         )
         .with_companion(started.companion);
         relay

@@ -18,21 +18,22 @@ impl HttpRouter {
         let facts = &request.facts;
         offer(
             &self.registry,
-            ConnectionMode::Http,
-            WorkerRole::Regular,
+            (ConnectionMode::Http, WorkerRole::Regular),
             &self.policies,
+            &self.retries,
             facts,
             |worker| {
                 let body = body.clone();
                 async move {
-                    let load = LoadGuard::new(worker.clone());
+                    let mut load = LoadGuard::new(worker.clone());
                     self.policies.for_model(facts.model).record(&worker, facts);
                     let response = self
                         .client
                         .post(worker.authority(), request.path, request.request_id, body)
                         .await
-                        .map_err(|e| RouteError::from_call(&worker, e))?;
-                    let mut relay = Relay::new(response, request.request_id, Box::new(load));
+                        .map_err(|e| RouteError::from_call(&worker, e))
+                        .inspect_err(|e| load.settle(e.outcome()))?;
+                    let mut relay = Relay::new(response, request.request_id, load, Box::new(()));
                     relay
                         .headers
                         .insert(WORKER_ID_HEADER, worker.id_value().clone());

@@ -17,6 +17,7 @@ use http_body::{Frame, SizeHint};
 use crate::routers::call::Companion;
 use crate::routers::REQUEST_ID_HEADER;
 use crate::transport::http1::{HttpResponse, ResponseBody};
+use crate::worker::{LoadGuard, Outcome};
 
 /// A worker's response on its way to the client: what the HTTP router
 /// returns, for the HTTP service to send.
@@ -33,13 +34,26 @@ pub struct Relay {
 pub struct RelayBody {
     upstream: ResponseBody,
     companion: Option<Companion>,
+    /// The worker's load guard, told how the call ended.
+    load: LoadGuard,
     _held: Box<dyn Send + Sync>,
 }
 
 impl Relay {
     /// Relays `response` (status, content type, body) for `request_id`,
-    /// holding `held`.
-    pub fn new(response: HttpResponse, request_id: &str, held: Box<dyn Send + Sync>) -> Self {
+    /// holding the worker's `load` guard and `held`. A server error
+    /// (5xx) is relayed as it is and counts against the worker.
+    pub fn new(
+        response: HttpResponse,
+        request_id: &str,
+        mut load: LoadGuard,
+        held: Box<dyn Send + Sync>,
+    ) -> Self {
+        if response.status.is_server_error() {
+            load.settle(Outcome::Failure);
+        } else if !response.status.is_success() {
+            load.settle(Outcome::Neutral);
+        }
         let mut headers = HeaderMap::with_capacity(6);
         if let Some(ct) = response.content_type {
             headers.insert(header::CONTENT_TYPE, ct);
@@ -55,6 +69,7 @@ impl Relay {
             body: RelayBody {
                 upstream: response.body,
                 companion: None,
+                load,
                 _held: held,
             },
         }
@@ -92,9 +107,13 @@ impl http_body::Body for RelayBody {
                 if let Some(companion) = this.companion.as_mut() {
                     companion.detach();
                 }
+                this.load.settle(Outcome::Success);
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(failure))) => Poll::Ready(Some(Err(Box::new(failure)))),
+            Poll::Ready(Some(Err(failure))) => {
+                this.load.settle(Outcome::Failure);
+                Poll::Ready(Some(Err(Box::new(failure))))
+            }
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Pending => Poll::Pending,
         }

@@ -1,0 +1,258 @@
+//! Failure isolation: a worker that fails its calls is passed over by its
+//! circuit breaker (fed by real calls, not health checks), comes back
+//! through one probe, and calls that reach no worker are offered to
+//! another within the retry budget.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switchyard::mock::MockConfig;
+use switchyard::pb;
+use switchyard::policies::PolicyKind;
+use switchyard::worker::CircuitConfig;
+use switchyard::Config;
+use tokio_stream::StreamExt;
+
+/// Round robin, so that every worker is offered calls in turn, and health
+/// checks that do not run during the test: only the circuit can take a
+/// worker out.
+fn config(breaker: CircuitConfig) -> Config {
+    let mut config = test_config();
+    config.health_check.interval_ms = 60_000;
+    config.policy.name = PolicyKind::RoundRobin;
+    config.breaker = breaker;
+    config
+}
+
+async fn circuit_of(router: &Router, id: &str) -> pb::CircuitState {
+    let info = router
+        .management()
+        .get_worker(pb::GetWorkerRequest {
+            target: Some(pb::get_worker_request::Target::Id(id.into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    info.circuit()
+}
+
+/// A grpc:// URL where nothing listens: connecting is refused at once.
+async fn dead_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("grpc://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+#[tokio::test]
+async fn a_worker_failing_half_its_calls_is_ejected_and_returns_through_a_probe() {
+    let router = start_router_with(config(CircuitConfig {
+        base_ejection_ms: 300,
+        max_ejection_ms: 600,
+        ..CircuitConfig::default()
+    }))
+    .await;
+    let good = mock("good").await;
+    let flaky = mock_with(MockConfig {
+        name: "flaky".into(),
+        tokens: 4,
+        fail_rate: 0.5,
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&good.url(), MODEL).await;
+    let flaky_id = router.add(&flaky.url(), MODEL).await.id;
+    let mut events = router
+        .management()
+        .watch_workers(pb::WatchWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // 200 calls in a row. Without the circuit, round robin sends the flaky
+    // worker 100 of them and 50 fail (a quarter of all calls).
+    let mut failed = 0;
+    for _ in 0..200 {
+        if router.generate(request(MODEL, "hello")).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed <= 20,
+        "{failed} of 200 calls failed: the failing worker kept getting calls"
+    );
+    assert!(
+        flaky.stats().calls() < 60,
+        "the failing worker got {} of 200 calls",
+        flaky.stats().calls()
+    );
+
+    // Watchers heard the circuit open.
+    let opened = within(Duration::from_secs(5), "a circuit event", async {
+        loop {
+            let event = events.next().await.unwrap().unwrap();
+            if event.kind() == pb::worker_event::Kind::CircuitChanged {
+                return event;
+            }
+        }
+    })
+    .await;
+    let worker = opened.worker.unwrap();
+    assert_eq!(worker.id, flaky_id);
+    assert_eq!(worker.circuit(), pb::CircuitState::Open);
+
+    // The worker recovers: once its backoff passes, a probe call succeeds,
+    // the circuit closes, and it takes its turn again.
+    flaky.update(|c| c.fail_rate = 0.0);
+    eventually(Duration::from_secs(10), "the circuit closes", || async {
+        let _ = router.generate(request(MODEL, "hello")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        circuit_of(&router, &flaky_id).await == pb::CircuitState::Closed
+    })
+    .await;
+    let before = flaky.stats().calls();
+    for _ in 0..20 {
+        router.generate(request(MODEL, "hello")).await.unwrap();
+    }
+    let taken = flaky.stats().calls() - before;
+    assert!(
+        (9..=11).contains(&taken),
+        "the recovered worker took {taken} of 20 calls under round robin"
+    );
+}
+
+#[tokio::test]
+async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_the_turn() {
+    let router = start_router_with(config(CircuitConfig {
+        consecutive_failures: 1,
+        base_ejection_ms: 200,
+        max_ejection_ms: 200,
+        ..CircuitConfig::default()
+    }))
+    .await;
+    let good = mock("good").await;
+    let bad = mock_with(MockConfig {
+        name: "bad".into(),
+        tokens: 4,
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&good.url(), MODEL).await;
+    let bad_id = router.add(&bad.url(), MODEL).await.id;
+    // One failure opens it.
+    for _ in 0..2 {
+        let _ = router.generate(request(MODEL, "x")).await;
+    }
+    assert_eq!(bad.stats().calls(), 1);
+    assert_eq!(circuit_of(&router, &bad_id).await, pb::CircuitState::Open);
+
+    // Now it hangs: the probe will not finish while the others run.
+    bad.update(|c| {
+        c.fail_rate = 0.0;
+        c.hang = true;
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Calls until one is chosen for the worker (round robin may offer the
+    // next one to the good worker): that one is the probe.
+    let mut probe = None;
+    for _ in 0..4 {
+        let mut client = router.inference();
+        let call = request(MODEL, "probe");
+        probe = Some(tokio::spawn(async move { client.generate(call).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if bad.stats().calls() == 2 {
+            break;
+        }
+    }
+    let probe = probe.unwrap();
+    assert_eq!(bad.stats().calls(), 2, "the probe reached the worker");
+    assert_eq!(
+        circuit_of(&router, &bad_id).await,
+        pb::CircuitState::HalfOpen
+    );
+    for _ in 0..10 {
+        router.generate(request(MODEL, "x")).await.unwrap();
+    }
+    assert_eq!(bad.stats().calls(), 2, "one probe at a time");
+
+    // The probe's client goes away: that says nothing about the worker, so
+    // the circuit stays half-open (not open again) and the next call probes.
+    probe.abort();
+    let _ = probe.await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        circuit_of(&router, &bad_id).await,
+        pb::CircuitState::HalfOpen
+    );
+    bad.update(|c| c.hang = false);
+    eventually(Duration::from_secs(5), "a second probe", || async {
+        let _ = router.generate(request(MODEL, "x")).await;
+        bad.stats().calls() >= 3
+    })
+    .await;
+    eventually(Duration::from_secs(5), "the circuit closes", || async {
+        circuit_of(&router, &bad_id).await == pb::CircuitState::Closed
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn three_dead_workers_and_one_live_fail_no_call() {
+    let router = start_router_with(config(CircuitConfig::default())).await;
+    let live = mock("live").await;
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead.push(router.add(&dead_url().await, MODEL).await.id);
+    }
+    router.add(&live.url(), MODEL).await;
+    for i in 0..200 {
+        router
+            .generate(request(MODEL, "x"))
+            .await
+            .unwrap_or_else(|status| panic!("call {i} failed: {status:?}"));
+    }
+    assert_eq!(live.stats().calls(), 200);
+    for id in &dead {
+        assert_eq!(circuit_of(&router, id).await, pb::CircuitState::Open);
+    }
+}
+
+// Paused time: the clock moves only when every task waits, so the time the
+// calls took is exact.
+#[tokio::test(start_paused = true)]
+async fn calls_stop_waiting_on_a_dark_worker_once_its_circuit_opens() {
+    let mut config = config(CircuitConfig {
+        base_ejection_ms: 600_000,
+        max_ejection_ms: 600_000,
+        ..CircuitConfig::default()
+    });
+    config.upstream.connect_timeout_ms = 500;
+    let router = start_router_with(config).await;
+    // A listener whose accept queue is full: the kernel drops further
+    // connection attempts, so connecting hangs (a host gone dark).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let live = mock("live").await;
+    let dark = router.add(&format!("grpc://{addr}"), MODEL).await.id;
+    router.add(&live.url(), MODEL).await;
+
+    let started = tokio::time::Instant::now();
+    for _ in 0..40 {
+        router.generate(request(MODEL, "x")).await.unwrap();
+    }
+    let waited = started.elapsed();
+    // Five connect timeouts open the circuit; before, every other call
+    // waited for one (10 s).
+    assert!(
+        waited < Duration::from_millis(3_000),
+        "40 calls took {waited:?}: calls kept waiting on the dark worker"
+    );
+    assert_eq!(circuit_of(&router, &dark).await, pb::CircuitState::Open);
+    assert_eq!(live.stats().calls(), 40);
+}
