@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::server::{HealthReporter, HealthService};
 
+use crate::auth::Keys;
 use crate::config::{Config, ConfigError};
 use crate::engines::{AddError, Admission, WorkerRequest};
 use crate::health::{HealthChecker, LoadPoller, ServingReporter};
@@ -194,6 +195,8 @@ impl App {
             );
             tokio::spawn(poller.run(stopped()))
         });
+        let keys = Arc::new(Keys::new(&self.config.auth));
+        tracing::info!("access: {}", keys.describe());
         let http_task = http.map(|listener| {
             let routes = crate::services::http::routes(
                 self.registry.clone(),
@@ -205,6 +208,7 @@ impl App {
                     self.tokenizers.clone(),
                 ),
                 self.config.limits.request_body_idle(),
+                keys.clone(),
             );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");
             let listener = listener.tap_io(|tcp| {
@@ -244,6 +248,7 @@ impl App {
             listener,
             inference,
             routes,
+            keys,
             async move {
                 shutdown.await;
                 tracing::info!(

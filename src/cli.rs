@@ -88,6 +88,8 @@ impl ServeArgs {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        // Keys from the environment too, never from flags.
+        config.auth.add_env_keys();
         if let Some(addr) = self.grpc_listen {
             config.grpc_listen = addr;
         }

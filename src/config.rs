@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::policies::PolicyConfig;
 use crate::transport::grpc::ChannelConfig;
 use crate::worker::{CircuitConfig, Engine, WorkerRole};
@@ -78,6 +79,8 @@ pub struct Config {
     pub breaker: CircuitConfig,
     /// Offering a call that reached no worker to another one.
     pub retry: RetryConfig,
+    /// API keys, and the headers kept from workers.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             breaker: CircuitConfig::default(),
             retry: RetryConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -477,6 +481,20 @@ impl Config {
             return invalid("shutdown.drain_ms must be at least 1".into());
         }
         self.breaker.validate().map_err(ConfigError::Invalid)?;
+        self.auth.validate().map_err(ConfigError::Invalid)?;
+        if self.auth.admin_keys.is_empty() {
+            let wide = std::iter::once(self.grpc_listen)
+                .chain(self.http_listen)
+                .find(|a| !a.ip().is_loopback());
+            if let Some(addr) = wide {
+                return invalid(format!(
+                    "no admin keys are configured, so worker management would be open to anyone \
+                     who reaches {addr}: set auth.admin_keys in the config file (or {}), or \
+                     listen on a loopback address",
+                    crate::auth::ADMIN_KEYS_ENV
+                ));
+            }
+        }
         self.retry.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }

@@ -17,10 +17,11 @@
 //! - [`cli`]: clap flags, each overriding a field of the one config tree; `demo`.
 //! - [`config`]: the config tree (serde + defaults + `validate`).
 //! - [`app`]: wiring; `App::build(config)`, then `serve(listeners, shutdown)`.
+//! - [`auth`]: API keys (admin and client roles), checked in constant time; headers stripped before workers.
 //! - [`pb`]: generated protobuf code, included once.
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`); typed `Failure`s.
 //! - [`engines`]: SGLang, vLLM and Switchyard workers: identifying a worker's engine, its `Abort`, model info and health calls.
-//! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards.
+//! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers.
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
 //! - [`services`]: the gRPC listener and services, the HTTP API, and the one error mapping per wire.
@@ -38,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engines;

@@ -212,20 +212,20 @@ async fn unreachable_worker_is_skipped_for_a_reachable_one() {
 async fn no_reachable_worker_is_unavailable_naming_the_workers_tried() {
     let router = router_without_health_checks().await;
     let mut ids = Vec::new();
-    for name in ["d1", "d2", "d3", "d4"] {
+    for name in ["d1", "d2", "d3", "d4", "d5"] {
         ids.push(router.add(&dead_worker_url(name).await, MODEL).await.id);
     }
     let err = router.generate(request(MODEL, "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    // At most three workers are offered one call.
+    // At most retry.max_attempts (4) workers are offered one call.
     assert!(
         err.message()
-            .contains("none of the 3 workers tried for model"),
+            .contains("none of the 4 workers tried for model"),
         "{}",
         err.message()
     );
     let named = ids.iter().filter(|id| err.message().contains(id.as_str()));
-    assert_eq!(named.count(), 3, "{}", err.message());
+    assert_eq!(named.count(), 4, "{}", err.message());
     router.assert_still_serves().await;
 }
 

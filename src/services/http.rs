@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use super::convert::{worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use super::openai::{Endpoint, EngineFront};
+use crate::auth::{Keys, Role};
 use crate::engines::{Admission, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
@@ -36,6 +37,8 @@ pub struct HttpState {
     router: Arc<HttpRouter>,
     /// An inference body that sends nothing for this long is refused.
     body_idle: Duration,
+    /// Who may call what.
+    keys: Arc<Keys>,
 }
 
 /// The HTTP API over `registry` (adding workers through `admission`),
@@ -47,6 +50,7 @@ pub fn routes(
     router: Arc<HttpRouter>,
     engines: EngineFront,
     body_idle: Duration,
+    keys: Arc<Keys>,
 ) -> Router {
     let state = HttpState {
         registry,
@@ -54,7 +58,16 @@ pub fn routes(
         engines,
         router,
         body_idle,
+        keys,
     };
+    // Worker management needs an admin key (when keys are configured).
+    let management = Router::new()
+        .route("/workers", post(add_worker).get(list_workers))
+        .route("/workers/{id}", get(get_worker).delete(remove_worker))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ));
     // Handlers that take a body read it with `read_body` (size limit and
     // idle timeout in one pass, without a middleware's boxed future per
     // request).
@@ -65,9 +78,19 @@ pub fn routes(
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/readiness", get(readiness))
-        .route("/workers", post(add_worker).get(list_workers))
-        .route("/workers/{id}", get(get_worker).delete(remove_worker))
+        .merge(management)
         .with_state(state)
+}
+
+async fn require_admin(
+    State(s): State<HttpState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.keys.check(request.headers(), Role::Admin) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => HttpError::from(denied).into_response(),
+    }
 }
 
 /// Reads an inference request's body: at most `limit` bytes, each part
@@ -99,6 +122,9 @@ async fn forward(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(denied) = state.keys.check(&parts.headers, Role::Client) {
+        return HttpError::from(denied).into_response();
+    }
     let bytes = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
@@ -152,7 +178,11 @@ async fn chat_completions(State(s): State<HttpState>, request: Request) -> Respo
 }
 
 /// Every model with a worker, any mode, in OpenAI's list format.
-async fn models(State(s): State<HttpState>) -> Json<Value> {
+async fn models(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    s.keys.check(&headers, Role::Client)?;
     let names: std::collections::BTreeSet<String> = s
         .registry
         .list()
@@ -163,7 +193,7 @@ async fn models(State(s): State<HttpState>) -> Json<Value> {
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 async fn health() -> Json<Value> {

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::auth::Denied;
 use crate::engines::AddError;
 use crate::routers::RouteError;
 use crate::worker::RegistryError;
@@ -52,12 +53,22 @@ impl IntoResponse for HttpError {
             StatusCode::CONFLICT => "conflict_error",
             StatusCode::SERVICE_UNAVAILABLE => "service_unavailable_error",
             StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => "upstream_error",
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             _ => "internal_error",
         };
         let body = serde_json::json!({
             "error": { "message": self.message, "type": kind, "code": self.status.as_u16() }
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -84,6 +95,16 @@ impl From<AddError> for HttpError {
                 HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
         }
+    }
+}
+
+impl From<Denied> for HttpError {
+    fn from(denied: Denied) -> Self {
+        let status = match denied {
+            Denied::Missing | Denied::Invalid => StatusCode::UNAUTHORIZED,
+            Denied::NotAdmin => StatusCode::FORBIDDEN,
+        };
+        HttpError::new(status, denied.to_string())
     }
 }
 

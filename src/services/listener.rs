@@ -19,6 +19,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Either;
@@ -32,15 +33,29 @@ use tonic::service::Routes;
 use tower::Service;
 
 use super::inference::{GrpcBody, InferenceService};
+use crate::auth::{Denied, Keys, Role};
 
 /// The body of any response on the gRPC listener.
 pub type ResponseBody = Either<GrpcBody, tonic::body::Body>;
 
-/// Dispatches one connection's calls by path.
+/// Dispatches one connection's calls by path, once their key is checked.
 #[derive(Clone)]
 struct Dispatch {
     inference: InferenceService,
     routes: Routes,
+    keys: Arc<Keys>,
+}
+
+/// The path prefix of worker management: an admin key's.
+const MANAGEMENT: &str = "/switchyard.v1.WorkerManagement/";
+
+/// A refused call's trailers-only answer.
+fn refused(denied: Denied) -> http::Response<ResponseBody> {
+    let status = match denied {
+        Denied::Missing | Denied::Invalid => tonic::Status::unauthenticated(denied.to_string()),
+        Denied::NotAdmin => tonic::Status::permission_denied(denied.to_string()),
+    };
+    status.into_http::<tonic::body::Body>().map(Either::Right)
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
@@ -48,11 +63,21 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         if InferenceService::serves(request.uri().path()) {
+            if let Err(denied) = self.keys.check(request.headers(), Role::Client) {
+                return Box::pin(std::future::ready(Ok(refused(denied))));
+            }
+            // The router's credentials stay here.
+            self.keys.strip(request.headers_mut());
             let inference = self.inference.clone();
             Box::pin(async move { Ok(inference.serve(request).await.map(Either::Left)) })
         } else {
+            if request.uri().path().starts_with(MANAGEMENT) {
+                if let Err(denied) = self.keys.check(request.headers(), Role::Admin) {
+                    return Box::pin(std::future::ready(Ok(refused(denied))));
+                }
+            }
             let mut routes = self.routes.clone();
             Box::pin(async move {
                 let response = routes.call(request).await?;
@@ -68,12 +93,14 @@ pub async fn serve(
     listener: TcpListener,
     inference: InferenceService,
     routes: Routes,
+    keys: Arc<Keys>,
     stop_accepting: impl Future<Output = ()>,
     drain: Duration,
 ) {
     let dispatch = Dispatch {
         inference,
         routes: routes.prepare(),
+        keys,
     };
     // hyper runs each HTTP/2 stream as a task of its own: tracked, so that
     // a shutdown can wait for cancelled calls to drop (and send their

@@ -1,0 +1,352 @@
+//! API keys: who may manage workers and who may send inference calls.
+//!
+//! Two roles. An **admin** key may do everything: worker management over
+//! gRPC (`switchyard.v1.WorkerManagement`) and HTTP (`/workers`), and
+//! inference. A **client** key may send inference calls only; management
+//! with it is refused with `PERMISSION_DENIED` / 403. Keys come from the
+//! config file (`[auth]`) or the environment (`SWITCHYARD_ADMIN_KEYS`,
+//! `SWITCHYARD_CLIENT_KEYS`, comma-separated), never from the command line,
+//! where any user of the machine can read them. A client sends one as
+//! `authorization: Bearer KEY` (gRPC metadata or HTTP header); without one,
+//! where one is needed, the call is refused with `UNAUTHENTICATED` / 401.
+//!
+//! A role with no keys configured is open. Worker management open means
+//! anyone who reaches the port can redirect all traffic, so the router
+//! refuses to listen on anything but loopback addresses without admin keys
+//! ([`crate::config::Config::validate`]). Health and reflection are always
+//! open (load balancers and probes call them).
+//!
+//! Keys are compared as SHA-256 digests, in constant time, so neither the
+//! time a comparison takes nor a key's length tells a caller how close it
+//! came; only the digests are kept in memory after startup, and a key
+//! never reaches a log. The router's own credentials are removed from a
+//! call before it goes to a worker ([`AuthConfig::strip_headers`]).
+
+use std::fmt;
+
+use http::header::{HeaderName, AUTHORIZATION};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Environment variable with admin keys (comma-separated).
+pub const ADMIN_KEYS_ENV: &str = "SWITCHYARD_ADMIN_KEYS";
+/// Environment variable with client keys (comma-separated).
+pub const CLIENT_KEYS_ENV: &str = "SWITCHYARD_CLIENT_KEYS";
+
+/// The `[auth]` section.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Keys of the admin role (worker management and inference).
+    pub admin_keys: Vec<String>,
+    /// Keys of the client role (inference only).
+    pub client_keys: Vec<String>,
+    /// Request headers removed before a call goes to a worker: the
+    /// router's own credentials and the client's cookies, which a worker
+    /// has no use for. Empty passes everything on.
+    pub strip_headers: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            admin_keys: Vec::new(),
+            client_keys: Vec::new(),
+            strip_headers: [
+                "authorization",
+                "proxy-authorization",
+                "cookie",
+                "x-api-key",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// Keys are never printed.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "admin_keys",
+                &format_args!("[{} redacted]", self.admin_keys.len()),
+            )
+            .field(
+                "client_keys",
+                &format_args!("[{} redacted]", self.client_keys.len()),
+            )
+            .field("strip_headers", &self.strip_headers)
+            .finish()
+    }
+}
+
+/// The shortest key accepted: 16 characters (a guessable key is no key).
+pub const MIN_KEY_LEN: usize = 16;
+
+impl AuthConfig {
+    /// Adds the keys in the environment to those of the file.
+    pub fn add_env_keys(&mut self) {
+        let split = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        if let Ok(keys) = std::env::var(ADMIN_KEYS_ENV) {
+            self.admin_keys.extend(split(keys));
+        }
+        if let Ok(keys) = std::env::var(CLIENT_KEYS_ENV) {
+            self.client_keys.extend(split(keys));
+        }
+    }
+
+    /// What is wrong with these values, if anything (never quoting a key).
+    pub fn validate(&self) -> Result<(), String> {
+        for (role, keys) in [("admin", &self.admin_keys), ("client", &self.client_keys)] {
+            for (i, key) in keys.iter().enumerate() {
+                if key.len() < MIN_KEY_LEN {
+                    return Err(format!(
+                        "auth: {role} key #{} is {} characters; keys must have at least {MIN_KEY_LEN}",
+                        i + 1,
+                        key.len()
+                    ));
+                }
+                if !key.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(format!(
+                        "auth: {role} key #{} has spaces or characters outside printable ASCII",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        for name in &self.strip_headers {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("auth.strip_headers: {name:?} is not a header name"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a surface requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Inference calls.
+    Client,
+    /// Worker management.
+    Admin,
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No `authorization: Bearer` key.
+    #[error("this call needs an API key: send `authorization: Bearer <key>`")]
+    Missing,
+    /// A key that is none of the configured ones.
+    #[error("the API key is not valid")]
+    Invalid,
+    /// A client key where an admin key is needed.
+    #[error("worker management needs an admin key; this is a client key")]
+    NotAdmin,
+}
+
+type KeyDigest = [u8; 32];
+
+/// The configured keys, as digests, and the headers to strip.
+#[derive(Clone, Default)]
+pub struct Keys {
+    admin: Vec<KeyDigest>,
+    client: Vec<KeyDigest>,
+    strip: Vec<HeaderName>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("admin", &self.admin.len())
+            .field("client", &self.client.len())
+            .finish()
+    }
+}
+
+fn digest(key: &[u8]) -> KeyDigest {
+    Sha256::digest(key).into()
+}
+
+/// Equal in time that does not depend on where the digests differ.
+fn same(a: &KeyDigest, b: &KeyDigest) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+impl Keys {
+    /// The keys of a validated `config`.
+    pub fn new(config: &AuthConfig) -> Self {
+        Keys {
+            admin: config
+                .admin_keys
+                .iter()
+                .map(|k| digest(k.as_bytes()))
+                .collect(),
+            client: config
+                .client_keys
+                .iter()
+                .map(|k| digest(k.as_bytes()))
+                .collect(),
+            strip: config
+                .strip_headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    /// Whether `role`'s surfaces take calls without a key.
+    pub fn is_open(&self, role: Role) -> bool {
+        match role {
+            Role::Admin => self.admin.is_empty(),
+            Role::Client => self.client.is_empty() && self.admin.is_empty(),
+        }
+    }
+
+    /// Whether a call with `headers` may use a surface of `role`.
+    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<(), Denied> {
+        if self.is_open(role) {
+            return Ok(());
+        }
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .map(|k| k.trim_ascii())
+            .filter(|k| !k.is_empty())
+            .ok_or(Denied::Missing)?;
+        let presented = digest(presented);
+        // Every key is compared, whichever matches.
+        let admin = self
+            .admin
+            .iter()
+            .fold(false, |m, k| m | same(k, &presented));
+        let client = self
+            .client
+            .iter()
+            .fold(false, |m, k| m | same(k, &presented));
+        match (role, admin, client) {
+            (_, true, _) => Ok(()),
+            (Role::Client, false, true) => Ok(()),
+            (Role::Admin, false, true) => Err(Denied::NotAdmin),
+            // Admin keys only, and none sent: inference is open.
+            (Role::Client, false, false) if self.client.is_empty() => Ok(()),
+            _ => Err(Denied::Invalid),
+        }
+    }
+
+    /// Removes the headers a worker must not see.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+    }
+
+    /// One line for the startup log: which surfaces need which key.
+    pub fn describe(&self) -> String {
+        let management = match self.admin.is_empty() {
+            true => "OPEN (no admin keys; loopback listeners only)".to_string(),
+            false => format!("admin key ({} configured)", self.admin.len()),
+        };
+        let inference = match (self.client.is_empty(), self.admin.is_empty()) {
+            (true, true) => "OPEN (no keys)".to_string(),
+            (true, false) => "OPEN (no client keys; admin keys also accepted)".to_string(),
+            (false, _) => format!("client or admin key ({} client keys)", self.client.len()),
+        };
+        format!(
+            "worker management: {management}; inference: {inference}; health and reflection: open"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::new(&AuthConfig {
+            admin_keys: vec!["admin-key-0123456789".into()],
+            client_keys: vec!["client-key-0123456789".into()],
+            ..AuthConfig::default()
+        })
+    }
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn roles_and_refusals() {
+        let k = keys();
+        assert_eq!(
+            k.check(&HeaderMap::new(), Role::Admin),
+            Err(Denied::Missing)
+        );
+        assert_eq!(
+            k.check(&HeaderMap::new(), Role::Client),
+            Err(Denied::Missing)
+        );
+        assert_eq!(
+            k.check(&bearer("admin-key-0123456789"), Role::Admin),
+            Ok(())
+        );
+        assert_eq!(
+            k.check(&bearer("admin-key-0123456789"), Role::Client),
+            Ok(())
+        );
+        assert_eq!(
+            k.check(&bearer("client-key-0123456789"), Role::Client),
+            Ok(())
+        );
+        assert_eq!(
+            k.check(&bearer("client-key-0123456789"), Role::Admin),
+            Err(Denied::NotAdmin)
+        );
+        assert_eq!(
+            k.check(&bearer("admin-key-012345678"), Role::Admin),
+            Err(Denied::Invalid)
+        );
+        let mut basic = HeaderMap::new();
+        basic.insert(AUTHORIZATION, "Basic YWRtaW4=".parse().unwrap());
+        assert_eq!(k.check(&basic, Role::Admin), Err(Denied::Missing));
+    }
+
+    #[test]
+    fn no_keys_is_open_and_admin_only_leaves_inference_open() {
+        let open = Keys::new(&AuthConfig::default());
+        assert_eq!(open.check(&HeaderMap::new(), Role::Admin), Ok(()));
+        let admin_only = Keys::new(&AuthConfig {
+            admin_keys: vec!["admin-key-0123456789".into()],
+            ..AuthConfig::default()
+        });
+        assert_eq!(admin_only.check(&HeaderMap::new(), Role::Client), Ok(()));
+        assert_eq!(
+            admin_only.check(&HeaderMap::new(), Role::Admin),
+            Err(Denied::Missing)
+        );
+    }
+
+    #[test]
+    fn short_keys_are_refused_without_quoting_them() {
+        let config = AuthConfig {
+            admin_keys: vec!["short".into()],
+            ..AuthConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.contains("admin key #1") && !err.contains("short\""),
+            "{err}"
+        );
+        assert!(!format!("{config:?}").contains("short"));
+    }
+}
