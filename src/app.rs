@@ -16,6 +16,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::auth::Keys;
 use crate::config::{Config, ConfigError};
+use crate::engines::hosts::HostPolicy;
 use crate::engines::{AddError, Admission, WorkerRequest};
 use crate::health::{HealthChecker, LoadPoller, ServingReporter};
 use crate::pb;
@@ -71,6 +72,8 @@ pub struct App {
     http_router: Arc<HttpRouter>,
     tokenizers: Arc<Tokenizers>,
     health: HealthReporter,
+    /// Which hosts may be added as workers.
+    hosts: Arc<HostPolicy>,
 }
 
 impl App {
@@ -80,9 +83,15 @@ impl App {
         config.validate()?;
         let registry = Arc::new(
             WorkerRegistry::new(config.upstream.channel_config())
-                .with_circuit(config.breaker.clone()),
+                .with_circuit(config.breaker.clone())
+                .with_max_workers(config.limits.max_workers),
         );
-        let admission = Admission::new(registry.clone(), config.health_check.timeout());
+        let hosts = Arc::new(HostPolicy::new(&config.worker_hosts));
+        let admission = Admission::new(
+            registry.clone(),
+            config.health_check.timeout(),
+            hosts.clone(),
+        );
         let tokenizers = Tokenizers::load(
             &config
                 .tokenizers
@@ -134,12 +143,17 @@ impl App {
             http_router,
             tokenizers,
             health: HealthReporter::new(),
+            hosts,
         })
     }
 
     /// How workers are added: identified within the health-check timeout.
     fn admission(&self) -> Admission {
-        Admission::new(self.registry.clone(), self.config.health_check.timeout())
+        Admission::new(
+            self.registry.clone(),
+            self.config.health_check.timeout(),
+            self.hosts.clone(),
+        )
     }
 
     /// The registry this app routes from.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::engines::hosts::WorkerHostsConfig;
 use crate::policies::PolicyConfig;
 use crate::transport::grpc::ChannelConfig;
 use crate::worker::{CircuitConfig, Engine, WorkerRole};
@@ -81,6 +82,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// API keys, and the headers kept from workers.
     pub auth: AuthConfig,
+    /// Which hosts may be registered as workers.
+    pub worker_hosts: WorkerHostsConfig,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             breaker: CircuitConfig::default(),
             retry: RetryConfig::default(),
             auth: AuthConfig::default(),
+            worker_hosts: WorkerHostsConfig::default(),
         }
     }
 }
@@ -176,6 +180,10 @@ pub struct LimitsConfig {
     /// client cannot hold a call open by never finishing its request. 10 s:
     /// far longer than any working client pauses inside one small message.
     pub request_body_idle_ms: u64,
+    /// The most workers registered at once: 4096. Every worker costs a
+    /// health check per interval and a line in `ListWorkers`; past the
+    /// limit `AddWorker` is refused with `RESOURCE_EXHAUSTED` (HTTP 429).
+    pub max_workers: usize,
 }
 
 impl Default for LimitsConfig {
@@ -183,6 +191,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             default_deadline_ms: 300_000,
             request_body_idle_ms: 10_000,
+            max_workers: 4096,
         }
     }
 }
@@ -482,6 +491,10 @@ impl Config {
         }
         self.breaker.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        self.worker_hosts.validate().map_err(ConfigError::Invalid)?;
+        if self.limits.max_workers == 0 {
+            return invalid("limits.max_workers must be at least 1".into());
+        }
         if self.auth.admin_keys.is_empty() {
             let wide = std::iter::once(self.grpc_listen)
                 .chain(self.http_listen)

@@ -8,6 +8,7 @@
 //! [`crate::pb::vllm_engine`]). Relaying an engine's `Generate` needs none
 //! of this: it is bytes in, bytes out (`routers::grpc`).
 
+pub mod hosts;
 pub mod translate;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::worker::{
     ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, SpecError, Worker, WorkerRegistry,
     WorkerRole, WorkerSpec,
 };
+use hosts::HostPolicy;
 
 /// `grpc.health.v1/Check`.
 pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -57,6 +59,15 @@ pub enum AddError {
     /// The worker could not be reached or identified.
     #[error(transparent)]
     Identify(#[from] IdentifyError),
+    /// The worker's host is not one workers may have
+    /// (`[worker_hosts]`).
+    #[error("worker url {url:?} refused: {reason}")]
+    HostRefused {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<SpecError> for AddError {
@@ -71,17 +82,30 @@ impl From<SpecError> for AddError {
 pub struct Admission {
     registry: Arc<WorkerRegistry>,
     timeout: Duration,
+    hosts: Arc<HostPolicy>,
 }
 
 impl Admission {
-    /// Adds to `registry`, waiting at most `timeout` for each call that
-    /// identifies a worker.
-    pub fn new(registry: Arc<WorkerRegistry>, timeout: Duration) -> Self {
-        Admission { registry, timeout }
+    /// Adds to `registry` workers whose hosts `hosts` allows, waiting at
+    /// most `timeout` for each call that identifies a worker.
+    pub fn new(registry: Arc<WorkerRegistry>, timeout: Duration, hosts: Arc<HostPolicy>) -> Self {
+        Admission {
+            registry,
+            timeout,
+            hosts,
+        }
     }
 
     /// Identifies and registers a worker; it is routable when this returns.
+    /// Its host is checked before anything contacts it.
     pub async fn add(&self, request: WorkerRequest) -> Result<Arc<Worker>, AddError> {
+        let endpoint = Endpoint::parse(&request.url)?;
+        if let Err(reason) = self.hosts.check(&endpoint, self.timeout).await {
+            return Err(AddError::HostRefused {
+                url: request.url,
+                reason,
+            });
+        }
         let spec = admit(request, self.registry.channel_config(), self.timeout).await?;
         Ok(self.registry.add(spec)?)
     }

@@ -145,6 +145,40 @@ fn circuit_to_proto(state: CircuitState) -> pb::CircuitState {
     }
 }
 
+/// The most workers one `ListWorkers` answer holds (and the default).
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of `workers` (in id order): those after `token` (a worker id,
+/// the previous page's last; empty for the first page), at most `size`
+/// (0: [`MAX_PAGE`]), and the next page's token (empty on the last page).
+pub fn page<'a>(
+    workers: impl Iterator<Item = &'a Arc<Worker>>,
+    size: usize,
+    token: &str,
+) -> Result<(Vec<&'a Arc<Worker>>, String), String> {
+    let valid = token.is_empty()
+        || (token.len() == 18
+            && token.starts_with("w-")
+            && token[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+    if !valid {
+        return Err(format!(
+            "invalid page_token {token:?}: pass the next_page_token of the previous answer"
+        ));
+    }
+    let size = if size == 0 {
+        MAX_PAGE
+    } else {
+        size.min(MAX_PAGE)
+    };
+    let mut rest = workers.skip_while(|w| !token.is_empty() && w.id().as_str() <= token);
+    let page: Vec<_> = rest.by_ref().take(size).collect();
+    let next = match (rest.next(), page.last()) {
+        (Some(_), Some(last)) => last.id().to_string(),
+        _ => String::new(),
+    };
+    Ok((page, next))
+}
+
 /// `POST /workers` body (HTTP API): the gRPC `WorkerSpec`, as JSON.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

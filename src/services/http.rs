@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::convert::{worker_json, WorkerJson, WorkerSpecJson};
+use super::convert::{page, worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use super::openai::{Endpoint, EngineFront};
 use crate::auth::{Keys, Role};
@@ -270,6 +270,10 @@ struct ListQuery {
     model_id: Option<String>,
     role: Option<WorkerRole>,
     connection_mode: Option<String>,
+    #[serde(default)]
+    page_size: usize,
+    #[serde(default)]
+    page_token: String,
 }
 
 async fn list_workers(
@@ -287,9 +291,8 @@ async fn list_workers(
             )))
         }
     };
-    let workers: Vec<WorkerJson> = s
-        .registry
-        .list()
+    let all = s.registry.list();
+    let matching = all
         .iter()
         .filter(|w| {
             q.model_id
@@ -297,10 +300,11 @@ async fn list_workers(
                 .is_none_or(|m| w.model().as_ref() == m)
         })
         .filter(|w| q.role.is_none_or(|r| w.role() == r))
-        .filter(|w| mode.is_none_or(|m| w.mode() == m))
-        .map(|w| worker_json(w))
-        .collect();
-    Ok(Json(json!({ "workers": workers })))
+        .filter(|w| mode.is_none_or(|m| w.mode() == m));
+    let (page, next) =
+        page(matching, q.page_size, &q.page_token).map_err(HttpError::bad_request)?;
+    let workers: Vec<WorkerJson> = page.into_iter().map(|w| worker_json(w)).collect();
+    Ok(Json(json!({ "workers": workers, "next_page_token": next })))
 }
 
 async fn get_worker(

@@ -76,6 +76,7 @@ impl From<RegistryError> for HttpError {
     fn from(err: RegistryError) -> Self {
         let status = match &err {
             RegistryError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
+            RegistryError::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
             RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
             RegistryError::AlreadyExists { .. }
             | RegistryError::RoleConflict { .. }
@@ -94,6 +95,7 @@ impl From<AddError> for HttpError {
             AddError::Identify(e) => {
                 HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
+            AddError::HostRefused { .. } => HttpError::new(StatusCode::FORBIDDEN, err.to_string()),
         }
     }
 }

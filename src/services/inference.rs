@@ -165,6 +165,15 @@ impl InferenceService {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if !is_grpc(request.headers()) {
+            // As gRPC servers answer a request that is not gRPC: HTTP 415.
+            let mut response = Status::invalid_argument(
+                "content-type must be application/grpc (or application/grpc+proto)",
+            )
+            .into_http();
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return response;
+        }
         self.answer(request)
             .await
             .unwrap_or_else(|status| status.into_http())
@@ -198,6 +207,15 @@ impl InferenceService {
         };
         Ok(grpc_response(HeaderMap::new(), GrpcBody::unary(&reply)))
     }
+}
+
+/// Whether the request says it is gRPC (`application/grpc`, optionally
+/// `+proto` or parameters).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest == b"+proto" || rest[0] == b';')
 }
 
 /// Reads a unary request's one message, refusing compressed and oversized

@@ -21,6 +21,7 @@ impl From<RegistryError> for Status {
                 Status::failed_precondition(err.to_string())
             }
             RegistryError::InvalidSpec(_) => Status::invalid_argument(err.to_string()),
+            RegistryError::Full { .. } => Status::resource_exhausted(err.to_string()),
         }
     }
 }
@@ -30,6 +31,7 @@ impl From<AddError> for Status {
         match err {
             AddError::Registry(e) => e.into(),
             AddError::Identify(e) => Status::failed_precondition(e.to_string()),
+            AddError::HostRefused { .. } => Status::permission_denied(err.to_string()),
         }
     }
 }

@@ -92,9 +92,8 @@ impl WorkerManagement for WorkerManagementService {
                 "unknown connection_mode: use CONNECTION_MODE_GRPC (1) or CONNECTION_MODE_HTTP (2)",
             )),
         };
-        let workers = self
-            .registry
-            .list()
+        let all = self.registry.list();
+        let matching = all
             .iter()
             .filter(|w| {
                 filter
@@ -103,10 +102,14 @@ impl WorkerManagement for WorkerManagementService {
                     .is_none_or(|m| w.model().as_ref() == m)
             })
             .filter(|w| role.is_none_or(|r| w.role() == r))
-            .filter(|w| mode.is_none_or(|m| convert::mode_to_proto(w.mode()) == m))
-            .map(|w| convert::worker_info(w))
-            .collect();
-        Ok(Response::new(pb::ListWorkersResponse { workers }))
+            .filter(|w| mode.is_none_or(|m| convert::mode_to_proto(w.mode()) == m));
+        let (page, next_page_token) =
+            convert::page(matching, filter.page_size as usize, &filter.page_token)
+                .map_err(Status::invalid_argument)?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: page.into_iter().map(|w| convert::worker_info(w)).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_worker(

@@ -68,6 +68,12 @@ pub enum RegistryError {
     /// The spec itself is invalid.
     #[error(transparent)]
     InvalidSpec(#[from] super::SpecError),
+    /// As many workers as allowed are registered.
+    #[error("{max} workers are registered, the most allowed (limits.max_workers): remove one first, or raise the limit")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// What happened to a worker.
@@ -161,6 +167,8 @@ pub struct WorkerRegistry {
     events: broadcast::Sender<WorkerEvent>,
     channel_config: ChannelConfig,
     circuit_config: Arc<CircuitConfig>,
+    /// The most workers registered at once.
+    max_workers: usize,
 }
 
 /// Lets a worker announce a change of its own (its circuit) in the
@@ -199,7 +207,14 @@ impl WorkerRegistry {
             events: broadcast::channel(EVENT_BUFFER).0,
             channel_config,
             circuit_config: Arc::new(CircuitConfig::default()),
+            max_workers: usize::MAX,
         }
+    }
+
+    /// The same registry, holding at most `max` workers at once.
+    pub fn with_max_workers(mut self, max: usize) -> Self {
+        self.max_workers = max;
+        self
     }
 
     /// The same registry, whose workers' circuits use `config`.
@@ -230,6 +245,11 @@ impl WorkerRegistry {
         }
         check_roles(&state, &spec)?;
         check_engine(&state, &spec)?;
+        if state.by_id.len() >= self.max_workers {
+            return Err(RegistryError::Full {
+                max: self.max_workers,
+            });
+        }
         let mut id = WorkerId::generate();
         while state.by_id.contains_key(&id) {
             id = WorkerId::generate();

@@ -133,6 +133,39 @@ pub struct ModelFacts {
     pub max_context_length: u32,
 }
 
+/// Refuses hosts no worker can have: names longer than DNS allows, numbers
+/// that are not a dotted-quad IPv4 address (`2130706433`, `0x7f.1`, `127.1`
+/// all mean 127.0.0.1 to some resolvers and something else to others), and
+/// the unspecified address.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host.len() > 253 {
+        return Err("the host name is longer than 253 characters");
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        if ip.is_unspecified() {
+            return Err("the unspecified address (0.0.0.0 or ::) is not a worker's address");
+        }
+        return Ok(());
+    }
+    if host
+        .split('.')
+        .any(|label| label.is_empty() || label.len() > 63)
+    {
+        return Err("each part of a host name must have 1 to 63 characters");
+    }
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
+        return Err(
+            "a numeric host must be a dotted-quad IPv4 address (a.b.c.d) or a bracketed IPv6 address",
+        );
+    }
+    Ok(())
+}
+
 /// Why a worker spec was refused. Every message names the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -227,6 +260,7 @@ impl Endpoint {
         if host.is_empty() {
             return Err(bad("missing host"));
         }
+        check_host(&host).map_err(bad)?;
         let port = match (authority.port_u16(), mode) {
             (Some(0), _) => return Err(bad("port 0 is not a worker port")),
             (Some(p), _) => p,
@@ -249,6 +283,15 @@ impl Endpoint {
             port,
             url,
         })
+    }
+
+    /// The host as an IP address, if it is one.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
     }
 
     /// How the worker is reached.
@@ -437,9 +480,29 @@ mod tests {
             ("grpc://h:1/v1", "no path"),
             ("grpc://u:p@h:1", "credentials"),
             ("grpc://h:99999", "invalid"),
+            ("grpc://2130706433:1", "dotted-quad"),
+            ("grpc://127.1:1", "dotted-quad"),
+            ("grpc://0x7f000001:1", "dotted-quad"),
+            ("grpc://0.0.0.0:1", "unspecified"),
+            ("grpc://[::]:1", "unspecified"),
         ] {
             let err = spec(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
+        }
+        let long = format!("grpc://{}.example:1", "a".repeat(10_000));
+        let err = spec(&long).unwrap_err().to_string();
+        assert!(err.contains("longer than 253"), "{err}");
+        // Over 63 characters in one part.
+        let err = spec(&format!("grpc://{}.example:1", "a".repeat(64)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("63"), "{err}");
+        for fine in [
+            "grpc://[::1]:1",
+            "grpc://10.0.0.7:1",
+            "grpc://worker-3.svc:1",
+        ] {
+            spec(fine).unwrap();
         }
     }
 
