@@ -78,6 +78,10 @@ struct Args {
     /// gRPC connections to spread the load over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Send `authorization: Bearer KEY` (gRPC); also read from
+    /// SWITCHYARD_CLIENT_KEY.
+    #[arg(long, env = "SWITCHYARD_CLIENT_KEY")]
+    api_key: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -160,7 +164,17 @@ fn with_model<T>(message: T, args: &Args) -> tonic::Request<T> {
     if let Some(ms) = args.deadline_ms {
         request.set_timeout(Duration::from_millis(ms));
     }
+    with_key(&mut request, args);
     request
+}
+
+/// `authorization: Bearer KEY`, when a key is given.
+fn with_key<T>(request: &mut tonic::Request<T>, args: &Args) {
+    if let Some(key) = &args.api_key {
+        if let Ok(v) = format!("Bearer {key}").parse() {
+            request.metadata_mut().insert("authorization", v);
+        }
+    }
 }
 
 impl Client {
@@ -185,6 +199,7 @@ impl Client {
                 if let Some(ms) = args.deadline_ms {
                     request.set_timeout(Duration::from_millis(ms));
                 }
+                with_key(&mut request, args);
                 let mut stream = client
                     .generate(request)
                     .await

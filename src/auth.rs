@@ -208,7 +208,8 @@ impl Keys {
     pub fn is_open(&self, role: Role) -> bool {
         match role {
             Role::Admin => self.admin.is_empty(),
-            Role::Client => self.client.is_empty() && self.admin.is_empty(),
+            // Admin keys alone leave inference open.
+            Role::Client => self.client.is_empty(),
         }
     }
 
@@ -237,8 +238,6 @@ impl Keys {
             (_, true, _) => Ok(()),
             (Role::Client, false, true) => Ok(()),
             (Role::Admin, false, true) => Err(Denied::NotAdmin),
-            // Admin keys only, and none sent: inference is open.
-            (Role::Client, false, false) if self.client.is_empty() => Ok(()),
             _ => Err(Denied::Invalid),
         }
     }

@@ -3,6 +3,8 @@
 //! router's credentials and the client's cookies never reach a worker; a
 //! router without admin keys will not listen beyond loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use common::*;

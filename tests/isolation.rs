@@ -3,6 +3,8 @@
 //! through one probe, and calls that reach no worker are offered to
 //! another within the retry budget.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! addresses), register without bound, get an unbounded `ListWorkers`
 //! answer, or send `Generate` as something other than gRPC.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod common;
 
 use common::*;
