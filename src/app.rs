@@ -84,7 +84,8 @@ impl App {
         let registry = Arc::new(
             WorkerRegistry::new(config.upstream.channel_config())
                 .with_circuit(config.breaker.clone())
-                .with_max_workers(config.limits.max_workers),
+                .with_max_workers(config.limits.max_workers)
+                .with_max_in_flight_per_worker(config.limits.max_in_flight_per_worker),
         );
         let hosts = Arc::new(HostPolicy::new(&config.worker_hosts));
         let admission = Admission::new(
@@ -210,6 +211,7 @@ impl App {
             tokio::spawn(poller.run(stopped()))
         });
         let keys = Arc::new(Keys::new(&self.config.auth));
+        let limit = Arc::new(self.config.limits.call_limit());
         tracing::info!("access: {}", keys.describe());
         let http_task = http.map(|listener| {
             let routes = crate::services::http::routes(
@@ -223,6 +225,7 @@ impl App {
                 ),
                 self.config.limits.request_body_idle(),
                 keys.clone(),
+                limit.clone(),
             );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");
             let listener = listener.tap_io(|tcp| {
@@ -247,8 +250,11 @@ impl App {
         let management = pb::worker_management_server::WorkerManagementServer::new(
             WorkerManagementService::new(self.registry.clone(), self.admission()),
         );
-        let inference =
-            InferenceService::new(self.router.clone(), self.config.limits.request_body_idle());
+        let inference = InferenceService::new(
+            self.router.clone(),
+            self.config.limits.request_body_idle(),
+            limit,
+        );
 
         let routes = tonic::service::Routes::new(health)
             .add_service(reflection_v1)

@@ -184,6 +184,18 @@ pub struct LimitsConfig {
     /// health check per interval and a line in `ListWorkers`; past the
     /// limit `AddWorker` is refused with `RESOURCE_EXHAUSTED` (HTTP 429).
     pub max_workers: usize,
+    /// Inference calls in flight through the router (both listeners):
+    /// 10,000 (0: no limit). Past it, calls wait in a queue.
+    pub max_in_flight: usize,
+    /// Calls that may wait for one in flight to finish: 1,000. A call
+    /// beyond is refused at once with `RESOURCE_EXHAUSTED` (HTTP 429).
+    pub queue_size: usize,
+    /// How long a call waits in the queue before it is refused: 1 s.
+    pub queue_timeout_ms: u64,
+    /// Calls in flight to one worker (0, the default: no limit). A worker
+    /// at its limit is passed over; when every worker of the model is,
+    /// the call is refused with `RESOURCE_EXHAUSTED` (HTTP 429).
+    pub max_in_flight_per_worker: u32,
 }
 
 impl Default for LimitsConfig {
@@ -192,6 +204,10 @@ impl Default for LimitsConfig {
             default_deadline_ms: 300_000,
             request_body_idle_ms: 10_000,
             max_workers: 4096,
+            max_in_flight: 10_000,
+            queue_size: 1_000,
+            queue_timeout_ms: 1_000,
+            max_in_flight_per_worker: 0,
         }
     }
 }
@@ -205,6 +221,15 @@ impl LimitsConfig {
     /// [`Self::request_body_idle_ms`] as a duration.
     pub fn request_body_idle(&self) -> Duration {
         Duration::from_millis(self.request_body_idle_ms)
+    }
+
+    /// The limit on inference calls in flight these values describe.
+    pub fn call_limit(&self) -> crate::services::overload::CallLimit {
+        crate::services::overload::CallLimit::new(
+            self.max_in_flight,
+            self.queue_size,
+            Duration::from_millis(self.queue_timeout_ms),
+        )
     }
 }
 

@@ -207,6 +207,13 @@ impl ProxyStream {
         self
     }
 
+    /// Holds `more` too until the stream ends (the router's call permit).
+    pub fn holding(mut self, more: impl Send + Sync + 'static) -> Self {
+        let held = std::mem::replace(&mut self._held, Box::new(()));
+        self._held = Box::new((held, more));
+        self
+    }
+
     /// Ties a companion call to this stream's fate (see [`Companion`]).
     pub fn with_companion(mut self, companion: Companion) -> Self {
         self.companion = Some(companion);

@@ -77,6 +77,15 @@ pub enum RouteError {
         /// Of them, healthy ones whose circuit is open.
         ejected: usize,
     },
+    /// Every available worker of the model is at its limit of calls in
+    /// flight (`limits.max_in_flight_per_worker`).
+    #[error("all {total} workers of model {model:?} are at their limit of calls in flight (limits.max_in_flight_per_worker); retry shortly")]
+    WorkersBusy {
+        /// The requested model.
+        model: String,
+        /// Its workers.
+        total: usize,
+    },
     /// The policy refused.
     #[error("no worker could be selected for model {model:?}: {source}")]
     Policy {

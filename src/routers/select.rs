@@ -166,6 +166,12 @@ impl Candidates {
             return Ok(Candidates::All(group));
         }
         let healthy: Vec<_> = group.iter().filter(|w| w.is_routable()).cloned().collect();
+        if healthy.is_empty() && group.iter().any(|w| w.is_available()) {
+            return Err(RouteError::WorkersBusy {
+                model: model.into(),
+                total: group.len(),
+            });
+        }
         if healthy.is_empty() {
             return Err(RouteError::NoHealthyWorkers {
                 model: model.into(),
@@ -173,7 +179,7 @@ impl Candidates {
                 total: group.len(),
                 ejected: group
                     .iter()
-                    .filter(|w| w.is_healthy() && !w.is_routable())
+                    .filter(|w| w.is_healthy() && !w.is_available())
                     .count(),
             });
         }

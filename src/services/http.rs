@@ -24,6 +24,7 @@ use super::openai::{Endpoint, EngineFront};
 use crate::auth::{Keys, Role};
 use crate::engines::{Admission, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
+use crate::services::overload::{CallLimit, RETRY_AFTER_SECS};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
@@ -39,6 +40,8 @@ pub struct HttpState {
     body_idle: Duration,
     /// Who may call what.
     keys: Arc<Keys>,
+    /// The router's limit on calls in flight, shared with the gRPC side.
+    limit: Arc<CallLimit>,
 }
 
 /// The HTTP API over `registry` (adding workers through `admission`),
@@ -51,6 +54,7 @@ pub fn routes(
     engines: EngineFront,
     body_idle: Duration,
     keys: Arc<Keys>,
+    limit: Arc<CallLimit>,
 ) -> Router {
     let state = HttpState {
         registry,
@@ -59,6 +63,7 @@ pub fn routes(
         router,
         body_idle,
         keys,
+        limit,
     };
     // Worker management needs an admin key (when keys are configured).
     let management = Router::new()
@@ -121,10 +126,67 @@ async fn forward(
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    if let Err(denied) = state.keys.check(&parts.headers, Role::Client) {
+    if let Err(denied) = state.keys.check(request.headers(), Role::Client) {
         return HttpError::from(denied).into_response();
     }
+    let permit = match state.limit.acquire().await {
+        Ok(permit) => permit,
+        Err(overloaded) => {
+            let mut response =
+                HttpError::new(StatusCode::TOO_MANY_REQUESTS, overloaded.to_string())
+                    .into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+            return response;
+        }
+    };
+    let response = dispatch(state, path, endpoint, request).await;
+    match permit {
+        // The permit goes with the body, released when it ends.
+        Some(permit) => response.map(|body| {
+            Body::new(Holding {
+                body,
+                _permit: permit,
+            })
+        }),
+        None => response,
+    }
+}
+
+/// A response body that holds the call's permit until it is dropped.
+struct Holding {
+    body: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn dispatch(
+    state: &HttpState,
+    path: &'static str,
+    endpoint: Endpoint,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
     let bytes = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),

@@ -131,6 +131,7 @@ impl From<RouteError> for HttpError {
                 StatusCode::BAD_GATEWAY
             }
             RouteError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RouteError::WorkersBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             RouteError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 return HttpError::new(

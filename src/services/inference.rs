@@ -36,6 +36,7 @@ use crate::pb;
 use crate::routers::call::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::RouteError;
+use crate::services::overload::{CallLimit, Overloaded, RETRY_AFTER_SECS};
 use crate::transport::grpc::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::Engine;
@@ -97,13 +98,19 @@ pub struct InferenceService {
     router: Arc<GrpcRouter>,
     /// A request message that stops arriving for this long is refused.
     body_idle: Duration,
+    /// The router's limit on calls in flight, shared with the HTTP side.
+    limit: Arc<CallLimit>,
 }
 
 impl InferenceService {
     /// A service that routes with `router`, refusing request messages that
-    /// stop arriving for `body_idle`.
-    pub fn new(router: Arc<GrpcRouter>, body_idle: Duration) -> Self {
-        InferenceService { router, body_idle }
+    /// stop arriving for `body_idle` and `Generate` calls beyond `limit`.
+    pub fn new(router: Arc<GrpcRouter>, body_idle: Duration, limit: Arc<CallLimit>) -> Self {
+        InferenceService {
+            router,
+            body_idle,
+            limit,
+        }
     }
 
     async fn generate(
@@ -118,6 +125,7 @@ impl InferenceService {
             model = tracing::field::Empty,
             worker = tracing::field::Empty
         );
+        let permit = self.limit.acquire().await.map_err(overloaded)?;
         let result = self
             .router
             .generate(protocol, headers, message)
@@ -128,6 +136,11 @@ impl InferenceService {
             span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
             status
         })?;
+        // The permit goes with the response, released when it ends.
+        let stream = match permit {
+            Some(permit) => stream.holding(permit),
+            None => stream,
+        };
         Ok(grpc_response(headers, GrpcBody::relay(stream)))
     }
 
@@ -207,6 +220,16 @@ impl InferenceService {
         };
         Ok(grpc_response(HeaderMap::new(), GrpcBody::unary(&reply)))
     }
+}
+
+/// `RESOURCE_EXHAUSTED`, with `retry-after` (seconds) and gRPC's own
+/// pushback hint (milliseconds) in its metadata.
+fn overloaded(why: Overloaded) -> Status {
+    let mut status = Status::resource_exhausted(why.to_string());
+    let metadata = status.metadata_mut();
+    metadata.insert("retry-after", RETRY_AFTER_SECS.into());
+    metadata.insert("grpc-retry-pushback-ms", (RETRY_AFTER_SECS * 1000).into());
+    status
 }
 
 /// Whether the request says it is gRPC (`application/grpc`, optionally

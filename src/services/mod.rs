@@ -15,6 +15,7 @@ mod http_error;
 mod inference;
 pub mod listener;
 pub mod openai;
+pub mod overload;
 mod status;
 mod worker_management;
 

@@ -107,6 +107,7 @@ impl From<RouteError> for Status {
                 Status::unavailable(err.to_string())
             }
             RouteError::DeadlineExceeded { .. } => Status::deadline_exceeded(err.to_string()),
+            RouteError::WorkersBusy { .. } => Status::resource_exhausted(err.to_string()),
             RouteError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::internal("internal error; the router logged the details")

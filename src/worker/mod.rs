@@ -99,6 +99,8 @@ pub struct Worker {
     circuit_config: Arc<CircuitConfig>,
     /// Publishes the circuit's changes as registry events.
     announcer: registry::Announcer,
+    /// Calls in flight at which it is passed over (`u32::MAX`: no limit).
+    max_in_flight: u32,
 }
 
 impl Worker {
@@ -108,6 +110,7 @@ impl Worker {
         spec: WorkerSpec,
         channel_config: ChannelConfig,
         (circuit_config, announcer): (Arc<CircuitConfig>, registry::Announcer),
+        max_in_flight: u32,
     ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
@@ -139,6 +142,11 @@ impl Worker {
             circuit: circuit::Circuit::default(),
             circuit_config,
             announcer,
+            max_in_flight: if max_in_flight == 0 {
+                u32::MAX
+            } else {
+                max_in_flight
+            },
         }
     }
 
@@ -209,10 +217,23 @@ impl Worker {
         self.healthy.swap(healthy, Ordering::AcqRel) != healthy
     }
 
-    /// Whether a router may choose it now: healthy, and its circuit
-    /// closed or ready for a probe.
+    /// Whether a router may choose it now: healthy, its circuit closed or
+    /// ready for a probe, and under its limit of calls in flight.
     pub fn is_routable(&self) -> bool {
+        self.is_available() && !self.is_busy()
+    }
+
+    /// Healthy, and its circuit closed or ready for a probe.
+    pub fn is_available(&self) -> bool {
         self.is_healthy() && self.circuit.admits()
+    }
+
+    /// At its limit of calls in flight (`limits.max_in_flight_per_worker`).
+    /// A call that finds it under the limit is counted only when its load
+    /// guard is taken, so calls choosing it in the same instant may pass
+    /// the limit by their number.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight() >= self.max_in_flight
     }
 
     /// Where its circuit breaker stands.

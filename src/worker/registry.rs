@@ -169,6 +169,8 @@ pub struct WorkerRegistry {
     circuit_config: Arc<CircuitConfig>,
     /// The most workers registered at once.
     max_workers: usize,
+    /// Calls in flight to one worker beyond which it is passed over (0: none).
+    max_in_flight_per_worker: u32,
 }
 
 /// Lets a worker announce a change of its own (its circuit) in the
@@ -208,7 +210,15 @@ impl WorkerRegistry {
             channel_config,
             circuit_config: Arc::new(CircuitConfig::default()),
             max_workers: usize::MAX,
+            max_in_flight_per_worker: 0,
         }
+    }
+
+    /// The same registry, whose workers are passed over while `max` calls
+    /// are in flight to them (0: no limit).
+    pub fn with_max_in_flight_per_worker(mut self, max: u32) -> Self {
+        self.max_in_flight_per_worker = max;
+        self
     }
 
     /// The same registry, holding at most `max` workers at once.
@@ -267,6 +277,7 @@ impl WorkerRegistry {
                     events: self.events.clone(),
                 },
             ),
+            self.max_in_flight_per_worker,
         ));
         state.by_url.insert(worker.url().to_string(), id.clone());
         state.by_id.insert(id, worker.clone());

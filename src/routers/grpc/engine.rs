@@ -224,7 +224,7 @@ impl GrpcRouter {
         let total = all.len();
         let ejected = all
             .iter()
-            .filter(|w| w.is_healthy() && !w.is_routable())
+            .filter(|w| w.is_healthy() && !w.is_available())
             .count();
         let healthy: Vec<_> = all.into_iter().filter(|w| w.is_routable()).collect();
         if healthy.is_empty() {

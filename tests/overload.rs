@@ -1,0 +1,200 @@
+//! Overload: the router's limit on calls in flight (both listeners), its
+//! queue, and the per-worker limit; refusals are RESOURCE_EXHAUSTED / 429
+//! with a retry-after, and no permit outlives its call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switchyard::Config;
+use tonic::Code;
+
+fn limited(max_in_flight: usize, queue_size: usize) -> Config {
+    let mut config = test_config();
+    config.limits.max_in_flight = max_in_flight;
+    config.limits.queue_size = queue_size;
+    config.limits.queue_timeout_ms = 200;
+    config
+}
+
+/// Starts `n` calls to the (hung) worker and waits until it has them.
+async fn hold(
+    router: &Router,
+    worker: &switchyard::mock::MockWorker,
+    n: u64,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let before = worker.stats().calls();
+    let calls = (0..n)
+        .map(|_| {
+            let mut client = router.inference();
+            tokio::spawn(async move {
+                let _ = client.generate(request(MODEL, "hold")).await;
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "the held calls reach the worker",
+        || async { worker.stats().calls() == before + n },
+    )
+    .await;
+    calls
+}
+
+#[tokio::test]
+async fn no_permit_outlives_its_call_after_10000_cancelled_calls() {
+    let router = start_router_with(limited(4, 0)).await;
+    let worker = hung_mock().await;
+    router.add(&worker.url(), MODEL).await;
+
+    // 10,000 calls, cancelled at every stage: before the router read them,
+    // while routing, while the worker holds them; many are refused.
+    let mut refused = 0;
+    for batch in 0..2_500 {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let mut client = router.inference();
+                tokio::spawn(async move { client.generate(request(MODEL, "x")).await })
+            })
+            .collect();
+        if batch % 2 == 0 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        for call in calls {
+            if call.is_finished() {
+                if let Ok(Err(status)) = call.await {
+                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                    refused += 1;
+                }
+            } else {
+                call.abort();
+            }
+        }
+    }
+    eprintln!("{refused} of 10000 refused while earlier ones were still being released");
+
+    // Every permit is back: four calls are admitted at once...
+    let held = eventually_admitted(&router, &worker).await;
+    // ...and the fifth is refused at once, with a retry-after.
+    let status = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("limits.max_in_flight"),
+        "{status:?}"
+    );
+    assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    for call in held {
+        call.abort();
+    }
+}
+
+/// Waits until the cancelled calls' permits are back (the router notices a
+/// reset stream a moment later), then holds all four.
+async fn eventually_admitted(
+    router: &Router,
+    worker: &switchyard::mock::MockWorker,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = worker.stats().calls();
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let mut client = router.inference();
+                tokio::spawn(async move {
+                    let _ = client.generate(request(MODEL, "hold")).await;
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if worker.stats().calls() == before + 4 && calls.iter().all(|c| !c.is_finished()) {
+            return calls;
+        }
+        for call in calls {
+            call.abort();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "four calls are not admitted: permits leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_queue_waits_for_a_permit_and_http_shares_the_limit() {
+    let router = start_router_with(limited(1, 1)).await;
+    let worker = hung_mock().await;
+    router.add(&worker.url(), MODEL).await;
+    let held = hold(&router, &worker, 1).await;
+
+    // One call may wait; it gets the permit the held call returns.
+    let mut client = router.inference();
+    let waiting = tokio::spawn(async move { client.generate(request(MODEL, "next")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // With the queue full, a third is refused at once.
+    let status = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("waiting"), "{status:?}");
+    // The HTTP listener shares the limit: 429 with Retry-After.
+    let response = reqwest::Client::new()
+        .post(router.http_url("/generate"))
+        .json(&serde_json::json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    held[0].abort();
+    eventually(
+        Duration::from_secs(5),
+        "the waiting call reaches the worker",
+        || async { worker.stats().calls() == 2 },
+    )
+    .await;
+    // The call that waited now holds the permit (its worker hangs): a new
+    // call waits queue_timeout_ms (200 ms) and is refused.
+    let status = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("no call finished within"),
+        "{status:?}"
+    );
+    waiting.abort();
+}
+
+#[tokio::test]
+async fn a_worker_at_its_limit_is_passed_over_then_refused() {
+    let mut config = test_config();
+    config.limits.max_in_flight_per_worker = 2;
+    let router = start_router_with(config).await;
+    let worker = hung_mock().await;
+    let worker_id = router.add(&worker.url(), MODEL).await.id;
+    let held = hold(&router, &worker, 2).await;
+    let status = router.generate(request(MODEL, "x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_in_flight_per_worker"),
+        "{status:?}"
+    );
+    assert_eq!(
+        worker.stats().calls(),
+        2,
+        "the refused call reached the worker"
+    );
+
+    // A second worker takes the calls the first cannot.
+    let other = mock("other").await;
+    router.add(&other.url(), MODEL).await;
+    for _ in 0..4 {
+        let out = router.generate(request(MODEL, "x")).await.unwrap();
+        assert_ne!(out.worker, worker_id);
+    }
+    for call in held {
+        call.abort();
+    }
+}
