@@ -126,7 +126,7 @@ impl App {
             registry.clone(),
             &config.policy,
             rooms.clone(),
-            config.limits.default_deadline(),
+            &config.limits,
             tokenizers.clone(),
             retries.clone(),
         ));

@@ -196,6 +196,11 @@ pub struct LimitsConfig {
     /// at its limit is passed over; when every worker of the model is,
     /// the call is refused with `RESOURCE_EXHAUSTED` (HTTP 429).
     pub max_in_flight_per_worker: u32,
+    /// A relayed gRPC stream whose worker sends nothing for this long
+    /// (after its first message) fails with `UNAVAILABLE`, and the worker
+    /// is told to abort: 60 s (0: never). Checked at this granularity, so
+    /// the failure comes between one and two intervals of silence.
+    pub stream_idle_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -208,6 +213,7 @@ impl Default for LimitsConfig {
             queue_size: 1_000,
             queue_timeout_ms: 1_000,
             max_in_flight_per_worker: 0,
+            stream_idle_ms: 60_000,
         }
     }
 }
@@ -221,6 +227,11 @@ impl LimitsConfig {
     /// [`Self::request_body_idle_ms`] as a duration.
     pub fn request_body_idle(&self) -> Duration {
         Duration::from_millis(self.request_body_idle_ms)
+    }
+
+    /// [`Self::stream_idle_ms`] as a duration (`None`: off).
+    pub fn stream_idle(&self) -> Option<Duration> {
+        (self.stream_idle_ms > 0).then(|| Duration::from_millis(self.stream_idle_ms))
     }
 
     /// The limit on inference calls in flight these values describe.

@@ -258,3 +258,46 @@ async fn calls_stop_waiting_on_a_dark_worker_once_its_circuit_opens() {
     assert_eq!(circuit_of(&router, &dark).await, pb::CircuitState::Open);
     assert_eq!(live.stats().calls(), 40);
 }
+
+// Paused time: the clock jumps to each timer, so seconds of worker pauses
+// take none.
+#[tokio::test(start_paused = true)]
+async fn a_stream_whose_worker_goes_silent_fails_and_the_worker_is_told_to_abort() {
+    let mut config = config(CircuitConfig::default());
+    config.limits.stream_idle_ms = 1_000;
+    let router = start_router_with(config).await;
+    // A token every 10 s: after the first, the stream is silent too long.
+    let slow = mock_with(MockConfig {
+        name: "slow".into(),
+        tokens: 3,
+        token_delay: Duration::from_secs(10),
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&slow.url(), MODEL).await;
+    let mut stream = router
+        .inference()
+        .generate(request(MODEL, "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (messages, status) = messages_until_error(&mut stream).await;
+    assert_eq!(messages, 1);
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("sent nothing for"), "{status:?}");
+    eventually(
+        Duration::from_secs(5),
+        "the worker is told to abort",
+        || async { slow.stats().aborts() == 1 },
+    )
+    .await;
+
+    // A worker that pauses less than the interval between tokens is never
+    // cut, however long the whole stream takes.
+    slow.update(|c| {
+        c.tokens = 10;
+        c.token_delay = Duration::from_millis(600);
+    });
+    let out = router.generate(request(MODEL, "x")).await.unwrap();
+    assert_eq!(out.text().matches("slow:").count(), 10);
+}

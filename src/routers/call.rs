@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -156,6 +157,28 @@ impl Companion {
     }
 }
 
+/// The idle check of a relayed stream.
+struct Idle {
+    interval: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// The worker sent something since the timer was last set.
+    heard: bool,
+}
+
+impl Idle {
+    /// Ready when a whole interval passed without a chunk.
+    fn poll_silent(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if !std::mem::take(&mut self.heard) {
+                return Poll::Ready(self.interval);
+            }
+            let next = tokio::time::Instant::now() + self.interval;
+            self.timer.as_mut().reset(next);
+        }
+        Poll::Pending
+    }
+}
+
 /// Relays a worker's response body to the client as it arrives: gRPC-framed
 /// messages, in the chunks the worker's frames carried.
 pub struct ProxyStream {
@@ -166,6 +189,9 @@ pub struct ProxyStream {
     deadline: Option<Pin<Box<Sleep>>>,
     abort: Option<AbortOnDrop>,
     companion: Option<Companion>,
+    /// Fails the stream when the worker has sent nothing for an interval
+    /// (see [`Self::idle_after`]).
+    idle: Option<Box<Idle>>,
     /// Rewrites the worker's messages for the client (a `switchyard.v1`
     /// call served by an engine); `None` relays them as they are.
     translate: Option<Box<Responses>>,
@@ -196,6 +222,7 @@ impl ProxyStream {
             deadline: Some(deadline),
             abort,
             companion: None,
+            idle: None,
             translate: None,
             _held: held,
         }
@@ -204,6 +231,19 @@ impl ProxyStream {
     /// Translates every message of the worker's with `responses`.
     pub fn translated(mut self, responses: Responses) -> Self {
         self.translate = Some(Box::new(responses));
+        self
+    }
+
+    /// Fails the stream (UNAVAILABLE, the worker told to abort) when the
+    /// worker sends nothing for `interval`. Checked once per interval (a
+    /// chunk only sets a flag: no timer is touched per chunk), so silence
+    /// is caught after one to two intervals.
+    pub fn idle_after(mut self, interval: Duration) -> Self {
+        self.idle = Some(Box::new(Idle {
+            interval,
+            timer: Box::pin(tokio::time::sleep(interval)),
+            heard: false,
+        }));
         self
     }
 
@@ -276,7 +316,11 @@ impl Stream for ProxyStream {
             let Some(upstream) = this.upstream.as_mut() else {
                 return Poll::Ready(None);
             };
-            return match Pin::new(upstream).poll_next(cx) {
+            let polled = Pin::new(upstream).poll_next(cx);
+            if let (Poll::Ready(Some(Ok(_))), Some(idle)) = (&polled, this.idle.as_mut()) {
+                idle.heard = true;
+            }
+            return match polled {
                 Poll::Ready(Some(Ok(chunk))) if this.translate.is_none() => {
                     Poll::Ready(Some(Ok(chunk)))
                 }
@@ -322,6 +366,18 @@ impl Stream for ProxyStream {
                             // our own upstream is cancelled and told to abort
                             // on drop.
                             this.finish();
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                    }
+                    if let Some(idle) = this.idle.as_mut() {
+                        if let Poll::Ready(silent) = idle.poll_silent(cx) {
+                            // Still armed: the worker is told to stop when we drop.
+                            this.finish();
+                            let error = RouteError::WorkerIdle {
+                                worker: this.worker.id().clone(),
+                                silent,
+                            };
+                            this.load.settle(error.outcome());
                             return Poll::Ready(Some(Err(error)));
                         }
                     }

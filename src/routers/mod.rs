@@ -161,6 +161,15 @@ pub enum RouteError {
         /// Its models.
         models: Vec<String>,
     },
+    /// The worker sent nothing on a relayed stream for this long
+    /// (`limits.stream_idle_ms`).
+    #[error("worker {worker} sent nothing for {silent:?} (limits.stream_idle_ms); the call was cancelled")]
+    WorkerIdle {
+        /// The worker.
+        worker: WorkerId,
+        /// How long it was silent.
+        silent: std::time::Duration,
+    },
     /// A bug: logged in full, reported to the client as INTERNAL only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -203,7 +212,8 @@ impl RouteError {
             }
             RouteError::DeadlineExceeded {
                 streaming: false, ..
-            } => Outcome::Failure,
+            }
+            | RouteError::WorkerIdle { .. } => Outcome::Failure,
             _ => Outcome::Neutral,
         }
     }

@@ -132,6 +132,7 @@ impl From<RouteError> for HttpError {
             }
             RouteError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             RouteError::WorkersBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RouteError::WorkerIdle { .. } => StatusCode::BAD_GATEWAY,
             RouteError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 return HttpError::new(

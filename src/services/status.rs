@@ -108,6 +108,7 @@ impl From<RouteError> for Status {
             }
             RouteError::DeadlineExceeded { .. } => Status::deadline_exceeded(err.to_string()),
             RouteError::WorkersBusy { .. } => Status::resource_exhausted(err.to_string()),
+            RouteError::WorkerIdle { .. } => Status::unavailable(err.to_string()),
             RouteError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::internal("internal error; the router logged the details")

@@ -23,6 +23,7 @@ pub use inbound::{append_fields, Inbound, Prompt};
 pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
+use crate::config::LimitsConfig;
 use crate::engines::translate;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
@@ -47,6 +48,9 @@ pub struct GrpcRouter {
     inflight: Arc<InflightCalls>,
     /// The deadline of a call that sets none.
     default_deadline: Duration,
+    /// A relayed stream whose worker sends nothing for this long fails
+    /// (`None`: never).
+    stream_idle: Option<Duration>,
     /// Models' tokenizers, for `switchyard.v1` text to engine workers.
     tokenizers: Arc<Tokenizers>,
 }
@@ -54,13 +58,14 @@ pub struct GrpcRouter {
 impl GrpcRouter {
     /// Routers over `registry`, with policies built from `config` (and so
     /// subscribed to the registry's events); a call without a deadline gets
-    /// `default_deadline`; calls that reach no worker are retried within
+    /// `limits.default_deadline_ms` and a relayed stream silent for
+    /// `limits.stream_idle_ms` fails; calls that reach no worker are retried within
     /// `retries`.
     pub fn new(
         registry: Arc<WorkerRegistry>,
         config: &PolicyConfig,
         rooms: BootstrapRooms,
-        default_deadline: Duration,
+        limits: &LimitsConfig,
         tokenizers: Arc<Tokenizers>,
         retries: Arc<Retries>,
     ) -> Self {
@@ -74,7 +79,8 @@ impl GrpcRouter {
             pd: GrpcPdRouter::new(registry.clone(), config, rooms),
             registry,
             inflight: Arc::new(InflightCalls::default()),
-            default_deadline,
+            default_deadline: limits.default_deadline(),
+            stream_idle: limits.stream_idle(),
         }
     }
 
@@ -143,11 +149,18 @@ impl GrpcRouter {
 
     /// Hands a call to the PD or the regular router.
     async fn dispatch(&self, inbound: Inbound, model: &str) -> Result<Proxied, RouteError> {
-        if is_disaggregated(&self.registry, ConnectionMode::Grpc, model) {
-            self.pd.generate(inbound, model, &self.inflight).await
+        let (headers, stream) = if is_disaggregated(&self.registry, ConnectionMode::Grpc, model) {
+            self.pd.generate(inbound, model, &self.inflight).await?
         } else {
-            self.regular.generate(inbound, model, &self.inflight).await
-        }
+            self.regular
+                .generate(inbound, model, &self.inflight)
+                .await?
+        };
+        let stream = match self.stream_idle {
+            Some(idle) => stream.idle_after(idle),
+            None => stream,
+        };
+        Ok((headers, stream))
     }
 
     /// Forwards `Abort(request_id)` to every worker serving it. Returns
