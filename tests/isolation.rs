@@ -301,3 +301,99 @@ async fn a_stream_whose_worker_goes_silent_fails_and_the_worker_is_told_to_abort
     let out = router.generate(request(MODEL, "x")).await.unwrap();
     assert_eq!(out.text().matches("slow:").count(), 10);
 }
+
+/// A `mock-worker` process (killable like a real one): the process and its
+/// URL.
+async fn worker_process(name: &str) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mock-worker"))
+        .args(["--listen", "127.0.0.1:0", "--name", name])
+        .args(["--tokens", "40", "--token-delay-ms", "25"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let url = line.rsplit(' ').next().unwrap().to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_fails_only_its_streams_and_gets_no_new_calls() {
+    let router = start_router_with(config(CircuitConfig {
+        base_ejection_ms: 30_000,
+        max_ejection_ms: 30_000,
+        ..CircuitConfig::default()
+    }))
+    .await;
+    let (mut doomed, doomed_url) = worker_process("doomed").await;
+    let (_survivor, survivor_url) = worker_process("survivor").await;
+    let doomed_id = router.add(&doomed_url, MODEL).await.id;
+    router.add(&survivor_url, MODEL).await;
+
+    // 16 streams of 40 tokens, a token every 25 ms: half on each worker.
+    let streams: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = router.inference();
+            tokio::spawn(async move {
+                let response = client.generate(request(MODEL, "x")).await?;
+                let worker = response
+                    .metadata()
+                    .get("x-switchyard-worker-id")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let mut stream = response.into_inner();
+                let mut tokens = 0;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => tokens += 1,
+                        Ok(None) => return Ok((worker, tokens, None)),
+                        Err(status) => return Ok((worker, tokens, Some(status))),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.kill().await.unwrap();
+
+    let mut cut = 0;
+    for stream in streams {
+        let outcome: Result<_, tonic::Status> = stream.await.unwrap();
+        let (worker, tokens, error) = outcome.unwrap();
+        if worker == doomed_id {
+            let status = error.expect("a stream on the killed worker ends in an error");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(tokens < 41, "{tokens}");
+            cut += 1;
+        } else {
+            assert!(
+                error.is_none(),
+                "a stream on the other worker failed: {error:?}"
+            );
+            assert_eq!(tokens, 41, "40 tokens and the completion");
+        }
+    }
+    assert_eq!(cut, 8);
+
+    // New calls: none fails (the dead worker refuses connections, so a
+    // call offered to it goes to the other), and its circuit opens.
+    let mut short = request(MODEL, "x");
+    short.sampling_params = Some(pb::SamplingParams {
+        max_new_tokens: 1,
+        ..Default::default()
+    });
+    for i in 0..30 {
+        router
+            .generate(short.clone())
+            .await
+            .unwrap_or_else(|status| panic!("call {i} after the kill failed: {status:?}"));
+    }
+    assert_eq!(
+        circuit_of(&router, &doomed_id).await,
+        pb::CircuitState::Open
+    );
+}
