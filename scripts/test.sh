@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, then the Python
 # foreign-client tests against the built binaries (grpcio; openai and curl;
-# grpcio fake SGLang/vLLM engines from the published smg-grpc-proto stubs). Creates its own
+# grpcio fake SGLang/vLLM engines from the published smg-grpc-proto stubs;
+# API keys from grpcio and openai), then a short run of every fuzz target. Creates its own
 # virtualenv (.venv) with the packages in tests/python/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,8 @@ fi
 .venv/bin/python tests/python/test_http.py
 .venv/bin/python tests/python/test_engines.py
 .venv/bin/python tests/python/test_openai_engines.py
+.venv/bin/python tests/python/test_auth.py
+
+# Every fuzz target for a few seconds from the committed corpus (nightly
+# toolchain; installs cargo-fuzz if missing). The long run: see the script.
+bash scripts/fuzz.sh 5

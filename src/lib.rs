@@ -53,5 +53,13 @@ pub mod tokenizer;
 pub mod transport;
 pub mod worker;
 
+/// The parsers of untrusted input, for the fuzz targets (`fuzz/`); not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::routers::grpc::inbound::Inbound;
+    pub use crate::routers::http::input::HttpInput;
+}
+
 pub use app::{App, AppError};
 pub use config::Config;

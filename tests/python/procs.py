@@ -11,9 +11,11 @@ MOCK_WORKER = os.environ.get("MOCK_WORKER_BIN", os.path.join(TARGET, "debug", "m
 _PROCS = []
 
 
-def spawn(cmd):
-    """Starts `cmd` with its stdout piped, and remembers it for stop_all()."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def spawn(cmd, env=None):
+    """Starts `cmd` with its stdout piped (and `env` added to the
+    environment), and remembers it for stop_all()."""
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=full_env)
     _PROCS.append(proc)
     return proc
 

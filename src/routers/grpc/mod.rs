@@ -7,7 +7,7 @@
 //! of its response body, within the deadline.
 
 mod engine;
-mod inbound;
+pub(crate) mod inbound;
 mod pd;
 mod regular;
 

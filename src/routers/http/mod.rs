@@ -12,7 +12,7 @@
 //! guards live in the relayed body, so they last exactly as long as the
 //! streams.
 
-mod input;
+pub(crate) mod input;
 mod pd;
 mod regular;
 mod relay;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Fuzzes the parsers of untrusted input with cargo-fuzz (libFuzzer) on the
+# machine's nightly toolchain: worker URLs, the inbound Generate parser,
+# HTTP body routing fields, gRPC framing, grpc-timeout, and the radix tree
+# against a naive model (fuzz/fuzz_targets/).
+#
+#   bash scripts/fuzz.sh            # every target for 5 s (what the tests run)
+#   bash scripts/fuzz.sh 600        # the long run: 10 minutes a target
+#   TARGETS="radix_tree" bash scripts/fuzz.sh 60
+#   KEEP=1 bash scripts/fuzz.sh 600 # add the inputs found to fuzz/corpus/
+#
+# Seeds come from fuzz/corpus/TARGET (committed). A crash stops the run
+# with the input in fuzz/artifacts/TARGET/; turn it into a regression test.
+# Installs cargo-fuzz (cargo install) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_EACH=${1:-5}
+TARGETS=${TARGETS:-worker_url inbound_generate http_input grpc_framing grpc_timeout radix_tree}
+
+rustup toolchain list | grep -q '^nightly' || {
+  echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2
+  exit 1
+}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cargo +nightly fuzz build --release $TARGETS
+for target in $TARGETS; do
+  mkdir -p "fuzz/corpus/$target"
+  if [ "${KEEP:-0}" = 1 ]; then
+    corpus=("fuzz/corpus/$target")
+  else
+    mkdir -p "$WORK/$target"
+    corpus=("$WORK/$target" "fuzz/corpus/$target")
+  fi
+  echo "fuzz.sh: $target for ${SECONDS_EACH}s"
+  cargo +nightly fuzz run --release "$target" "${corpus[@]}" -- \
+    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=0 2>"$WORK/$target.log" || {
+    tail -40 "$WORK/$target.log" >&2
+    echo "fuzz.sh: $target failed; the input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  }
+  grep -E "^#[0-9]+ *DONE" "$WORK/$target.log" | tail -1 || true
+done
+echo "fuzz.sh: every target ran ${SECONDS_EACH}s without a failure"
