@@ -26,7 +26,10 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cargo +nightly fuzz build --release $TARGETS
+# Optimized, with debug assertions and overflow checks (cargo-fuzz's default).
+for target in $TARGETS; do
+  cargo +nightly fuzz build "$target"
+done
 for target in $TARGETS; do
   mkdir -p "fuzz/corpus/$target"
   if [ "${KEEP:-0}" = 1 ]; then
@@ -36,7 +39,7 @@ for target in $TARGETS; do
     corpus=("$WORK/$target" "fuzz/corpus/$target")
   fi
   echo "fuzz.sh: $target for ${SECONDS_EACH}s"
-  cargo +nightly fuzz run --release "$target" "${corpus[@]}" -- \
+  cargo +nightly fuzz run "$target" "${corpus[@]}" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=0 2>"$WORK/$target.log" || {
     tail -40 "$WORK/$target.log" >&2
     echo "fuzz.sh: $target failed; the input is in fuzz/artifacts/$target/" >&2

@@ -34,7 +34,8 @@
 //! tests, one file per area; `tests/python` drives the router from grpcio,
 //! the `openai` package and curl), `benches/` (micro-benchmarks), `examples/`
 //! (load generator, latency probe, the HTTP/2 floor), `bench/` (side-by-side
-//! and instruction-count runs), `clients/python`.
+//! and instruction-count runs), `clients/python`, `fuzz/` (cargo-fuzz targets
+//! over the `fuzzing` module and public parsers; `scripts/fuzz.sh`).
 
 #![forbid(unsafe_code)]
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
@@ -157,10 +157,12 @@ impl Companion {
     }
 }
 
-/// The idle check of a relayed stream.
+/// The idle check of a relayed stream. Its timer is made the first time
+/// the worker has nothing ready (a stream that arrives whole, as a one-token
+/// answer does, never makes one).
 struct Idle {
     interval: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
     /// The worker sent something since the timer was last set.
     heard: bool,
 }
@@ -168,12 +170,15 @@ struct Idle {
 impl Idle {
     /// Ready when a whole interval passed without a chunk.
     fn poll_silent(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
-        while self.timer.as_mut().poll(cx).is_ready() {
+        let interval = self.interval;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        while timer.as_mut().poll(cx).is_ready() {
             if !std::mem::take(&mut self.heard) {
-                return Poll::Ready(self.interval);
+                return Poll::Ready(interval);
             }
-            let next = tokio::time::Instant::now() + self.interval;
-            self.timer.as_mut().reset(next);
+            timer.as_mut().reset(tokio::time::Instant::now() + interval);
         }
         Poll::Pending
     }
@@ -191,7 +196,9 @@ pub struct ProxyStream {
     companion: Option<Companion>,
     /// Fails the stream when the worker has sent nothing for an interval
     /// (see [`Self::idle_after`]).
-    idle: Option<Box<Idle>>,
+    idle: Option<Idle>,
+    /// The router's permit for the call (its limit on calls in flight).
+    _permit: Option<OwnedSemaphorePermit>,
     /// Rewrites the worker's messages for the client (a `switchyard.v1`
     /// call served by an engine); `None` relays them as they are.
     translate: Option<Box<Responses>>,
@@ -223,6 +230,7 @@ impl ProxyStream {
             abort,
             companion: None,
             idle: None,
+            _permit: None,
             translate: None,
             _held: held,
         }
@@ -239,18 +247,17 @@ impl ProxyStream {
     /// chunk only sets a flag: no timer is touched per chunk), so silence
     /// is caught after one to two intervals.
     pub fn idle_after(mut self, interval: Duration) -> Self {
-        self.idle = Some(Box::new(Idle {
+        self.idle = Some(Idle {
             interval,
-            timer: Box::pin(tokio::time::sleep(interval)),
+            timer: None,
             heard: false,
-        }));
+        });
         self
     }
 
-    /// Holds `more` too until the stream ends (the router's call permit).
-    pub fn holding(mut self, more: impl Send + Sync + 'static) -> Self {
-        let held = std::mem::replace(&mut self._held, Box::new(()));
-        self._held = Box::new((held, more));
+    /// Holds the router's `permit` for the call until the stream ends.
+    pub fn with_permit(mut self, permit: OwnedSemaphorePermit) -> Self {
+        self._permit = Some(permit);
         self
     }
 

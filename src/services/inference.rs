@@ -138,7 +138,7 @@ impl InferenceService {
         })?;
         // The permit goes with the response, released when it ends.
         let stream = match permit {
-            Some(permit) => stream.holding(permit),
+            Some(permit) => stream.with_permit(permit),
             None => stream,
         };
         Ok(grpc_response(headers, GrpcBody::relay(stream)))
