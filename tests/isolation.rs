@@ -233,15 +233,9 @@ async fn calls_stop_waiting_on_a_dark_worker_once_its_circuit_opens() {
     });
     config.upstream.connect_timeout_ms = 500;
     let router = start_router_with(config).await;
-    // A listener whose accept queue is full: the kernel drops further
-    // connection attempts, so connecting hangs (a host gone dark).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (dark_url, _dark) = dark_host().await;
     let live = mock("live").await;
-    let dark = router.add(&format!("grpc://{addr}"), MODEL).await.id;
+    let dark = router.add(&dark_url, MODEL).await.id;
     router.add(&live.url(), MODEL).await;
 
     let started = tokio::time::Instant::now();

@@ -446,14 +446,8 @@ async fn calls_waiting_on_a_hanging_connect_fail_together() {
     config.upstream.connect_timeout_ms = 500;
     config.upstream.connections_per_worker = 1;
     let router = start_router_with(config).await;
-    // A listener whose accept queue is full: the kernel drops further
-    // connection attempts, so connecting hangs (a host gone dark).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _filler = tokio::net::TcpStream::connect(addr).await.unwrap();
-    router.add(&format!("grpc://{addr}"), MODEL).await;
+    let (dark_url, _dark) = dark_host().await;
+    router.add(&dark_url, MODEL).await;
 
     // Eight calls at once, no deadlines: they share the one attempt's
     // timeout instead of waiting for eight in turn (4 s).

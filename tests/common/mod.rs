@@ -366,3 +366,15 @@ pub async fn silent_worker() -> (String, JoinHandle<()>) {
     });
     (url, held)
 }
+
+/// A host gone dark: a listener whose accept queue is full, so the kernel
+/// drops further connection attempts and connecting hangs. Its `grpc://`
+/// URL, and what keeps it so (drop it to end).
+pub async fn dark_host() -> (String, (tokio::net::TcpListener, tokio::net::TcpStream)) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (format!("grpc://{addr}"), (listener, filler))
+}
