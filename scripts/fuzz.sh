@@ -45,6 +45,6 @@ for target in $TARGETS; do
     echo "fuzz.sh: $target failed; the input is in fuzz/artifacts/$target/" >&2
     exit 1
   }
-  grep -E "^#[0-9]+ *DONE" "$WORK/$target.log" | tail -1 || true
+  grep -E "^#[0-9]+" "$WORK/$target.log" | tail -1 || true
 done
 echo "fuzz.sh: every target ran ${SECONDS_EACH}s without a failure"

@@ -58,7 +58,8 @@ pub fn forward_owned(headers: HeaderMap, extra: usize) -> HeaderMap {
 
 /// Parses a `grpc-timeout` value (e.g. `"250m"`, `"3S"`) per the gRPC spec.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    // ASCII only: the unit is the last byte, and must be a whole character.
+    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -122,7 +123,9 @@ mod tests {
             parse_grpc_timeout("99999999n"),
             Some(Duration::from_nanos(99_999_999))
         );
-        for bad in ["", "m", "10", "10x", "-1S", "1234567890S"] {
+        // "٨" (found by the grpc_timeout fuzz target): two bytes, one
+        // character; the unit must not be split out of it.
+        for bad in ["", "m", "10", "10x", "-1S", "1234567890S", "٨", "1٨"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }
