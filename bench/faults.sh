@@ -53,6 +53,8 @@ print(f"refused calls: {n} ({r['errors']}), router CPU {(after - before) / hz * 
 PY
 kill "$ROUTER" 2>/dev/null || true
 
+[ "${ONLY_REFUSED:-0}" = 1 ] && exit 0
+
 # 2. A worker killed under load.
 target/release/mock-worker --listen 127.0.0.1:17411 --name a --tokens 64 --token-delay-ms 5 >"$WORK/a.log" 2>&1 &
 DOOMED=$!
