@@ -16,7 +16,9 @@
 //! half and all of it so that workers ejected together do not return
 //! together. Then it is **half-open**: the next call chosen for the worker
 //! is its one probe ([`Circuit::take_probe`]), and no other call is let
-//! through while the probe runs. `close_after` probe successes in a row
+//! through while the probe runs. (Two calls that chose the worker in the
+//! same instant both go to it; only the first is the probe, and the other's
+//! outcome is not counted.) `close_after` probe successes in a row
 //! close it; a probe failure opens it again, for longer. A probe the
 //! client cancels decides nothing: the next call probes instead.
 //!
