@@ -391,3 +391,51 @@ async fn a_worker_killed_mid_stream_fails_only_its_streams_and_gets_no_new_calls
         pb::CircuitState::Open
     );
 }
+
+#[tokio::test]
+async fn a_hung_worker_is_ejected_by_its_calls_deadlines() {
+    let router = start_router_with(config(CircuitConfig {
+        consecutive_failures: 2,
+        base_ejection_ms: 60_000,
+        max_ejection_ms: 60_000,
+        ..CircuitConfig::default()
+    }))
+    .await;
+    let hung = hung_mock().await;
+    let good = mock("good").await;
+    let hung_id = router.add(&hung.url(), MODEL).await.id;
+    router.add(&good.url(), MODEL).await;
+
+    // Calls with a 200 ms deadline: those given to the hung worker time out
+    // before it answers, and two of them in a row open its circuit.
+    let mut timed_out = 0;
+    for _ in 0..20 {
+        let mut call = tonic::Request::new(request(MODEL, "x"));
+        call.set_timeout(Duration::from_millis(200));
+        match router.inference().generate(call).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                while stream.message().await.unwrap().is_some() {}
+            }
+            Err(status) => {
+                // tonic enforces the deadline itself too, and may give up a
+                // moment before the router's copy of it fires: then the
+                // router sees a cancel at the deadline.
+                assert!(
+                    matches!(
+                        status.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    ),
+                    "{status:?}"
+                );
+                timed_out += 1;
+            }
+        }
+    }
+    assert_eq!(
+        timed_out, 2,
+        "after two timeouts the hung worker got no more calls"
+    );
+    assert_eq!(hung.stats().calls(), 2);
+    assert_eq!(circuit_of(&router, &hung_id).await, pb::CircuitState::Open);
+}

@@ -10,10 +10,14 @@
 //! makes the call the circuit's probe when the circuit is half-open, and
 //! [`LoadGuard::settle`] reports how the call ended. A guard dropped
 //! unsettled (the client went away) decides nothing, and frees the probe
-//! turn for the next call.
+//! turn for the next call, unless the worker still owed its first answer
+//! at the call's deadline ([`LoadGuard::answer_by`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{Outcome, Worker};
 
@@ -24,7 +28,15 @@ pub struct LoadGuard {
     /// This call is the worker's half-open circuit probe.
     probe: bool,
     settled: bool,
+    /// While the worker has not answered: the call's deadline. A call
+    /// dropped unanswered at its deadline counts against the worker.
+    unanswered_by: Option<Instant>,
 }
+
+/// How close to its deadline a dropped call counts as having reached it:
+/// a client that enforces its own deadline cancels about when the router's
+/// copy of it would fire, give or take the trip between them.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 impl LoadGuard {
     /// Counts a request against `worker` until the guard is dropped.
@@ -35,7 +47,22 @@ impl LoadGuard {
             worker,
             probe,
             settled: false,
+            unanswered_by: None,
         }
+    }
+
+    /// The worker owes an answer by `deadline`: if the call is dropped
+    /// unsettled then (the client gave up at its deadline: most gRPC
+    /// clients enforce it themselves, before the router's copy of it
+    /// fires), the worker failed it. Cleared by [`Self::answered`].
+    pub fn answer_by(&mut self, deadline: Instant) {
+        self.unanswered_by = Some(deadline);
+    }
+
+    /// The worker answered: from here a cancelled call says nothing about
+    /// it (a stream cut by the client's deadline is the client's choice).
+    pub fn answered(&mut self) {
+        self.unanswered_by = None;
     }
 
     /// The worker this guard counts against.
@@ -56,7 +83,15 @@ impl LoadGuard {
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.worker.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !self.settled && self.probe {
+        if self.settled {
+            return;
+        }
+        let timed_out = self
+            .unanswered_by
+            .is_some_and(|deadline| Instant::now() + DEADLINE_SLACK >= deadline);
+        if timed_out {
+            self.worker.record_outcome(self.probe, Outcome::Failure);
+        } else if self.probe {
             self.worker.record_outcome(true, Outcome::Neutral);
         }
     }

@@ -71,6 +71,7 @@ impl GrpcRegularRouter {
     ) -> Result<Proxied, RouteError> {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
         let mut load = LoadGuard::new(worker.clone());
+        load.answer_by(inbound.deadline);
         self.policies.for_model(model).record(&worker, facts);
         let entry = inflight.register(&inbound.request_id, vec![worker.clone()]);
         let mut abort = AbortOnDrop::new(worker.clone(), inbound.request_id.clone());
@@ -89,6 +90,7 @@ impl GrpcRegularRouter {
             }
         })?;
 
+        load.answered();
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(WORKER_ID_HEADER, worker.id_value().clone());
         let stream = ProxyStream::new(worker, stream, timer, Some(abort), load, Box::new(entry));
