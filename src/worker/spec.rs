@@ -151,6 +151,14 @@ fn check_host(host: &str) -> Result<(), &'static str> {
         }
         return Ok(());
     }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(
+            "the host has characters no host name has (letters, digits, '-', '.' and '_' only)",
+        );
+    }
     if host
         .split('.')
         .any(|label| label.is_empty() || label.len() > 63)
@@ -261,6 +269,16 @@ impl Endpoint {
             return Err(bad("missing host"));
         }
         check_host(&host).map_err(bad)?;
+        // What follows the host is nothing or `:PORT`: `http::Uri` takes
+        // the host up to the first colon and a port it cannot read as none.
+        let rest = &authority.as_str()[authority.host().len()..];
+        if !(rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok()))
+        {
+            return Err(bad("the port must be a number from 1 to 65535"));
+        }
         let port = match (authority.port_u16(), mode) {
             (Some(0), _) => return Err(bad("port 0 is not a worker port")),
             (Some(p), _) => p,
@@ -485,6 +503,10 @@ mod tests {
             ("grpc://0x7f000001:1", "dotted-quad"),
             ("grpc://0.0.0.0:1", "unspecified"),
             ("grpc://[::]:1", "unspecified"),
+            // Found by the worker_url fuzz target: accepted, and normalized
+            // to a URL that did not parse again.
+            ("http://p[):.],.", "characters"),
+            ("http://p:.],.", "port"),
         ] {
             let err = spec(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
