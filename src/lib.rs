@@ -24,7 +24,7 @@
 //! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers.
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
-//! - [`services`]: the gRPC listener and services, the HTTP API, and the one error mapping per wire.
+//! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`mock`]: a configurable fake worker (gRPC or HTTP) for tests, demos and benchmarks.
