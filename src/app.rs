@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -25,6 +24,7 @@ use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::Retries;
 use crate::services::openai::EngineFront;
+use crate::services::tls::{Accepting, Peer, Protocol, ServerTls};
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::tokenizer::Tokenizers;
 use crate::worker::WorkerRegistry;
@@ -43,6 +43,9 @@ pub enum AppError {
         /// Why.
         source: AddError,
     },
+    /// A TLS file of the listeners cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -74,6 +77,10 @@ pub struct App {
     health: HealthReporter,
     /// Which hosts may be added as workers.
     hosts: Arc<HostPolicy>,
+    /// The listeners' TLS, if configured.
+    server_tls: Option<Arc<ServerTls>>,
+    /// TLS to `https://` workers, if configured.
+    http_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl App {
@@ -81,8 +88,13 @@ impl App {
     /// workers, so they are routable before the router reports SERVING.
     pub async fn build(config: Config) -> Result<App, AppError> {
         config.validate()?;
+        let server_tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
+        let worker_tls = config.worker_tls.load()?;
+        let mut channel = config.upstream.channel_config();
+        channel.tls = worker_tls.as_ref().map(|t| t.grpc.clone());
+        let http_tls = worker_tls.map(|t| t.http);
         let registry = Arc::new(
-            WorkerRegistry::new(config.upstream.channel_config())
+            WorkerRegistry::new(channel)
                 .with_circuit(config.breaker.clone())
                 .with_max_workers(config.limits.max_workers)
                 .with_max_in_flight_per_worker(config.limits.max_in_flight_per_worker),
@@ -133,7 +145,7 @@ impl App {
         let http_router = Arc::new(HttpRouter::new(
             registry.clone(),
             &config.policy,
-            &config.http,
+            (&config.http, http_tls.clone()),
             rooms,
             retries,
         ));
@@ -145,6 +157,8 @@ impl App {
             tokenizers,
             health: HealthReporter::new(),
             hosts,
+            server_tls,
+            http_tls,
         })
     }
 
@@ -200,7 +214,11 @@ impl App {
         let serving = ServingReporter::new(self.registry.clone(), self.health.clone());
         serving.refresh().await;
         let reporter_task = tokio::spawn(serving.run(stopped()));
-        let checker = HealthChecker::new(self.registry.clone(), self.config.health_check.clone());
+        let checker = HealthChecker::new(
+            self.registry.clone(),
+            self.config.health_check.clone(),
+            self.http_tls.clone(),
+        );
         let checker_task = tokio::spawn(checker.run(stopped()));
         let loads_task = self.config.health_check.loads_interval().map(|interval| {
             let poller = LoadPoller::new(
@@ -210,7 +228,15 @@ impl App {
             );
             tokio::spawn(poller.run(stopped()))
         });
-        let keys = Arc::new(Keys::new(&self.config.auth));
+        let tls_task = self
+            .server_tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(stopped())));
+        let verifies_clients = self
+            .server_tls
+            .as_ref()
+            .is_some_and(|tls| tls.verifies_clients());
+        let keys = Arc::new(Keys::new(&self.config.auth).with_admin_cert(verifies_clients));
         let limit = Arc::new(self.config.limits.call_limit());
         tracing::info!("access: {}", keys.describe());
         let http_task = http.map(|listener| {
@@ -227,12 +253,22 @@ impl App {
                 keys.clone(),
                 limit.clone(),
             );
-            tracing::info!(addr = ?listener.local_addr().ok(), "serving HTTP");
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let server = axum::serve(listener, routes).with_graceful_shutdown(closed());
-            tokio::spawn(std::future::IntoFuture::into_future(server))
+            let tls = self.server_tls.is_some();
+            tracing::info!(addr = ?listener.local_addr().ok(), tls, "serving HTTP");
+            let listener = Accepting::new(
+                listener,
+                self.server_tls.clone().map(|t| (t, Protocol::Http)),
+            );
+            if verifies_clients {
+                // Admin calls look up whether their connection presented a
+                // client certificate.
+                let routes = routes.into_make_service_with_connect_info::<Peer>();
+                let server = axum::serve(listener, routes).with_graceful_shutdown(closed());
+                tokio::spawn(std::future::IntoFuture::into_future(server))
+            } else {
+                let server = axum::serve(listener, routes).with_graceful_shutdown(closed());
+                tokio::spawn(std::future::IntoFuture::into_future(server))
+            }
         });
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -262,7 +298,9 @@ impl App {
             .add_service(management);
 
         let local = listener.local_addr().ok();
-        tracing::info!(addr = ?local, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");
+        let tls = self.server_tls.is_some();
+        let listener = Accepting::new(listener, self.server_tls.clone().map(|t| (t, Protocol::Grpc)));
+        tracing::info!(addr = ?local, tls, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");
         let stop_on_shutdown = stop_tx.clone();
         let grpc = crate::services::listener::serve(
             listener,
@@ -295,6 +333,9 @@ impl App {
         let _ = reporter_task.await;
         let _ = checker_task.await;
         if let Some(task) = loads_task {
+            let _ = task.await;
+        }
+        if let Some(task) = tls_task {
             let _ = task.await;
         }
         tracing::info!("stopped");

@@ -152,6 +152,13 @@ pub enum Denied {
     /// A client key where an admin key is needed.
     #[error("worker management needs an admin key; this is a client key")]
     NotAdmin,
+    /// Worker management over a connection without a verified client
+    /// certificate, where the listeners require one (`tls.client_ca`).
+    #[error(
+        "worker management needs a client certificate signed by the router's client CA \
+         (tls.client_ca): connect over TLS with one"
+    )]
+    NoClientCert,
 }
 
 /// The configured keys and the headers to strip.
@@ -160,6 +167,8 @@ pub struct Keys {
     admin: Vec<Box<[u8]>>,
     client: Vec<Box<[u8]>>,
     strip: Vec<HeaderName>,
+    /// Admin calls need a verified client certificate too.
+    admin_cert: bool,
 }
 
 impl fmt::Debug for Keys {
@@ -167,6 +176,7 @@ impl fmt::Debug for Keys {
         f.debug_struct("Keys")
             .field("admin", &self.admin.len())
             .field("client", &self.client.len())
+            .field("admin_cert", &self.admin_cert)
             .finish()
     }
 }
@@ -203,7 +213,23 @@ impl Keys {
                 .iter()
                 .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
+            admin_cert: false,
         }
+    }
+
+    /// Requires a verified client certificate for admin calls as well.
+    pub fn with_admin_cert(mut self, required: bool) -> Self {
+        self.admin_cert = required;
+        self
+    }
+
+    /// Whether an admin call with `headers`, over a connection that did or
+    /// did not present a verified client certificate, may go ahead.
+    pub fn check_admin(&self, headers: &HeaderMap, client_cert: bool) -> Result<(), Denied> {
+        if self.admin_cert && !client_cert {
+            return Err(Denied::NoClientCert);
+        }
+        self.check(headers, Role::Admin)
     }
 
     /// Whether `role`'s surfaces take calls without a key.
@@ -249,9 +275,14 @@ impl Keys {
 
     /// One line for the startup log: which surfaces need which key.
     pub fn describe(&self) -> String {
-        let management = match self.admin.is_empty() {
-            true => "OPEN (no admin keys; loopback listeners only)".to_string(),
-            false => format!("admin key ({} configured)", self.admin.len()),
+        let management = match (self.admin.is_empty(), self.admin_cert) {
+            (true, false) => "OPEN (no admin keys; loopback listeners only)".to_string(),
+            (true, true) => "client certificate".to_string(),
+            (false, false) => format!("admin key ({} configured)", self.admin.len()),
+            (false, true) => format!(
+                "client certificate and admin key ({} configured)",
+                self.admin.len()
+            ),
         };
         let inference = match (self.client.is_empty(), self.admin.is_empty()) {
             (true, true) => "OPEN (no keys)".to_string(),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Which hosts may be registered as workers.
     pub worker_hosts: WorkerHostsConfig,
+    /// TLS on the router's listeners.
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS to `grpcs://` and `https://` workers.
+    pub worker_tls: WorkerTlsConfig,
 }
 
 impl Default for Config {
@@ -106,6 +111,8 @@ impl Default for Config {
             retry: RetryConfig::default(),
             auth: AuthConfig::default(),
             worker_hosts: WorkerHostsConfig::default(),
+            tls: None,
+            worker_tls: WorkerTlsConfig::default(),
         }
     }
 }
@@ -352,12 +359,17 @@ impl HttpConfig {
 }
 
 impl HttpConfig {
-    /// The client settings these values describe.
-    pub fn client_config(&self) -> crate::transport::http1::HttpClientConfig {
+    /// The client settings these values describe, with `tls` for
+    /// `https://` workers.
+    pub fn client_config(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> crate::transport::http1::HttpClientConfig {
         crate::transport::http1::HttpClientConfig {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             response_timeout: Duration::from_millis(self.response_timeout_ms),
             pool_idle_per_worker: self.pool_idle_per_worker,
+            tls,
         }
     }
 }
@@ -458,7 +470,65 @@ impl UpstreamConfig {
             keep_alive_interval: Duration::from_millis(self.keep_alive_interval_ms),
             connections: self.connections_per_worker,
             stream_window: self.stream_window_bytes,
+            tls: None,
         }
+    }
+}
+
+/// TLS on both listeners (`[tls]`): PEM files, read at startup and again
+/// on `SIGHUP` or when they change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// A CA bundle: when set, clients may present a certificate signed by
+    /// it, and admin calls (worker management) must.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are checked for changes (0: only on `SIGHUP`).
+    #[serde(default = "default_reload_check_ms")]
+    pub reload_check_ms: u64,
+}
+
+fn default_reload_check_ms() -> u64 {
+    5_000
+}
+
+/// TLS to workers (`[worker_tls]`), for `grpcs://` and `https://` URLs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerTlsConfig {
+    /// The CA bundle workers' certificates must chain to (unset: the
+    /// system's trusted roots).
+    pub ca: Option<PathBuf>,
+    /// A client certificate to present to workers (mTLS), with `key`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+impl WorkerTlsConfig {
+    /// The client configs these files make (`None` when nothing is set:
+    /// the system's roots then, read only if a TLS worker appears).
+    pub fn load(&self) -> Result<Option<crate::transport::tls::WorkerTls>, ConfigError> {
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "worker_tls.cert and worker_tls.key go together: set both or neither".into(),
+                ))
+            }
+        };
+        if self.ca.is_none() && identity.is_none() {
+            return Ok(None);
+        }
+        crate::transport::tls::WorkerTls::new(self.ca.as_deref(), identity)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("worker_tls: {e}")))
     }
 }
 
@@ -531,15 +601,18 @@ impl Config {
         if self.limits.max_workers == 0 {
             return invalid("limits.max_workers must be at least 1".into());
         }
-        if self.auth.admin_keys.is_empty() {
+        // A client certificate is an admin's credential too.
+        let client_certs = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if self.auth.admin_keys.is_empty() && !client_certs {
             let wide = std::iter::once(self.grpc_listen)
                 .chain(self.http_listen)
                 .find(|a| !a.ip().is_loopback());
             if let Some(addr) = wide {
                 return invalid(format!(
                     "no admin keys are configured, so worker management would be open to anyone \
-                     who reaches {addr}: set auth.admin_keys in the config file (or {}), or \
-                     listen on a loopback address",
+                     who reaches {addr}: set auth.admin_keys in the config file (or {}), \
+                     require client certificates (tls.client_ca), or listen on a loopback \
+                     address",
                     crate::auth::ADMIN_KEYS_ENV
                 ));
             }

@@ -75,6 +75,15 @@ struct Args {
     /// with the same tokenizer shows real text.
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<std::path::PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this CA (gRPC mock).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -139,6 +148,15 @@ async fn main() -> ExitCode {
         reported_waiting: args.reported_waiting,
         reply_ids,
         model_path: args.tokenizer.as_ref().map(|p| p.display().to_string()),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(switchyard::config::ServerTlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+                reload_check_ms: 0,
+            }),
+            _ => None,
+        },
     };
     if args.http && args.engine != Engine::Switchyard {
         eprintln!("mock-worker: --engine applies to the gRPC mock; drop --http or --engine");

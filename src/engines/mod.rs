@@ -192,7 +192,12 @@ pub async fn admit(
             url: request.url.clone(),
             reason: "not a valid host:port".into(),
         })?;
-    let upstream = Upstream::new(authority, HEALTH_CHECK, channel.clone());
+    let upstream = Upstream::new(
+        authority,
+        HEALTH_CHECK,
+        channel.clone(),
+        endpoint.is_secure(),
+    );
     let url = endpoint.url().to_string();
     let (engine, serving) = match request.engine {
         Some(engine) => (engine, None),

@@ -35,8 +35,13 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    /// A checker over `registry`.
-    pub fn new(registry: Arc<WorkerRegistry>, config: HealthCheckConfig) -> Self {
+    /// A checker over `registry` (`tls` for `https://` workers: `None`, the
+    /// system's roots).
+    pub fn new(
+        registry: Arc<WorkerRegistry>,
+        config: HealthCheckConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         HealthChecker {
             registry,
             streaks: HashMap::new(),
@@ -44,6 +49,7 @@ impl HealthChecker {
                 connect_timeout: config.timeout(),
                 response_timeout: config.timeout(),
                 pool_idle_per_worker: 1,
+                tls,
             }),
             config,
         }
@@ -114,7 +120,7 @@ impl HealthChecker {
 
 /// `GET {url}/health`: any 2xx within the timeout is healthy.
 async fn probe_http(client: &HttpClient, worker: &Worker, timeout: std::time::Duration) -> bool {
-    match client.get(worker.authority(), "/health", timeout).await {
+    match client.get(worker.origin(), "/health", timeout).await {
         Ok(status) => status.is_success(),
         Err(failure) => {
             tracing::debug!(worker = %worker.id(), %failure, "health check failed");

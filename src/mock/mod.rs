@@ -79,6 +79,9 @@ pub struct MockConfig {
     /// tokenizer directory when the mock has one, as an engine reports the
     /// directory it loaded.
     pub model_path: Option<String>,
+    /// Serve TLS with these files (`grpcs://` and `https://` urls); with a
+    /// client CA, the gRPC mock requires a client certificate signed by it.
+    pub tls: Option<crate::config::ServerTlsConfig>,
     /// Requests an engine reports waiting in `GetLoads` on top of its own
     /// (other clients' work, as a shared engine has).
     pub reported_waiting: u32,
@@ -133,6 +136,7 @@ impl Default for MockConfig {
             reported_waiting: 0,
             reply_ids: None,
             model_path: None,
+            tls: None,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+
+use crate::services::tls::{Accepting, Protocol, ServerTls};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -25,6 +26,8 @@ pub struct MockWorker {
     addr: SocketAddr,
     /// Serves the HTTP API instead of gRPC.
     http: bool,
+    /// Serves TLS.
+    secure: bool,
     bootstrap_port: Option<u16>,
     bootstrap_task: Option<JoinHandle<()>>,
     config: Arc<ArcSwap<MockConfig>>,
@@ -83,10 +86,16 @@ impl MockWorker {
             warm_at: tokio::time::Instant::now() + warmup,
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let tls = config.load().tls.clone();
         let task = if http {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
+            let tls = match &tls {
+                Some(files) => Some((
+                    ServerTls::load(files).map_err(std::io::Error::other)?,
+                    Protocol::Http,
+                )),
+                None => None,
+            };
+            let listener = Accepting::new(listener, tls);
             let server =
                 axum::serve(listener, http::routes(service)).with_graceful_shutdown(async {
                     let _ = shutdown_rx.await;
@@ -97,11 +106,16 @@ impl MockWorker {
                 }
             })
         } else {
-            Self::serve_grpc(listener, service, health.clone(), shutdown_rx)
+            let tls = match &tls {
+                Some(files) => Some(tonic_tls(files)?),
+                None => None,
+            };
+            Self::serve_grpc(listener, service, health.clone(), (tls, shutdown_rx))
         };
         let worker = MockWorker {
             addr,
             http,
+            secure: tls.is_some(),
             bootstrap_port,
             bootstrap_task,
             config,
@@ -131,7 +145,10 @@ impl MockWorker {
         listener: TcpListener,
         service: MockService,
         health: HealthReporter,
-        shutdown_rx: oneshot::Receiver<()>,
+        (tls, shutdown_rx): (
+            Option<tonic::transport::ServerTlsConfig>,
+            oneshot::Receiver<()>,
+        ),
     ) -> JoinHandle<()> {
         let health_server = tonic_health::pb::health_server::HealthServer::new(
             HealthService::from_health_reporter(health),
@@ -139,6 +156,15 @@ impl MockWorker {
         let engine = service.config.load().engine;
         tokio::spawn(async move {
             let mut server = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                server = match server.tls_config(tls) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        tracing::error!(error = %e, "mock worker TLS");
+                        return;
+                    }
+                };
+            }
             let router = server.add_service(health_server);
             let router = match engine {
                 Engine::Switchyard => router.add_service(InferenceServer::new(service)),
@@ -166,10 +192,12 @@ impl MockWorker {
         self.addr
     }
 
-    /// `grpc://addr` (or `http://addr`), ready for `AddWorker`.
+    /// `grpc://addr` (or `http://addr`; `grpcs`, `https` over TLS), ready
+    /// for `AddWorker`.
     pub fn url(&self) -> String {
         let scheme = if self.http { "http" } else { "grpc" };
-        format!("{scheme}://{}", self.addr)
+        let tls = if self.secure { "s" } else { "" };
+        format!("{scheme}{tls}://{}", self.addr)
     }
 
     /// The prefill side's rendezvous port (the one actually bound).
@@ -244,4 +272,19 @@ impl Drop for MockWorker {
             task.abort();
         }
     }
+}
+
+/// tonic's server TLS from the mock's files: a client CA makes client
+/// certificates required.
+fn tonic_tls(
+    files: &crate::config::ServerTlsConfig,
+) -> std::io::Result<tonic::transport::ServerTlsConfig> {
+    let cert = std::fs::read(&files.cert)?;
+    let key = std::fs::read(&files.key)?;
+    let mut tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(ca) = &files.client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(std::fs::read(ca)?));
+    }
+    Ok(tls)
 }

@@ -22,6 +22,7 @@ use super::convert::{page, worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use super::openai::{Endpoint, EngineFront};
 use crate::auth::{Keys, Role};
+use crate::services::tls::Peer;
 use crate::engines::{Admission, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
 use crate::services::overload::{CallLimit, RETRY_AFTER_SECS};
@@ -92,7 +93,12 @@ async fn require_admin(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match s.keys.check(request.headers(), Role::Admin) {
+    // Set when the listener verifies client certificates.
+    let client_cert = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .is_some_and(|peer| peer.0.client_cert);
+    match s.keys.check_admin(request.headers(), client_cert) {
         Ok(()) => next.run(request).await,
         Err(denied) => HttpError::from(denied).into_response(),
     }

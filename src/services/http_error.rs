@@ -103,7 +103,7 @@ impl From<AddError> for HttpError {
 impl From<Denied> for HttpError {
     fn from(denied: Denied) -> Self {
         let status = match denied {
-            Denied::Missing | Denied::Invalid => StatusCode::UNAUTHORIZED,
+            Denied::Missing | Denied::Invalid | Denied::NoClientCert => StatusCode::UNAUTHORIZED,
             Denied::NotAdmin => StatusCode::FORBIDDEN,
         };
         HttpError::new(status, denied.to_string())

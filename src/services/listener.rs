@@ -26,13 +26,13 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tower::Service;
 
 use super::inference::{GrpcBody, InferenceService};
+use super::tls::Accepting;
 use crate::auth::{Denied, Keys, Role};
 
 /// The body of any response on the gRPC listener.
@@ -44,6 +44,8 @@ struct Dispatch {
     inference: InferenceService,
     routes: Routes,
     keys: Arc<Keys>,
+    /// This connection's client presented a verified certificate.
+    client_cert: bool,
 }
 
 /// The path prefix of worker management: an admin key's.
@@ -52,7 +54,9 @@ const MANAGEMENT: &str = "/switchyard.v1.WorkerManagement/";
 /// A refused call's trailers-only answer.
 fn refused(denied: Denied) -> http::Response<ResponseBody> {
     let status = match denied {
-        Denied::Missing | Denied::Invalid => tonic::Status::unauthenticated(denied.to_string()),
+        Denied::Missing | Denied::Invalid | Denied::NoClientCert => {
+            tonic::Status::unauthenticated(denied.to_string())
+        }
         Denied::NotAdmin => tonic::Status::permission_denied(denied.to_string()),
     };
     status.into_http::<tonic::body::Body>().map(Either::Right)
@@ -74,7 +78,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
             Box::pin(async move { Ok(inference.serve(request).await.map(Either::Left)) })
         } else {
             if request.uri().path().starts_with(MANAGEMENT) {
-                if let Err(denied) = self.keys.check(request.headers(), Role::Admin) {
+                if let Err(denied) = self.keys.check_admin(request.headers(), self.client_cert) {
                     return Box::pin(std::future::ready(Ok(refused(denied))));
                 }
             }
@@ -90,7 +94,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
 /// Serves gRPC on `listener` until `stop_accepting` resolves, then drains
 /// for up to `drain` and cancels the rest.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: Accepting,
     inference: InferenceService,
     routes: Routes,
     keys: Arc<Keys>,
@@ -101,6 +105,7 @@ pub async fn serve(
         inference,
         routes: routes.prepare(),
         keys,
+        client_cert: false,
     };
     // hyper runs each HTTP/2 stream as a task of its own: tracked, so that
     // a shutdown can wait for cancelled calls to drop (and send their
@@ -115,26 +120,19 @@ pub async fn serve(
     let mut stop_accepting = std::pin::pin!(stop_accepting);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    // Without it, small response frames wait for Nagle (~40 ms).
-                    let _ = tcp.set_nodelay(true);
-                    let connection = graceful.watch(
-                        http2.serve_connection(TokioIo::new(tcp), dispatch.clone()),
-                    );
-                    connections.spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, %error, "gRPC connection ended with an error");
-                        }
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors, say: keep serving the
-                    // connections we have and try again shortly.
-                    tracing::warn!(%error, "cannot accept a gRPC connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            (io, peer) = listener.next() => {
+                let dispatch = Dispatch {
+                    client_cert: peer.client_cert,
+                    ..dispatch.clone()
+                };
+                let connection =
+                    graceful.watch(http2.serve_connection(TokioIo::new(io), dispatch));
+                connections.spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(peer = %peer.addr, %error, "gRPC connection ended with an error");
+                    }
+                });
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut stop_accepting => break,
         }

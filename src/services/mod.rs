@@ -7,7 +7,8 @@
 //! `Inference` (the hot path, written against HTTP/2 bodies) directly and
 //! the tonic services through tonic's routes; the HTTP API (`http`) is axum,
 //! with `openai` serving OpenAI and SGLang HTTP for models whose workers are
-//! SGLang or vLLM gRPC engines.
+//! SGLang or vLLM gRPC engines. Both listeners accept through `tls`, which
+//! terminates TLS when it is configured.
 
 mod convert;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod openai;
 pub mod overload;
 mod status;
+pub mod tls;
 mod worker_management;
 
 pub use http_error::HttpError;

@@ -24,10 +24,12 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::transport::tls::WorkerTls;
 use crate::transport::{CallError, ConnectFailure, Failure};
 
 /// What a worker's error body may add to a failure's reason.
@@ -42,12 +44,24 @@ pub struct HttpClientConfig {
     pub response_timeout: Duration,
     /// Idle pooled connections kept per worker.
     pub pool_idle_per_worker: usize,
+    /// TLS for `https://` workers (`None`: the system's roots, no client
+    /// certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Where an HTTP worker is: scheme (`http` or `https`) and `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// `host:port`.
+    pub authority: Authority,
 }
 
 /// A pooled HTTP client to workers.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
@@ -118,6 +132,17 @@ impl HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        // `https://` is taken by the TLS layer around it.
+        connector.enforce_http(false);
+        let tls = match &config.tls {
+            Some(tls) => (**tls).clone(),
+            None => (*WorkerTls::system().http).clone(),
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.pool_idle_per_worker)
             .build(connector);
@@ -128,17 +153,17 @@ impl HttpClient {
         }
     }
 
-    /// POSTs `body` (JSON) to `path` on the worker at `authority`, with
+    /// POSTs `body` (JSON) to `path` on the worker at `origin`, with
     /// `x-request-id`; waits for the response headers within the response
     /// timeout.
     pub async fn post(
         &self,
-        authority: &Authority,
+        origin: &Origin,
         path: &str,
         request_id: &str,
         body: Bytes,
     ) -> Result<HttpResponse, CallError> {
-        let uri = uri(authority, path).map_err(CallError::unsent)?;
+        let uri = uri(origin, path).map_err(CallError::unsent)?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -172,15 +197,15 @@ impl HttpClient {
         })
     }
 
-    /// `GET path` on the worker at `authority` within `timeout`: the status.
+    /// `GET path` on the worker at `origin` within `timeout`: the status.
     pub async fn get(
         &self,
-        authority: &Authority,
+        origin: &Origin,
         path: &str,
         timeout: Duration,
     ) -> Result<StatusCode, Failure> {
         let mut request = Request::new(Full::new(Bytes::new()));
-        *request.uri_mut() = uri(authority, path)?;
+        *request.uri_mut() = uri(origin, path)?;
         let call = async {
             let response = self.client.request(request).await?;
             let status = response.status();
@@ -215,11 +240,11 @@ impl HttpClient {
     }
 }
 
-/// `http://{authority}{path}`.
-fn uri(authority: &Authority, path: &str) -> Result<Uri, Failure> {
+/// `{scheme}://{authority}{path}`.
+fn uri(origin: &Origin, path: &str) -> Result<Uri, Failure> {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
+    parts.scheme = Some(origin.scheme.clone());
+    parts.authority = Some(origin.authority.clone());
     parts.path_and_query = Some(PathAndQuery::try_from(path).map_err(|_| Failure::Protocol)?);
     Uri::from_parts(parts).map_err(|_| Failure::Protocol)
 }

@@ -6,6 +6,8 @@
 //!   relayed response body.
 //! - [`http1`]: the pooled HTTP client to HTTP workers.
 //! - [`idle`]: request bodies that must keep arriving (both listeners).
+//! - [`tls`]: TLS to `grpcs://` and `https://` workers, and the PEM files
+//!   both sides read.
 //!
 //! A call to a worker takes a plain request (path, [`http::HeaderMap`],
 //! [`bytes::Bytes`]) and fails with a [`CallError`]: a typed [`Failure`] in
@@ -17,6 +19,7 @@
 pub mod grpc;
 pub mod http1;
 pub mod idle;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -82,11 +85,17 @@ pub enum ConnectFailure {
     /// during the handshake, ...); the detail is in the debug log.
     #[error("the network refused the attempt")]
     Other,
+    /// The TCP connection was made, the TLS handshake failed.
+    #[error("{0}")]
+    Tls(tls::TlsFailure),
 }
 
 impl ConnectFailure {
     /// The kind of a failed connect's I/O error.
     pub fn from_io(error: &std::io::Error) -> Self {
+        if let Some(tls) = tls::TlsFailure::from_io(error) {
+            return ConnectFailure::Tls(tls);
+        }
         match error.kind() {
             std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
             _ => ConnectFailure::Other,

@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use http::uri::Authority;
+use http::uri::Scheme;
 use http::HeaderValue;
 
 pub use circuit::{CircuitConfig, CircuitState, Outcome};
@@ -25,6 +25,7 @@ pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind
 pub use spec::{ConnectionMode, Endpoint, Engine, ModelFacts, SpecError, WorkerRole, WorkerSpec};
 
 use crate::transport::grpc::{ChannelConfig, Upstream};
+use crate::transport::http1::Origin;
 
 /// A worker's stable identity in the registry (`w-<16 hex digits>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,8 +71,8 @@ pub struct Worker {
     ordinal: u64,
     spec: WorkerSpec,
     endpoint: Endpoint,
-    /// `host:port`, parsed once: every call's URI names it.
-    authority: Authority,
+    /// Scheme and `host:port`, parsed once: every call's URI names them.
+    origin: Origin,
     model: Arc<str>,
     /// Written by the health checker (through the registry, which publishes
     /// the change); read on every routing decision. An atomic, because reads
@@ -127,8 +128,15 @@ impl Worker {
             id_value,
             ordinal,
             spec,
+            origin: Origin {
+                scheme: if endpoint.is_secure() {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                },
+                authority,
+            },
             endpoint,
-            authority,
             model,
             healthy: AtomicBool::new(healthy),
             in_flight: AtomicU32::new(0),
@@ -180,9 +188,9 @@ impl Worker {
         &self.endpoint
     }
 
-    /// `host:port`, as calls to the worker name it.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    /// Scheme and `host:port`, as calls to the worker name it.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// The model this worker serves.
@@ -332,9 +340,10 @@ impl Worker {
     fn upstream_at(&self, i: usize) -> &Upstream {
         self.upstreams[i].get_or_init(|| {
             Upstream::new(
-                self.authority.clone(),
+                self.origin.authority.clone(),
                 self.engine().generate_path(),
                 self.channel_config.clone(),
+                self.endpoint.is_secure(),
             )
         })
     }

@@ -185,8 +185,8 @@ pub enum SpecError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The scheme is neither `grpc` nor `http`.
-    #[error("unsupported scheme {scheme:?} in worker url {url:?}: use grpc://host:port or http://host:port")]
+    /// The scheme is none of `grpc`, `grpcs`, `http` and `https`.
+    #[error("unsupported scheme {scheme:?} in worker url {url:?}: use grpc://host:port or http://host:port (grpcs:// or https:// for TLS)")]
     UnsupportedScheme {
         /// The URL as given.
         url: String,
@@ -227,14 +227,16 @@ pub enum SpecError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     mode: ConnectionMode,
+    /// Reached over TLS (`grpcs://`, `https://`).
+    secure: bool,
     host: String,
     port: u16,
     url: String,
 }
 
 impl Endpoint {
-    /// Parses `grpc://host:port` or `http://host[:port]`, normalizing case and a
-    /// trailing slash away.
+    /// Parses `grpc://host:port` or `http://host[:port]` (`grpcs://` and
+    /// `https://` over TLS), normalizing case and a trailing slash away.
     pub fn parse(url: &str) -> Result<Endpoint, SpecError> {
         let bad = |reason: &str| SpecError::InvalidUrl {
             url: url.to_string(),
@@ -250,9 +252,11 @@ impl Endpoint {
         let scheme = uri
             .scheme_str()
             .ok_or_else(|| bad("missing scheme, e.g. grpc://127.0.0.1:7001"))?;
-        let mode = match scheme.to_ascii_lowercase().as_str() {
-            "grpc" => ConnectionMode::Grpc,
-            "http" => ConnectionMode::Http,
+        let (mode, secure) = match scheme.to_ascii_lowercase().as_str() {
+            "grpc" => (ConnectionMode::Grpc, false),
+            "grpcs" => (ConnectionMode::Grpc, true),
+            "http" => (ConnectionMode::Http, false),
+            "https" => (ConnectionMode::Http, true),
             other => {
                 return Err(SpecError::UnsupportedScheme {
                     url: url.to_string(),
@@ -282,6 +286,7 @@ impl Endpoint {
         let port = match (authority.port_u16(), mode) {
             (Some(0), _) => return Err(bad("port 0 is not a worker port")),
             (Some(p), _) => p,
+            (None, ConnectionMode::Http) if secure => 443,
             (None, ConnectionMode::Http) => 80,
             (None, ConnectionMode::Grpc) => {
                 return Err(bad(
@@ -294,9 +299,11 @@ impl Endpoint {
                 "a worker url is scheme://host:port with no path or query",
             ));
         }
-        let url = format!("{mode}://{host}:{port}");
+        let tls = if secure { "s" } else { "" };
+        let url = format!("{mode}{tls}://{host}:{port}");
         Ok(Endpoint {
             mode,
+            secure,
             host,
             port,
             url,
@@ -315,6 +322,11 @@ impl Endpoint {
     /// How the worker is reached.
     pub fn mode(&self) -> ConnectionMode {
         self.mode
+    }
+
+    /// Whether the worker is reached over TLS (`grpcs://`, `https://`).
+    pub fn is_secure(&self) -> bool {
+        self.secure
     }
 
     /// Host name or address (IPv6 in brackets).

@@ -61,7 +61,7 @@ impl HttpRouter {
     pub fn new(
         registry: Arc<WorkerRegistry>,
         policy: &PolicyConfig,
-        config: &HttpConfig,
+        (config, tls): (&HttpConfig, Option<Arc<rustls::ClientConfig>>),
         rooms: BootstrapRooms,
         retries: Arc<Retries>,
     ) -> Self {
@@ -71,7 +71,7 @@ impl HttpRouter {
             pd_policies: PdPolicies::build(policy, &registry),
             registry,
             rooms,
-            client: HttpClient::new(&config.client_config()),
+            client: HttpClient::new(&config.client_config(tls)),
             max_body_bytes: config.max_body_bytes,
         }
     }

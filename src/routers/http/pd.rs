@@ -104,7 +104,7 @@ impl PdWire for HttpPd<'_> {
         let (path, request_id, body) = (self.path, self.request_id.to_string(), self.body.clone());
         async move {
             let response = client
-                .post(worker.authority(), path, &request_id, body)
+                .post(worker.origin(), path, &request_id, body)
                 .await
                 .map_err(|e| RouteError::from_call(&worker, e))?;
             let mut response = success(&worker, response).await?;
@@ -126,7 +126,7 @@ impl PdWire for HttpPd<'_> {
         async move {
             let response = self
                 .client
-                .post(worker.authority(), self.path, self.request_id, body)
+                .post(worker.origin(), self.path, self.request_id, body)
                 .await
                 .map_err(|e| RouteError::from_call(worker, e))?;
             // The decode side's error answer is relayed to the client as is.

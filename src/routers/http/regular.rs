@@ -29,7 +29,7 @@ impl HttpRouter {
                     self.policies.for_model(facts.model).record(&worker, facts);
                     let response = self
                         .client
-                        .post(worker.authority(), request.path, request.request_id, body)
+                        .post(worker.origin(), request.path, request.request_id, body)
                         .await
                         .map_err(|e| RouteError::from_call(&worker, e))
                         .inspect_err(|e| load.settle(e.outcome()))?;

@@ -28,12 +28,15 @@ use h2::client::SendRequest;
 use http::header::{CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use super::body::{worker_status, ResponseStream};
 use super::codec::{frame, unary_message};
 use super::metadata::{grpc_timeout, never_index, GRPC_TIMEOUT};
 use super::ChannelConfig;
+use crate::transport::tls::{self, TlsFailure, WorkerTls};
 use crate::transport::{CallError, ConnectFailure, Failure};
 
 /// The connection's receive window: the largest HTTP/2 allows, so that it
@@ -68,6 +71,8 @@ pub struct Upstream {
     /// The live connection's handle and generation; the connection's task
     /// empties it when the connection ends.
     slot: Arc<Slot>,
+    /// Whether the worker is reached over TLS (`grpcs://`).
+    secure: bool,
     /// Serialises connecting.
     connecting: tokio::sync::Mutex<Connecting>,
     /// Connection attempts finished, to tell a caller that waited for the
@@ -84,17 +89,23 @@ struct Connecting {
 }
 
 impl Upstream {
-    /// A connection to `authority` (`host:port`), not made until the first
-    /// call; calls to `common_path` reuse one URI.
-    pub fn new(authority: Authority, common_path: &'static str, config: ChannelConfig) -> Self {
+    /// A connection to `authority` (`host:port`), over TLS if `secure`, not
+    /// made until the first call; calls to `common_path` reuse one URI.
+    pub fn new(
+        authority: Authority,
+        common_path: &'static str,
+        config: ChannelConfig,
+        secure: bool,
+    ) -> Self {
         let common = (
             common_path,
-            uri(&authority, common_path).unwrap_or_else(|_| Uri::default()),
+            uri(secure, &authority, common_path).unwrap_or_else(|_| Uri::default()),
         );
         Upstream {
             authority,
             common,
             config,
+            secure,
             slot: Arc::new(ArcSwapOption::empty()),
             connecting: tokio::sync::Mutex::new(Connecting::default()),
             attempts: AtomicU64::new(0),
@@ -113,7 +124,7 @@ impl Upstream {
     ) -> Result<(HeaderMap, ResponseStream), CallError> {
         let uri = match path == self.common.0 {
             true => self.common.1.clone(),
-            false => uri(&self.authority, path).map_err(CallError::unsent)?,
+            false => uri(self.secure, &self.authority, path).map_err(CallError::unsent)?,
         };
         self.send(uri, headers, message).await
     }
@@ -266,31 +277,75 @@ impl Upstream {
     }
 
     async fn connect(&self, generation: u64) -> Result<SendRequest<Bytes>, Failure> {
+        let timeout = self.config.connect_timeout;
         let connect = async {
             let tcp = TcpStream::connect(self.authority.as_str()).await?;
             tcp.set_nodelay(true)?;
-            h2::client::Builder::new()
-                .initial_window_size(self.config.stream_window)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .data_frame_budget(DATA_FRAME_BUDGET)
-                .handshake::<_, Bytes>(tcp)
-                .await
-                .map_err(std::io::Error::other)
+            if !self.secure {
+                return Ok((self.start(tcp, generation, None).await?, None));
+            }
+            let config = match &self.config.tls {
+                Some(config) => config.clone(),
+                None => WorkerTls::system().grpc,
+            };
+            let tls = tls::connect(config, self.authority.host(), tcp).await?;
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(std::io::Error::other(rustls::Error::NoApplicationProtocol));
+            }
+            // TLS 1.3 finishes the client's side of the handshake before
+            // the worker has checked the client's certificate: a worker
+            // that wants one and got none says so only on the first read.
+            // One ping round trip finds out here, as a connect failure that
+            // names the fix rather than a lost connection on the first call.
+            let (answered, answer) = oneshot::channel();
+            let sender = self.start(tls, generation, Some(answered)).await?;
+            Ok((sender, Some(answer)))
         };
-        let (sender, connection) = tokio::time::timeout(self.config.connect_timeout, connect)
-            .await
-            .map_err(|_| Failure::Connect(ConnectFailure::TimedOut(self.config.connect_timeout)))?
-            .map_err(|e| {
+        let connected = async {
+            let (sender, answer) = connect.await.map_err(|e: std::io::Error| {
                 tracing::debug!(worker = %self.authority, error = %e, "cannot connect");
                 Failure::Connect(ConnectFailure::from_io(&e))
             })?;
+            if let Some(answer) = answer {
+                answer
+                    .await
+                    .map_err(|_| Failure::Connect(ConnectFailure::Tls(TlsFailure::Refused)))?;
+            }
+            Ok(sender)
+        };
+        let outcome = tokio::time::timeout(timeout, connected).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            self.forget(generation);
+        }
+        outcome.map_err(|_| Failure::Connect(ConnectFailure::TimedOut(timeout)))?
+    }
+
+    /// Completes the HTTP/2 handshake over `io`, publishes the connection
+    /// and starts its task (which reports the first ping's answer on
+    /// `answered`, if given).
+    async fn start<T>(
+        &self,
+        io: T,
+        generation: u64,
+        answered: Option<oneshot::Sender<()>>,
+    ) -> std::io::Result<SendRequest<Bytes>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(self.config.stream_window)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .data_frame_budget(DATA_FRAME_BUDGET)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(std::io::Error::other)?;
         self.slot
             .store(Some(Arc::new((generation, sender.clone()))));
         tokio::spawn(drive(
             connection,
             self.config.keep_alive_interval,
             Arc::downgrade(&self.slot),
-            generation,
+            (generation, answered),
             self.authority.clone(),
         ));
         Ok(sender)
@@ -309,17 +364,23 @@ fn clear(slot: &Slot, generation: u64) {
 /// Runs one connection until it ends (the worker closed it, it failed a
 /// keep-alive ping, or every handle and stream is gone), then empties the
 /// slot so the next call reconnects.
-async fn drive(
-    connection: h2::client::Connection<TcpStream, Bytes>,
+async fn drive<T>(
+    connection: h2::client::Connection<T, Bytes>,
     keep_alive: Duration,
     slot: Weak<Slot>,
-    generation: u64,
+    (generation, mut answered): (u64, Option<oneshot::Sender<()>>),
     authority: Authority,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let mut connection = std::pin::pin!(connection);
     let mut ping = connection.ping_pong();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
-    let mut awaiting_pong = false;
+    // A ping at once if someone waits for the first answer.
+    let mut awaiting_pong = answered.is_some()
+        && ping
+            .as_mut()
+            .is_some_and(|p| p.send_ping(h2::Ping::opaque()).is_ok());
     let outcome = loop {
         tokio::select! {
             result = &mut connection => break result.map_err(|e| e.to_string()),
@@ -334,7 +395,12 @@ async fn drive(
             _ = poll_fn(|cx| match ping.as_mut() {
                 Some(ping) => ping.poll_pong(cx),
                 None => Poll::Pending,
-            }), if awaiting_pong => awaiting_pong = false,
+            }), if awaiting_pong => {
+                awaiting_pong = false;
+                if let Some(answered) = answered.take() {
+                    let _ = answered.send(());
+                }
+            }
         }
     };
     if let Err(error) = outcome {
@@ -345,10 +411,10 @@ async fn drive(
     }
 }
 
-/// `http://{authority}{path}`.
-fn uri(authority: &Authority, path: &'static str) -> Result<Uri, Failure> {
+/// `http://{authority}{path}` (`https` over TLS).
+fn uri(secure: bool, authority: &Authority, path: &'static str) -> Result<Uri, Failure> {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if secure { Scheme::HTTPS } else { Scheme::HTTP });
     parts.authority = Some(authority.clone());
     parts.path_and_query = Some(PathAndQuery::from_static(path));
     Uri::from_parts(parts).map_err(|_| Failure::Protocol)

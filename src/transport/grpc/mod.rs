@@ -29,6 +29,9 @@ pub struct ChannelConfig {
     /// HTTP/2 receive window per stream: what one response may have
     /// waiting in the router while its client does not read.
     pub stream_window: u32,
+    /// TLS for `grpcs://` workers (`None`: the system's roots, no client
+    /// certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ChannelConfig {
@@ -38,6 +41,7 @@ impl Default for ChannelConfig {
             keep_alive_interval: Duration::from_secs(30),
             connections: 2,
             stream_window: 64 * 1024,
+            tls: None,
         }
     }
 }
