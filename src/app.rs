@@ -299,7 +299,10 @@ impl App {
 
         let local = listener.local_addr().ok();
         let tls = self.server_tls.is_some();
-        let listener = Accepting::new(listener, self.server_tls.clone().map(|t| (t, Protocol::Grpc)));
+        let listener = Accepting::new(
+            listener,
+            self.server_tls.clone().map(|t| (t, Protocol::Grpc)),
+        );
         tracing::info!(addr = ?local, tls, workers = self.registry.len(), policy = %self.config.policy.name, "serving gRPC");
         let stop_on_shutdown = stop_tx.clone();
         let grpc = crate::services::listener::serve(

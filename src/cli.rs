@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the router.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the router with two in-process mock workers and print how to call it.
     Demo(DemoArgs),
 }
@@ -79,6 +79,21 @@ pub struct ServeArgs {
     /// Consecutive passed checks before a worker is healthy again.
     #[arg(long, value_name = "N")]
     pub healthy_threshold: Option<u32>,
+    /// Serve TLS on both listeners with this PEM certificate chain (with
+    /// --tls-key; reloaded on SIGHUP or when the files change).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The listeners' PEM private key.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify client certificates against this CA bundle; worker
+    /// management then requires one.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA bundle that grpcs:// and https:// workers' certificates must
+    /// chain to (default: the system's roots).
+    #[arg(long, value_name = "PEM")]
+    pub worker_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -90,6 +105,23 @@ impl ServeArgs {
         };
         // Keys from the environment too, never from flags.
         config.auth.add_env_keys();
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let reload_check_ms = config
+                .tls
+                .as_ref()
+                .map_or_else(crate::config::default_reload_check_ms, |t| {
+                    t.reload_check_ms
+                });
+            config.tls = Some(crate::config::ServerTlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                reload_check_ms,
+            });
+        }
+        if let Some(ca) = &self.worker_ca {
+            config.worker_tls.ca = Some(ca.clone());
+        }
         if let Some(addr) = self.grpc_listen {
             config.grpc_listen = addr;
         }

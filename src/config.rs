@@ -493,7 +493,7 @@ pub struct ServerTlsConfig {
     pub reload_check_ms: u64,
 }
 
-fn default_reload_check_ms() -> u64 {
+pub(crate) fn default_reload_check_ms() -> u64 {
     5_000
 }
 

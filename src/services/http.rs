@@ -22,10 +22,10 @@ use super::convert::{page, worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use super::openai::{Endpoint, EngineFront};
 use crate::auth::{Keys, Role};
-use crate::services::tls::Peer;
 use crate::engines::{Admission, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
 use crate::services::overload::{CallLimit, RETRY_AFTER_SECS};
+use crate::services::tls::Peer;
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 

@@ -85,14 +85,14 @@ impl ServerTls {
     /// changes (checked every `reload_check_ms`), until `stop` resolves.
     pub async fn watch(self: Arc<Self>, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(signal) => Some(signal),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGHUP: TLS files reload only when they change");
-                    None
-                }
-            };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP: TLS files reload only when they change");
+                None
+            }
+        };
         let every = Duration::from_millis(self.config.reload_check_ms.max(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,8 +113,12 @@ impl ServerTls {
                 }
             };
             match self.reload() {
-                Ok(()) => tracing::info!(reason = why, cert = %self.config.cert.display(), "TLS certificate reloaded"),
-                Err(error) => tracing::error!(reason = why, %error, "TLS files not reloaded: keeping the certificate in use"),
+                Ok(()) => {
+                    tracing::info!(reason = why, cert = %self.config.cert.display(), "TLS certificate reloaded")
+                }
+                Err(error) => {
+                    tracing::error!(reason = why, %error, "TLS files not reloaded: keeping the certificate in use")
+                }
             }
         }
     }
@@ -151,15 +155,16 @@ fn build(config: &ServerTlsConfig) -> Result<Configs, TlsError> {
         })?;
     let builder = match &config.client_ca {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                // Inference needs no certificate; worker management does
-                // (checked per call).
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::Invalid {
-                    path: ca.clone(),
-                    reason: format!("not a usable client CA: {e}"),
-                })?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    // Inference needs no certificate; worker management does
+                    // (checked per call).
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Invalid {
+                        path: ca.clone(),
+                        reason: format!("not a usable client CA: {e}"),
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

@@ -60,7 +60,10 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(path, format!("not a PEM certificate file ({e})")))?;
     if certs.is_empty() {
-        return Err(invalid(path, "holds no PEM certificate (BEGIN CERTIFICATE)"));
+        return Err(invalid(
+            path,
+            "holds no PEM certificate (BEGIN CERTIFICATE)",
+        ));
     }
     Ok(certs)
 }
@@ -92,7 +95,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The client side of TLS to workers: one config per protocol (ALPN `h2`
-/// for gRPC, `http/1.1` for HTTP), the same trust and identity.
+/// for gRPC; none for HTTP, whose connector adds `http/1.1`), the same
+/// trust and identity.
 #[derive(Debug, Clone)]
 pub struct WorkerTls {
     /// For `grpcs://` workers.
@@ -119,9 +123,9 @@ impl WorkerTls {
                 .map_err(|e| invalid(key, format!("does not match {}: {e}", cert.display())))?,
             None => builder.with_no_client_auth(),
         };
-        let mut http = config.clone();
+        // The HTTP client's TLS layer (hyper-rustls) sets ALPN itself.
+        let http = config.clone();
         config.alpn_protocols = vec![b"h2".to_vec()];
-        http.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(WorkerTls {
             grpc: Arc::new(config),
             http: Arc::new(http),
@@ -155,8 +159,12 @@ fn system_roots() -> RootCertStore {
 
 /// The TLS name of a host as an authority writes it (`[::1]` is `::1`).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsFailure> {
-    ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
-        .map_err(|_| TlsFailure::Other)
+    ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|_| TlsFailure::Other)
 }
 
 /// Completes a TLS handshake over `tcp` to `host`.
@@ -205,7 +213,12 @@ pub enum TlsFailure {
 impl TlsFailure {
     /// The failure behind a handshake's I/O error, if it is a TLS one.
     pub fn from_io(error: &std::io::Error) -> Option<Self> {
-        let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+        let inner = error.get_ref()?;
+        // Some layers wrap the handshake's I/O error in another.
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return Self::from_io(io);
+        }
+        let tls = inner.downcast_ref::<rustls::Error>()?;
         Some(match tls {
             rustls::Error::InvalidCertificate(cert) => match cert {
                 CertificateError::Expired
