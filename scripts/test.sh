@@ -25,6 +25,7 @@ fi
 .venv/bin/python tests/python/test_engines.py
 .venv/bin/python tests/python/test_openai_engines.py
 .venv/bin/python tests/python/test_auth.py
+.venv/bin/python tests/python/test_tls.py
 
 # Every fuzz target for a few seconds from the committed corpus (nightly
 # toolchain; installs cargo-fuzz if missing). The long run: see the script.
