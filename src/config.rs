@@ -208,6 +208,12 @@ pub struct LimitsConfig {
     /// is told to abort: 60 s (0: never). Checked at this granularity, so
     /// the failure comes between one and two intervals of silence.
     pub stream_idle_ms: u64,
+    /// The longest prompt, in tokens, the router sends to an SGLang or
+    /// vLLM worker when it has the ids (token-id requests, and text it
+    /// tokenized): 0, the default, for no limit of the router's own. A
+    /// prompt that does not fit the model's context (the smallest
+    /// `max_context_length` its workers report) is refused either way.
+    pub max_prompt_tokens: u32,
 }
 
 impl Default for LimitsConfig {
@@ -221,6 +227,7 @@ impl Default for LimitsConfig {
             queue_timeout_ms: 1_000,
             max_in_flight_per_worker: 0,
             stream_idle_ms: 60_000,
+            max_prompt_tokens: 0,
         }
     }
 }

@@ -16,6 +16,7 @@ use switchyard::pb::sglang_scheduler::sglang_scheduler_client::SglangSchedulerCl
 use switchyard::pb::vllm_engine::vllm_engine_client::VllmEngineClient;
 use switchyard::pb::{self, sglang_scheduler as sgl, vllm_engine as vllm};
 use switchyard::worker::Engine;
+use switchyard::Config;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -1058,5 +1059,84 @@ async fn text_and_token_id_requests_for_one_prompt_share_cache_aware_prefixes() 
     assert_eq!(
         again_two, second,
         "text finds the prefix the token ids left"
+    );
+}
+
+#[tokio::test]
+async fn prompts_longer_than_the_model_takes_are_refused_before_any_worker_sees_them() {
+    let router = start_router_with(Config {
+        limits: switchyard::config::LimitsConfig {
+            max_prompt_tokens: 10_000,
+            ..Default::default()
+        },
+        ..test_config()
+    })
+    .await;
+    let s = engine_mock("s", Engine::Sglang, "sg").await;
+    let info = add_detected(&router, &s).await.unwrap();
+    let context = info.model_info.unwrap().max_context_length;
+    assert!(context > 2, "the mock reports a context length");
+    let ids = |n: u32| pb::GenerateRequest {
+        model: "sg".into(),
+        input: Some(pb::generate_request::Input::TokenIds(pb::TokenIds {
+            ids: (0..n).collect(),
+        })),
+        sampling_params: Some(pb::SamplingParams {
+            max_new_tokens: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    // The whole context: no room for a token; refused, naming both numbers.
+    let err = router.generate(ids(context)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains(&format!("{context} tokens"))
+            && err.message().contains(&format!("at most {}", context - 1))
+            && err.message().contains("max context length"),
+        "{}",
+        err.message()
+    );
+    assert!(s.stats().seen().is_empty(), "the worker saw the call");
+    // One less fits.
+    router.generate(ids(context - 1)).await.unwrap();
+    assert_eq!(s.stats().seen().len(), 1);
+
+    // The router's own bound, below the model's: over HTTP too (the
+    // SGLang-shaped front, which needs the model's tokenizer), as a 400.
+    let dir = tempfile::tempdir().unwrap();
+    switchyard::tokenizer::sample::write_sample(dir.path()).unwrap();
+    let small = start_router_with(Config {
+        limits: switchyard::config::LimitsConfig {
+            max_prompt_tokens: 3,
+            ..Default::default()
+        },
+        tokenizers: [("sg".to_string(), dir.path().to_path_buf())].into(),
+        ..test_config()
+    })
+    .await;
+    add_detected(&small, &s).await.unwrap();
+    let err = small.generate(ids(4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("limits.max_prompt_tokens"),
+        "{}",
+        err.message()
+    );
+    small.generate(ids(3)).await.unwrap();
+    let response = reqwest::Client::new()
+        .post(small.http_url("/generate"))
+        .json(&serde_json::json!({"model": "sg", "input_ids": [1, 2, 3, 4], "sampling_params": {"max_new_tokens": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("limits.max_prompt_tokens"), "{body}");
+    assert_eq!(
+        s.stats().seen().len(),
+        2,
+        "refused calls reached the worker"
     );
 }

@@ -47,6 +47,20 @@ pub enum RouteError {
     /// The request itself is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The prompt is longer than the model (or the router) takes.
+    #[error(
+        "the prompt is {tokens} tokens; model {model:?} takes at most {limit} ({why}): shorten it"
+    )]
+    PromptTooLong {
+        /// The model.
+        model: String,
+        /// The prompt's length.
+        tokens: usize,
+        /// The longest prompt allowed.
+        limit: u32,
+        /// Where the bound comes from.
+        why: &'static str,
+    },
     /// `model` was empty while several models are served.
     #[error("the request names no model and {} models are served ({}): set `model`", .models.len(), .models.join(", "))]
     ModelRequired {

@@ -285,6 +285,20 @@ pub fn model_engine(registry: &WorkerRegistry, model: &str) -> Option<Engine> {
     })
 }
 
+/// The smallest context length the gRPC workers of `model` report (0:
+/// none reports one).
+pub fn context_length(registry: &WorkerRegistry, model: &str) -> u32 {
+    let snapshot = registry.snapshot();
+    ALL_ROLES
+        .iter()
+        .filter_map(|role| snapshot.group(ConnectionMode::Grpc, *role, model))
+        .flat_map(|group| group.iter())
+        .map(|w| w.spec().facts.max_context_length)
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(0)
+}
+
 /// Resolves the model of a call in `engine`'s own protocol: the one named,
 /// else the only model that workers of that engine serve.
 pub fn resolve_engine_model<'a>(

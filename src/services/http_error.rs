@@ -116,6 +116,7 @@ impl From<RouteError> for HttpError {
             RouteError::WrongEngine { .. } => StatusCode::CONFLICT,
             RouteError::Untranslatable(_) => StatusCode::BAD_REQUEST,
             RouteError::InvalidRequest(_)
+            | RouteError::PromptTooLong { .. }
             | RouteError::ModelRequired { .. }
             | RouteError::EngineModelRequired { .. } => StatusCode::BAD_REQUEST,
             RouteError::UnknownModel { .. } => StatusCode::NOT_FOUND,

@@ -274,6 +274,9 @@ impl EngineFront {
             fields.clone_sampling()?,
             &fields,
         )?;
+        if let Input::TokenIds(ids) = &input {
+            self.router.check_prompt(ids.len(), &model)?;
+        }
         let request_id = headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())

@@ -94,6 +94,7 @@ impl From<RouteError> for Status {
             }
             RouteError::Untranslatable(_) => Status::invalid_argument(err.to_string()),
             RouteError::InvalidRequest(_)
+            | RouteError::PromptTooLong { .. }
             | RouteError::ModelRequired { .. }
             | RouteError::EngineModelRequired { .. } => Status::invalid_argument(err.to_string()),
             RouteError::NoModels

@@ -29,7 +29,7 @@ use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::{
-    is_disaggregated, model_engine, resolve_engine_model, resolve_model, Retries,
+    context_length, is_disaggregated, model_engine, resolve_engine_model, resolve_model, Retries,
 };
 use crate::routers::{InflightCalls, RouteError};
 use crate::tokenizer::Tokenizers;
@@ -53,6 +53,8 @@ pub struct GrpcRouter {
     stream_idle: Option<Duration>,
     /// Models' tokenizers, for `switchyard.v1` text to engine workers.
     tokenizers: Arc<Tokenizers>,
+    /// The router's own bound on prompts in tokens (0: none).
+    max_prompt_tokens: u32,
 }
 
 impl GrpcRouter {
@@ -81,6 +83,7 @@ impl GrpcRouter {
             inflight: Arc::new(InflightCalls::default()),
             default_deadline: limits.default_deadline(),
             stream_idle: limits.stream_idle(),
+            max_prompt_tokens: limits.max_prompt_tokens,
         }
     }
 
@@ -138,6 +141,9 @@ impl GrpcRouter {
             // token-id request for one prompt share cache-aware prefixes.
             inbound.prompt = Prompt::TokenIds(ids);
         }
+        if let Prompt::TokenIds(ids) = &inbound.prompt {
+            self.check_prompt(ids.len(), &model)?;
+        }
         let stops = call.stops;
         let mut responses = translate::Responses::new(served, inbound.request_id.clone());
         if let Ok(tokenizer) = tokenizer {
@@ -145,6 +151,29 @@ impl GrpcRouter {
         }
         let (headers, stream) = self.dispatch(inbound, &model).await?;
         Ok((headers, stream.translated(responses)))
+    }
+
+    /// Refuses a prompt of `tokens` that the model's workers could not take
+    /// (or that passes the router's own bound), before any worker is tried.
+    pub fn check_prompt(&self, tokens: usize, model: &str) -> Result<(), RouteError> {
+        let context = context_length(&self.registry, model);
+        let too_long = |limit: u32, why| RouteError::PromptTooLong {
+            model: model.to_string(),
+            tokens,
+            limit,
+            why,
+        };
+        // The context holds the prompt and at least one generated token.
+        if context > 0 && tokens >= context as usize {
+            return Err(too_long(
+                context - 1,
+                "its workers' max context length, less one token to generate",
+            ));
+        }
+        if self.max_prompt_tokens > 0 && tokens > self.max_prompt_tokens as usize {
+            return Err(too_long(self.max_prompt_tokens, "limits.max_prompt_tokens"));
+        }
+        Ok(())
     }
 
     /// Hands a call to the PD or the regular router.
