@@ -58,11 +58,17 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// HTTP: inference, models, health, readiness, worker management.
     pub http: Option<TcpListener>,
+    /// Admin: metrics, liveness and readiness.
+    pub admin: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     fn from(grpc: TcpListener) -> Self {
-        Listeners { grpc, http: None }
+        Listeners {
+            grpc,
+            http: None,
+            admin: None,
+        }
     }
 }
 
@@ -81,6 +87,8 @@ pub struct App {
     server_tls: Option<Arc<ServerTls>>,
     /// TLS to `https://` workers, if configured.
     http_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The retry budget both routers share.
+    retries: Arc<Retries>,
 }
 
 impl App {
@@ -147,7 +155,7 @@ impl App {
             &config.policy,
             (&config.http, http_tls.clone()),
             rooms,
-            retries,
+            retries.clone(),
         ));
         Ok(App {
             config,
@@ -159,6 +167,7 @@ impl App {
             hosts,
             server_tls,
             http_tls,
+            retries,
         })
     }
 
@@ -191,6 +200,7 @@ impl App {
         let Listeners {
             grpc: listener,
             http,
+            admin,
         } = listeners.into();
         // Two moments of a shutdown: NOT_SERVING (`stop`), then, a grace
         // later, no more connections (`close`).
@@ -239,6 +249,26 @@ impl App {
         let keys = Arc::new(Keys::new(&self.config.auth).with_admin_cert(verifies_clients));
         let limit = Arc::new(self.config.limits.call_limit());
         tracing::info!("access: {}", keys.describe());
+        // The admin listener stays up through the drain (metrics and
+        // readiness show it) and closes last.
+        let (admin_close, admin_closed) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.map(|listener| {
+            let metrics = crate::services::metrics::registry(
+                self.registry.clone(),
+                limit.clone(),
+                self.retries.clone(),
+            );
+            let routes = crate::services::admin::routes(
+                Arc::new(metrics),
+                self.registry.clone(),
+                stop_tx.subscribe(),
+            );
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving admin (metrics, livez, readyz)");
+            let server = axum::serve(listener, routes).with_graceful_shutdown(async {
+                let _ = admin_closed.await;
+            });
+            tokio::spawn(std::future::IntoFuture::into_future(server))
+        });
         let http_task = http.map(|listener| {
             let routes = crate::services::http::routes(
                 self.registry.clone(),
@@ -333,6 +363,10 @@ impl App {
         };
         tokio::join!(grpc, http);
         let _ = stop_tx.send(true);
+        let _ = admin_close.send(());
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
         let _ = reporter_task.await;
         let _ = checker_task.await;
         if let Some(task) = loads_task {

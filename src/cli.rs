@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// HTTP listen address (off unless given), e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Admin listen address (off unless given): Prometheus `/metrics`,
+    /// `/livez`, `/readyz`; no keys, so keep it on loopback or fenced.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// A worker to register at startup (repeatable), e.g. grpc://127.0.0.1:7001.
     #[arg(long = "worker", value_name = "URL")]
     pub workers: Vec<String>,
@@ -127,6 +131,9 @@ impl ServeArgs {
         }
         if let Some(addr) = self.http_listen {
             config.http_listen = Some(addr);
+        }
+        if let Some(addr) = self.admin_listen {
+            config.admin_listen = Some(addr);
         }
         if !self.workers.is_empty() {
             config

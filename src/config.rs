@@ -56,6 +56,9 @@ pub struct Config {
     /// Address of the HTTP listener, if any (inference, models, health,
     /// readiness, worker management).
     pub http_listen: Option<SocketAddr>,
+    /// Address of the admin listener, if any (metrics, liveness,
+    /// readiness): no keys, so keep it on loopback or fenced.
+    pub admin_listen: Option<SocketAddr>,
     /// The HTTP side: upstream timeouts and the request-body limit.
     pub http: HttpConfig,
     /// Runtime worker threads (unset: one per core; 1: a single-threaded
@@ -98,6 +101,7 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| unreachable!("constant address")),
             http_listen: None,
+            admin_listen: None,
             worker_threads: None,
             http: HttpConfig::default(),
             workers: Vec::new(),

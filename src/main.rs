@@ -73,10 +73,22 @@ async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
         ),
         None => None,
     };
+    let admin = match app.config().admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     println!("switchyard listening on {local}");
     if let Some(http) = &http {
         let addr = http.local_addr().map_err(|e| e.to_string())?;
         println!("switchyard http listening on {addr}");
+    }
+    if let Some(admin) = &admin {
+        let addr = admin.local_addr().map_err(|e| e.to_string())?;
+        println!("switchyard admin listening on {addr}");
     }
     if let Some(banner) = banner {
         println!("{}", banner.replace("{ADDR}", &local.to_string()));
@@ -84,6 +96,7 @@ async fn run(config: Config, banner: Option<String>) -> Result<(), String> {
     let listeners = switchyard::app::Listeners {
         grpc: listener,
         http,
+        admin,
     };
     // The first signal starts a graceful shutdown; a second one ends the
     // process at once.

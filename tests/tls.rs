@@ -136,6 +136,7 @@ impl TlsRouter {
         let listeners = switchyard::app::Listeners {
             grpc,
             http: Some(http),
+            admin: None,
         };
         tokio::spawn(app.serve(listeners, async {
             let _ = rx.await;

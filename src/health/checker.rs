@@ -103,6 +103,10 @@ impl HealthChecker {
         } else {
             streak.failures = streak.failures.saturating_add(1);
             streak.successes = 0;
+            worker
+                .stats()
+                .check_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let healthy = worker.is_healthy();
         if healthy && streak.failures >= self.config.unhealthy_threshold {

@@ -218,9 +218,11 @@ impl ProxyStream {
         (first, upstream): (Option<Bytes>, ResponseStream),
         deadline: Pin<Box<Sleep>>,
         abort: Option<AbortOnDrop>,
-        load: LoadGuard,
+        mut load: LoadGuard,
         held: Box<dyn Send + Sync>,
     ) -> Self {
+        // Its first chunk is here.
+        load.answered();
         ProxyStream {
             load,
             first,

@@ -4,6 +4,7 @@
 //! do with the choice, not in how it is made.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub struct Retries {
     budget: TpsBudget,
     max_attempts: usize,
     backoff: Duration,
+    /// Calls offered to another worker.
+    retried: AtomicU64,
+    /// Calls that could have been retried but the budget was spent.
+    refused: AtomicU64,
 }
 
 impl Retries {
@@ -32,7 +37,18 @@ impl Retries {
             ),
             max_attempts: config.max_attempts.max(1) as usize,
             backoff: Duration::from_millis(config.backoff_ms),
+            retried: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Calls offered to another worker after one was unreachable, and
+    /// calls that were not because the budget was spent.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.retried.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
     }
 
     /// The wait before retry number `n` (1, 2, ...): full jitter over
@@ -113,9 +129,11 @@ where
                     return Err(give_up(facts.model, &tried, error));
                 }
                 if !retries.budget.withdraw() {
+                    retries.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%error, "worker unreachable; the retry budget is spent");
                     return Err(give_up(facts.model, &tried, error));
                 }
+                retries.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%error, "worker unreachable; offering the call to another");
                 tokio::time::sleep(retries.backoff(tried.len())).await;
                 last = Some(error);

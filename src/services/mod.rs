@@ -10,11 +10,13 @@
 //! SGLang or vLLM gRPC engines. Both listeners accept through `tls`, which
 //! terminates TLS when it is configured.
 
+pub mod admin;
 mod convert;
 pub mod http;
 mod http_error;
 mod inference;
 pub mod listener;
+pub mod metrics;
 pub mod openai;
 pub mod overload;
 mod status;

@@ -6,7 +6,7 @@
 //! once, before any routing work, with `RESOURCE_EXHAUSTED` (HTTP 429) and a
 //! `retry-after`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct CallLimit {
     queue: usize,
     waiting: AtomicUsize,
     timeout: Duration,
+    /// Calls refused (queue full or wait timed out).
+    refused: AtomicU64,
 }
 
 /// A call's permit; `None` when there is no limit.
@@ -59,6 +61,7 @@ impl CallLimit {
             queue,
             waiting: AtomicUsize::new(0),
             timeout,
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -76,6 +79,7 @@ impl CallLimit {
         };
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(full);
         }
         let waited = tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await;
@@ -84,11 +88,24 @@ impl CallLimit {
             Ok(Ok(permit)) => Ok(Some(permit)),
             // The semaphore is never closed.
             Ok(Err(_)) => Err(full),
-            Err(_) => Err(Overloaded::TimedOut {
-                limit: self.limit,
-                waited: self.timeout,
-            }),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Err(Overloaded::TimedOut {
+                    limit: self.limit,
+                    waited: self.timeout,
+                })
+            }
         }
+    }
+
+    /// Calls waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Calls in flight now (0 without a limit).

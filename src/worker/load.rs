@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::stats::Ending;
 use super::{Outcome, Worker};
 
 /// Counts one request against a worker's in-flight load while alive.
@@ -31,6 +32,10 @@ pub struct LoadGuard {
     /// While the worker has not answered: the call's deadline. A call
     /// dropped unanswered at its deadline counts against the worker.
     unanswered_by: Option<Instant>,
+    /// When the call was sent, for the worker's latency histograms.
+    sent: Instant,
+    /// The worker's first answer has been timed.
+    answer_timed: bool,
 }
 
 /// How close to its deadline a dropped call counts as having reached it:
@@ -48,6 +53,8 @@ impl LoadGuard {
             probe,
             settled: false,
             unanswered_by: None,
+            sent: Instant::now(),
+            answer_timed: false,
         }
     }
 
@@ -59,10 +66,15 @@ impl LoadGuard {
         self.unanswered_by = Some(deadline);
     }
 
-    /// The worker answered: from here a cancelled call says nothing about
-    /// it (a stream cut by the client's deadline is the client's choice).
+    /// The worker answered (its first chunk, or its response headers):
+    /// from here a cancelled call says nothing about it (a stream cut by
+    /// the client's deadline is the client's choice). The first call times
+    /// the answer.
     pub fn answered(&mut self) {
         self.unanswered_by = None;
+        if !std::mem::replace(&mut self.answer_timed, true) {
+            self.worker.stats.first_answer.observe(self.sent.elapsed());
+        }
     }
 
     /// The worker this guard counts against.
@@ -77,6 +89,17 @@ impl LoadGuard {
             return;
         }
         self.worker.record_outcome(self.probe, outcome);
+        self.count(match outcome {
+            Outcome::Success => Ending::Success,
+            Outcome::Failure => Ending::Failure,
+            Outcome::Neutral => Ending::Other,
+        });
+    }
+
+    fn count(&self, ending: Ending) {
+        let stats = &self.worker.stats;
+        stats.ended(ending);
+        stats.duration.observe(self.sent.elapsed());
     }
 }
 
@@ -91,8 +114,12 @@ impl Drop for LoadGuard {
             .is_some_and(|deadline| Instant::now() + DEADLINE_SLACK >= deadline);
         if timed_out {
             self.worker.record_outcome(self.probe, Outcome::Failure);
-        } else if self.probe {
-            self.worker.record_outcome(true, Outcome::Neutral);
+            self.count(Ending::Failure);
+        } else {
+            if self.probe {
+                self.worker.record_outcome(true, Outcome::Neutral);
+            }
+            self.count(Ending::Cancelled);
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod circuit;
 mod load;
 pub mod registry;
 mod spec;
+pub mod stats;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -102,6 +103,8 @@ pub struct Worker {
     announcer: registry::Announcer,
     /// Calls in flight at which it is passed over (`u32::MAX`: no limit).
     max_in_flight: u32,
+    /// What its calls did, for metrics.
+    stats: stats::WorkerStats,
 }
 
 impl Worker {
@@ -155,7 +158,13 @@ impl Worker {
             } else {
                 max_in_flight
             },
+            stats: stats::WorkerStats::default(),
         }
+    }
+
+    /// What its calls did (counts and latencies, for metrics).
+    pub fn stats(&self) -> &stats::WorkerStats {
+        &self.stats
     }
 
     /// The worker's registry id.

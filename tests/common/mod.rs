@@ -84,6 +84,7 @@ pub async fn start_router_with(config: Config) -> Router {
     let listeners = switchyard::app::Listeners {
         grpc: listener,
         http: Some(http),
+        admin: None,
     };
     let task = tokio::spawn(app.serve(listeners, async {
         let _ = rx.await;

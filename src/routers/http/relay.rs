@@ -49,6 +49,7 @@ impl Relay {
         mut load: LoadGuard,
         held: Box<dyn Send + Sync>,
     ) -> Self {
+        load.answered();
         if response.status.is_server_error() {
             load.settle(Outcome::Failure);
         } else if !response.status.is_success() {

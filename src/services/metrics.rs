@@ -1,0 +1,276 @@
+//! Prometheus metrics, read when scraped: every value comes from state the
+//! router keeps anyway (the registry's workers and their counters, the
+//! call limit, the retry budget), so serving calls costs no metric
+//! bookkeeping beyond a worker's few relaxed atomic adds per call.
+//!
+//! Label cardinality is bounded by the registry: per-worker series are
+//! labelled by worker id (and its model and role) and disappear when the
+//! worker is removed; model labels are only models some worker serves. A
+//! client's request never creates a label value.
+//!
+//! Encoded by `prometheus-client` (OpenMetrics text).
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::overload::CallLimit;
+use crate::routers::select::Retries;
+use crate::worker::stats::{Ending, Snapshot};
+use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
+
+/// What a scrape reads.
+#[derive(Debug)]
+struct RouterCollector {
+    registry: Arc<WorkerRegistry>,
+    limit: Arc<CallLimit>,
+    retries: Arc<Retries>,
+}
+
+/// The metrics registry of a router: encode it with [`encode`].
+pub fn registry(
+    registry: Arc<WorkerRegistry>,
+    limit: Arc<CallLimit>,
+    retries: Arc<Retries>,
+) -> Registry {
+    let mut metrics = Registry::with_prefix("switchyard");
+    metrics.register_collector(Box::new(RouterCollector {
+        registry,
+        limit,
+        retries,
+    }));
+    metrics
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing to a String does not fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn mode_label(mode: ConnectionMode) -> &'static str {
+    match mode {
+        ConnectionMode::Grpc => "grpc",
+        ConnectionMode::Http => "http",
+    }
+}
+
+fn role_label(role: WorkerRole) -> &'static str {
+    match role {
+        WorkerRole::Regular => "regular",
+        WorkerRole::Prefill => "prefill",
+        WorkerRole::Decode => "decode",
+    }
+}
+
+/// The labels of a worker's series.
+fn worker_labels(w: &Worker) -> [(&'static str, String); 4] {
+    [
+        ("worker", w.id().to_string()),
+        ("model", w.model().to_string()),
+        ("mode", mode_label(w.mode()).to_string()),
+        ("role", role_label(w.role()).to_string()),
+    ]
+}
+
+type Result = std::result::Result<(), std::fmt::Error>;
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, i64)>,
+) -> Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in values {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
+) -> Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, Snapshot)>,
+) -> Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in values {
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<Vec<(String, String)>>(h.sum, h.count, &h.buckets, None)?;
+    }
+    Ok(())
+}
+
+impl Collector for RouterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result {
+        let workers = self.registry.list();
+        let labelled = |w: &Arc<Worker>| worker_labels(w).to_vec();
+
+        // The registry.
+        let mut sizes = std::collections::BTreeMap::new();
+        for w in &workers {
+            *sizes.entry((w.mode(), w.role())).or_insert(0i64) += 1;
+        }
+        gauge(
+            &mut encoder,
+            "workers",
+            "Workers registered, by connection mode and role.",
+            sizes.into_iter().map(|((mode, role), n)| {
+                (
+                    vec![
+                        ("mode", mode_label(mode).to_string()),
+                        ("role", role_label(role).to_string()),
+                    ],
+                    n,
+                )
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "worker_info",
+            "One series per registered worker naming its url and engine (value 1).",
+            workers.iter().map(|w| {
+                let mut labels = labelled(w);
+                labels.push(("url", w.url().to_string()));
+                let engine = match w.mode() {
+                    ConnectionMode::Grpc => w.engine().to_string(),
+                    ConnectionMode::Http => "http".to_string(),
+                };
+                labels.push(("engine", engine));
+                (labels, 1)
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "worker_healthy",
+            "1 while the worker's health checks pass, else 0.",
+            workers
+                .iter()
+                .map(|w| (labelled(w), i64::from(w.is_healthy()))),
+        )?;
+        gauge(
+            &mut encoder,
+            "worker_circuit_state",
+            "The worker's circuit breaker: 0 closed, 1 half-open (one probe call), 2 open (ejected).",
+            workers.iter().map(|w| {
+                let state = match w.circuit_state() {
+                    CircuitState::Closed => 0,
+                    CircuitState::HalfOpen => 1,
+                    CircuitState::Open => 2,
+                };
+                (labelled(w), state)
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "worker_in_flight",
+            "Calls in flight to the worker through this router.",
+            workers
+                .iter()
+                .map(|w| (labelled(w), i64::from(w.in_flight()))),
+        )?;
+        gauge(
+            &mut encoder,
+            "worker_load",
+            "The load the policies see: calls in flight plus what the engine reports waiting.",
+            workers.iter().map(|w| (labelled(w), i64::from(w.load()))),
+        )?;
+        counter(
+            &mut encoder,
+            "worker_calls",
+            "Calls to the worker that ended, by outcome: success, failure (the worker's fault; what its breaker counts), other (the request's fault), cancelled (the client went away).",
+            workers.iter().flat_map(|w| {
+                Ending::ALL.into_iter().map(move |ending| {
+                    let mut labels = labelled(w);
+                    labels.push(("outcome", ending.label().to_string()));
+                    (labels, w.stats().calls(ending))
+                })
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "worker_health_check_failures",
+            "Health checks of the worker that failed.",
+            workers.iter().map(|w| {
+                (
+                    labelled(w),
+                    w.stats()
+                        .check_failures
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            }),
+        )?;
+        histogram(
+            &mut encoder,
+            "worker_call_duration_seconds",
+            "From sending a call to the worker to its end.",
+            workers
+                .iter()
+                .map(|w| (labelled(w), w.stats().duration.snapshot())),
+        )?;
+        histogram(
+            &mut encoder,
+            "worker_first_answer_seconds",
+            "From sending a call to the worker's first answer (time to first chunk for gRPC, to response headers for HTTP).",
+            workers
+                .iter()
+                .map(|w| (labelled(w), w.stats().first_answer.snapshot())),
+        )?;
+
+        // The router.
+        gauge(
+            &mut encoder,
+            "calls_in_flight",
+            "Inference calls holding one of the router's permits (limits.max_in_flight).",
+            [(vec![], self.limit.in_flight() as i64)],
+        )?;
+        gauge(
+            &mut encoder,
+            "calls_queued",
+            "Inference calls waiting for a permit.",
+            [(vec![], self.limit.waiting() as i64)],
+        )?;
+        counter(
+            &mut encoder,
+            "calls_refused_overload",
+            "Inference calls refused because the router was at its limit (RESOURCE_EXHAUSTED / 429).",
+            [(vec![], self.limit.refused())],
+        )?;
+        let (retried, refused) = self.retries.counts();
+        counter(
+            &mut encoder,
+            "retries",
+            "Calls that reached no worker, by what followed: retried (offered to another worker) or budget_spent (the retry budget refused).",
+            [
+                (vec![("result", "retried".to_string())], retried),
+                (vec![("result", "budget_spent".to_string())], refused),
+            ],
+        )?;
+        Ok(())
+    }
+}
