@@ -2,15 +2,22 @@
 # Runs every test: Rust unit and integration tests, then the Python
 # foreign-client tests against the built binaries (grpcio; openai and curl;
 # grpcio fake SGLang/vLLM engines from the published smg-grpc-proto stubs;
-# API keys from grpcio and openai), then a short run of every fuzz target. Creates its own
+# API keys from grpcio and openai; TLS from grpcio, curl and openai; metrics
+# scraped by Prometheus), then a short run of every fuzz target. Creates its own
 # virtualenv (.venv) with the packages in tests/python/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The HTTP foreign-client test drives the router with curl too.
-if ! command -v curl >/dev/null 2>&1; then
+# The HTTP foreign-client test drives the router with curl too; the
+# metrics test scrapes it with a real Prometheus server (Debian's package,
+# started by the test on loopback in a temporary directory).
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq curl
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 cargo build --bins
@@ -26,6 +33,7 @@ fi
 .venv/bin/python tests/python/test_openai_engines.py
 .venv/bin/python tests/python/test_auth.py
 .venv/bin/python tests/python/test_tls.py
+.venv/bin/python tests/python/test_metrics.py
 
 # Every fuzz target for a few seconds from the committed corpus (nightly
 # toolchain; installs cargo-fuzz if missing). The long run: see the script.
