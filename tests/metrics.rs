@@ -1,0 +1,236 @@
+//! The admin listener's metrics as an operator reads them: calls counted
+//! per worker by outcome (a cancelled stream as cancelled), the overload
+//! refusals, and a removed worker's series gone (cardinality follows the
+//! registry, not the clients); readiness turns 503 with no healthy worker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use switchyard::mock::MockConfig;
+use switchyard::{App, Config};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+struct Admin {
+    addr: SocketAddr,
+    grpc: Channel,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(config: Config) -> Admin {
+    let app = App::build(config).await.unwrap();
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc_addr, addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.serve(
+        switchyard::app::Listeners {
+            grpc,
+            http: None,
+            admin: Some(admin),
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let grpc = Channel::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Admin {
+        addr,
+        grpc,
+        _shutdown: tx,
+    }
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    response.text().await.unwrap()
+}
+
+/// The value of the one series of `name` whose labels include all of
+/// `labels`.
+fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn calls_are_counted_per_worker_and_a_removed_workers_series_go_with_it() {
+    let admin = start(test_config()).await;
+    let router_mgmt =
+        switchyard::pb::worker_management_client::WorkerManagementClient::new(admin.grpc.clone());
+    let mut inference = switchyard::pb::inference_client::InferenceClient::new(admin.grpc.clone());
+    let worker = mock_with(MockConfig {
+        tokens: 50,
+        token_delay: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let added = router_mgmt
+        .clone()
+        .add_worker(switchyard::pb::AddWorkerRequest {
+            worker: Some(switchyard::pb::WorkerSpec {
+                url: worker.url(),
+                model_id: MODEL.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    let id = format!("worker=\"{}\"", added.id);
+
+    // Two calls read to the end; one dropped after its first chunk.
+    for _ in 0..2 {
+        let mut short = request(MODEL, "x");
+        short.sampling_params = Some(switchyard::pb::SamplingParams {
+            max_new_tokens: 2,
+            ..Default::default()
+        });
+        let mut stream = inference.generate(short).await.unwrap().into_inner();
+        while stream.message().await.unwrap().is_some() {}
+    }
+    let mut stream = inference
+        .generate(request(MODEL, "to be dropped"))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap();
+    let text = scrape(admin.addr).await;
+    assert_eq!(
+        value(&text, "switchyard_worker_in_flight", &[&id]),
+        Some(1.0),
+        "{text}"
+    );
+    drop(stream);
+
+    eventually(
+        Duration::from_secs(5),
+        "the dropped call counted",
+        || async {
+            let text = scrape(admin.addr).await;
+            value(
+                &text,
+                "switchyard_worker_calls_total",
+                &[&id, "outcome=\"cancelled\""],
+            ) == Some(1.0)
+        },
+    )
+    .await;
+    let text = scrape(admin.addr).await;
+    assert_eq!(
+        value(
+            &text,
+            "switchyard_worker_calls_total",
+            &[&id, "outcome=\"success\""]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "switchyard_worker_first_answer_seconds_count",
+            &[&id]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "switchyard_worker_in_flight", &[&id]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "switchyard_workers",
+            &["mode=\"grpc\"", "role=\"regular\""]
+        ),
+        Some(1.0)
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", admin.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // Removed: none of its series is left, and with no worker the router
+    // is not ready.
+    router_mgmt
+        .clone()
+        .remove_worker(switchyard::pb::RemoveWorkerRequest {
+            target: Some(switchyard::pb::remove_worker_request::Target::Id(
+                added.id.clone(),
+            )),
+        })
+        .await
+        .unwrap();
+    let text = scrape(admin.addr).await;
+    assert!(!text.contains(&id), "{text}");
+    let ready = reqwest::get(format!("http://{}/readyz", admin.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("no healthy worker"));
+}
+
+#[tokio::test]
+async fn overload_refusals_are_counted() {
+    let mut config = test_config();
+    config.limits.max_in_flight = 1;
+    config.limits.queue_size = 0;
+    let admin = start(config).await;
+    let worker = mock_with(MockConfig {
+        tokens: 100,
+        token_delay: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    switchyard::pb::worker_management_client::WorkerManagementClient::new(admin.grpc.clone())
+        .add_worker(switchyard::pb::AddWorkerRequest {
+            worker: Some(switchyard::pb::WorkerSpec {
+                url: worker.url(),
+                model_id: MODEL.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut inference = switchyard::pb::inference_client::InferenceClient::new(admin.grpc.clone());
+    let mut held = inference
+        .generate(request(MODEL, "holds the only permit"))
+        .await
+        .unwrap()
+        .into_inner();
+    held.message().await.unwrap();
+    for _ in 0..3 {
+        let refused = inference.generate(request(MODEL, "x")).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    }
+    let text = scrape(admin.addr).await;
+    assert_eq!(
+        value(&text, "switchyard_calls_refused_overload_total", &[]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "switchyard_calls_in_flight", &[]), Some(1.0));
+}
