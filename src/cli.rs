@@ -15,9 +15,22 @@ use crate::worker::{Engine, WorkerRole};
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
 pub struct Cli {
+    /// Log lines as text (for people; colours only on a terminal) or JSON
+    /// (one object a line, for log shippers). Level: `RUST_LOG`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Subcommands.

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{Cli, Command, DemoArgs};
+use switchyard::cli::{Cli, Command, DemoArgs, LogFormat};
 use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::{App, Config};
 use tokio::net::TcpListener;
@@ -15,13 +15,19 @@ use tokio::net::TcpListener;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        // Colour codes only where a person reads them.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let result = match cli.command {
         Command::Serve(args) => match args.to_config() {
             Ok(config) => {

@@ -138,6 +138,10 @@ pub async fn serve(
         }
     }
     drop(listener);
+    tracing::info!(
+        connections = connections.len(),
+        "draining: no new connections; calls in flight may finish within {drain:?}"
+    );
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
