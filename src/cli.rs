@@ -40,6 +40,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run the router with two in-process mock workers and print how to call it.
     Demo(DemoArgs),
+    /// Manage a running router's workers (list, get, add, remove, watch).
+    Workers(crate::ctl::WorkersArgs),
+    /// Send a prompt to a running router and print the reply as it streams.
+    Generate(crate::ctl::GenerateArgs),
 }
 
 /// `switchyard serve`.

@@ -15,6 +15,7 @@
 //!
 //! - `main.rs`: the `switchyard` binary: [`cli`] → [`config::Config`] → [`app::App`], signals.
 //! - [`cli`]: clap flags, each overriding a field of the one config tree; `demo`.
+//! - [`ctl`]: the admin CLI (`workers list|get|add|remove|watch`, `generate`) over gRPC.
 //! - [`config`]: the config tree (serde + defaults + `validate`).
 //! - [`app`]: wiring; `App::build(config)`, then `serve(listeners, shutdown)`.
 //! - [`auth`]: API keys (admin and client roles), checked in constant time; headers stripped before workers.
@@ -43,6 +44,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod engines;
 pub mod health;
 pub mod mock;

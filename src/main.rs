@@ -36,6 +36,16 @@ fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::Demo(args) => runtime(None).and_then(|rt| rt.block_on(demo(args))),
+        Command::Workers(args) => {
+            return client_runtime().map_or(ExitCode::FAILURE, |rt| {
+                rt.block_on(switchyard::ctl::workers(args))
+            })
+        }
+        Command::Generate(args) => {
+            return client_runtime().map_or(ExitCode::FAILURE, |rt| {
+                rt.block_on(switchyard::ctl::generate(args))
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +54,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A small runtime for the admin CLI's calls.
+fn client_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("switchyard: cannot start the runtime: {e}"))
+        .ok()
 }
 
 /// The tokio runtime: one worker thread per core unless configured; a
