@@ -160,6 +160,14 @@ async fn calls_are_counted_per_worker_and_a_removed_workers_series_go_with_it() 
         value(&text, "switchyard_worker_in_flight", &[&id]),
         Some(0.0)
     );
+    // Router-wide (shared by this file's tests): every call sent was timed.
+    let sent = value(
+        &text,
+        "switchyard_router_overhead_seconds_count",
+        &["listener=\"grpc\""],
+    )
+    .unwrap();
+    assert!(sent >= 3.0, "{text}");
     assert_eq!(
         value(
             &text,

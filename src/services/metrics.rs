@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 
 use super::overload::CallLimit;
 use crate::routers::select::Retries;
-use crate::worker::stats::{Ending, Snapshot};
+use crate::worker::stats::{self, Ending, Snapshot};
 use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
 /// What a scrape reads.
@@ -243,6 +243,15 @@ impl Collector for RouterCollector {
         )?;
 
         // The router.
+        histogram(
+            &mut encoder,
+            "router_overhead_seconds",
+            "From a request read to its call sent to a worker (parsing, choosing, connecting; a retry's wait included), by listener.",
+            [
+                (vec![("listener", "grpc".to_string())], stats::OVERHEAD[stats::Route::Grpc as usize].snapshot()),
+                (vec![("listener", "http".to_string())], stats::OVERHEAD[stats::Route::Http as usize].snapshot()),
+            ],
+        )?;
         gauge(
             &mut encoder,
             "calls_in_flight",

@@ -77,6 +77,11 @@ impl LoadGuard {
         }
     }
 
+    /// When the call was sent.
+    pub fn sent(&self) -> Instant {
+        self.sent
+    }
+
     /// The worker this guard counts against.
     pub fn worker(&self) -> &Arc<Worker> {
         &self.worker

@@ -13,15 +13,47 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Upper bounds (seconds) of the router-overhead histogram's buckets: from
+/// ten microseconds to a second.
+pub const OVERHEAD_BUCKETS: [f64; 16] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
 /// A latency histogram of fixed buckets, written with relaxed atomics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Histogram {
+    /// The buckets' upper bounds, in seconds.
+    bounds: &'static [f64; 16],
     /// Observations at most each bound (not cumulative); the last counts
     /// those past every bound.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    /// The sum of observations, in microseconds.
-    sum_us: AtomicU64,
+    buckets: [AtomicU64; 17],
+    /// The sum of observations, in nanoseconds.
+    sum_ns: AtomicU64,
 }
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new(&LATENCY_BUCKETS)
+    }
+}
+
+/// Which listener a request came in on, for router-wide series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The gRPC listener.
+    Grpc = 0,
+    /// The HTTP listener.
+    Http = 1,
+}
+
+/// From a request's message being read to its call being sent to a worker
+/// (parsing, policy, connection, retries of calls that reached no worker),
+/// per listener: the router's own overhead before the worker starts.
+pub static OVERHEAD: [Histogram; 2] = [
+    Histogram::new(&OVERHEAD_BUCKETS),
+    Histogram::new(&OVERHEAD_BUCKETS),
+];
 
 /// A histogram's values at one moment, cumulative as exposition wants them.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,16 +67,26 @@ pub struct Snapshot {
 }
 
 impl Histogram {
+    /// An empty histogram over `bounds` (seconds, ascending).
+    pub const fn new(bounds: &'static [f64; 16]) -> Self {
+        Histogram {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; 17],
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
     /// Counts one observation.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let i = LATENCY_BUCKETS
+        let i = self
+            .bounds
             .iter()
             .position(|&bound| seconds <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
+            .unwrap_or(self.bounds.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// The values now (each bucket read once; a concurrent observation may
@@ -54,11 +96,11 @@ impl Histogram {
         let mut buckets = Vec::with_capacity(self.buckets.len());
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
-            let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            let bound = self.bounds.get(i).copied().unwrap_or(f64::INFINITY);
             buckets.push((bound, cumulative));
         }
         Snapshot {
-            sum: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
             count: cumulative,
             buckets,
         }
@@ -155,6 +197,9 @@ mod tests {
         assert_eq!(s.buckets.iter().find(|b| b.0 == 0.05).unwrap().1, 2);
         assert_eq!(*s.buckets.last().unwrap(), (f64::INFINITY, 3));
         assert!((s.sum - 400.0305).abs() < 1e-6, "{}", s.sum);
+        let o = Histogram::new(&OVERHEAD_BUCKETS);
+        o.observe(Duration::from_micros(40));
+        assert_eq!(o.snapshot().buckets[2], (0.00005, 1));
         let mut total = Snapshot {
             sum: 0.0,
             count: 0,

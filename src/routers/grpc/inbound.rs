@@ -88,6 +88,8 @@ pub struct Inbound {
     pub deadline: Instant,
     /// The request id.
     pub request_id: String,
+    /// When the request's message had been read and parsing began.
+    pub received: Instant,
     /// The request id as a header value, never indexed in HPACK (it differs
     /// on every call).
     request_id_value: HeaderValue,
@@ -102,6 +104,7 @@ impl Inbound {
         body: Bytes,
         default_deadline: Duration,
     ) -> Result<Inbound, RouteError> {
+        let now = Instant::now();
         let (message_id, model, prompt) = read(protocol, &body, &headers)?;
         let timeout = match headers.get(GRPC_TIMEOUT) {
             Some(v) => v
@@ -134,8 +137,9 @@ impl Inbound {
             model,
             prompt,
             decoded: std::sync::OnceLock::new(),
-            deadline: Instant::now() + timeout,
+            deadline: now + timeout,
             request_id,
+            received: now,
             request_id_value,
         })
     }

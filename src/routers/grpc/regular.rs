@@ -17,7 +17,7 @@ use crate::routers::call::{AbortOnDrop, ProxyStream};
 use crate::routers::grpc::{open, Inbound, Proxied};
 use crate::routers::select::{offer, Retries};
 use crate::routers::{InflightCalls, RouteError, WORKER_ID_HEADER};
-use crate::worker::{ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{stats, ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
 
 /// Routes `Generate` to regular gRPC workers.
 #[derive(Debug)]
@@ -71,6 +71,8 @@ impl GrpcRegularRouter {
     ) -> Result<Proxied, RouteError> {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
         let mut load = LoadGuard::new(worker.clone());
+        stats::OVERHEAD[stats::Route::Grpc as usize]
+            .observe(load.sent().saturating_duration_since(inbound.received));
         load.answer_by(inbound.deadline);
         self.policies.for_model(model).record(&worker, facts);
         let entry = inflight.register(&inbound.request_id, vec![worker.clone()]);

@@ -54,6 +54,8 @@ struct Request<'a> {
     path: &'static str,
     request_id: &'a str,
     facts: RequestFacts<'a>,
+    /// When the body had been read and routing began.
+    received: tokio::time::Instant,
 }
 
 impl HttpRouter {
@@ -89,6 +91,7 @@ impl HttpRouter {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Relay, RouteError> {
+        let received = tokio::time::Instant::now();
         let input = HttpInput::parse(&body)?;
         let roles = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode];
         let model =
@@ -112,6 +115,7 @@ impl HttpRouter {
                     .get(ROUTING_KEY_HEADER)
                     .and_then(|v| v.to_str().ok()),
             },
+            received,
         };
         let span = tracing::debug_span!("http", path, request_id = %request_id, model = %model);
         let pd = is_disaggregated(&self.registry, ConnectionMode::Http, &model);

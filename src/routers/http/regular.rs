@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{HttpRouter, Relay, Request};
 use crate::routers::select::offer;
 use crate::routers::{RouteError, WORKER_ID_HEADER};
-use crate::worker::{ConnectionMode, LoadGuard, WorkerRole};
+use crate::worker::{stats, ConnectionMode, LoadGuard, WorkerRole};
 
 impl HttpRouter {
     pub(super) async fn forward_regular(
@@ -26,6 +26,8 @@ impl HttpRouter {
                 let body = body.clone();
                 async move {
                     let mut load = LoadGuard::new(worker.clone());
+                    stats::OVERHEAD[stats::Route::Http as usize]
+                        .observe(load.sent().saturating_duration_since(request.received));
                     self.policies.for_model(facts.model).record(&worker, facts);
                     let response = self
                         .client
