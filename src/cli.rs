@@ -53,14 +53,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// gRPC listen address (default 127.0.0.1:50051; port 0 picks a free one).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     pub grpc_listen: Option<SocketAddr>,
     /// HTTP listen address (off unless given), e.g. 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     pub http_listen: Option<SocketAddr>,
     /// Admin listen address (off unless given): Prometheus `/metrics`,
     /// `/livez`, `/readyz`; no keys, so keep it on loopback or fenced.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     pub admin_listen: Option<SocketAddr>,
     /// A worker to register at startup (repeatable), e.g. grpc://127.0.0.1:7001.
     #[arg(long = "worker", value_name = "URL")]
@@ -200,7 +200,7 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the router listens.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_GRPC_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_GRPC_LISTEN, value_parser = listen_addr)]
     pub grpc_listen: SocketAddr,
     /// Tokens each mock worker streams per request.
     #[arg(long, default_value_t = 16)]
@@ -220,6 +220,16 @@ impl DemoArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_take_names() {
+        assert_eq!(
+            listen_addr("localhost:50052").unwrap(),
+            "127.0.0.1:50052".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(listen_addr("[::1]:7").unwrap().port(), 7);
+        assert!(listen_addr("localhost").unwrap_err().contains("HOST:PORT"));
+    }
 
     fn serve(args: &[&str]) -> Result<Config, ConfigError> {
         let cli = Cli::try_parse_from([&["switchyard", "serve"], args].concat()).unwrap();
@@ -270,4 +280,21 @@ mod tests {
             .to_string();
         assert!(err.contains("round_robin"), "{err}");
     }
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` with a name that resolves
+/// (`localhost:50051`; an IPv4 address is preferred when it has both).
+pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{text:?} is not HOST:PORT or IP:PORT ({e})"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }

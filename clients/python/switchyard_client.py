@@ -127,9 +127,14 @@ def main(argv=None):
             if args.max_new_tokens:
                 req.sampling_params.max_new_tokens = args.max_new_tokens
             call = inference.Generate(req)
-            metadata = dict(call.initial_metadata())
-            print(f"[worker {metadata.get('x-switchyard-worker-id')}, request {metadata.get('x-request-id')}]")
+            first = True
             for response in call:
+                if first:
+                    # The router's headers come with the first answer (an
+                    # error before any has none).
+                    metadata = dict(call.initial_metadata())
+                    print(f"[worker {metadata.get('x-switchyard-worker-id')}, request {response.request_id}]")
+                    first = False
                 kind = response.WhichOneof("response")
                 if kind == "chunk":
                     print(response.chunk.text, end="", flush=True)
@@ -141,6 +146,8 @@ def main(argv=None):
 
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=args.service))
             print(f"{args.service or '(server)'}: {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
+            if resp.status != health_pb2.HealthCheckResponse.SERVING:
+                return 1
     except grpc.RpcError as e:
         print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1

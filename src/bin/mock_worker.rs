@@ -13,7 +13,11 @@ use switchyard::worker::Engine;
 /// A fake inference worker (switchyard.v1, SGLang or vLLM over gRPC, or
 /// SGLang/OpenAI over HTTP) with failure knobs.
 #[derive(Debug, Parser)]
-#[command(name = "mock-worker", version, about)]
+#[command(
+    name = "mock-worker",
+    version,
+    about = "A fake inference worker for Switchyard's tests, demos and benchmarks: switchyard.v1, SGLang or vLLM over gRPC, or SGLang/OpenAI over HTTP, with failure knobs"
+)]
 struct Args {
     /// Address to serve on (port 0 picks a free one; the chosen one is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
