@@ -198,7 +198,8 @@ async fn grpc_and_http_routers_serve_from_one_registry() {
         .generate(request("http-model", "x"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("HTTP listener"), "{}", err.message());
     let (status, _, _) = generate(&router, json!({"text": "x", "model": "grpc-model"})).await;
     assert_eq!(status, 404);
 }

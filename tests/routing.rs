@@ -123,7 +123,7 @@ async fn empty_model_means_the_only_model_and_is_refused_when_ambiguous() {
 }
 
 #[tokio::test]
-async fn no_eligible_worker_is_unavailable_naming_the_model() {
+async fn a_model_nobody_serves_is_not_found_and_one_served_over_http_says_so() {
     let router = start_router().await;
     let err = router.generate(request("", "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
@@ -135,8 +135,30 @@ async fn no_eligible_worker_is_unavailable_naming_the_model() {
         .generate(request("llama-70b", "x"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("llama-70b"), "{}", err.message());
+
+    // A model only HTTP workers serve: the gRPC call is told where to go,
+    // and the HTTP call for a gRPC-only model likewise.
+    let h = MockWorker::start_http("127.0.0.1:0".parse().unwrap(), MockConfig::default())
+        .await
+        .unwrap();
+    router.add(&h.url(), "over-http").await;
+    let err = router
+        .generate(request("over-http", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("HTTP listener"), "{}", err.message());
+    let response = reqwest::Client::new()
+        .post(router.http_url("/generate"))
+        .json(&serde_json::json!({"model": MODEL, "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("gRPC listener"), "{body}");
 }
 
 /// A worker that answers every call `UNAVAILABLE` before any response.

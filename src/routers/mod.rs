@@ -141,11 +141,14 @@ pub enum RouteError {
         /// Why the last one could not be reached.
         last: Failure,
     },
-    /// The model has no workers of this router's kind at all (HTTP: 404).
-    #[error("unknown model {model:?}: no workers serve it")]
+    /// The model has no workers of this listener's kind at all
+    /// (`NOT_FOUND` / 404).
+    #[error("unknown model {model:?}: no workers serve it{}", elsewhere.map(|e| format!(" here; {e}")).unwrap_or_default())]
     UnknownModel {
         /// The requested model.
         model: String,
+        /// Where the model is served instead, if it is.
+        elsewhere: Option<&'static str>,
     },
     /// The call's protocol is not the engine of the model's workers.
     #[error("model {model:?} is served by {served} workers; {hint}")]

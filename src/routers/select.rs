@@ -281,6 +281,24 @@ pub fn is_disaggregated(registry: &WorkerRegistry, mode: ConnectionMode, model: 
         .any(|role| snapshot.group(mode, *role, model).is_some())
 }
 
+/// What a call for `model` on the `mode` listener is told when only the
+/// other listener's workers serve it.
+pub fn served_elsewhere(
+    registry: &WorkerRegistry,
+    mode: ConnectionMode,
+    model: &str,
+) -> Option<&'static str> {
+    match mode {
+        ConnectionMode::Grpc if is_known_model(registry, ConnectionMode::Http, model) => Some(
+            "HTTP workers serve it: send it to the router's HTTP listener (POST /generate, /v1/completions or /v1/chat/completions)",
+        ),
+        ConnectionMode::Http if is_known_model(registry, ConnectionMode::Grpc, model) => Some(
+            "gRPC workers serve it: call switchyard.v1.Inference/Generate on the router's gRPC listener",
+        ),
+        _ => None,
+    }
+}
+
 /// Whether `model` has any worker of this mode.
 pub fn is_known_model(registry: &WorkerRegistry, mode: ConnectionMode, model: &str) -> bool {
     let snapshot = registry.snapshot();

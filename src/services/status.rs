@@ -97,9 +97,9 @@ impl From<RouteError> for Status {
             | RouteError::PromptTooLong { .. }
             | RouteError::ModelRequired { .. }
             | RouteError::EngineModelRequired { .. } => Status::invalid_argument(err.to_string()),
+            RouteError::UnknownModel { .. } => Status::not_found(err.to_string()),
             RouteError::NoModels
             | RouteError::NoEngineWorkers { .. }
-            | RouteError::UnknownModel { .. }
             | RouteError::NoWorkers { .. }
             | RouteError::NoHealthyWorkers { .. }
             | RouteError::Policy { .. } => Status::unavailable(err.to_string()),

@@ -136,7 +136,7 @@ def main():
                  lambda: workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(url="tcp://x:1", model_id="m"))),
                  "unsupported scheme")
     expect_error(grpc.StatusCode.NOT_FOUND, lambda: workers.RemoveWorker(w.RemoveWorkerRequest(id="w-nope")))
-    expect_error(grpc.StatusCode.UNAVAILABLE,
+    expect_error(grpc.StatusCode.NOT_FOUND,
                  lambda: list(inference.Generate(i.GenerateRequest(model="no-such-model", text="x"), timeout=5)),
                  "no-such-model")
     print("ok: error codes")
@@ -153,10 +153,11 @@ def main():
     assert [x.id for x in listed] != [] and all(x.id != alpha_id for x in listed)
     print("ok: remove")
 
-    # Removing the last worker makes Inference NOT_SERVING and calls UNAVAILABLE.
+    # Removing the last worker makes Inference NOT_SERVING, and the model
+    # nobody serves any more NOT_FOUND.
     workers.RemoveWorker(w.RemoveWorkerRequest(url=beta))
     eventually(lambda: status("switchyard.v1.Inference") == NOT_SERVING, "Inference NOT_SERVING")
-    expect_error(grpc.StatusCode.UNAVAILABLE,
+    expect_error(grpc.StatusCode.NOT_FOUND,
                  lambda: list(inference.Generate(i.GenerateRequest(model="py-model", text="x"), timeout=5)))
     print("ok: health after removal")
 

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::GrpcRouter;
 use crate::engines::{self, Method};
 use crate::pb::{sglang_scheduler as sglang, vllm_engine as vllm};
-use crate::routers::select::resolve_engine_model;
+use crate::routers::select::{resolve_engine_model, served_elsewhere};
 use crate::routers::{RouteError, MODEL_HEADER};
 use crate::transport::Failure;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRole};
@@ -211,6 +211,7 @@ impl GrpcRouter {
             .collect();
         if all.is_empty() {
             return Err(RouteError::UnknownModel {
+                elsewhere: served_elsewhere(&self.registry, ConnectionMode::Grpc, &model),
                 model: model.into_owned(),
             });
         }

@@ -29,7 +29,8 @@ use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::{
-    context_length, is_disaggregated, model_engine, resolve_engine_model, resolve_model, Retries,
+    context_length, is_disaggregated, is_known_model, model_engine, resolve_engine_model,
+    resolve_model, served_elsewhere, Retries,
 };
 use crate::routers::{InflightCalls, RouteError};
 use crate::tokenizer::Tokenizers;
@@ -113,6 +114,12 @@ impl GrpcRouter {
         }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
+        if protocol == Engine::Switchyard
+            && !is_known_model(&self.registry, ConnectionMode::Grpc, &model)
+        {
+            let elsewhere = served_elsewhere(&self.registry, ConnectionMode::Grpc, &model);
+            return Err(RouteError::UnknownModel { model, elsewhere });
+        }
         let served = model_engine(&self.registry, &model).unwrap_or(protocol);
         if served == protocol {
             return self.dispatch(inbound, &model).await;

@@ -30,7 +30,9 @@ use crate::config::HttpConfig;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
 use crate::routers::pd::PdPolicies;
 use crate::routers::rooms::BootstrapRooms;
-use crate::routers::select::{is_disaggregated, is_known_model, resolve_model, Retries};
+use crate::routers::select::{
+    is_disaggregated, is_known_model, resolve_model, served_elsewhere, Retries,
+};
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
 use crate::transport::http1::HttpClient;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
@@ -97,7 +99,8 @@ impl HttpRouter {
         let model =
             resolve_model(&self.registry, ConnectionMode::Http, &roles, &input.model)?.into_owned();
         if !is_known_model(&self.registry, ConnectionMode::Http, &model) {
-            return Err(RouteError::UnknownModel { model });
+            let elsewhere = served_elsewhere(&self.registry, ConnectionMode::Http, &model);
+            return Err(RouteError::UnknownModel { model, elsewhere });
         }
         let request_id = headers
             .get(REQUEST_ID_HEADER)
