@@ -217,6 +217,23 @@ impl DemoArgs {
     }
 }
 
+/// A listen address: `IP:PORT`, or `HOST:PORT` with a name that resolves
+/// (`localhost:50051`; an IPv4 address is preferred when it has both).
+pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{text:?} is not HOST:PORT or IP:PORT ({e})"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,21 +297,4 @@ mod tests {
             .to_string();
         assert!(err.contains("round_robin"), "{err}");
     }
-}
-
-/// A listen address: `IP:PORT`, or `HOST:PORT` with a name that resolves
-/// (`localhost:50051`; an IPv4 address is preferred when it has both).
-pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
-        .map_err(|e| format!("{text:?} is not HOST:PORT or IP:PORT ({e})"))?
-        .collect();
-    resolved
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(resolved.first())
-        .copied()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
