@@ -578,3 +578,46 @@ async fn the_http_management_api_identifies_grpc_engine_workers_too() {
     let listed: Value = get_json(&router, "/workers").await;
     assert_eq!(listed["workers"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+#[tokio::test]
+async fn workers_are_found_and_removed_by_url_and_unknown_routes_get_json_404s() {
+    let router = start_router().await;
+    let a = http_mock("a", 1, 0).await;
+    let b = http_mock("b", 1, 0).await;
+    let id_a = add(&router, &a, "m").await;
+    add(&router, &b, "m").await;
+    let encoded = a.url().replace(':', "%3A").replace('/', "%2F");
+    let got = get_json(&router, &format!("/workers/{encoded}")).await;
+    assert_eq!(got["id"], id_a.as_str());
+
+    let removed = client()
+        .delete(router.http_url("/workers"))
+        .query(&[("url", b.url())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let removed: Value = removed.json().await.unwrap();
+    assert_eq!(removed["url"], b.url().as_str());
+    let removed = client()
+        .delete(router.http_url(&format!("/workers/{encoded}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    assert!(router.list().await.is_empty());
+    let missing = client()
+        .delete(router.http_url("/workers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+
+    let nothing = client().get(router.http_url("/nope")).send().await.unwrap();
+    assert_eq!(nothing.status(), 404);
+    let body: Value = nothing.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("/nope"),
+        "{body}"
+    );
+}

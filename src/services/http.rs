@@ -68,7 +68,12 @@ pub fn routes(
     };
     // Worker management needs an admin key (when keys are configured).
     let management = Router::new()
-        .route("/workers", post(add_worker).get(list_workers))
+        .route(
+            "/workers",
+            post(add_worker)
+                .get(list_workers)
+                .delete(remove_worker_by_query),
+        )
         .route("/workers/{id}", get(get_worker).delete(remove_worker))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -85,7 +90,20 @@ pub fn routes(
         .route("/health", get(health))
         .route("/readiness", get(readiness))
         .merge(management)
+        .fallback(no_route)
         .with_state(state)
+}
+
+/// Anything else: a JSON 404 (405 for a known path, axum's) naming it.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {method} {}: the API serves /generate, /v1/completions, \
+             /v1/chat/completions, /v1/models, /health, /readiness and /workers",
+            uri.path()
+        ),
+    )
 }
 
 async fn require_admin(
@@ -375,19 +393,43 @@ async fn list_workers(
     Ok(Json(json!({ "workers": workers, "next_page_token": next })))
 }
 
+/// `/workers/{id}`: an id, or a worker URL (percent-encoded in the path,
+/// `grpc%3A%2F%2Fhost%3A7001`), as gRPC takes either.
 async fn get_worker(
     State(s): State<HttpState>,
-    Path(id): Path<String>,
+    Path(target): Path<String>,
 ) -> Result<Json<WorkerJson>, HttpError> {
-    let worker = s.registry.get(&id)?;
+    let worker = match target.contains("://") {
+        true => s.registry.get_by_url(&target)?,
+        false => s.registry.get(&target)?,
+    };
     Ok(Json(worker_json(&worker)))
 }
 
 async fn remove_worker(
     State(s): State<HttpState>,
-    Path(id): Path<String>,
+    Path(target): Path<String>,
 ) -> Result<Json<WorkerJson>, HttpError> {
-    let worker = s.registry.remove(&id)?;
+    let worker = match target.contains("://") {
+        true => s.registry.remove_by_url(&target)?,
+        false => s.registry.remove(&target)?,
+    };
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed over HTTP");
     Ok(Json(worker_json(&worker)))
+}
+
+#[derive(Debug, Deserialize)]
+struct UrlQuery {
+    url: String,
+}
+
+/// `DELETE /workers?url=...`: by URL, without encoding it into the path.
+async fn remove_worker_by_query(
+    State(s): State<HttpState>,
+    query: Result<Query<UrlQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<WorkerJson>, HttpError> {
+    let Query(q) = query.map_err(|_| {
+        HttpError::bad_request("DELETE /workers needs ?url=WORKER_URL (or use /workers/{id})")
+    })?;
+    remove_worker(State(s), Path(q.url)).await
 }
