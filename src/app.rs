@@ -27,6 +27,7 @@ use crate::services::openai::EngineFront;
 use crate::services::tls::{Accepting, Peer, Protocol, ServerTls};
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::tokenizer::Tokenizers;
+use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::worker::WorkerRegistry;
 
 /// Why the router could not start or stopped with an error.
@@ -89,6 +90,8 @@ pub struct App {
     http_tls: Option<Arc<rustls::ClientConfig>>,
     /// The retry budget both routers share.
     retries: Arc<Retries>,
+    /// What adding an HTTP worker asks it with.
+    probes: HttpClient,
 }
 
 impl App {
@@ -108,10 +111,18 @@ impl App {
                 .with_max_in_flight_per_worker(config.limits.max_in_flight_per_worker),
         );
         let hosts = Arc::new(HostPolicy::new(&config.worker_hosts));
+        // HTTP workers are asked `GET /health` when added.
+        let probes = HttpClient::new(&HttpClientConfig {
+            connect_timeout: config.health_check.timeout(),
+            response_timeout: config.health_check.timeout(),
+            pool_idle_per_worker: 0,
+            tls: http_tls.clone(),
+        });
         let admission = Admission::new(
             registry.clone(),
             config.health_check.timeout(),
             hosts.clone(),
+            probes.clone(),
         );
         let tokenizers = Tokenizers::load(
             &config
@@ -168,6 +179,7 @@ impl App {
             server_tls,
             http_tls,
             retries,
+            probes,
         })
     }
 
@@ -177,6 +189,7 @@ impl App {
             self.registry.clone(),
             self.config.health_check.timeout(),
             self.hosts.clone(),
+            self.probes.clone(),
         )
     }
 

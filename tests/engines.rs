@@ -1140,3 +1140,36 @@ async fn prompts_longer_than_the_model_takes_are_refused_before_any_worker_sees_
         "refused calls reached the worker"
     );
 }
+
+#[tokio::test]
+async fn a_url_whose_scheme_does_not_match_the_server_is_refused_naming_the_right_one() {
+    let router = start_router().await;
+    let http = MockWorker::start_http("127.0.0.1:0".parse().unwrap(), MockConfig::default())
+        .await
+        .unwrap();
+    let as_grpc = http.url().replace("http://", "grpc://");
+    let err = router
+        .try_add_spec(pb::WorkerSpec {
+            url: as_grpc,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("answers HTTP/1.1") && err.message().contains(&http.url()),
+        "{}",
+        err.message()
+    );
+
+    let grpc = mock("g").await;
+    let as_http = grpc.url().replace("grpc://", "http://");
+    let err = router.try_add(&as_http, MODEL).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("answers gRPC") && err.message().contains(&grpc.url()),
+        "{}",
+        err.message()
+    );
+    assert!(router.list().await.is_empty());
+}

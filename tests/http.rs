@@ -256,11 +256,26 @@ async fn http_worker_health_drives_routing_and_readiness() {
 #[tokio::test]
 async fn unreachable_http_worker_is_skipped_for_a_reachable_one() {
     let router = router_without_health_checks().await;
+    // Down when added: registered, but listed unhealthy and out of
+    // rotation until a health check passes (it was asked GET /health).
+    let early = http_mock("early", 1, 0).await;
+    let early_url = early.url();
+    early.stop().await;
+    let response = add_http(
+        &router,
+        json!({"url": early_url, "model_id": "early-model"}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let listed: Value = response.json().await.unwrap();
+    assert_eq!(listed["health"], "unhealthy", "{listed}");
+
+    // Up when added, down when called.
     let gone = http_mock("gone", 1, 0).await;
     let gone_url = gone.url();
-    gone.stop().await;
     let response = add_http(&router, json!({"url": gone_url, "model_id": MODEL})).await;
     assert_eq!(response.status(), 201);
+    gone.stop().await;
     let live = http_mock("live", 1, 0).await;
     let live_id = add(&router, &live, MODEL).await;
 
@@ -358,24 +373,17 @@ async fn errors_have_the_right_status_and_a_message() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{path}: {message}");
     }
-    // A registered worker that is down: 502, naming the worker.
+    // A worker that was down when added: 503, saying why none can serve.
     let down = http_mock("down", 1, 0).await;
     let url = down.url();
     down.stop().await;
-    let down_id = add_http(&router, json!({"url": url, "model_id": "down-model"}))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    add_http(&router, json!({"url": url, "model_id": "down-model"})).await;
     let (status, _, body) = generate(&router, json!({"text": "x", "model": "down-model"})).await;
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 503, "{body}");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
-        .contains(&down_id));
+        .contains("failing health checks"));
     let deleted = client()
         .delete(router.http_url("/workers/w-none"))
         .send()

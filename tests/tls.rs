@@ -582,25 +582,16 @@ async fn https_workers_serve_the_http_router() {
         pb::HealthStatus::Healthy as i32
     );
 
-    // A router that trusts only the system's roots cannot reach it: the
-    // client is told why, and health checks take it out of rotation.
+    // A router that trusts only the system's roots refuses it when it is
+    // added, saying why; nothing is registered.
     let untrusting = start_router().await;
-    untrusting.add(&worker.url(), MODEL).await;
-    let response = client
-        .post(untrusting.http_url("/generate"))
-        .json(&serde_json::json!({"model": MODEL, "text": "hello"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_server_error(), "{response:?}");
-    let body = response.text().await.unwrap();
-    assert!(body.contains("not signed by a trusted CA"), "{body}");
-    eventually(
-        Duration::from_secs(5),
-        "the untrusted worker marked unhealthy",
-        || async { untrusting.list().await[0].health == pb::HealthStatus::Unhealthy as i32 },
-    )
-    .await;
+    let refused = untrusting.try_add(&worker.url(), MODEL).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("not signed by a trusted CA"),
+        "{refused:?}"
+    );
+    assert!(untrusting.list().await.is_empty());
 }
 
 #[tokio::test]

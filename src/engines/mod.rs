@@ -22,12 +22,14 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
 use crate::transport::grpc::{ChannelConfig, Upstream};
-use crate::transport::Failure;
+use crate::transport::http1::{HttpClient, Origin};
+use crate::transport::{ConnectFailure, Failure};
 use crate::worker::{
     ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, SpecError, Worker, WorkerRegistry,
     WorkerRole, WorkerSpec,
 };
 use hosts::HostPolicy;
+use http::uri::{Authority, Scheme};
 
 /// `grpc.health.v1/Check`.
 pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -83,16 +85,25 @@ pub struct Admission {
     registry: Arc<WorkerRegistry>,
     timeout: Duration,
     hosts: Arc<HostPolicy>,
+    /// Asks HTTP workers `GET /health` when they are added.
+    http: HttpClient,
 }
 
 impl Admission {
     /// Adds to `registry` workers whose hosts `hosts` allows, waiting at
-    /// most `timeout` for each call that identifies a worker.
-    pub fn new(registry: Arc<WorkerRegistry>, timeout: Duration, hosts: Arc<HostPolicy>) -> Self {
+    /// most `timeout` for each call that identifies a worker; HTTP workers
+    /// are asked with `http`.
+    pub fn new(
+        registry: Arc<WorkerRegistry>,
+        timeout: Duration,
+        hosts: Arc<HostPolicy>,
+        http: HttpClient,
+    ) -> Self {
         Admission {
             registry,
             timeout,
             hosts,
+            http,
         }
     }
 
@@ -106,7 +117,12 @@ impl Admission {
                 reason,
             });
         }
-        let spec = admit(request, self.registry.channel_config(), self.timeout).await?;
+        let spec = admit(
+            request,
+            (self.registry.channel_config(), &self.http),
+            self.timeout,
+        )
+        .await?;
         Ok(self.registry.add(spec)?)
     }
 }
@@ -134,6 +150,26 @@ pub enum IdentifyError {
         /// What the last attempt answered.
         detail: Failure,
     },
+    /// The worker answers in the other connection mode's protocol.
+    #[error("{url} answers {found}, not {expected}: register it as {suggestion}")]
+    WrongProtocol {
+        /// The worker.
+        url: String,
+        /// What it answered.
+        found: &'static str,
+        /// What its scheme promised.
+        expected: &'static str,
+        /// The URL to use.
+        suggestion: String,
+    },
+    /// The TLS connection to the worker failed (wrong CA, expired, ...).
+    #[error("cannot reach {url} over TLS: {failure}")]
+    Tls {
+        /// The worker.
+        url: String,
+        /// Why.
+        failure: Failure,
+    },
     /// The engine did not say which model it serves.
     #[error("{url} is a {engine} worker, but {why}; set model_id")]
     NoModel {
@@ -153,7 +189,7 @@ pub enum IdentifyError {
 /// and model are both given is not contacted (it may be started later).
 pub async fn admit(
     request: WorkerRequest,
-    channel: &ChannelConfig,
+    (channel, http): (&ChannelConfig, &HttpClient),
     timeout: Duration,
 ) -> Result<WorkerSpec, AddError> {
     let endpoint = Endpoint::parse(&request.url)?;
@@ -166,11 +202,36 @@ pub async fn admit(
             request.labels.clone(),
         )
     };
+    let authority: Authority = endpoint
+        .authority()
+        .parse()
+        .map_err(|_| SpecError::InvalidUrl {
+            url: request.url.clone(),
+            reason: "not a valid host:port".into(),
+        })?;
+    let upstream = || {
+        Upstream::new(
+            authority.clone(),
+            HEALTH_CHECK,
+            channel.clone(),
+            endpoint.is_secure(),
+        )
+    };
+    let origin = Origin {
+        scheme: if endpoint.is_secure() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        },
+        authority: authority.clone(),
+    };
     if endpoint.mode() == ConnectionMode::Http {
         if let Some(engine) = request.engine {
             return Err(SpecError::EngineOnHttp(engine).into());
         }
-        return Ok(spec(&request.model_id)?);
+        let mut spec = spec(&request.model_id)?;
+        spec.starts_unhealthy = !probe_http(http, &origin, &upstream(), &endpoint, timeout).await?;
+        return Ok(spec);
     }
     // Refuse what is wrong with the request before contacting anyone
     // (the model is checked again once known).
@@ -185,23 +246,33 @@ pub async fn admit(
         }
         _ => {}
     }
-    let authority = endpoint
-        .authority()
-        .parse()
-        .map_err(|_| SpecError::InvalidUrl {
-            url: request.url.clone(),
-            reason: "not a valid host:port".into(),
-        })?;
-    let upstream = Upstream::new(
-        authority,
-        HEALTH_CHECK,
-        channel.clone(),
-        endpoint.is_secure(),
-    );
+    let upstream = upstream();
     let url = endpoint.url().to_string();
     let (engine, serving) = match request.engine {
         Some(engine) => (engine, None),
-        None => detect(&upstream, &url, timeout).await?,
+        None => match detect(&upstream, &url, timeout).await {
+            Ok(found) => found,
+            Err(IdentifyError::Unreachable { failure, .. })
+                if matches!(failure, Failure::Connect(ConnectFailure::Tls(_))) =>
+            {
+                return Err(IdentifyError::Tls { url, failure }.into())
+            }
+            // Reached, but not as HTTP/2: an HTTP/1 server there?
+            Err(e @ IdentifyError::Unreachable { .. }) => {
+                if http.get(&origin, "/health", timeout).await.is_ok() {
+                    let tls = if endpoint.is_secure() { "s" } else { "" };
+                    return Err(IdentifyError::WrongProtocol {
+                        url: url.clone(),
+                        found: "HTTP/1.1",
+                        expected: "gRPC",
+                        suggestion: format!("http{tls}://{}", endpoint.authority()),
+                    }
+                    .into());
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
     let facts = match engine {
         Engine::Switchyard => ModelFacts::default(),
@@ -253,6 +324,43 @@ pub async fn admit(
         spec.starts_unhealthy = true;
     }
     Ok(spec)
+}
+
+/// Asks an HTTP worker `GET /health`: whether it is healthy now. One that
+/// cannot be reached yet joins out of rotation (its health checks bring it
+/// in); one that answers gRPC, or fails its TLS handshake, is refused.
+async fn probe_http(
+    http: &HttpClient,
+    origin: &Origin,
+    grpc: &Upstream,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<bool, IdentifyError> {
+    let url = endpoint.url().to_string();
+    match http.get(origin, "/health", timeout).await {
+        Ok(status) => Ok(status.is_success()),
+        Err(failure @ Failure::Connect(ConnectFailure::Tls(_))) => {
+            Err(IdentifyError::Tls { url, failure })
+        }
+        Err(Failure::Connect(_) | Failure::TimedOut(_)) => {
+            tracing::info!(url, "the worker does not answer yet: added out of rotation");
+            Ok(false)
+        }
+        // Connected, but no HTTP/1 answer: a gRPC server there?
+        Err(failure) => {
+            if health(grpc, "", timeout).await.is_ok() {
+                let tls = if endpoint.is_secure() { "s" } else { "" };
+                return Err(IdentifyError::WrongProtocol {
+                    url,
+                    found: "gRPC",
+                    expected: "HTTP/1.1",
+                    suggestion: format!("grpc{tls}://{}", endpoint.authority()),
+                });
+            }
+            tracing::info!(url, %failure, "the worker's /health failed: added out of rotation");
+            Ok(false)
+        }
+    }
 }
 
 /// Finds a worker's engine: the first of SGLang, vLLM and Switchyard whose
