@@ -34,6 +34,7 @@ fi
 .venv/bin/python tests/python/test_auth.py
 .venv/bin/python tests/python/test_tls.py
 .venv/bin/python tests/python/test_metrics.py
+.venv/bin/python tests/python/test_deploy.py
 
 # Every fuzz target for a few seconds from the committed corpus (nightly
 # toolchain; installs cargo-fuzz if missing). The long run: see the script.
