@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 
 # The HTTP foreign-client test drives the router with curl too; the
 # metrics test scrapes it with a real Prometheus server (Debian's package,
-# started by the test on loopback in a temporary directory).
+# started by the test on loopback in a temporary directory); the dashboard
+# test loads the page in headless Chromium (Debian's package).
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
   $SUDO apt-get update -qq
@@ -35,6 +37,7 @@ fi
 .venv/bin/python tests/python/test_tls.py
 .venv/bin/python tests/python/test_metrics.py
 .venv/bin/python tests/python/test_deploy.py
+.venv/bin/python tests/python/test_dashboard.py
 
 # Every fuzz target for a few seconds from the committed corpus (nightly
 # toolchain; installs cargo-fuzz if missing). The long run: see the script.

@@ -273,10 +273,10 @@ impl App {
             );
             let routes = crate::services::admin::routes(
                 Arc::new(metrics),
-                self.registry.clone(),
+                (self.registry.clone(), limit.clone()),
                 stop_tx.subscribe(),
             );
-            tracing::info!(addr = ?listener.local_addr().ok(), "serving admin (metrics, livez, readyz)");
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving admin (dashboard, metrics, livez, readyz)");
             let server = axum::serve(listener, routes).with_graceful_shutdown(async {
                 let _ = admin_closed.await;
             });

@@ -1,7 +1,9 @@
 //! The admin listener (`--admin-listen`): what is not client traffic, on a
 //! port of its own so it can be fenced. `GET /metrics` (Prometheus),
 //! `GET /livez` (the process serves), `GET /readyz` (it can route: not
-//! shutting down, and some worker is healthy).
+//! shutting down, and some worker is healthy), and the live dashboard:
+//! `GET /` (the page), `GET /events` (its server-sent snapshots) and
+//! `GET /api/snapshot` (one snapshot as JSON, for scripts).
 //!
 //! No keys: it serves nothing a client could use to change routing, and a
 //! scraper or a kubelet probe should not need one. It listens on loopback
@@ -11,20 +13,22 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::metrics;
+use super::overload::CallLimit;
+use super::{dashboard, metrics};
 use crate::worker::WorkerRegistry;
 
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<Registry>,
     registry: Arc<WorkerRegistry>,
+    limit: Arc<CallLimit>,
     /// True once the router is shutting down.
     stopping: watch::Receiver<bool>,
 }
@@ -33,18 +37,36 @@ struct AdminState {
 /// true when a shutdown begins.
 pub fn routes(
     metrics: Arc<Registry>,
-    registry: Arc<WorkerRegistry>,
+    (registry, limit): (Arc<WorkerRegistry>, Arc<CallLimit>),
     stopping: watch::Receiver<bool>,
 ) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/livez", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
+        .route("/", get(page))
+        .route("/events", get(events))
+        .route("/api/snapshot", get(snapshot))
         .with_state(AdminState {
             metrics,
             registry,
+            limit,
             stopping,
         })
+}
+
+async fn events(State(s): State<AdminState>) -> Response {
+    dashboard::events(s.registry, s.limit).into_response()
+}
+
+async fn page(State(s): State<AdminState>) -> Html<String> {
+    Html(dashboard::page(
+        &dashboard::History::default().snapshot(&s.registry, &s.limit),
+    ))
+}
+
+async fn snapshot(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    Json(dashboard::History::default().snapshot(&s.registry, &s.limit))
 }
 
 async fn scrape(State(s): State<AdminState>) -> Response {

@@ -12,6 +12,7 @@
 
 pub mod admin;
 mod convert;
+pub mod dashboard;
 pub mod http;
 mod http_error;
 mod inference;

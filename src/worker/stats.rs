@@ -56,7 +56,7 @@ pub static OVERHEAD: [Histogram; 2] = [
 ];
 
 /// A histogram's values at one moment, cumulative as exposition wants them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// The sum of observations, in seconds.
     pub sum: f64,
