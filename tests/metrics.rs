@@ -50,6 +50,23 @@ async fn start(config: Config) -> Admin {
     }
 }
 
+/// Registers `url` for the test model through the router's gRPC API.
+async fn add(admin: &Admin, url: String) -> switchyard::pb::WorkerInfo {
+    switchyard::pb::worker_management_client::WorkerManagementClient::new(admin.grpc.clone())
+        .add_worker(switchyard::pb::AddWorkerRequest {
+            worker: Some(switchyard::pb::WorkerSpec {
+                url,
+                model_id: MODEL.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap()
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let response = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -84,20 +101,7 @@ async fn calls_are_counted_per_worker_and_a_removed_workers_series_go_with_it() 
         ..MockConfig::default()
     })
     .await;
-    let added = router_mgmt
-        .clone()
-        .add_worker(switchyard::pb::AddWorkerRequest {
-            worker: Some(switchyard::pb::WorkerSpec {
-                url: worker.url(),
-                model_id: MODEL.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker
-        .unwrap();
+    let added = add(&admin, worker.url()).await;
     let id = format!("worker=\"{}\"", added.id);
 
     // Two calls read to the end; one dropped after its first chunk.
@@ -213,16 +217,7 @@ async fn overload_refusals_are_counted() {
         ..MockConfig::default()
     })
     .await;
-    switchyard::pb::worker_management_client::WorkerManagementClient::new(admin.grpc.clone())
-        .add_worker(switchyard::pb::AddWorkerRequest {
-            worker: Some(switchyard::pb::WorkerSpec {
-                url: worker.url(),
-                model_id: MODEL.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    add(&admin, worker.url()).await;
     let mut inference = switchyard::pb::inference_client::InferenceClient::new(admin.grpc.clone());
     let mut held = inference
         .generate(request(MODEL, "holds the only permit"))

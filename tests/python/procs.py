@@ -41,3 +41,15 @@ def stop_all():
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def expect_code(code, fn):
+    """Calls `fn`, which must fail with gRPC status `code`: its details."""
+    import grpc
+
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, (e.code(), e.details())
+        return e.details()
+    raise AssertionError(f"expected {code}")

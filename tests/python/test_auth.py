@@ -22,19 +22,10 @@ import grpc  # noqa: E402
 from openai import AuthenticationError, OpenAI  # noqa: E402
 
 import switchyard_client  # noqa: E402
-from procs import MOCK_WORKER, SWITCHYARD, read_after, spawn, start, stop_all  # noqa: E402
+from procs import MOCK_WORKER, SWITCHYARD, expect_code, read_after, spawn, start, stop_all  # noqa: E402
 
 ADMIN = "py-admin-key-0123456789"
 CLIENT = "py-client-key-0123456789"
-
-
-def expect_code(code, fn):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, (e.code(), e.details())
-        return e.details()
-    raise AssertionError(f"expected {code}")
 
 
 def main():

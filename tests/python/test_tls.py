@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from openai import DefaultHttpxClient, OpenAI  # noqa: E402
 
 import switchyard_client  # noqa: E402
-from procs import MOCK_WORKER, SWITCHYARD, read_after, spawn, start, stop_all  # noqa: E402
+from procs import MOCK_WORKER, SWITCHYARD, expect_code, read_after, spawn, start, stop_all  # noqa: E402
 
 DIR = tempfile.mkdtemp(prefix="switchyard-tls-")
 
@@ -101,15 +101,6 @@ def issue(ca, label):
 def read(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def expect_code(code, fn):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, (e.code(), e.details())
-        return e.details()
-    raise AssertionError(f"expected {code}")
 
 
 def main():

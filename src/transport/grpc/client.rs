@@ -259,7 +259,11 @@ impl Upstream {
         }
         connecting.generation += 1;
         let generation = connecting.generation;
-        let outcome = self.connect(generation).await;
+        // Boxed: connecting (TLS state, HTTP/2 handshakes for two kinds of
+        // stream) is a large future, and unboxed it would make every call's
+        // future that large (and moved, memcpy'd, at each await) although
+        // calls connect once in a connection's life.
+        let outcome = Box::pin(self.connect(generation)).await;
         connecting.failed = outcome.as_ref().err().cloned();
         self.attempts.fetch_add(1, Ordering::Release);
         Ok((generation, outcome?))
