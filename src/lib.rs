@@ -22,10 +22,10 @@
 //! - [`pb`]: generated protobuf code, included once.
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`), TLS to workers and PEM files (`tls`); typed `Failure`s.
 //! - [`engines`]: SGLang, vLLM and Switchyard workers: identifying a worker's engine, its `Abort`, model info and health calls.
-//! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers.
+//! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers, per-worker call counters (`stats`).
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
-//! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), and the one error mapping per wire.
+//! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`mock`]: a configurable fake worker (gRPC or HTTP) for tests, demos and benchmarks.
