@@ -1,12 +1,15 @@
 //! Compiles `proto/` with tonic-prost-build, using a vendored protoc so a fresh
 //! machine needs no system protobuf.
 //!
-//! Five things come out of it, all in `OUT_DIR`:
+//! Six things come out of it, all in `OUT_DIR`:
 //! - `switchyard.v1.rs`: prost messages plus clients and servers for both services;
 //! - `sglang.grpc.scheduler.rs`, `vllm.grpc.engine.rs`, `smg.grpc.common.rs`:
 //!   the engines' own protocols, from the published `smg-grpc-proto` files
 //!   in `proto/smg` (messages, clients, and servers with default stubs for
 //!   the mock engines);
+//! - `etcdserverpb.rs`, `mvccpb.rs`, `authpb.rs` (and the option packages
+//!   they import): etcd's v3 API clients, from `proto/etcd`, for the shared
+//!   registry;
 //! - `switchyard.v1.Inference.rs`: a second `Inference` server and client whose
 //!   messages are raw bytes (the mock worker's server, so that it can echo
 //!   fields its proto does not know; the router's own hop is `transport`);
@@ -49,6 +52,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/smg/vllm_engine.proto"),
             ],
             &[PathBuf::from("proto/smg"), well_known],
+        )?;
+
+    // etcd's v3 API, as published (proto/etcd/README.md): clients only, for
+    // the shared registry (`store::etcd`).
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_with_config(
+            config(),
+            &[PathBuf::from("proto/etcd/etcd/api/etcdserverpb/rpc.proto")],
+            &[
+                PathBuf::from("proto/etcd"),
+                protoc_bin_vendored::include_path()?,
+            ],
         )?;
 
     let raw = |name: &str, route: &str, streaming: bool| {

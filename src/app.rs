@@ -28,7 +28,40 @@ use crate::services::tls::{Accepting, Peer, Protocol, ServerTls};
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::tokenizer::Tokenizers;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
-use crate::worker::WorkerRegistry;
+use crate::store::etcd::SharedRegistry;
+use crate::store::file::{StateFile, StateFileError};
+use crate::store::Store;
+use crate::worker::{RegistryError, WorkerRegistry};
+use tokio_util::task::AbortOnDropHandle;
+
+/// Registers the workers a state file kept, under their ids; a worker whose
+/// URL a startup worker now has is left to the startup worker.
+fn restore(
+    registry: &WorkerRegistry,
+    file: &StateFile,
+    saved: Vec<(crate::worker::WorkerId, crate::worker::WorkerSpec)>,
+) -> Result<(), StateFileError> {
+    let count = saved.len();
+    for (id, spec) in saved {
+        let url = spec.url().to_string();
+        match registry.add_with_id(spec, id) {
+            Ok(_) => {}
+            Err(RegistryError::AlreadyExists { .. }) if registry.get_by_url(&url).is_ok() => {
+                tracing::warn!(url, state_file = %file.path().display(), "a saved worker is also a startup worker; the startup worker's settings win");
+            }
+            Err(e) => {
+                return Err(StateFileError {
+                    path: file.path().display().to_string(),
+                    problem: format!("saved worker {url} cannot be registered: {e}"),
+                })
+            }
+        }
+    }
+    if count > 0 {
+        tracing::info!(workers = count, state_file = %file.path().display(), "restored the workers added at runtime");
+    }
+    Ok(())
+}
 
 /// Why the router could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +80,12 @@ pub enum AppError {
     /// A TLS file of the listeners cannot be used.
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
+    /// The shared registry (etcd) cannot be used.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// The state file cannot be used.
+    #[error(transparent)]
+    StateFile(#[from] crate::store::file::StateFileError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -92,6 +131,10 @@ pub struct App {
     retries: Arc<Retries>,
     /// What adding an HTTP worker asks it with.
     probes: HttpClient,
+    /// Where runtime-added workers are kept.
+    store: Arc<Store>,
+    /// The etcd mirror, if the registry is shared; stops with the app.
+    _mirror: Option<AbortOnDropHandle<()>>,
 }
 
 impl App {
@@ -118,8 +161,28 @@ impl App {
             pool_idle_per_worker: 0,
             tls: http_tls.clone(),
         });
+        let store = Arc::new(match (&config.registry.url, &config.registry.state_file) {
+            (Some(url), _) => Store::Etcd(
+                SharedRegistry::connect(url, registry.clone(), config.registry.optional)
+                    .await
+                    .map_err(AppError::Registry)?,
+            ),
+            (None, Some(path)) => Store::File(StateFile::new(path.clone())),
+            (None, None) => Store::Memory,
+        });
+        // Read (and refuse a bad file) before contacting any worker.
+        let saved = match &*store {
+            Store::File(file) => file.load()?,
+            _ => Vec::new(),
+        };
+        let mirror = match &*store {
+            Store::Etcd(shared) => Some(AbortOnDropHandle::new(tokio::spawn(
+                shared.clone().mirror(),
+            ))),
+            _ => None,
+        };
         let admission = Admission::new(
-            registry.clone(),
+            (registry.clone(), store.clone()),
             config.health_check.timeout(),
             hosts.clone(),
             probes.clone(),
@@ -142,13 +205,22 @@ impl App {
                 labels: w.labels.clone(),
                 engine: w.engine,
             };
-            admission
-                .add(request)
-                .await
-                .map_err(|source| AppError::Worker {
-                    url: w.url.clone(),
-                    source,
-                })?;
+            match admission.add_startup(request).await {
+                Ok(_) => {}
+                // Shared registry: another router (or this one, before a
+                // restart) registered it already.
+                Err(AddError::Registry(RegistryError::AlreadyExists { .. }))
+                    if matches!(*store, Store::Etcd(_)) => {}
+                Err(source) => {
+                    return Err(AppError::Worker {
+                        url: w.url.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if let Store::File(file) = &*store {
+            restore(&registry, file, saved)?;
         }
         let rooms = BootstrapRooms::default();
         let retries = Arc::new(Retries::new(&config.retry));
@@ -180,13 +252,15 @@ impl App {
             http_tls,
             retries,
             probes,
+            store,
+            _mirror: mirror,
         })
     }
 
     /// How workers are added: identified within the health-check timeout.
     fn admission(&self) -> Admission {
         Admission::new(
-            self.registry.clone(),
+            (self.registry.clone(), self.store.clone()),
             self.config.health_check.timeout(),
             self.hosts.clone(),
             self.probes.clone(),
@@ -273,7 +347,7 @@ impl App {
             );
             let routes = crate::services::admin::routes(
                 Arc::new(metrics),
-                (self.registry.clone(), limit.clone()),
+                (self.registry.clone(), limit.clone(), self.store.clone()),
                 stop_tx.subscribe(),
             );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving admin (dashboard, metrics, livez, readyz)");

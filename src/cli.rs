@@ -115,6 +115,17 @@ pub struct ServeArgs {
     /// chain to (default: the system's roots).
     #[arg(long, value_name = "PEM")]
     pub worker_ca: Option<PathBuf>,
+    /// Share the registry with other routers through etcd:
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// Start even if etcd cannot be reached (no shared workers until it can).
+    #[arg(long, requires = "registry")]
+    pub registry_optional: bool,
+    /// Keep the workers added at runtime in this file across restarts
+    /// (one router without etcd).
+    #[arg(long, value_name = "PATH", conflicts_with = "registry")]
+    pub state_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -142,6 +153,13 @@ impl ServeArgs {
         }
         if let Some(ca) = &self.worker_ca {
             config.worker_tls.ca = Some(ca.clone());
+        }
+        if let Some(url) = &self.registry {
+            config.registry.url = Some(url.clone());
+        }
+        config.registry.optional |= self.registry_optional;
+        if let Some(path) = &self.state_file {
+            config.registry.state_file = Some(path.clone());
         }
         if let Some(addr) = self.grpc_listen {
             config.grpc_listen = addr;

@@ -92,6 +92,25 @@ pub struct Config {
     pub tls: Option<ServerTlsConfig>,
     /// TLS to `grpcs://` and `https://` workers.
     pub worker_tls: WorkerTlsConfig,
+    /// Where dynamically added workers are kept: in this process only
+    /// (default), in a state file, or in etcd shared by several routers.
+    pub registry: RegistryConfig,
+}
+
+/// Where the workers added over the management APIs live beyond this
+/// process (see `store`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`: a registry shared by every
+    /// router given the same URL.
+    pub url: Option<String>,
+    /// Start even when etcd cannot be reached (with no shared workers until
+    /// it can); otherwise the router refuses to start.
+    pub optional: bool,
+    /// One router without etcd: keep the workers added at runtime in this
+    /// file across restarts.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -117,6 +136,7 @@ impl Default for Config {
             worker_hosts: WorkerHostsConfig::default(),
             tls: None,
             worker_tls: WorkerTlsConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -558,6 +578,19 @@ impl Config {
 
     /// Checks ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.registry.url {
+            if self.registry.state_file.is_some() {
+                return Err(ConfigError::Invalid(
+                    "registry.url and registry.state_file (--registry and --state-file) are exclusive: with etcd the workers are kept in etcd; give one".into(),
+                ));
+            }
+            crate::store::etcd::EtcdUrl::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("registry.url {url:?}: {e}")))?;
+        } else if self.registry.optional {
+            return Err(ConfigError::Invalid(
+                "registry.optional (--registry-optional) applies to an etcd registry: give --registry etcd://HOST:PORT/PREFIX".into(),
+            ));
+        }
         let hc = &self.health_check;
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if hc.interval_ms < 10 {

@@ -22,6 +22,7 @@
 //! - [`pb`]: generated protobuf code, included once.
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`), TLS to workers and PEM files (`tls`); typed `Failure`s.
 //! - [`engines`]: SGLang, vLLM and Switchyard workers: identifying a worker's engine, its `Abort`, model info and health calls.
+//! - [`store`]: where runtime-added workers live beyond the process: memory, a state file (`file`), or etcd shared by several routers (`etcd`, mirrored by a watch).
 //! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers, per-worker call counters (`stats`).
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
@@ -52,6 +53,7 @@ pub mod pb;
 pub mod policies;
 pub mod routers;
 pub mod services;
+pub mod store;
 pub mod tokenizer;
 pub mod transport;
 pub mod worker;

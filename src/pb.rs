@@ -41,6 +41,19 @@ pub mod smg {
         }
     }
 }
+/// etcd's v3 API, clients only (`proto/etcd`), for the shared registry
+/// (`store::etcd`); nested as their packages are.
+pub mod etcd {
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+}
 pub use sglang::grpc::scheduler as sglang_scheduler;
 pub use vllm::grpc::engine as vllm_engine;
 

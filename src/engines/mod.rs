@@ -24,9 +24,10 @@ use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
 use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::{HttpClient, Origin};
 use crate::transport::{ConnectFailure, Failure};
+use crate::store::{Store, StoreError};
 use crate::worker::{
-    ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, SpecError, Worker, WorkerRegistry,
-    WorkerRole, WorkerSpec,
+    ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, Source, SpecError, Worker,
+    WorkerRegistry, WorkerRole, WorkerSpec,
 };
 use hosts::HostPolicy;
 use http::uri::{Authority, Scheme};
@@ -61,6 +62,10 @@ pub enum AddError {
     /// The worker could not be reached or identified.
     #[error(transparent)]
     Identify(#[from] IdentifyError),
+    /// The store of workers could not take the change (etcd unreachable,
+    /// state file not writable).
+    #[error(transparent)]
+    Store(crate::store::StoreError),
     /// The worker's host is not one workers may have
     /// (`[worker_hosts]`).
     #[error("worker url {url:?} refused: {reason}")]
@@ -72,6 +77,15 @@ pub enum AddError {
     },
 }
 
+impl From<crate::store::StoreError> for AddError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Registry(e) => AddError::Registry(e),
+            e => AddError::Store(e),
+        }
+    }
+}
+
 impl From<SpecError> for AddError {
     fn from(e: SpecError) -> Self {
         AddError::Registry(e.into())
@@ -79,10 +93,12 @@ impl From<SpecError> for AddError {
 }
 
 /// Adds workers to a registry the way every front door does (gRPC, HTTP,
-/// the command line): identified first ([`admit`]), then registered.
+/// the command line): identified first ([`admit`]), then registered
+/// through the router's [`Store`]; and removes them the same way.
 #[derive(Debug, Clone)]
 pub struct Admission {
     registry: Arc<WorkerRegistry>,
+    store: Arc<Store>,
     timeout: Duration,
     hosts: Arc<HostPolicy>,
     /// Asks HTTP workers `GET /health` when they are added.
@@ -94,13 +110,14 @@ impl Admission {
     /// most `timeout` for each call that identifies a worker; HTTP workers
     /// are asked with `http`.
     pub fn new(
-        registry: Arc<WorkerRegistry>,
+        (registry, store): (Arc<WorkerRegistry>, Arc<Store>),
         timeout: Duration,
         hosts: Arc<HostPolicy>,
         http: HttpClient,
     ) -> Self {
         Admission {
             registry,
+            store,
             timeout,
             hosts,
             http,
@@ -110,6 +127,30 @@ impl Admission {
     /// Identifies and registers a worker; it is routable when this returns.
     /// Its host is checked before anything contacts it.
     pub async fn add(&self, request: WorkerRequest) -> Result<Arc<Worker>, AddError> {
+        self.add_from(request, Source::Added).await
+    }
+
+    /// Adds a worker of the config file or `--worker`.
+    pub async fn add_startup(&self, request: WorkerRequest) -> Result<Arc<Worker>, AddError> {
+        self.add_from(request, Source::Startup).await
+    }
+
+    /// Unregisters a worker by id or, when `target` has a scheme, by URL;
+    /// no new call on this router chooses it once this returns.
+    pub async fn remove(&self, target: &str) -> Result<Arc<Worker>, StoreError> {
+        let worker = match target.contains("://") {
+            true => self.registry.get_by_url(target)?,
+            false => self.registry.get(target)?,
+        };
+        self.store.remove(&self.registry, &worker).await?;
+        Ok(worker)
+    }
+
+    async fn add_from(
+        &self,
+        request: WorkerRequest,
+        source: Source,
+    ) -> Result<Arc<Worker>, AddError> {
         let endpoint = Endpoint::parse(&request.url)?;
         if let Err(reason) = self.hosts.check(&endpoint, self.timeout).await {
             return Err(AddError::HostRefused {
@@ -117,13 +158,14 @@ impl Admission {
                 reason,
             });
         }
-        let spec = admit(
+        let mut spec = admit(
             request,
             (self.registry.channel_config(), &self.http),
             self.timeout,
         )
         .await?;
-        Ok(self.registry.add(spec)?)
+        spec.source = source;
+        Ok(self.store.add(&self.registry, spec).await?)
     }
 }
 

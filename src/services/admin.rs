@@ -1,7 +1,10 @@
 //! The admin listener (`--admin-listen`): what is not client traffic, on a
 //! port of its own so it can be fenced. `GET /metrics` (Prometheus),
 //! `GET /livez` (the process serves), `GET /readyz` (it can route: not
-//! shutting down, and some worker is healthy), and the live dashboard:
+//! shutting down, and some worker is healthy; its `registry` field says
+//! where workers are kept and, for etcd, whether it is reachable: routing
+//! goes on without it, so that alone does not make the router unready),
+//! and the live dashboard:
 //! `GET /` (the page), `GET /events` (its server-sent snapshots) and
 //! `GET /api/snapshot` (one snapshot as JSON, for scripts).
 //!
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 
 use super::overload::CallLimit;
 use super::{dashboard, metrics};
+use crate::store::Store;
 use crate::worker::WorkerRegistry;
 
 #[derive(Clone)]
@@ -29,15 +33,16 @@ struct AdminState {
     metrics: Arc<Registry>,
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
+    store: Arc<Store>,
     /// True once the router is shutting down.
     stopping: watch::Receiver<bool>,
 }
 
-/// The admin API over `registry`, scraping `metrics`; `stopping` turns
-/// true when a shutdown begins.
+/// The admin API over `registry` (kept by `store`), scraping `metrics`;
+/// `stopping` turns true when a shutdown begins.
 pub fn routes(
     metrics: Arc<Registry>,
-    (registry, limit): (Arc<WorkerRegistry>, Arc<CallLimit>),
+    (registry, limit, store): (Arc<WorkerRegistry>, Arc<CallLimit>, Arc<Store>),
     stopping: watch::Receiver<bool>,
 ) -> Router {
     Router::new()
@@ -51,6 +56,7 @@ pub fn routes(
             metrics,
             registry,
             limit,
+            store,
             stopping,
         })
 }
@@ -90,6 +96,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
         "status": why,
         "workers": workers.len(),
         "healthy_workers": healthy,
+        "registry": s.store.status(),
     });
     (status, Json(body)).into_response()
 }

@@ -410,10 +410,7 @@ async fn remove_worker(
     State(s): State<HttpState>,
     Path(target): Path<String>,
 ) -> Result<Json<WorkerJson>, HttpError> {
-    let worker = match target.contains("://") {
-        true => s.registry.remove_by_url(&target)?,
-        false => s.registry.remove(&target)?,
-    };
+    let worker = s.admission.remove(&target).await?;
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed over HTTP");
     Ok(Json(worker_json(&worker)))
 }

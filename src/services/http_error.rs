@@ -8,6 +8,7 @@ use axum::Json;
 
 use crate::auth::Denied;
 use crate::engines::AddError;
+use crate::store::StoreError;
 use crate::routers::RouteError;
 use crate::worker::RegistryError;
 
@@ -86,6 +87,17 @@ impl From<RegistryError> for HttpError {
     }
 }
 
+impl From<StoreError> for HttpError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Registry(e) => e.into(),
+            StoreError::Unavailable(_) => {
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
+        }
+    }
+}
+
 impl From<AddError> for HttpError {
     fn from(err: AddError) -> Self {
         match err {
@@ -96,6 +108,7 @@ impl From<AddError> for HttpError {
                 HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             AddError::HostRefused { .. } => HttpError::new(StatusCode::FORBIDDEN, err.to_string()),
+            AddError::Store(e) => e.into(),
         }
     }
 }

@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 use crate::engines::translate::TranslateError;
 use crate::engines::AddError;
 use crate::routers::RouteError;
+use crate::store::StoreError;
 use crate::transport::grpc::codec::FrameError;
 use crate::transport::Failure;
 use crate::worker::RegistryError;
@@ -26,12 +27,22 @@ impl From<RegistryError> for Status {
     }
 }
 
+impl From<StoreError> for Status {
+    fn from(err: StoreError) -> Status {
+        match err {
+            StoreError::Registry(e) => e.into(),
+            StoreError::Unavailable(_) => Status::unavailable(err.to_string()),
+        }
+    }
+}
+
 impl From<AddError> for Status {
     fn from(err: AddError) -> Status {
         match err {
             AddError::Registry(e) => e.into(),
             AddError::Identify(e) => Status::failed_precondition(e.to_string()),
             AddError::HostRefused { .. } => Status::permission_denied(err.to_string()),
+            AddError::Store(e) => e.into(),
         }
     }
 }

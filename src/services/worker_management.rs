@@ -65,8 +65,12 @@ impl WorkerManagement for WorkerManagementService {
     ) -> Result<Response<pb::RemoveWorkerResponse>, Status> {
         use pb::remove_worker_request::Target;
         let worker = match request.into_inner().target {
-            Some(Target::Id(id)) => self.registry.remove(&id)?,
-            Some(Target::Url(url)) => self.registry.remove_by_url(&url)?,
+            Some(Target::Id(id)) if id.contains("://") => {
+                return Err(Status::invalid_argument(format!(
+                    "{id:?} is a URL, not a worker id: set url instead"
+                )))
+            }
+            Some(Target::Id(id)) | Some(Target::Url(id)) => self.admission.remove(&id).await?,
             None => return Err(Status::invalid_argument("set the worker's id or url")),
         };
         tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed");

@@ -23,7 +23,9 @@ use http::HeaderValue;
 pub use circuit::{CircuitConfig, CircuitState, Outcome};
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
-pub use spec::{ConnectionMode, Endpoint, Engine, ModelFacts, SpecError, WorkerRole, WorkerSpec};
+pub use spec::{
+    ConnectionMode, Endpoint, Engine, ModelFacts, SpecError, Source, WorkerRole, WorkerSpec,
+};
 
 use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::Origin;
@@ -35,6 +37,14 @@ pub struct WorkerId(Arc<str>);
 impl WorkerId {
     pub(crate) fn generate() -> Self {
         WorkerId(format!("w-{:016x}", rand::random::<u64>()).into())
+    }
+
+    /// An id read back from a store: `w-` and 16 lowercase hex digits, as
+    /// [`generate`](Self::generate) makes them.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("w-")?;
+        (hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| WorkerId(s.into()))
     }
 
     /// The id as a string.

@@ -246,24 +246,46 @@ impl WorkerRegistry {
 
     /// Registers a worker. It is routable when this returns.
     pub fn add(&self, spec: WorkerSpec) -> Result<Arc<Worker>, RegistryError> {
+        self.insert(spec, None)
+    }
+
+    /// Registers a worker under an id chosen elsewhere (a store's), so that
+    /// it has the same id on every router and across restarts.
+    pub fn add_with_id(&self, spec: WorkerSpec, id: WorkerId) -> Result<Arc<Worker>, RegistryError> {
+        self.insert(spec, Some(id))
+    }
+
+    /// Whether [`add`](Self::add) would take `spec` now (its URL, role,
+    /// engine and the worker limit), without adding it.
+    pub fn check(&self, spec: &WorkerSpec) -> Result<(), RegistryError> {
+        check_new(&self.lock(), spec, self.max_workers)
+    }
+
+    fn insert(
+        &self,
+        spec: WorkerSpec,
+        id: Option<WorkerId>,
+    ) -> Result<Arc<Worker>, RegistryError> {
         let mut state = self.lock();
-        if let Some(id) = state.by_url.get(spec.url()) {
-            return Err(RegistryError::AlreadyExists {
-                url: spec.url().to_string(),
-                id: id.clone(),
-            });
-        }
-        check_roles(&state, &spec)?;
-        check_engine(&state, &spec)?;
-        if state.by_id.len() >= self.max_workers {
-            return Err(RegistryError::Full {
-                max: self.max_workers,
-            });
-        }
-        let mut id = WorkerId::generate();
-        while state.by_id.contains_key(&id) {
-            id = WorkerId::generate();
-        }
+        check_new(&state, &spec, self.max_workers)?;
+        let id = match id {
+            Some(id) => {
+                if let Some(other) = state.by_id.get(&id) {
+                    return Err(RegistryError::AlreadyExists {
+                        url: other.url().to_string(),
+                        id,
+                    });
+                }
+                id
+            }
+            None => {
+                let mut id = WorkerId::generate();
+                while state.by_id.contains_key(&id) {
+                    id = WorkerId::generate();
+                }
+                id
+            }
+        };
         state.next_ordinal += 1;
         let worker = Arc::new(Worker::new(
             id.clone(),
@@ -469,6 +491,23 @@ fn emit(
 /// A model is served either regularly or disaggregated (prefill + decode),
 /// whatever the connection mode: mixing would split its traffic between two
 /// kinds of serving with nothing to choose between them.
+/// What a new worker must pass: a URL not yet registered, a role and an
+/// engine that fit its model, and room under the limit.
+fn check_new(state: &State, spec: &WorkerSpec, max_workers: usize) -> Result<(), RegistryError> {
+    if let Some(id) = state.by_url.get(spec.url()) {
+        return Err(RegistryError::AlreadyExists {
+            url: spec.url().to_string(),
+            id: id.clone(),
+        });
+    }
+    check_roles(state, spec)?;
+    check_engine(state, spec)?;
+    if state.by_id.len() >= max_workers {
+        return Err(RegistryError::Full { max: max_workers });
+    }
+    Ok(())
+}
+
 fn check_roles(state: &State, spec: &WorkerSpec) -> Result<(), RegistryError> {
     let model: &str = &spec.model_id;
     let has = |role: WorkerRole| {

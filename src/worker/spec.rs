@@ -375,6 +375,20 @@ pub struct WorkerSpec {
     /// The worker said it was not serving when it was added (an engine
     /// warming up): it starts out of rotation, until its health checks pass.
     pub starts_unhealthy: bool,
+    /// Where the worker came from.
+    pub source: Source,
+}
+
+/// Where a registered worker came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The management APIs (or a shared registry): kept by the router's
+    /// store (`store`), if it has one.
+    #[default]
+    Added,
+    /// The config file or `--worker`: registered again at every start,
+    /// never written to a state file.
+    Startup,
 }
 
 const MAX_MODEL_LEN: usize = 256;
@@ -453,6 +467,7 @@ impl WorkerSpec {
             engine: None,
             facts: ModelFacts::default(),
             starts_unhealthy: false,
+            source: Source::Added,
         })
     }
 

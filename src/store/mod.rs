@@ -1,0 +1,176 @@
+//! Where the workers added at runtime live beyond this process.
+//!
+//! The in-process [`WorkerRegistry`] is always what the hot path reads. A
+//! [`Store`] decides what happens around a management call's change to it:
+//! - [`Store::Memory`] (default): the change is the registry's only; a
+//!   restart forgets the workers added at runtime.
+//! - [`Store::File`] (`--state-file`): the registry changes, then the file
+//!   is rewritten atomically; if the file cannot be written the change is
+//!   undone and the call fails, so the file and the registry never differ.
+//! - [`Store::Etcd`] (`--registry etcd://...`): the change is written to
+//!   etcd, and the registry follows etcd through a watch ([`etcd`]); the
+//!   call returns once this router's registry has it.
+
+pub mod etcd;
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::worker::{
+    Engine, ModelFacts, RegistryError, Source, Worker, WorkerId, WorkerRegistry, WorkerRole,
+    WorkerSpec,
+};
+
+/// Why a change to the workers was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The registry refused it (duplicate URL, unknown id, role conflict...).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The store cannot take changes now (etcd unreachable, the state file
+    /// not writable); nothing was changed. Try again later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// How a worker is written to a store: its id and the spec it was
+/// registered with (engine and model facts included, so that reading it
+/// back contacts nobody).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredWorker {
+    /// The worker's id, the same wherever it is read back.
+    pub id: String,
+    /// Normalized URL.
+    pub url: String,
+    /// The model it serves.
+    pub model_id: String,
+    /// What it does.
+    pub role: WorkerRole,
+    /// Prefill workers' bootstrap port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_port: Option<u16>,
+    /// Operator labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// gRPC workers' engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// The engine's served model name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub served_model_name: String,
+    /// The engine's context length (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_context_length: u32,
+    /// It was not serving when added: out of rotation until a health
+    /// check passes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starts_unhealthy: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl StoredWorker {
+    /// The record of `spec` registered as `id`.
+    pub fn new(id: &WorkerId, spec: &WorkerSpec) -> Self {
+        StoredWorker {
+            id: id.to_string(),
+            url: spec.url().to_string(),
+            model_id: spec.model_id.clone(),
+            role: spec.role,
+            bootstrap_port: spec.bootstrap_port,
+            labels: spec.labels.clone(),
+            engine: spec.engine,
+            served_model_name: spec.facts.served_model_name.clone(),
+            max_context_length: spec.facts.max_context_length,
+            starts_unhealthy: spec.starts_unhealthy,
+        }
+    }
+
+    /// The id and spec back, validated as a new spec is.
+    pub fn into_spec(self) -> Result<(WorkerId, WorkerSpec), String> {
+        let id = WorkerId::parse(&self.id)
+            .ok_or_else(|| format!("{:?} is not a worker id (w- and 16 hex digits)", self.id))?;
+        let mut spec = WorkerSpec::new(
+            &self.url,
+            &self.model_id,
+            self.role,
+            self.bootstrap_port.map(u32::from),
+            self.labels,
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(engine) = self.engine {
+            spec = spec
+                .with_engine(
+                    engine,
+                    ModelFacts {
+                        served_model_name: self.served_model_name,
+                        max_context_length: self.max_context_length,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        spec.starts_unhealthy = self.starts_unhealthy;
+        Ok((id, spec))
+    }
+}
+
+/// Where runtime changes to the workers are kept (see the module docs).
+#[derive(Debug)]
+pub enum Store {
+    /// This process only.
+    Memory,
+    /// A state file, for one router.
+    File(file::StateFile),
+    /// etcd, shared by every router with the same URL.
+    Etcd(Arc<etcd::SharedRegistry>),
+}
+
+impl Store {
+    /// Registers `spec`; the worker is routable on this router when this
+    /// returns. Startup workers are never written to a state file.
+    pub async fn add(
+        &self,
+        registry: &Arc<WorkerRegistry>,
+        spec: WorkerSpec,
+    ) -> Result<Arc<Worker>, StoreError> {
+        match self {
+            Store::Memory => Ok(registry.add(spec)?),
+            Store::File(_) if spec.source == Source::Startup => Ok(registry.add(spec)?),
+            Store::File(file) => file.add(registry, spec).await,
+            Store::Etcd(shared) => shared.add(spec).await,
+        }
+    }
+
+    /// Unregisters `worker`: no new call on this router chooses it once
+    /// this returns.
+    pub async fn remove(
+        &self,
+        registry: &Arc<WorkerRegistry>,
+        worker: &Arc<Worker>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory => {
+                registry.remove(worker.id().as_str())?;
+                Ok(())
+            }
+            Store::File(file) => file.remove(registry, worker).await,
+            Store::Etcd(shared) => shared.remove(worker).await,
+        }
+    }
+
+    /// What readiness shows about it.
+    pub fn status(&self) -> serde_json::Value {
+        match self {
+            Store::Memory => serde_json::json!({"kind": "memory"}),
+            Store::File(file) => {
+                serde_json::json!({"kind": "state_file", "path": file.path().display().to_string()})
+            }
+            Store::Etcd(shared) => shared.status(),
+        }
+    }
+}
