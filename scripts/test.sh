@@ -11,11 +11,14 @@ cd "$(dirname "$0")/.."
 # The HTTP foreign-client test drives the router with curl too; the
 # metrics test scrapes it with a real Prometheus server (Debian's package,
 # started by the test on loopback in a temporary directory); the dashboard
-# test loads the page in headless Chromium (Debian's package).
+# test loads the page in headless Chromium (Debian's package); the shared
+# registry tests start Debian's etcd on loopback in a temporary directory.
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The shared-registry tests (tests/store.rs) start a real etcd.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
   $SUDO apt-get update -qq
