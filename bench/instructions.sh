@@ -11,6 +11,7 @@
 #
 # Usage: bash bench/instructions.sh     (CALLS=2000, TOKENS="1 256",
 #   TARGETS="switchyard nginx h2-floor"; ROUTER_BIN=another router build;
+#   ROUTER_ARGS="--registry etcd://127.0.0.1:2379/bench": more router flags;
 #   LOADGEN_ARGS="--deadline-ms 60000" to give every call a deadline;
 #   ENGINE=sglang or vllm: the worker a mock of that engine, the calls in
 #   its protocol)
@@ -71,7 +72,7 @@ for tokens in ${TOKENS:-1 256}; do
   for target in ${TARGETS:-switchyard nginx h2-floor}; do
     case $target in
       switchyard) count switchyard "$tokens" "${ROUTER_BIN:-target/release/switchyard}" serve --grpc-listen "127.0.0.1:$PROXY_PORT" \
-        --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --engine "$ENGINE" --worker-threads 1 ;;
+        --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --engine "$ENGINE" --worker-threads 1 ${ROUTER_ARGS:-} ;;
       nginx) count nginx "$tokens" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ;;
       h2-floor) count h2-floor "$tokens" target/release/examples/h2_floor --listen "127.0.0.1:$PROXY_PORT" \
         --upstream "127.0.0.1:$WORKER_PORT" ;;

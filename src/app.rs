@@ -26,11 +26,11 @@ use crate::routers::select::Retries;
 use crate::services::openai::EngineFront;
 use crate::services::tls::{Accepting, Peer, Protocol, ServerTls};
 use crate::services::{InferenceService, WorkerManagementService};
-use crate::tokenizer::Tokenizers;
-use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::store::etcd::SharedRegistry;
 use crate::store::file::{StateFile, StateFileError};
 use crate::store::Store;
+use crate::tokenizer::Tokenizers;
+use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::worker::{RegistryError, WorkerRegistry};
 use tokio_util::task::AbortOnDropHandle;
 

@@ -145,7 +145,7 @@ async fn a_worker_added_on_one_router_is_routable_on_all_and_removed_from_all() 
             routes_to(other, "m", &added.id)
         })
         .await;
-        assert_eq!(ids(other).await, [added.id.clone()]);
+        assert_eq!(ids(other).await, std::slice::from_ref(&added.id));
     }
 
     // Removed on another router: never chosen there once RemoveWorker
@@ -241,7 +241,7 @@ async fn with_etcd_stopped_routing_continues_management_is_refused_and_all_conve
     // Routing goes on with the last known set.
     for router in &r {
         assert!(routes_to(router, "m", &added.id).await);
-        assert_eq!(ids(router).await, [added.id.clone()]);
+        assert_eq!(ids(router).await, std::slice::from_ref(&added.id));
     }
 
     etcd.resume().await;
@@ -259,14 +259,18 @@ async fn with_etcd_stopped_routing_continues_management_is_refused_and_all_conve
         }
     })
     .await;
-    eventually(Duration::from_secs(10), "the first router converges", || {
-        routes_to(&r[0], "n", &after.id)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the first router converges",
+        || routes_to(&r[0], "n", &after.id),
+    )
     .await;
     r[0].remove(&added.id).await;
-    eventually(Duration::from_secs(5), "the second router converges", || async {
-        ids(&r[1]).await == [after.id.clone()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the second router converges",
+        || async { ids(&r[1]).await == [after.id.clone()] },
+    )
     .await;
 }
 
@@ -274,7 +278,10 @@ async fn with_etcd_stopped_routing_continues_management_is_refused_and_all_conve
 async fn unreachable_etcd_stops_startup_unless_optional() {
     let port = free_port();
     let url = format!("etcd://127.0.0.1:{port}/down");
-    let err = App::build(shared_config(&url)).await.unwrap_err().to_string();
+    let err = App::build(shared_config(&url))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("cannot reach etcd") && err.contains("--registry-optional"),
         "{err}"
@@ -297,11 +304,15 @@ async fn unreachable_etcd_stops_startup_unless_optional() {
         child: None,
     };
     etcd.resume().await;
-    within(Duration::from_secs(15), "AddWorker works once etcd is up", async {
-        while router.try_add("grpc://127.0.0.1:23001", "m").await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    within(
+        Duration::from_secs(15),
+        "AddWorker works once etcd is up",
+        async {
+            while router.try_add("grpc://127.0.0.1:23001", "m").await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
     .await;
 }
 
@@ -311,7 +322,10 @@ async fn a_bad_registry_url_is_refused_with_its_shape() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("needs a port") && err.contains("etcd://HOST:PORT"), "{err}");
+    assert!(
+        err.contains("needs a port") && err.contains("etcd://HOST:PORT"),
+        "{err}"
+    );
 }
 
 fn file_config(path: &Path) -> Config {
@@ -358,7 +372,10 @@ async fn a_state_file_keeps_runtime_workers_across_a_restart() {
 
     // The file lists the two runtime workers, not the startup one.
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(!text.contains(&startup.url()) && !text.contains(&gone.id), "{text}");
+    assert!(
+        !text.contains(&startup.url()) && !text.contains(&gone.id),
+        "{text}"
+    );
 
     let again = start_router_with(config).await;
     let workers = again.list().await;
@@ -429,7 +446,7 @@ async fn a_state_file_that_cannot_be_written_refuses_the_change_and_keeps_the_re
         .unwrap_err();
     assert_eq!(removal.code(), Code::Unavailable);
     // Nothing changed: the refused add is not routable, the kept worker is.
-    assert_eq!(ids(&router).await, [kept.id.clone()]);
+    assert_eq!(ids(&router).await, std::slice::from_ref(&kept.id));
     assert!(routes_to(&router, "m", &kept.id).await);
     // Once the file can be written again, changes are taken again.
     std::fs::create_dir(&nested).unwrap();

@@ -21,10 +21,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
+use crate::store::{Store, StoreError};
 use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::{HttpClient, Origin};
 use crate::transport::{ConnectFailure, Failure};
-use crate::store::{Store, StoreError};
 use crate::worker::{
     ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, Source, SpecError, Worker,
     WorkerRegistry, WorkerRole, WorkerSpec,

@@ -8,8 +8,8 @@ use axum::Json;
 
 use crate::auth::Denied;
 use crate::engines::AddError;
-use crate::store::StoreError;
 use crate::routers::RouteError;
+use crate::store::StoreError;
 use crate::worker::RegistryError;
 
 /// An error on its way to an HTTP client.

@@ -67,11 +67,7 @@ impl EtcdUrl {
             .split_once('/')
             .ok_or_else(|| format!("no /PREFIX; {SHAPE}"))?;
         let prefix = prefix.trim_end_matches('/');
-        if prefix.is_empty()
-            || prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
                 "the prefix must be non-empty, without spaces; {SHAPE}"
             ));
@@ -448,7 +444,10 @@ impl SharedRegistry {
     pub(super) async fn add(&self, spec: WorkerSpec) -> Result<Arc<Worker>, StoreError> {
         if spec.source == Source::Startup && self.check_reachable().is_err() {
             // --registry-optional with etcd down at start: this router's own.
-            tracing::warn!(url = spec.url(), "etcd is unreachable: startup worker registered on this router only");
+            tracing::warn!(
+                url = spec.url(),
+                "etcd is unreachable: startup worker registered on this router only"
+            );
             return Ok(self.registry.add(spec)?);
         }
         self.check_reachable()?;

@@ -24,7 +24,7 @@ pub use circuit::{CircuitConfig, CircuitState, Outcome};
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{
-    ConnectionMode, Endpoint, Engine, ModelFacts, SpecError, Source, WorkerRole, WorkerSpec,
+    ConnectionMode, Endpoint, Engine, ModelFacts, Source, SpecError, WorkerRole, WorkerSpec,
 };
 
 use crate::transport::grpc::{ChannelConfig, Upstream};

@@ -251,7 +251,11 @@ impl WorkerRegistry {
 
     /// Registers a worker under an id chosen elsewhere (a store's), so that
     /// it has the same id on every router and across restarts.
-    pub fn add_with_id(&self, spec: WorkerSpec, id: WorkerId) -> Result<Arc<Worker>, RegistryError> {
+    pub fn add_with_id(
+        &self,
+        spec: WorkerSpec,
+        id: WorkerId,
+    ) -> Result<Arc<Worker>, RegistryError> {
         self.insert(spec, Some(id))
     }
 
@@ -261,11 +265,7 @@ impl WorkerRegistry {
         check_new(&self.lock(), spec, self.max_workers)
     }
 
-    fn insert(
-        &self,
-        spec: WorkerSpec,
-        id: Option<WorkerId>,
-    ) -> Result<Arc<Worker>, RegistryError> {
+    fn insert(&self, spec: WorkerSpec, id: Option<WorkerId>) -> Result<Arc<Worker>, RegistryError> {
         let mut state = self.lock();
         check_new(&state, &spec, self.max_workers)?;
         let id = match id {
