@@ -86,6 +86,9 @@ pub enum AppError {
     /// The state file cannot be used.
     #[error(transparent)]
     StateFile(#[from] crate::store::file::StateFileError),
+    /// Discovery cannot start.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -135,6 +138,8 @@ pub struct App {
     store: Arc<Store>,
     /// The etcd mirror, if the registry is shared; stops with the app.
     _mirror: Option<AbortOnDropHandle<()>>,
+    /// Kubernetes discovery, if configured; stops with the app.
+    _discovery: Option<AbortOnDropHandle<()>>,
 }
 
 impl App {
@@ -222,6 +227,20 @@ impl App {
         if let Store::File(file) = &*store {
             restore(&registry, file, saved)?;
         }
+        let discovery = match config.discovery.kind {
+            Some(crate::config::DiscoveryKind::Kubernetes) => {
+                let discovery = crate::discovery::KubernetesDiscovery::new(
+                    config.discovery.clone(),
+                    admission.clone(),
+                    registry.clone(),
+                )
+                .await?;
+                Some(AbortOnDropHandle::new(tokio::spawn(
+                    discovery.run(std::future::pending()),
+                )))
+            }
+            None => None,
+        };
         let rooms = BootstrapRooms::default();
         let retries = Arc::new(Retries::new(&config.retry));
 
@@ -254,6 +273,7 @@ impl App {
             probes,
             store,
             _mirror: mirror,
+            _discovery: discovery,
         })
     }
 

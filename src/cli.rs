@@ -126,6 +126,18 @@ pub struct ServeArgs {
     /// (one router without etcd).
     #[arg(long, value_name = "PATH", conflicts_with = "registry")]
     pub state_file: Option<PathBuf>,
+    /// Discover workers: `kubernetes` (Ready pods matching --selector).
+    #[arg(long, value_name = "KIND")]
+    pub discover: Option<crate::config::DiscoveryKind>,
+    /// The pods' label selector, KEY=VALUE[,KEY=VALUE...].
+    #[arg(long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// The pods' namespace (default: the router's own).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The workers' port, for pods without a switchyard.io/port annotation.
+    #[arg(long, value_name = "PORT")]
+    pub pod_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -158,6 +170,18 @@ impl ServeArgs {
             config.registry.url = Some(url.clone());
         }
         config.registry.optional |= self.registry_optional;
+        if let Some(kind) = self.discover {
+            config.discovery.kind = Some(kind);
+        }
+        if let Some(selector) = &self.selector {
+            config.discovery.selector = selector.clone();
+        }
+        if let Some(ns) = &self.namespace {
+            config.discovery.namespace = Some(ns.clone());
+        }
+        if let Some(port) = self.pod_port {
+            config.discovery.port = Some(port);
+        }
         if let Some(path) = &self.state_file {
             config.registry.state_file = Some(path.clone());
         }

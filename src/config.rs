@@ -95,6 +95,48 @@ pub struct Config {
     /// Where dynamically added workers are kept: in this process only
     /// (default), in a state file, or in etcd shared by several routers.
     pub registry: RegistryConfig,
+    /// Workers discovered from an orchestrator (Kubernetes pods).
+    pub discovery: DiscoveryConfig,
+}
+
+/// Which discovery, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryKind {
+    /// Ready pods matching a label selector (see `discovery`).
+    Kubernetes,
+}
+
+/// Workers from Kubernetes pods (see `discovery`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Off when unset.
+    pub kind: Option<DiscoveryKind>,
+    /// The pods' label selector, `KEY=VALUE[,KEY=VALUE...]`.
+    pub selector: String,
+    /// Their namespace (default: the router's own, or the kubeconfig's).
+    pub namespace: Option<String>,
+    /// The workers' port, for pods without a `switchyard.io/port` annotation.
+    pub port: Option<u16>,
+    /// `grpc` (default), `grpcs`, `http` or `https`.
+    pub scheme: String,
+    /// A kubeconfig file (default: `KUBECONFIG`, `~/.kube/config`, or the
+    /// in-cluster service account).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            kind: None,
+            selector: String::new(),
+            namespace: None,
+            port: None,
+            scheme: "grpc".into(),
+            kubeconfig: None,
+        }
+    }
 }
 
 /// Where the workers added over the management APIs live beyond this
@@ -137,6 +179,7 @@ impl Default for Config {
             tls: None,
             worker_tls: WorkerTlsConfig::default(),
             registry: RegistryConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -578,6 +621,30 @@ impl Config {
 
     /// Checks ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.discovery;
+        if d.kind.is_some() {
+            let valid = !d.selector.is_empty()
+                && d.selector.split(',').all(|term| {
+                    term.split_once('=')
+                        .is_some_and(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+                });
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "discovery.selector (--selector) {:?}: expected KEY=VALUE[,KEY=VALUE...], e.g. app=sglang-worker",
+                    d.selector
+                )));
+            }
+            if !matches!(d.scheme.as_str(), "grpc" | "grpcs" | "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "discovery.scheme {:?}: use grpc, grpcs, http or https",
+                    d.scheme
+                )));
+            }
+        } else if !d.selector.is_empty() || d.namespace.is_some() || d.port.is_some() {
+            return Err(ConfigError::Invalid(
+                "--selector, --namespace and --pod-port apply to discovery: add --discover kubernetes".into(),
+            ));
+        }
         if let Some(url) = &self.registry.url {
             if self.registry.state_file.is_some() {
                 return Err(ConfigError::Invalid(

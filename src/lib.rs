@@ -23,6 +23,7 @@
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`), TLS to workers and PEM files (`tls`); typed `Failure`s.
 //! - [`engines`]: SGLang, vLLM and Switchyard workers: identifying a worker's engine, its `Abort`, model info and health calls.
 //! - [`store`]: where runtime-added workers live beyond the process: memory, a state file (`file`), or etcd shared by several routers (`etcd`, mirrored by a watch).
+//! - [`discovery`]: workers from Kubernetes pods (`kube`'s list-and-watch), this router's own.
 //! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers, per-worker call counters (`stats`).
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
 //! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`), `grpc` and `http` routers.
@@ -46,6 +47,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod discovery;
 pub mod engines;
 pub mod health;
 pub mod mock;

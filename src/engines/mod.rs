@@ -130,6 +130,11 @@ impl Admission {
         self.add_from(request, Source::Added).await
     }
 
+    /// Adds a worker found by discovery (this router's own; see `discovery`).
+    pub async fn add_discovered(&self, request: WorkerRequest) -> Result<Arc<Worker>, AddError> {
+        self.add_from(request, Source::Discovered).await
+    }
+
     /// Adds a worker of the config file or `--worker`.
     pub async fn add_startup(&self, request: WorkerRequest) -> Result<Arc<Worker>, AddError> {
         self.add_from(request, Source::Startup).await

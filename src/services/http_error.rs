@@ -94,6 +94,7 @@ impl From<StoreError> for HttpError {
             StoreError::Unavailable(_) => {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
+            StoreError::Discovered { .. } => HttpError::new(StatusCode::CONFLICT, err.to_string()),
         }
     }
 }

@@ -32,6 +32,7 @@ impl From<StoreError> for Status {
         match err {
             StoreError::Registry(e) => e.into(),
             StoreError::Unavailable(_) => Status::unavailable(err.to_string()),
+            StoreError::Discovered { .. } => Status::failed_precondition(err.to_string()),
         }
     }
 }

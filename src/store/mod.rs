@@ -34,6 +34,16 @@ pub enum StoreError {
     /// not writable); nothing was changed. Try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// The worker was discovered and leaves only when its pod does.
+    #[error("worker {id} ({url}) was discovered from Kubernetes (pod {pod}): it leaves when its pod does (deleted, not Ready, or no longer matching the selector); change the pod, not the router")]
+    Discovered {
+        /// The worker.
+        id: String,
+        /// Its URL.
+        url: String,
+        /// Its pod, `namespace/name`.
+        pod: String,
+    },
 }
 
 /// How a worker is written to a store: its id and the spec it was
@@ -138,11 +148,13 @@ impl Store {
         registry: &Arc<WorkerRegistry>,
         spec: WorkerSpec,
     ) -> Result<Arc<Worker>, StoreError> {
-        match self {
-            Store::Memory => Ok(registry.add(spec)?),
-            Store::File(_) if spec.source == Source::Startup => Ok(registry.add(spec)?),
-            Store::File(file) => file.add(registry, spec).await,
-            Store::Etcd(shared) => shared.add(spec).await,
+        match (self, spec.source) {
+            // Discovered workers are each router's own.
+            (Store::Memory, _) | (_, Source::Discovered) | (Store::File(_), Source::Startup) => {
+                Ok(registry.add(spec)?)
+            }
+            (Store::File(file), _) => file.add(registry, spec).await,
+            (Store::Etcd(shared), _) => shared.add(spec).await,
         }
     }
 
@@ -153,6 +165,18 @@ impl Store {
         registry: &Arc<WorkerRegistry>,
         worker: &Arc<Worker>,
     ) -> Result<(), StoreError> {
+        if worker.spec().source == Source::Discovered {
+            return Err(StoreError::Discovered {
+                id: worker.id().to_string(),
+                url: worker.url().to_string(),
+                pod: worker
+                    .spec()
+                    .labels
+                    .get(crate::discovery::POD_LABEL)
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
         match self {
             Store::Memory => {
                 registry.remove(worker.id().as_str())?;

@@ -389,6 +389,9 @@ pub enum Source {
     /// The config file or `--worker`: registered again at every start,
     /// never written to a state file.
     Startup,
+    /// Found by discovery (a Kubernetes pod): this router's own, removed
+    /// when its pod goes, never by hand.
+    Discovered,
 }
 
 const MAX_MODEL_LEN: usize = 256;
