@@ -453,3 +453,52 @@ async fn a_state_file_that_cannot_be_written_refuses_the_change_and_keeps_the_re
     router.add("grpc://127.0.0.1:25002", "m").await;
     assert_eq!(router.list().await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_whether_etcd_is_reachable() {
+    let mut etcd = Etcd::start().await;
+    let app = App::build(shared_config(&etcd.url("ready"))).await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
+    let _serving = tokio::spawn(app.serve(
+        switchyard::app::Listeners {
+            grpc,
+            http: None,
+            admin: Some(admin),
+        },
+        std::future::pending(),
+    ));
+    let registry = || async {
+        let body: serde_json::Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
+        body["registry"].clone()
+    };
+    let now = registry().await;
+    assert_eq!(now["kind"], "etcd", "{now}");
+    assert_eq!(now["reachable"], true, "{now}");
+
+    etcd.stop();
+    eventually(
+        Duration::from_secs(10),
+        "readiness shows etcd lost",
+        || async { registry().await["reachable"] == false },
+    )
+    .await;
+    let lost = registry().await;
+    assert!(
+        lost["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{lost}"
+    );
+    assert!(
+        lost["note"].as_str().unwrap().contains("routing continues"),
+        "{lost}"
+    );
+
+    etcd.resume().await;
+    eventually(
+        Duration::from_secs(15),
+        "readiness shows etcd back",
+        || async { registry().await["reachable"] == true },
+    )
+    .await;
+}
