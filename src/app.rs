@@ -360,10 +360,20 @@ impl App {
         // readiness show it) and closes last.
         let (admin_close, admin_closed) = tokio::sync::oneshot::channel::<()>();
         let admin_task = admin.map(|listener| {
+            let mut policies = Vec::new();
+            for (router, sets) in [
+                ("grpc", self.router.policy_sets()),
+                ("http", self.http_router.policy_sets()),
+            ] {
+                for (set, policy_set) in sets {
+                    policies.extend(policy_set.all().map(|p| (router, set, p.clone())));
+                }
+            }
             let metrics = crate::services::metrics::registry(
                 self.registry.clone(),
                 limit.clone(),
                 self.retries.clone(),
+                policies,
             );
             let routes = crate::services::admin::routes(
                 Arc::new(metrics),

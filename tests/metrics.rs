@@ -237,3 +237,62 @@ async fn overload_refusals_are_counted() {
     );
     assert_eq!(value(&text, "switchyard_calls_in_flight", &[]), Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_aware_decisions_and_tree_sizes_are_exported() {
+    let mut config = test_config();
+    config.policy.name = switchyard::policies::PolicyKind::CacheAware;
+    let admin = start(config).await;
+    let (a, b) = (mock("a").await, mock("b").await);
+    add(&admin, a.url()).await;
+    add(&admin, b.url()).await;
+    let mut inference = switchyard::pb::inference_client::InferenceClient::new(admin.grpc.clone());
+    let prompt = "a long shared system prompt that the tree will remember. ".repeat(4);
+    // The first call finds nothing; the next four find the first one's prefix.
+    for i in 0..5 {
+        let response = inference
+            .generate(request(MODEL, &format!("{prompt}{i}")))
+            .await
+            .unwrap();
+        let mut stream = response.into_inner();
+        while stream.message().await.unwrap().is_some() {}
+    }
+    let text = scrape(admin.addr).await;
+    let grpc = [
+        "router=\"grpc\"",
+        "set=\"regular\"",
+        "policy=\"cache_aware\"",
+    ];
+    let decision = |d: &str| {
+        let d = format!("decision=\"{d}\"");
+        let mut labels = grpc.to_vec();
+        labels.push(&d);
+        value(&text, "switchyard_policy_decisions_total", &labels)
+    };
+    assert_eq!(decision("cache_miss"), Some(1.0), "{text}");
+    assert_eq!(decision("cache_hit"), Some(4.0), "{text}");
+    assert_eq!(decision("load_imbalance"), Some(0.0), "{text}");
+    let model = format!("model=\"{MODEL}\"");
+    let mut labels = grpc.to_vec();
+    labels.push(&model);
+    let symbols = value(&text, "switchyard_cache_aware_tree_symbols", &labels)
+        .unwrap_or_else(|| panic!("no tree size: {text}"));
+    assert!(
+        symbols >= prompt.len() as f64,
+        "{symbols} < {}",
+        prompt.len()
+    );
+    // The HTTP router's policy saw no calls.
+    assert_eq!(
+        value(
+            &text,
+            "switchyard_policy_decisions_total",
+            &[
+                "router=\"http\"",
+                "set=\"regular\"",
+                "decision=\"cache_hit\""
+            ]
+        ),
+        Some(0.0)
+    );
+}

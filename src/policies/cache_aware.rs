@@ -14,6 +14,7 @@
 //! `RemoveWorker` returns. Memory is bounded per worker (see the config).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::radix_tree::{RadixTree, Tenant};
-use super::{least_loaded, Policy, PolicyError, RequestFacts};
+use super::{least_loaded, Policy, PolicyError, PolicyStats, RequestFacts};
 use crate::worker::{RegistryListener, Worker, WorkerEvent, WorkerEventKind};
 
 /// Knobs of the cache-aware policy.
@@ -149,7 +150,17 @@ pub struct CacheAware {
     /// models look up trees concurrently; each pair sits behind its own std
     /// mutex (held for microseconds, never across an `.await`).
     trees: DashMap<Arc<str>, Arc<Mutex<ModelTrees>>>,
+    /// Calls by decision, in [`DECISIONS`] order.
+    decisions: [AtomicU64; 4],
 }
+
+/// How a call's worker was chosen (the `decision` label of
+/// `switchyard_policy_decisions_total`).
+const DECISIONS: [&str; 4] = ["cache_hit", "cache_miss", "load_imbalance", "single_worker"];
+const HIT: usize = 0;
+const MISS: usize = 1;
+const IMBALANCE: usize = 2;
+const SINGLE: usize = 3;
 
 impl CacheAware {
     /// A policy with these knobs and no memory yet.
@@ -157,6 +168,7 @@ impl CacheAware {
         CacheAware {
             config,
             trees: DashMap::new(),
+            decisions: Default::default(),
         }
     }
 
@@ -224,10 +236,17 @@ impl Policy for CacheAware {
         request: &RequestFacts<'_>,
     ) -> Result<Arc<Worker>, PolicyError> {
         let fallback = least_loaded(candidates).ok_or(PolicyError::NoCandidates)?;
-        if candidates.len() == 1 || self.imbalanced(candidates) {
+        let decided = |d: usize| self.decisions[d].fetch_add(1, Ordering::Relaxed);
+        if candidates.len() == 1 {
+            decided(SINGLE);
+            return Ok(fallback.clone());
+        }
+        if self.imbalanced(candidates) {
+            decided(IMBALANCE);
             return Ok(fallback.clone());
         }
         let (Some(key), Some(trees)) = (Key::of(request), self.model_trees(request.model)) else {
+            decided(MISS);
             return Ok(fallback.clone());
         };
         let ordinals = Ordinals::of(candidates);
@@ -244,9 +263,11 @@ impl Policy for CacheAware {
                 .filter(|w| found.tenants.contains(&w.ordinal()))
                 .min_by_key(|w| w.load());
             if let Some(best) = best {
+                decided(HIT);
                 return Ok(best.clone());
             }
         }
+        decided(MISS);
         let size = |w: &Worker| match key {
             Key::Text(_) => trees.text.size_of(w.ordinal()),
             Key::Tokens(_) => trees.tokens.size_of(w.ordinal()),
@@ -295,6 +316,36 @@ impl Policy for CacheAware {
         self.model_trees(worker.model()).map_or(0, |trees| {
             let t = Self::lock(&trees);
             t.text.size_of(worker.ordinal()) + t.tokens.size_of(worker.ordinal())
+        })
+    }
+
+    fn stats(&self) -> Option<PolicyStats> {
+        let decisions = DECISIONS
+            .iter()
+            .zip(&self.decisions)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect();
+        let models: Vec<_> = self
+            .trees
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let tree_symbols = models
+            .into_iter()
+            .map(|(model, trees)| {
+                let t = Self::lock(&trees);
+                let total: usize = t
+                    .text
+                    .tenant_sizes()
+                    .chain(t.tokens.tenant_sizes())
+                    .map(|(_, size)| size)
+                    .sum();
+                (model, total as u64)
+            })
+            .collect();
+        Some(PolicyStats {
+            decisions,
+            tree_symbols,
         })
     }
 }

@@ -84,6 +84,22 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn remembered(&self, _worker: &Worker) -> usize {
         0
     }
+
+    /// How it has decided and what it holds, for metrics; `None` for
+    /// policies with nothing to report.
+    fn stats(&self) -> Option<PolicyStats> {
+        None
+    }
+}
+
+/// What a policy reports to `/metrics` (read at scrape time).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyStats {
+    /// Calls by how the choice was made, e.g. `("cache_hit", n)`.
+    pub decisions: Vec<(&'static str, u64)>,
+    /// Symbols remembered per model (prompt bytes and token ids, every
+    /// worker's share summed).
+    pub tree_symbols: Vec<(Arc<str>, u64)>,
 }
 
 /// Builds a policy of `kind` with the knobs in `config`, subscribed to
@@ -168,6 +184,11 @@ impl PolicySet {
     /// The policy for `model`.
     pub fn for_model(&self, model: &str) -> &Arc<dyn Policy> {
         self.per_model.get(model).unwrap_or(&self.default)
+    }
+
+    /// Every policy instance of the set (the default one first).
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Policy>> {
+        std::iter::once(&self.default).chain(self.per_model.values())
     }
 }
 

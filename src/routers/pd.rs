@@ -51,6 +51,11 @@ impl PdPolicies {
         }
     }
 
+    /// The prefill and the decode set, named.
+    pub fn sets(&self) -> [(&'static str, &PolicySet); 2] {
+        [("prefill", &self.prefill), ("decode", &self.decode)]
+    }
+
     /// Chooses a prefill and a decode worker of `mode` for the call (the
     /// choice only: [`Self::record`] records it).
     pub fn choose(

@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::overload::CallLimit;
+use crate::policies::Policy;
 use crate::routers::select::Retries;
 use crate::worker::stats::{self, Ending, Snapshot};
 use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
@@ -30,19 +31,26 @@ struct RouterCollector {
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
     retries: Arc<Retries>,
+    policies: Vec<PolicySource>,
 }
+
+/// One policy instance and where it decides: its router (`grpc`, `http`)
+/// and set (`regular`, `prefill`, `decode`).
+pub type PolicySource = (&'static str, &'static str, Arc<dyn Policy>);
 
 /// The metrics registry of a router: encode it with [`encode`].
 pub fn registry(
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
     retries: Arc<Retries>,
+    policies: Vec<PolicySource>,
 ) -> Registry {
     let mut metrics = Registry::with_prefix("switchyard");
     metrics.register_collector(Box::new(RouterCollector {
         registry,
         limit,
         retries,
+        policies,
     }));
     metrics
 }
@@ -279,6 +287,42 @@ impl Collector for RouterCollector {
                 (vec![("result", "retried".to_string())], retried),
                 (vec![("result", "budget_spent".to_string())], refused),
             ],
+        )?;
+
+        // Stateful policies: how they chose, and what they remember.
+        let (mut decisions, mut trees) = (Vec::new(), Vec::new());
+        for (router, set, policy) in &self.policies {
+            let Some(s) = policy.stats() else { continue };
+            let place = |extra: (&'static str, String)| {
+                vec![
+                    ("router", router.to_string()),
+                    ("set", set.to_string()),
+                    ("policy", policy.name().to_string()),
+                    extra,
+                ]
+            };
+            decisions.extend(
+                s.decisions
+                    .iter()
+                    .map(|(d, n)| (place(("decision", d.to_string())), *n)),
+            );
+            trees.extend(
+                s.tree_symbols
+                    .iter()
+                    .map(|(m, n)| (place(("model", m.to_string())), *n as i64)),
+            );
+        }
+        counter(
+            &mut encoder,
+            "policy_decisions",
+            "Workers chosen, by router (grpc, http), policy set (regular, prefill, decode), policy and how: cache_aware's cache_hit (a worker holds enough of the prompt's prefix), cache_miss (none does: the least loaded), load_imbalance (load too uneven to follow the cache), single_worker.",
+            decisions,
+        )?;
+        gauge(
+            &mut encoder,
+            "cache_aware_tree_symbols",
+            "Prompt bytes and token ids a cache-aware tree remembers for a model, every worker's share summed (bounded by policy.cache_aware.max_tree_size per worker).",
+            trees,
         )?;
         Ok(())
     }

@@ -88,6 +88,13 @@ impl GrpcRouter {
         }
     }
 
+    /// Its policy sets, named `regular`, `prefill` and `decode`.
+    pub fn policy_sets(&self) -> Vec<(&'static str, &PolicySet)> {
+        let mut sets = vec![("regular", self.regular.policies())];
+        sets.extend(self.pd.policies().sets());
+        sets
+    }
+
     /// Calls currently proxied.
     pub fn inflight(&self) -> &Arc<InflightCalls> {
         &self.inflight

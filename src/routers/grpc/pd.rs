@@ -43,6 +43,11 @@ pub struct GrpcPdRouter {
 }
 
 impl GrpcPdRouter {
+    /// Its prefill and decode policies.
+    pub fn policies(&self) -> &PdPolicies {
+        &self.policies
+    }
+
     /// A PD router over `registry` with the prefill and decode policies of
     /// `config` (each instance subscribed to the registry).
     pub fn new(

@@ -28,6 +28,11 @@ pub struct GrpcRegularRouter {
 }
 
 impl GrpcRegularRouter {
+    /// Its policies.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
     /// A router over `registry` choosing with `policies`, retrying within
     /// `retries`.
     pub fn new(registry: Arc<WorkerRegistry>, policies: PolicySet, retries: Arc<Retries>) -> Self {

@@ -61,6 +61,13 @@ struct Request<'a> {
 }
 
 impl HttpRouter {
+    /// Its policy sets, named `regular`, `prefill` and `decode`.
+    pub fn policy_sets(&self) -> Vec<(&'static str, &PolicySet)> {
+        let mut sets = vec![("regular", &self.policies)];
+        sets.extend(self.pd_policies.sets());
+        sets
+    }
+
     /// Routers over `registry`; their policies are built (and subscribed) here.
     pub fn new(
         registry: Arc<WorkerRegistry>,
