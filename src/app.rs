@@ -396,7 +396,10 @@ impl App {
                     self.router.clone(),
                     self.tokenizers.clone(),
                 ),
-                self.config.limits.request_body_idle(),
+                (
+                    self.config.limits.request_body_idle(),
+                    self.config.limits.max_metadata_bytes,
+                ),
                 keys.clone(),
                 limit.clone(),
             );
@@ -456,7 +459,7 @@ impl App {
             listener,
             inference,
             routes,
-            keys,
+            (keys, self.config.limits.max_metadata_bytes),
             async move {
                 shutdown.await;
                 tracing::info!(

@@ -281,6 +281,12 @@ pub struct LimitsConfig {
     /// prompt that does not fit the model's context (the smallest
     /// `max_context_length` its workers report) is refused either way.
     pub max_prompt_tokens: u32,
+    /// The most bytes of metadata (gRPC) or headers (HTTP) one request may
+    /// carry, counted as HTTP/2 counts a header list (each name and value
+    /// plus 32): 16 KiB, what gRPC clients send by default. Over it the
+    /// call is refused (`RESOURCE_EXHAUSTED`, HTTP 431) before anything
+    /// reaches a worker.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -295,6 +301,7 @@ impl Default for LimitsConfig {
             max_in_flight_per_worker: 0,
             stream_idle_ms: 60_000,
             max_prompt_tokens: 0,
+            max_metadata_bytes: 16 * 1024,
         }
     }
 }
@@ -709,6 +716,12 @@ impl Config {
         self.breaker.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
         self.worker_hosts.validate().map_err(ConfigError::Invalid)?;
+        if self.limits.max_metadata_bytes < 1024 {
+            return invalid(format!(
+                "limits.max_metadata_bytes must be at least 1024, got {}",
+                self.limits.max_metadata_bytes
+            ));
+        }
         if self.limits.max_workers == 0 {
             return invalid("limits.max_workers must be at least 1".into());
         }

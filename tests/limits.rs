@@ -175,3 +175,50 @@ async fn generate_that_is_not_grpc_is_refused_with_415() {
     assert_eq!(worker.stats().calls(), 0);
     router.assert_still_serves().await;
 }
+
+#[tokio::test]
+async fn metadata_over_the_limit_is_refused_naming_it_before_any_worker_sees_it() {
+    let router = start_router().await;
+    let worker = mock("w").await;
+    router.add(&worker.url(), MODEL).await;
+    let with_metadata = |bytes: usize| {
+        let mut request = tonic::Request::new(request(MODEL, "hi"));
+        request
+            .metadata_mut()
+            .insert("x-big", "a".repeat(bytes).parse().unwrap());
+        request
+    };
+    // Under the default 16 KiB: routed.
+    let mut inference = router.inference();
+    let fine = inference.generate(with_metadata(8 * 1024)).await;
+    assert!(fine.is_ok(), "{fine:?}");
+    // Over it: refused with what to do, over gRPC and HTTP.
+    let err = inference
+        .generate(with_metadata(20 * 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("limits.max_metadata_bytes") && err.message().contains("16384"),
+        "{}",
+        err.message()
+    );
+    let http = reqwest::Client::new()
+        .post(router.http_url("/generate"))
+        .header("x-big", "a".repeat(20 * 1024))
+        .json(&serde_json::json!({"model": MODEL, "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.status(), 431);
+    let body: serde_json::Value = http.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_metadata_bytes"),
+        "{body}"
+    );
+    assert_eq!(worker.stats().calls(), 1, "only the call under the limit");
+    router.assert_still_serves().await;
+}

@@ -43,6 +43,8 @@ pub struct HttpState {
     keys: Arc<Keys>,
     /// The router's limit on calls in flight, shared with the gRPC side.
     limit: Arc<CallLimit>,
+    /// The most header bytes an inference request may carry.
+    max_metadata: usize,
 }
 
 /// The HTTP API over `registry` (adding workers through `admission`),
@@ -53,7 +55,7 @@ pub fn routes(
     admission: Admission,
     router: Arc<HttpRouter>,
     engines: EngineFront,
-    body_idle: Duration,
+    (body_idle, max_metadata): (Duration, usize),
     keys: Arc<Keys>,
     limit: Arc<CallLimit>,
 ) -> Router {
@@ -65,6 +67,7 @@ pub fn routes(
         body_idle,
         keys,
         limit,
+        max_metadata,
     };
     // Worker management needs an admin key (when keys are configured).
     let management = Router::new()
@@ -152,6 +155,12 @@ async fn forward(
 ) -> Response {
     if let Err(denied) = state.keys.check(request.headers(), Role::Client) {
         return HttpError::from(denied).into_response();
+    }
+    if let Err(message) =
+        crate::services::overload::check_metadata(request.headers(), state.max_metadata)
+    {
+        return HttpError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
+            .into_response();
     }
     let permit = match state.limit.acquire().await {
         Ok(permit) => permit,

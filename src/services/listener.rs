@@ -46,6 +46,8 @@ struct Dispatch {
     keys: Arc<Keys>,
     /// This connection's client presented a verified certificate.
     client_cert: bool,
+    /// The most metadata bytes a call may carry.
+    max_metadata: usize,
 }
 
 /// The path prefix of worker management: an admin key's.
@@ -68,6 +70,13 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        if let Err(message) = super::overload::check_metadata(request.headers(), self.max_metadata)
+        {
+            let status = tonic::Status::resource_exhausted(message);
+            return Box::pin(std::future::ready(Ok(status
+                .into_http::<tonic::body::Body>()
+                .map(Either::Right))));
+        }
         if InferenceService::serves(request.uri().path()) {
             if let Err(denied) = self.keys.check(request.headers(), Role::Client) {
                 return Box::pin(std::future::ready(Ok(refused(denied))));
@@ -97,7 +106,7 @@ pub async fn serve(
     mut listener: Accepting,
     inference: InferenceService,
     routes: Routes,
-    keys: Arc<Keys>,
+    (keys, max_metadata): (Arc<Keys>, usize),
     stop_accepting: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -106,6 +115,7 @@ pub async fn serve(
         routes: routes.prepare(),
         keys,
         client_cert: false,
+        max_metadata,
     };
     // hyper runs each HTTP/2 stream as a task of its own: tracked, so that
     // a shutdown can wait for cancelled calls to drop (and send their
@@ -113,6 +123,12 @@ pub async fn serve(
     let streams = TaskTracker::new();
     let mut http2 = hyper::server::conn::http2::Builder::new(TrackedExecutor(streams.clone()));
     http2.max_concurrent_streams(None);
+    // Header lists up to this reach `Dispatch`, which refuses those over
+    // the configured limit with a status that says so; h2 resets streams
+    // beyond it.
+    http2.max_header_list_size(
+        u32::try_from(max_metadata.saturating_add(16 * 1024)).unwrap_or(u32::MAX),
+    );
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still open after the drain
     // can be cancelled.

@@ -117,6 +117,26 @@ impl CallLimit {
     }
 }
 
+/// The size of a request's metadata as HTTP/2 counts a header list: each
+/// name and value, plus 32 per field.
+pub fn metadata_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+/// Why a request's metadata was refused, if it was: over `max` bytes.
+pub fn check_metadata(headers: &http::HeaderMap, max: usize) -> Result<(), String> {
+    let size = metadata_bytes(headers);
+    if size > max {
+        return Err(format!(
+            "the request's metadata (headers) is {size} bytes, over the router's limit of {max} (limits.max_metadata_bytes; each field counts its name and value plus 32): send less"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
