@@ -369,15 +369,16 @@ impl App {
                     policies.extend(policy_set.all().map(|p| (router, set, p.clone())));
                 }
             }
+            let policies = Arc::new(policies);
             let metrics = crate::services::metrics::registry(
                 self.registry.clone(),
                 limit.clone(),
                 self.retries.clone(),
-                policies,
+                policies.clone(),
             );
             let routes = crate::services::admin::routes(
                 Arc::new(metrics),
-                (self.registry.clone(), limit.clone(), self.store.clone()),
+                (self.registry.clone(), limit.clone(), self.store.clone(), policies),
                 stop_tx.subscribe(),
             );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving admin (dashboard, metrics, livez, readyz)");

@@ -282,6 +282,18 @@ async fn cache_aware_decisions_and_tree_sizes_are_exported() {
         "{symbols} < {}",
         prompt.len()
     );
+    // The dashboard's snapshot shows the same per model.
+    let snapshot: serde_json::Value = reqwest::get(format!("http://{}/api/snapshot", admin.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot["models"][0]["tree_symbols"].as_f64(),
+        Some(symbols),
+        "{snapshot}"
+    );
     // The HTTP router's policy saw no calls.
     assert_eq!(
         value(

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::metrics::Policies;
 use super::overload::CallLimit;
 use super::{dashboard, metrics};
 use crate::store::Store;
@@ -34,6 +35,7 @@ struct AdminState {
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
     store: Arc<Store>,
+    policies: Policies,
     /// True once the router is shutting down.
     stopping: watch::Receiver<bool>,
 }
@@ -42,7 +44,7 @@ struct AdminState {
 /// `stopping` turns true when a shutdown begins.
 pub fn routes(
     metrics: Arc<Registry>,
-    (registry, limit, store): (Arc<WorkerRegistry>, Arc<CallLimit>, Arc<Store>),
+    (registry, limit, store, policies): (Arc<WorkerRegistry>, Arc<CallLimit>, Arc<Store>, Policies),
     stopping: watch::Receiver<bool>,
 ) -> Router {
     Router::new()
@@ -57,22 +59,25 @@ pub fn routes(
             registry,
             limit,
             store,
+            policies,
             stopping,
         })
 }
 
 async fn events(State(s): State<AdminState>) -> Response {
-    dashboard::events(s.registry, s.limit).into_response()
+    dashboard::events(s.registry, s.limit, s.policies).into_response()
 }
 
 async fn page(State(s): State<AdminState>) -> Html<String> {
-    Html(dashboard::page(
-        &dashboard::History::default().snapshot(&s.registry, &s.limit),
-    ))
+    Html(dashboard::page(&dashboard::History::default().snapshot(
+        &s.registry,
+        &s.limit,
+        &s.policies,
+    )))
 }
 
 async fn snapshot(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    Json(dashboard::History::default().snapshot(&s.registry, &s.limit))
+    Json(dashboard::History::default().snapshot(&s.registry, &s.limit, &s.policies))
 }
 
 async fn scrape(State(s): State<AdminState>) -> Response {

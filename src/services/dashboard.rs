@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::metrics::Policies;
 use super::overload::CallLimit;
 use crate::worker::stats::{Ending, Snapshot as Histogram};
 use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
@@ -125,8 +126,22 @@ fn add(into: &mut Histogram, other: &Histogram) {
 
 impl History {
     /// The fleet now, with rates against the oldest snapshot in the window.
-    pub fn snapshot(&mut self, registry: &WorkerRegistry, limit: &CallLimit) -> Value {
+    pub fn snapshot(
+        &mut self,
+        registry: &WorkerRegistry,
+        limit: &CallLimit,
+        policies: &Policies,
+    ) -> Value {
         let now = Instant::now();
+        // What cache-aware trees remember, per model (all routers' sets).
+        let mut trees: HashMap<String, u64> = HashMap::new();
+        for (_, _, policy) in policies.iter() {
+            if let Some(stats) = policy.stats() {
+                for (model, symbols) in stats.tree_symbols {
+                    *trees.entry(model.to_string()).or_default() += symbols;
+                }
+            }
+        }
         let workers = registry.list();
         let current: HashMap<String, Counts> = workers
             .iter()
@@ -210,6 +225,7 @@ impl History {
                     "error_rate": share(m.failed),
                     "p50_ms": quantile(&m.now, then_h, 0.5),
                     "p99_ms": quantile(&m.now, then_h, 0.99),
+                    "tree_symbols": trees.get(&model),
                 })
             })
             .collect();
@@ -229,7 +245,11 @@ impl History {
 
 /// The event stream of one dashboard: a snapshot now, every second, and
 /// whenever the registry changes, until the page goes away.
-pub fn events(registry: Arc<WorkerRegistry>, limit: Arc<CallLimit>) -> impl IntoResponse {
+pub fn events(
+    registry: Arc<WorkerRegistry>,
+    limit: Arc<CallLimit>,
+    policies: Policies,
+) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(4);
     tokio::spawn(async move {
         let (_, _, mut changes) = registry.watch();
@@ -245,7 +265,7 @@ pub fn events(registry: Arc<WorkerRegistry>, limit: Arc<CallLimit>) -> impl Into
                 }
                 _ = tx.closed() => return,
             }
-            let snapshot = history.snapshot(&registry, &limit);
+            let snapshot = history.snapshot(&registry, &limit, &policies);
             let event = Event::default()
                 .event("snapshot")
                 .data(snapshot.to_string());

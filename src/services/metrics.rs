@@ -31,8 +31,11 @@ struct RouterCollector {
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
     retries: Arc<Retries>,
-    policies: Vec<PolicySource>,
+    policies: Policies,
 }
+
+/// Every policy instance of a router's routers (read at scrape time).
+pub type Policies = Arc<Vec<PolicySource>>;
 
 /// One policy instance and where it decides: its router (`grpc`, `http`)
 /// and set (`regular`, `prefill`, `decode`).
@@ -43,7 +46,7 @@ pub fn registry(
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
     retries: Arc<Retries>,
-    policies: Vec<PolicySource>,
+    policies: Policies,
 ) -> Registry {
     let mut metrics = Registry::with_prefix("switchyard");
     metrics.register_collector(Box::new(RouterCollector {
@@ -291,7 +294,7 @@ impl Collector for RouterCollector {
 
         // Stateful policies: how they chose, and what they remember.
         let (mut decisions, mut trees) = (Vec::new(), Vec::new());
-        for (router, set, policy) in &self.policies {
+        for (router, set, policy) in self.policies.iter() {
             let Some(s) = policy.stats() else { continue };
             let place = |extra: (&'static str, String)| {
                 vec![
