@@ -458,13 +458,8 @@ impl SharedRegistry {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let response = self
             .txn(TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Create as i32,
-                    key: key.clone(),
-                    range_end: Vec::new(),
-                    target_union: Some(compare::TargetUnion::CreateRevision(0)),
-                }],
+                // The URL is not in the shared registry.
+                compare: vec![created_at(&key, 0)],
                 success: vec![RequestOp {
                     request: Some(request_op::Request::RequestPut(PutRequest {
                         key: key.clone(),
@@ -524,13 +519,7 @@ impl SharedRegistry {
         let key = self.key(worker.url());
         let response = self
             .txn(TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Create as i32,
-                    key: key.clone(),
-                    range_end: Vec::new(),
-                    target_union: Some(compare::TargetUnion::CreateRevision(create_revision)),
-                }],
+                compare: vec![created_at(&key, create_revision)],
                 success: vec![RequestOp {
                     request: Some(request_op::Request::RequestDeleteRange(
                         DeleteRangeRequest {
@@ -575,6 +564,18 @@ enum Ended {
     Compacted,
     /// etcd was lost.
     Lost(String),
+}
+
+/// A transaction condition: `key` was created at `revision` (0: `key`
+/// does not exist).
+fn created_at(key: &[u8], revision: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(compare::TargetUnion::CreateRevision(revision)),
+    }
 }
 
 /// The end of the range of keys that start with `prefix` (etcd's rule:
