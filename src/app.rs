@@ -27,41 +27,12 @@ use crate::services::openai::EngineFront;
 use crate::services::tls::{Accepting, Peer, Protocol, ServerTls};
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::store::etcd::SharedRegistry;
-use crate::store::file::{StateFile, StateFileError};
+use crate::store::file::StateFile;
 use crate::store::Store;
 use crate::tokenizer::Tokenizers;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::worker::{RegistryError, WorkerRegistry};
 use tokio_util::task::AbortOnDropHandle;
-
-/// Registers the workers a state file kept, under their ids; a worker whose
-/// URL a startup worker now has is left to the startup worker.
-fn restore(
-    registry: &WorkerRegistry,
-    file: &StateFile,
-    saved: Vec<(crate::worker::WorkerId, crate::worker::WorkerSpec)>,
-) -> Result<(), StateFileError> {
-    let count = saved.len();
-    for (id, spec) in saved {
-        let url = spec.url().to_string();
-        match registry.add_with_id(spec, id) {
-            Ok(_) => {}
-            Err(RegistryError::AlreadyExists { .. }) if registry.get_by_url(&url).is_ok() => {
-                tracing::warn!(url, state_file = %file.path().display(), "a saved worker is also a startup worker; the startup worker's settings win");
-            }
-            Err(e) => {
-                return Err(StateFileError {
-                    path: file.path().display().to_string(),
-                    problem: format!("saved worker {url} cannot be registered: {e}"),
-                })
-            }
-        }
-    }
-    if count > 0 {
-        tracing::info!(workers = count, state_file = %file.path().display(), "restored the workers added at runtime");
-    }
-    Ok(())
-}
 
 /// Why the router could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +196,7 @@ impl App {
             }
         }
         if let Store::File(file) = &*store {
-            restore(&registry, file, saved)?;
+            file.restore(&registry, saved)?;
         }
         let discovery = match config.discovery.kind {
             Some(crate::config::DiscoveryKind::Kubernetes) => {

@@ -53,6 +53,15 @@ pub struct WorkerRequest {
     pub engine: Option<Engine>,
 }
 
+/// Which worker a removal names.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Its id.
+    Id(&'a str),
+    /// Its URL (any spelling that normalizes to it).
+    Url(&'a str),
+}
+
 /// Why a worker was not added.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
@@ -140,12 +149,12 @@ impl Admission {
         self.add_from(request, Source::Startup).await
     }
 
-    /// Unregisters a worker by id or, when `target` has a scheme, by URL;
-    /// no new call on this router chooses it once this returns.
-    pub async fn remove(&self, target: &str) -> Result<Arc<Worker>, StoreError> {
-        let worker = match target.contains("://") {
-            true => self.registry.get_by_url(target)?,
-            false => self.registry.get(target)?,
+    /// Unregisters a worker; no new call on this router chooses it once
+    /// this returns.
+    pub async fn remove(&self, target: Target<'_>) -> Result<Arc<Worker>, StoreError> {
+        let worker = match target {
+            Target::Id(id) => self.registry.get(id)?,
+            Target::Url(url) => self.registry.get_by_url(url)?,
         };
         self.store.remove(&self.registry, &worker).await?;
         Ok(worker)

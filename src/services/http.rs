@@ -22,7 +22,7 @@ use super::convert::{page, worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use super::openai::{Endpoint, EngineFront};
 use crate::auth::{Keys, Role};
-use crate::engines::{Admission, WorkerRequest};
+use crate::engines::{Admission, Target, WorkerRequest};
 use crate::routers::http::{HttpRouter, Relay};
 use crate::services::overload::{CallLimit, RETRY_AFTER_SECS};
 use crate::services::tls::Peer;
@@ -419,7 +419,13 @@ async fn remove_worker(
     State(s): State<HttpState>,
     Path(target): Path<String>,
 ) -> Result<Json<WorkerJson>, HttpError> {
-    let worker = s.admission.remove(&target).await?;
+    let worker = s
+        .admission
+        .remove(match target.contains("://") {
+            true => Target::Url(&target),
+            false => Target::Id(&target),
+        })
+        .await?;
     tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed over HTTP");
     Ok(Json(worker_json(&worker)))
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, StoredWorker};
-use crate::worker::{Source, Worker, WorkerId, WorkerRegistry, WorkerSpec};
+use crate::worker::{RegistryError, Source, Worker, WorkerId, WorkerRegistry, WorkerSpec};
 
 /// The format this router writes and reads.
 const VERSION: u32 = 1;
@@ -89,6 +89,36 @@ impl StateFile {
                     .map_err(|e| fail(format!("worker {} ({url}): {e}", i + 1)))
             })
             .collect()
+    }
+
+    /// Registers the workers [`load`](Self::load) read, under their ids;
+    /// a worker whose URL a startup worker now has is left to the startup
+    /// worker.
+    pub fn restore(
+        &self,
+        registry: &WorkerRegistry,
+        saved: Vec<(WorkerId, WorkerSpec)>,
+    ) -> Result<(), StateFileError> {
+        let count = saved.len();
+        for (id, spec) in saved {
+            let url = spec.url().to_string();
+            match registry.add_with_id(spec, id) {
+                Ok(_) => {}
+                Err(RegistryError::AlreadyExists { .. }) if registry.get_by_url(&url).is_ok() => {
+                    tracing::warn!(url, state_file = %self.path.display(), "a saved worker is also a startup worker; the startup worker's settings win");
+                }
+                Err(e) => {
+                    return Err(StateFileError {
+                        path: self.path.display().to_string(),
+                        problem: format!("saved worker {url} cannot be registered: {e}"),
+                    })
+                }
+            }
+        }
+        if count > 0 {
+            tracing::info!(workers = count, state_file = %self.path.display(), "restored the workers added at runtime");
+        }
+        Ok(())
     }
 
     /// Registers `spec` and records it; if the record cannot be written the
