@@ -8,6 +8,7 @@
 #   bash scripts/fuzz.sh 600        # the long run: 10 minutes a target
 #   TARGETS="radix_tree" bash scripts/fuzz.sh 60
 #   KEEP=1 bash scripts/fuzz.sh 600 # add the inputs found to fuzz/corpus/
+#   FUZZ_BUILD=release bash scripts/fuzz.sh 5   # choose the build yourself
 #
 # Seeds come from fuzz/corpus/TARGET (committed). A crash stops the run
 # with the input in fuzz/artifacts/TARGET/; turn it into a regression test.
@@ -31,8 +32,21 @@ trap 'rm -rf "$WORK"' EXIT
 # what ASan would catch cannot happen in it, and without it the build (and
 # each run) is several times faster. Panics, overflows and failed
 # assertions are what the targets look for.
+#
+# Short runs (a minute a target or less, as the tests run them) use an
+# unoptimized build: it compiles in a fraction of the time of cargo-fuzz's
+# optimized one (one codegen unit, every dependency instrumented) and a few
+# seconds from the corpus need no speed. Long runs build optimized.
+if [ -z "${FUZZ_BUILD:-}" ]; then
+  if [ "$SECONDS_EACH" -le 60 ]; then FUZZ_BUILD=dev; else FUZZ_BUILD=release; fi
+fi
+case "$FUZZ_BUILD" in
+  dev) build=(--dev) ;;
+  release) build=(--release) ;;
+  *) echo "fuzz.sh: FUZZ_BUILD is dev or release, not '$FUZZ_BUILD'" >&2; exit 2 ;;
+esac
 for target in $TARGETS; do
-  cargo +nightly fuzz build -s none "$target"
+  cargo +nightly fuzz build "${build[@]}" -s none "$target"
 done
 for target in $TARGETS; do
   mkdir -p "fuzz/corpus/$target"
@@ -43,7 +57,7 @@ for target in $TARGETS; do
     corpus=("$WORK/$target" "fuzz/corpus/$target")
   fi
   echo "fuzz.sh: $target for ${SECONDS_EACH}s"
-  cargo +nightly fuzz run -s none "$target" "${corpus[@]}" -- \
+  cargo +nightly fuzz run "${build[@]}" -s none "$target" "${corpus[@]}" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=0 2>"$WORK/$target.log" || {
     tail -40 "$WORK/$target.log" >&2
     echo "fuzz.sh: $target failed; the input is in fuzz/artifacts/$target/" >&2

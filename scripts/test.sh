@@ -3,8 +3,9 @@
 # foreign-client tests against the built binaries (grpcio; openai and curl;
 # grpcio fake SGLang/vLLM engines from the published smg-grpc-proto stubs;
 # API keys from grpcio and openai; TLS from grpcio, curl and openai; metrics
-# scraped by Prometheus), then a short run of every fuzz target. Creates its own
-# virtualenv (.venv) with the packages in tests/python/requirements.txt.
+# scraped by Prometheus; traces received by an OTLP collector written from
+# opentelemetry-proto), then a short run of every fuzz target. Creates its
+# own virtualenv (.venv) with the packages in tests/python/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,7 @@ fi
 .venv/bin/python tests/python/test_auth.py
 .venv/bin/python tests/python/test_tls.py
 .venv/bin/python tests/python/test_metrics.py
+.venv/bin/python tests/python/test_tracing.py
 .venv/bin/python tests/python/test_deploy.py
 .venv/bin/python tests/python/test_dashboard.py
 

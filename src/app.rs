@@ -29,6 +29,7 @@ use crate::services::{InferenceService, WorkerManagementService};
 use crate::store::etcd::SharedRegistry;
 use crate::store::file::StateFile;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::tokenizer::Tokenizers;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::worker::{RegistryError, WorkerRegistry};
@@ -60,6 +61,9 @@ pub enum AppError {
     /// Discovery cannot start.
     #[error(transparent)]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// Traces cannot be exported as configured.
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::TracingError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -111,6 +115,8 @@ pub struct App {
     _mirror: Option<AbortOnDropHandle<()>>,
     /// Kubernetes discovery, if configured; stops with the app.
     _discovery: Option<AbortOnDropHandle<()>>,
+    /// The trace exporter, if tracing is on; flushed when serving ends.
+    telemetry: Option<Telemetry>,
 }
 
 impl App {
@@ -214,22 +220,32 @@ impl App {
         };
         let rooms = BootstrapRooms::default();
         let retries = Arc::new(Retries::new(&config.retry));
+        let (telemetry, tracer) = Telemetry::start(&config.tracing)?;
+        if let Some(endpoint) = &config.tracing.otlp_endpoint {
+            tracing::info!(%endpoint, sample_ratio = config.tracing.sample_ratio, "exporting traces over OTLP");
+        }
 
-        let router = Arc::new(GrpcRouter::new(
-            registry.clone(),
-            &config.policy,
-            rooms.clone(),
-            &config.limits,
-            tokenizers.clone(),
-            retries.clone(),
-        ));
-        let http_router = Arc::new(HttpRouter::new(
-            registry.clone(),
-            &config.policy,
-            (&config.http, http_tls.clone()),
-            rooms,
-            retries.clone(),
-        ));
+        let router = Arc::new(
+            GrpcRouter::new(
+                registry.clone(),
+                &config.policy,
+                rooms.clone(),
+                &config.limits,
+                tokenizers.clone(),
+                retries.clone(),
+            )
+            .traced(tracer.clone()),
+        );
+        let http_router = Arc::new(
+            HttpRouter::new(
+                registry.clone(),
+                &config.policy,
+                (&config.http, http_tls.clone()),
+                rooms,
+                retries.clone(),
+            )
+            .traced(tracer),
+        );
         Ok(App {
             config,
             registry,
@@ -245,6 +261,7 @@ impl App {
             store,
             _mirror: mirror,
             _discovery: discovery,
+            telemetry,
         })
     }
 
@@ -466,6 +483,10 @@ impl App {
         }
         if let Some(task) = tls_task {
             let _ = task.await;
+        }
+        if let Some(telemetry) = self.telemetry {
+            // Blocks on the exporter, which runs on this runtime: off it.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         }
         tracing::info!("stopped");
         Ok(())

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// `/livez`, `/readyz`; no keys, so keep it on loopback or fenced.
     #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     pub admin_listen: Option<SocketAddr>,
+    /// Export OpenTelemetry traces to this OTLP/gRPC collector, e.g.
+    /// http://127.0.0.1:4317 (off unless given; see `[tracing]`).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// A worker to register at startup (repeatable), e.g. grpc://127.0.0.1:7001.
     #[arg(long = "worker", value_name = "URL")]
     pub workers: Vec<String>,
@@ -193,6 +197,9 @@ impl ServeArgs {
         }
         if let Some(addr) = self.admin_listen {
             config.admin_listen = Some(addr);
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            config.tracing.otlp_endpoint = Some(endpoint.clone());
         }
         if !self.workers.is_empty() {
             config

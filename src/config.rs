@@ -97,6 +97,58 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Workers discovered from an orchestrator (Kubernetes pods).
     pub discovery: DiscoveryConfig,
+    /// OpenTelemetry traces (see `telemetry`): off unless an endpoint is set.
+    pub tracing: TracingConfig,
+}
+
+/// OpenTelemetry traces exported over OTLP/gRPC (see `telemetry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/gRPC endpoint, `http://HOST:4317` (or
+    /// `https://`); tracing is off when unset.
+    pub otlp_endpoint: Option<String>,
+    /// The spans' `service.name`: "switchyard".
+    pub service_name: String,
+    /// The share of traces started at the router that are sampled, 0 to 1:
+    /// 1. A client's `traceparent` decides for its own calls.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            service_name: "switchyard".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Checks the endpoint's form and the ratio's range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "tracing.sample_ratio must be between 0 and 1, got {}",
+                self.sample_ratio
+            ));
+        }
+        if self.service_name.is_empty() {
+            return Err("tracing.service_name must not be empty".into());
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let uri: http::Uri = endpoint.parse().map_err(|e| {
+                format!("tracing.otlp_endpoint (--otlp-endpoint) {endpoint:?}: {e}")
+            })?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(format!(
+                    "tracing.otlp_endpoint (--otlp-endpoint) {endpoint:?}: expected http://HOST:PORT or https://HOST:PORT (OTLP over gRPC, usually port 4317)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which discovery, if any.
@@ -180,6 +232,7 @@ impl Default for Config {
             worker_tls: WorkerTlsConfig::default(),
             registry: RegistryConfig::default(),
             discovery: DiscoveryConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -690,6 +743,7 @@ impl Config {
         }
         self.policy.validate().map_err(ConfigError::Invalid)?;
         self.http.validate().map_err(ConfigError::Invalid)?;
+        self.tracing.validate().map_err(ConfigError::Invalid)?;
         if !(1..=64).contains(&self.upstream.connections_per_worker) {
             return invalid("upstream.connections_per_worker must be between 1 and 64".into());
         }

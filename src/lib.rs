@@ -30,6 +30,7 @@
 //! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`health`]: the worker health checker and the router's serving reporter.
+//! - [`telemetry`]: OpenTelemetry traces over OTLP: a span per call, PD sides as children, `traceparent` to workers.
 //! - [`mock`]: a configurable fake worker (gRPC or HTTP) for tests, demos and benchmarks.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
 //!
@@ -56,6 +57,7 @@ pub mod policies;
 pub mod routers;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 pub mod tokenizer;
 pub mod transport;
 pub mod worker;

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::RouteError;
 use crate::engines::translate::Responses;
+use crate::telemetry::CallSpan;
 use crate::transport::grpc::ResponseStream;
 use crate::transport::Failure;
 use crate::worker::{LoadGuard, Outcome, Worker};
@@ -207,6 +208,8 @@ pub struct ProxyStream {
     /// Everything else the call holds until it ends (in-flight
     /// registration, a PD room); released on drop.
     _held: Box<dyn Send + Sync>,
+    /// The call's span: marked failed by an error, ended on drop.
+    trace: CallSpan,
 }
 
 impl ProxyStream {
@@ -235,7 +238,15 @@ impl ProxyStream {
             _permit: None,
             translate: None,
             _held: held,
+            trace: CallSpan::default(),
         }
+    }
+
+    /// Ends `trace` (the call's span) with the stream, marked failed if
+    /// the stream ends in an error or before its end (a client gone).
+    pub fn traced(mut self, trace: CallSpan) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Translates every message of the worker's with `responses`.
@@ -313,7 +324,27 @@ impl Stream for ProxyStream {
     type Item = Result<Bytes, RouteError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+        let polled = self.poll_relay(cx);
+        if let Poll::Ready(Some(Err(error))) = &polled {
+            self.trace.fail(error);
+        }
+        polled
+    }
+}
+
+impl Drop for ProxyStream {
+    fn drop(&mut self) {
+        if self.upstream.is_some() && self.trace.is_on() {
+            self.trace.event("cancelled", Vec::new);
+            self.trace
+                .fail(&"the client went away before the stream ended");
+        }
+    }
+}
+
+impl ProxyStream {
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RouteError>>> {
+        let this = self;
         if let Some(first) = this.first.take() {
             match this.outgoing(first) {
                 Ok(Some(out)) => return Poll::Ready(Some(Ok(out))),

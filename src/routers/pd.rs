@@ -82,6 +82,14 @@ impl PdPolicies {
         })
     }
 
+    /// The names of the prefill and the decode policy for `model`.
+    pub fn names(&self, model: &str) -> (&'static str, &'static str) {
+        (
+            self.prefill.for_model(model).name(),
+            self.decode.for_model(model).name(),
+        )
+    }
+
     /// Whether either side's policy for `model` reads the prompt.
     pub fn reads_prompt(&self, model: &str) -> bool {
         self.prefill.for_model(model).reads_prompt() || self.decode.for_model(model).reads_prompt()

@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use tower::retry::budget::{Budget, TpsBudget};
 
+use opentelemetry::KeyValue;
+
 use super::RouteError;
 use crate::config::RetryConfig;
 use crate::policies::{PolicySet, RequestFacts};
+use crate::telemetry::CallSpan;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 
 /// The retry budget and backoff every router's calls share.
@@ -92,9 +95,9 @@ impl std::fmt::Debug for Retries {
 pub async fn offer<T, F, Fut>(
     registry: &WorkerRegistry,
     (mode, role): (ConnectionMode, WorkerRole),
-    policies: &PolicySet,
-    retries: &Retries,
+    (policies, retries): (&PolicySet, &Retries),
     facts: &RequestFacts<'_>,
+    trace: &CallSpan,
     mut attempt: F,
 ) -> Result<T, RouteError>
 where
@@ -135,6 +138,15 @@ where
                 }
                 retries.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%error, "worker unreachable; offering the call to another");
+                trace.event("retry", || {
+                    vec![
+                        KeyValue::new(
+                            "worker.id",
+                            tried.last().map(|w| w.id().to_string()).unwrap_or_default(),
+                        ),
+                        KeyValue::new("error", error.to_string()),
+                    ]
+                });
                 tokio::time::sleep(retries.backoff(tried.len())).await;
                 last = Some(error);
             }

@@ -154,13 +154,12 @@ impl HttpClient {
     }
 
     /// POSTs `body` (JSON) to `path` on the worker at `origin`, with
-    /// `x-request-id`; waits for the response headers within the response
-    /// timeout.
+    /// `x-request-id` and the call's `traceparent`, if traced; waits for the
+    /// response headers within the response timeout.
     pub async fn post(
         &self,
         origin: &Origin,
-        path: &str,
-        request_id: &str,
+        (path, request_id, traceparent): (&str, &str, Option<HeaderValue>),
         body: Bytes,
     ) -> Result<HttpResponse, CallError> {
         let uri = uri(origin, path).map_err(CallError::unsent)?;
@@ -172,6 +171,9 @@ impl HttpClient {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert("x-request-id", id);
+        }
+        if let Some(traceparent) = traceparent {
+            headers.insert(crate::telemetry::TRACEPARENT, traceparent);
         }
         let response =
             match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {

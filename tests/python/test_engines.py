@@ -61,6 +61,7 @@ class FakeEngine:
         self.engine, self.model, self.tokens, self.delay = engine, model, tokens, delay
         self.kv_params = kv_params  # vLLM prefill: what its completion returns
         self.received = []  # raw GenerateRequest bytes
+        self.metadata = []  # each Generate call's metadata, as a dict
         self.aborted = []
         self.cancelled = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -89,6 +90,7 @@ class FakeEngine:
 
     def _generate(self, raw, context):
         self.received.append(raw)
+        self.metadata.append(dict(context.invocation_metadata()))
         context.add_callback(self.cancelled.set)
         if self.engine == "sglang":
             request = sgl.GenerateRequest.FromString(raw)

@@ -33,6 +33,7 @@ use crate::routers::select::{
     resolve_model, served_elsewhere, Retries,
 };
 use crate::routers::{InflightCalls, RouteError};
+use crate::telemetry::{CallSpan, Tracer};
 use crate::tokenizer::Tokenizers;
 use crate::transport::grpc::ResponseStream;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
@@ -56,6 +57,8 @@ pub struct GrpcRouter {
     tokenizers: Arc<Tokenizers>,
     /// The router's own bound on prompts in tokens (0: none).
     max_prompt_tokens: u32,
+    /// Starts each call's span (off by default).
+    tracer: Tracer,
 }
 
 impl GrpcRouter {
@@ -85,7 +88,14 @@ impl GrpcRouter {
             default_deadline: limits.default_deadline(),
             stream_idle: limits.stream_idle(),
             max_prompt_tokens: limits.max_prompt_tokens,
+            tracer: Tracer::default(),
         }
+    }
+
+    /// Traces every call with `tracer` (see `telemetry`).
+    pub fn traced(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Its policy sets, named `regular`, `prefill` and `decode`.
@@ -108,8 +118,32 @@ impl GrpcRouter {
         headers: HeaderMap,
         message: Bytes,
     ) -> Result<Proxied, RouteError> {
+        // The span of the call, ended with its stream (or its refusal).
+        let trace = self.tracer.call(&protocol.generate_path()[1..], &headers);
+        match self.route(protocol, headers, message, &trace).await {
+            Ok((headers, stream)) => Ok((headers, stream.traced(trace))),
+            Err(error) => {
+                trace.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        protocol: Engine,
+        headers: HeaderMap,
+        message: Bytes,
+        trace: &CallSpan,
+    ) -> Result<Proxied, RouteError> {
         let inbound = Inbound::parse(protocol, headers, message, self.default_deadline)?;
         tracing::Span::current().record("request_id", inbound.request_id.as_str());
+        if trace.is_on() {
+            trace.set("rpc.system", "grpc");
+            trace.set("rpc.service", protocol.service());
+            trace.set("rpc.method", "Generate");
+            trace.set("switchyard.request_id", inbound.request_id.clone());
+        }
         let model = match protocol {
             Engine::Switchyard => resolve_model(
                 &self.registry,
@@ -121,6 +155,7 @@ impl GrpcRouter {
         }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
+        trace.set("switchyard.model", model.clone());
         if protocol == Engine::Switchyard
             && !is_known_model(&self.registry, ConnectionMode::Grpc, &model)
         {
@@ -128,8 +163,9 @@ impl GrpcRouter {
             return Err(RouteError::UnknownModel { model, elsewhere });
         }
         let served = model_engine(&self.registry, &model).unwrap_or(protocol);
+        trace.set("switchyard.engine", served.name());
         if served == protocol {
-            return self.dispatch(inbound, &model).await;
+            return self.dispatch(inbound, &model, trace).await;
         }
         if protocol != Engine::Switchyard {
             return Err(RouteError::WrongEngine {
@@ -163,7 +199,7 @@ impl GrpcRouter {
         if let Ok(tokenizer) = tokenizer {
             responses = responses.with_text(tokenizer, stops);
         }
-        let (headers, stream) = self.dispatch(inbound, &model).await?;
+        let (headers, stream) = self.dispatch(inbound, &model, trace).await?;
         Ok((headers, stream.translated(responses)))
     }
 
@@ -191,12 +227,21 @@ impl GrpcRouter {
     }
 
     /// Hands a call to the PD or the regular router.
-    async fn dispatch(&self, inbound: Inbound, model: &str) -> Result<Proxied, RouteError> {
+    async fn dispatch(
+        &self,
+        inbound: Inbound,
+        model: &str,
+        trace: &CallSpan,
+    ) -> Result<Proxied, RouteError> {
         let (headers, stream) = if is_disaggregated(&self.registry, ConnectionMode::Grpc, model) {
-            self.pd.generate(inbound, model, &self.inflight).await?
+            trace.set("switchyard.route", "pd");
+            self.pd
+                .generate(inbound, model, &self.inflight, trace)
+                .await?
         } else {
+            trace.set("switchyard.route", "regular");
             self.regular
-                .generate(inbound, model, &self.inflight)
+                .generate(inbound, model, &self.inflight, trace)
                 .await?
         };
         let stream = match self.stream_idle {

@@ -30,6 +30,7 @@ use crate::routers::rooms::BootstrapRooms;
 use crate::routers::{
     InflightCalls, RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER,
 };
+use crate::telemetry::CallSpan;
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::Failure;
 use crate::worker::{ConnectionMode, Engine, LoadGuard, Outcome, Worker, WorkerRegistry};
@@ -68,6 +69,7 @@ impl GrpcPdRouter {
         inbound: Inbound,
         model: &str,
         inflight: &Arc<InflightCalls>,
+        trace: &CallSpan,
     ) -> Result<Proxied, RouteError> {
         let facts = inbound.facts(model, self.policies.reads_prompt(model));
         let pair = self
@@ -81,8 +83,11 @@ impl GrpcPdRouter {
             tracing::field::display(format_args!("{}+{}", prefill.id(), decode.id())),
         );
 
+        let sides = Sides::new(trace, &pair, self.policies.names(model));
         if inbound.protocol == Engine::Vllm {
-            return self.generate_vllm(&inbound, pair, &facts, inflight).await;
+            return self
+                .generate_vllm(&inbound, pair, &facts, inflight, sides)
+                .await;
         }
         let host = prefill.endpoint().bare_host().to_string();
         let (room, body) = match inbound.protocol {
@@ -121,6 +126,7 @@ impl GrpcPdRouter {
             body,
             deadline: inbound.deadline,
             request_id: &inbound.request_id,
+            sides: &sides,
         };
         let started = pd::start(&wire, prefill, decode).await?;
         let (worker_headers, stream, timer) = started.decode;
@@ -133,7 +139,7 @@ impl GrpcPdRouter {
             timer,
             started.decode_abort,
             started.decode_load,
-            Box::new((entry, room)),
+            Box::new((entry, room, sides.decode)),
         )
         .with_companion(started.companion);
         Ok((headers, stream))
@@ -151,6 +157,7 @@ impl GrpcPdRouter {
         pair: Pair,
         facts: &crate::policies::RequestFacts<'_>,
         inflight: &Arc<InflightCalls>,
+        sides: Sides,
     ) -> Result<Proxied, RouteError> {
         let Pair {
             prefill, decode, ..
@@ -171,7 +178,11 @@ impl GrpcPdRouter {
         let kv = {
             let mut load = LoadGuard::new(prefill.clone());
             let mut abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
-            let run = vllm_prefill(prefill, inbound.upstream_headers(), &prefill_body);
+            let run = vllm_prefill(
+                prefill,
+                Sides::headers_for(inbound, &sides.prefill),
+                &prefill_body,
+            );
             let ended = tokio::time::timeout_at(inbound.deadline, run)
                 .await
                 .map_err(|_| RouteError::DeadlineExceeded {
@@ -187,8 +198,12 @@ impl GrpcPdRouter {
                 Ok(_) => Outcome::Success,
                 Err(error) => error.outcome(),
             });
+            if let Err(error) = &ended {
+                sides.prefill.fail(error);
+            }
             ended?
         };
+        drop(sides.prefill);
         let body = append_fields(
             inbound.body.clone(),
             &vllm::GenerateRequest {
@@ -198,7 +213,8 @@ impl GrpcPdRouter {
         );
         let mut load = LoadGuard::new(decode.clone());
         let mut abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
-        let opened = open(decode, inbound.upstream_headers(), &body, inbound.deadline).await;
+        let headers = Sides::headers_for(inbound, &sides.decode);
+        let opened = open(decode, headers, &body, inbound.deadline).await;
         let (worker_headers, stream, timer) = opened.inspect_err(|e| {
             load.settle(e.outcome());
             if !matches!(e, RouteError::DeadlineExceeded { .. }) {
@@ -214,7 +230,7 @@ impl GrpcPdRouter {
             timer,
             Some(abort),
             load,
-            Box::new(entry),
+            Box::new((entry, sides.decode)),
         );
         Ok((headers, stream))
     }
@@ -262,13 +278,48 @@ async fn vllm_prefill(
     })
 }
 
-/// How a gRPC PD call reaches each side: the same headers and message
-/// (with bootstrap parameters) to both, within the call's deadline.
+/// The spans of a PD call's two sides, children of the call's.
+struct Sides {
+    prefill: CallSpan,
+    decode: CallSpan,
+}
+
+impl Sides {
+    /// Spans for `pair`'s sides, chosen by the `policies` named.
+    fn new(trace: &CallSpan, pair: &Pair, policies: (&'static str, &'static str)) -> Sides {
+        let side = |name, worker: &Arc<Worker>, policy| {
+            let span = trace.child(name);
+            span.worker(worker);
+            span.set("switchyard.policy", policy);
+            span
+        };
+        Sides {
+            prefill: side("prefill", &pair.prefill, policies.0),
+            decode: side("decode", &pair.decode, policies.1),
+        }
+    }
+
+    /// `headers` with `side`'s `traceparent`.
+    fn with(mut headers: HeaderMap, side: &CallSpan) -> HeaderMap {
+        side.inject(&mut headers);
+        headers
+    }
+
+    /// The call's upstream headers with `side`'s `traceparent`.
+    fn headers_for(inbound: &Inbound, side: &CallSpan) -> HeaderMap {
+        Sides::with(inbound.upstream_headers(), side)
+    }
+}
+
+/// How a gRPC PD call reaches each side: the same headers (but for each
+/// side's `traceparent`) and message (with bootstrap parameters) to both,
+/// within the call's deadline.
 struct GrpcPd<'a> {
     headers: HeaderMap,
     body: Bytes,
     deadline: Instant,
     request_id: &'a str,
+    sides: &'a Sides,
 }
 
 impl PdWire for GrpcPd<'_> {
@@ -278,19 +329,24 @@ impl PdWire for GrpcPd<'_> {
         &self,
         worker: Arc<Worker>,
     ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static {
-        let (headers, body) = (self.headers.clone(), self.body.clone());
+        let headers = Sides::with(self.headers.clone(), &self.sides.prefill);
+        let (body, span) = (self.body.clone(), self.sides.prefill.clone());
         async move {
             let failed = |failure| RouteError::WorkerFailed {
                 worker: worker.id().clone(),
                 failure,
             };
-            let (_, mut stream) = worker
-                .upstream()
-                .call(worker.engine().generate_path(), headers, &body)
-                .await
-                .map_err(|e| failed(e.failure))?;
-            while stream.chunk().await.map_err(failed)?.is_some() {}
-            Ok(())
+            let ran = async {
+                let (_, mut stream) = worker
+                    .upstream()
+                    .call(worker.engine().generate_path(), headers, &body)
+                    .await
+                    .map_err(|e| failed(e.failure))?;
+                while stream.chunk().await.map_err(failed)?.is_some() {}
+                Ok(())
+            };
+            // The prefill side's span ends with it.
+            ran.await.inspect_err(|error| span.fail(error))
         }
     }
 
@@ -298,7 +354,8 @@ impl PdWire for GrpcPd<'_> {
         &self,
         worker: &Arc<Worker>,
     ) -> impl Future<Output = Result<Opened, RouteError>> + Send {
-        open(worker, self.headers.clone(), &self.body, self.deadline)
+        let headers = Sides::with(self.headers.clone(), &self.sides.decode);
+        open(worker, headers, &self.body, self.deadline)
     }
 
     fn abort_guard(&self, worker: &Arc<Worker>) -> Option<AbortOnDrop> {

@@ -17,6 +17,7 @@ use crate::routers::call::{AbortOnDrop, ProxyStream};
 use crate::routers::grpc::{open, Inbound, Proxied};
 use crate::routers::select::{offer, Retries};
 use crate::routers::{InflightCalls, RouteError, WORKER_ID_HEADER};
+use crate::telemetry::CallSpan;
 use crate::worker::{stats, ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
 
 /// Routes `Generate` to regular gRPC workers.
@@ -49,17 +50,20 @@ impl GrpcRegularRouter {
         inbound: Inbound,
         model: &str,
         inflight: &Arc<InflightCalls>,
+        trace: &CallSpan,
     ) -> Result<Proxied, RouteError> {
-        let reads_prompt = self.policies.for_model(model).reads_prompt();
+        let policy = self.policies.for_model(model);
+        let reads_prompt = policy.reads_prompt();
+        trace.set("switchyard.policy", policy.name());
         let facts = &inbound.facts(model, reads_prompt);
         let inbound = &inbound;
         offer(
             &self.registry,
             (ConnectionMode::Grpc, WorkerRole::Regular),
-            &self.policies,
-            &self.retries,
+            (&self.policies, &self.retries),
             facts,
-            |worker| self.attempt(inbound, model, facts, worker, inflight),
+            trace,
+            |worker| self.attempt(inbound, model, facts, worker, (inflight, trace)),
         )
         .await
     }
@@ -72,9 +76,10 @@ impl GrpcRegularRouter {
         model: &str,
         facts: &RequestFacts<'_>,
         worker: Arc<Worker>,
-        inflight: &Arc<InflightCalls>,
+        (inflight, trace): (&Arc<InflightCalls>, &CallSpan),
     ) -> Result<Proxied, RouteError> {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
+        trace.worker(&worker);
         let mut load = LoadGuard::new(worker.clone());
         stats::OVERHEAD[stats::Route::Grpc as usize]
             .observe(load.sent().saturating_duration_since(inbound.received));
@@ -83,13 +88,9 @@ impl GrpcRegularRouter {
         let entry = inflight.register(&inbound.request_id, vec![worker.clone()]);
         let mut abort = AbortOnDrop::new(worker.clone(), inbound.request_id.clone());
 
-        let opened = open(
-            &worker,
-            inbound.upstream_headers(),
-            &inbound.body,
-            inbound.deadline,
-        )
-        .await;
+        let mut upstream_headers = inbound.upstream_headers();
+        trace.inject(&mut upstream_headers);
+        let opened = open(&worker, upstream_headers, &inbound.body, inbound.deadline).await;
         let (worker_headers, stream, timer) = opened.inspect_err(|e| {
             load.settle(e.outcome());
             if !matches!(e, RouteError::DeadlineExceeded { .. }) {

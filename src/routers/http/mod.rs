@@ -34,6 +34,7 @@ use crate::routers::select::{
     is_disaggregated, is_known_model, resolve_model, served_elsewhere, Retries,
 };
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
+use crate::telemetry::{CallSpan, Tracer};
 use crate::transport::http1::HttpClient;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
@@ -47,6 +48,8 @@ pub struct HttpRouter {
     client: HttpClient,
     max_body_bytes: usize,
     retries: Arc<Retries>,
+    /// Starts each request's span (off by default).
+    tracer: Tracer,
 }
 
 /// One inference request, parsed: what both HTTP routers need.
@@ -58,6 +61,8 @@ struct Request<'a> {
     facts: RequestFacts<'a>,
     /// When the body had been read and routing began.
     received: tokio::time::Instant,
+    /// The request's span.
+    trace: CallSpan,
 }
 
 impl HttpRouter {
@@ -84,7 +89,14 @@ impl HttpRouter {
             rooms,
             client: HttpClient::new(&config.client_config(tls)),
             max_body_bytes: config.max_body_bytes,
+            tracer: Tracer::default(),
         }
+    }
+
+    /// Traces every request with `tracer` (see `telemetry`).
+    pub fn traced(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The configured request-body limit.
@@ -101,6 +113,27 @@ impl HttpRouter {
         body: Bytes,
     ) -> Result<Relay, RouteError> {
         let received = tokio::time::Instant::now();
+        let trace = self.tracer.call(path, headers);
+        match self
+            .route(path, headers, body, received, trace.clone())
+            .await
+        {
+            Ok(relay) => Ok(relay.traced(trace)),
+            Err(error) => {
+                trace.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        path: &'static str,
+        headers: &HeaderMap,
+        body: Bytes,
+        received: tokio::time::Instant,
+        trace: CallSpan,
+    ) -> Result<Relay, RouteError> {
         let input = HttpInput::parse(&body)?;
         let roles = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode];
         let model =
@@ -126,7 +159,16 @@ impl HttpRouter {
                     .and_then(|v| v.to_str().ok()),
             },
             received,
+            trace,
         };
+        if request.trace.is_on() {
+            request.trace.set("http.request.method", "POST");
+            request.trace.set("url.path", path);
+            request
+                .trace
+                .set("switchyard.request_id", request_id.clone());
+            request.trace.set("switchyard.model", model.clone());
+        }
         let span = tracing::debug_span!("http", path, request_id = %request_id, model = %model);
         let pd = is_disaggregated(&self.registry, ConnectionMode::Http, &model);
         // A disabled span still costs a poll wrapper per poll: skip it.

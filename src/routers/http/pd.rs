@@ -14,6 +14,7 @@ use super::{HttpRouter, Relay, Request};
 use crate::routers::call::AbortOnDrop;
 use crate::routers::pd::{self, Pair, PdWire};
 use crate::routers::{RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
+use crate::telemetry::CallSpan;
 use crate::transport::http1::{HttpClient, HttpResponse};
 use crate::worker::{ConnectionMode, Worker};
 
@@ -48,19 +49,29 @@ impl HttpRouter {
                 .map_err(|e| RouteError::Internal(e.to_string()))?,
         );
         self.pd_policies.record(&pair, facts);
+        request.trace.set("switchyard.route", "pd");
+        let (prefill_policy, decode_policy) = self.pd_policies.names(facts.model);
+        let side = |name, worker: &Arc<Worker>, policy| {
+            let span = request.trace.child(name);
+            span.worker(worker);
+            span.set("switchyard.policy", policy);
+            span
+        };
 
         let wire = HttpPd {
             client: &self.client,
             path: request.path,
             request_id: request.request_id,
             body,
+            prefill: side("prefill", prefill, prefill_policy),
+            decode: side("decode", decode, decode_policy),
         };
         let started = pd::start(&wire, prefill, decode).await?;
         let mut relay = Relay::new(
             started.decode,
             request.request_id,
             started.decode_load,
-            Box::new(room),
+            Box::new((room, wire.decode)),
         )
         .with_companion(started.companion);
         relay
@@ -80,6 +91,9 @@ struct HttpPd<'a> {
     path: &'static str,
     request_id: &'a str,
     body: Bytes,
+    /// The sides' spans.
+    prefill: CallSpan,
+    decode: CallSpan,
 }
 
 /// `response` if it is a success, else the failure it describes.
@@ -102,19 +116,28 @@ impl PdWire for HttpPd<'_> {
     ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static {
         let client = self.client.clone();
         let (path, request_id, body) = (self.path, self.request_id.to_string(), self.body.clone());
+        let span = self.prefill.clone();
         async move {
-            let response = client
-                .post(worker.origin(), path, &request_id, body)
-                .await
-                .map_err(|e| RouteError::from_call(&worker, e))?;
-            let mut response = success(&worker, response).await?;
-            while let Some(frame) = response.body.frame().await {
-                frame.map_err(|failure| RouteError::WorkerFailed {
-                    worker: worker.id().clone(),
-                    failure,
-                })?;
-            }
-            Ok(())
+            let ran = async {
+                let response = client
+                    .post(
+                        worker.origin(),
+                        (path, &request_id, span.traceparent()),
+                        body,
+                    )
+                    .await
+                    .map_err(|e| RouteError::from_call(&worker, e))?;
+                let mut response = success(&worker, response).await?;
+                while let Some(frame) = response.body.frame().await {
+                    frame.map_err(|failure| RouteError::WorkerFailed {
+                        worker: worker.id().clone(),
+                        failure,
+                    })?;
+                }
+                Ok(())
+            };
+            // The prefill side's span ends with it.
+            ran.await.inspect_err(|error| span.fail(error))
         }
     }
 
@@ -126,7 +149,11 @@ impl PdWire for HttpPd<'_> {
         async move {
             let response = self
                 .client
-                .post(worker.origin(), self.path, self.request_id, body)
+                .post(
+                    worker.origin(),
+                    (self.path, self.request_id, self.decode.traceparent()),
+                    body,
+                )
                 .await
                 .map_err(|e| RouteError::from_call(worker, e))?;
             // The decode side's error answer is relayed to the client as is.

@@ -16,12 +16,18 @@ impl HttpRouter {
         body: Bytes,
     ) -> Result<Relay, RouteError> {
         let facts = &request.facts;
+        let trace = &request.trace;
+        trace.set("switchyard.route", "regular");
+        trace.set(
+            "switchyard.policy",
+            self.policies.for_model(facts.model).name(),
+        );
         offer(
             &self.registry,
             (ConnectionMode::Http, WorkerRole::Regular),
-            &self.policies,
-            &self.retries,
+            (&self.policies, &self.retries),
             facts,
+            trace,
             |worker| {
                 let body = body.clone();
                 async move {
@@ -29,9 +35,14 @@ impl HttpRouter {
                     stats::OVERHEAD[stats::Route::Http as usize]
                         .observe(load.sent().saturating_duration_since(request.received));
                     self.policies.for_model(facts.model).record(&worker, facts);
+                    trace.worker(&worker);
                     let response = self
                         .client
-                        .post(worker.origin(), request.path, request.request_id, body)
+                        .post(
+                            worker.origin(),
+                            (request.path, request.request_id, trace.traceparent()),
+                            body,
+                        )
                         .await
                         .map_err(|e| RouteError::from_call(&worker, e))
                         .inspect_err(|e| load.settle(e.outcome()))?;

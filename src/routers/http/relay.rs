@@ -16,6 +16,7 @@ use http_body::{Frame, SizeHint};
 
 use crate::routers::call::Companion;
 use crate::routers::REQUEST_ID_HEADER;
+use crate::telemetry::CallSpan;
 use crate::transport::http1::{HttpResponse, ResponseBody};
 use crate::worker::{LoadGuard, Outcome};
 
@@ -37,6 +38,8 @@ pub struct RelayBody {
     /// The worker's load guard, told how the call ended.
     load: LoadGuard,
     _held: Box<dyn Send + Sync>,
+    /// The request's span: marked failed by an error, ended on drop.
+    trace: CallSpan,
 }
 
 impl Relay {
@@ -72,8 +75,22 @@ impl Relay {
                 companion: None,
                 load,
                 _held: held,
+                trace: CallSpan::default(),
             },
         }
+    }
+
+    /// Ends `trace` (the request's span) with the body; a worker's 5xx or
+    /// an error while relaying marks it failed.
+    pub fn traced(mut self, trace: CallSpan) -> Self {
+        if trace.is_on() {
+            trace.set("http.response.status_code", i64::from(self.status.as_u16()));
+            if self.status.is_server_error() {
+                trace.fail(&format_args!("the worker answered {}", self.status));
+            }
+        }
+        self.body.trace = trace;
+        self
     }
 
     /// Ties a companion (the prefill side) to this body: its failure ends
@@ -99,6 +116,7 @@ impl http_body::Body for RelayBody {
         let this = &mut *self;
         if let Some(companion) = this.companion.as_mut() {
             if let Poll::Ready(error) = companion.poll_failed(cx) {
+                this.trace.fail(&error);
                 return Poll::Ready(Some(Err(Box::new(error))));
             }
         }
@@ -113,6 +131,7 @@ impl http_body::Body for RelayBody {
             }
             Poll::Ready(Some(Err(failure))) => {
                 this.load.settle(Outcome::Failure);
+                this.trace.fail(&failure);
                 Poll::Ready(Some(Err(Box::new(failure))))
             }
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
