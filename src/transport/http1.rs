@@ -173,7 +173,7 @@ impl HttpClient {
             headers.insert("x-request-id", id);
         }
         if let Some(traceparent) = traceparent {
-            headers.insert(crate::telemetry::TRACEPARENT, traceparent);
+            headers.insert("traceparent", traceparent);
         }
         let response =
             match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
