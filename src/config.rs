@@ -111,7 +111,9 @@ pub struct TracingConfig {
     /// The spans' `service.name`: "switchyard".
     pub service_name: String,
     /// The share of traces started at the router that are sampled, 0 to 1:
-    /// 1. A client's `traceparent` decides for its own calls.
+    /// 0.01. A client's `traceparent` decides for its own calls (a sampled
+    /// one is always traced). A sampled call costs about a quarter more
+    /// router instructions (docs/BENCHMARKS.md).
     pub sample_ratio: f64,
 }
 
@@ -120,7 +122,7 @@ impl Default for TracingConfig {
         TracingConfig {
             otlp_endpoint: None,
             service_name: "switchyard".into(),
-            sample_ratio: 1.0,
+            sample_ratio: 0.01,
         }
     }
 }

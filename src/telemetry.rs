@@ -19,8 +19,10 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanContext, SpanKind, SpanRef, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -91,59 +93,114 @@ impl Telemetry {
 pub struct Tracer(Option<SdkTracer>);
 
 impl Tracer {
-    /// The span of one call named `name` (the method or route), a child
-    /// of the `traceparent` in the client's `headers` if any.
-    pub fn call(&self, name: impl Into<Cow<'static, str>>, headers: &HeaderMap) -> CallSpan {
+    /// The span of one call named `name` (the method or route) with
+    /// `attributes` known at its start, a child of the `traceparent` in the
+    /// client's `headers` if any.
+    pub fn call(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        headers: &HeaderMap,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> CallSpan {
         let Some(tracer) = &self.0 else {
             return CallSpan::default();
         };
-        let parent = TraceContextPropagator::new().extract(&Extract(headers));
+        let parent = if headers.contains_key(TRACEPARENT_HEADER) {
+            TraceContextPropagator::new().extract(&Extract(headers))
+        } else {
+            Context::new()
+        };
+        let continued = parent.span().span_context().is_valid();
         let span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
+            .with_attributes(attributes())
             .start_with_context(tracer, &parent);
-        CallSpan(Some(Box::new((tracer.clone(), parent.with_span(span)))))
+        CallSpan::new(tracer, parent.with_span(span), continued)
     }
 }
 
 /// One call's span (or nothing, when tracing is off). The span ends when
 /// the last clone is dropped.
 #[derive(Debug, Clone, Default)]
-pub struct CallSpan(Option<Box<(SdkTracer, Context)>>);
+pub struct CallSpan(Option<Box<Traced>>);
+
+/// A span and what makes its children.
+#[derive(Debug, Clone)]
+struct Traced {
+    tracer: SdkTracer,
+    /// The context whose span this is.
+    cx: Context,
+    /// Whether the span is sampled: attributes and events are kept only
+    /// then, so an unsampled call skips making them.
+    recording: bool,
+    /// Whether workers are sent a `traceparent`: when the span is sampled,
+    /// or continues a client's trace (whose decision, sampled or not, the
+    /// worker must hear). A trace the router started and did not sample
+    /// is not announced: the header would cost every such call its
+    /// encoding, for a worker to learn that nobody records it.
+    propagate: bool,
+}
 
 impl CallSpan {
-    /// Whether tracing is on for this call.
+    fn new(tracer: &SdkTracer, cx: Context, continued: bool) -> CallSpan {
+        let recording = cx.span().is_recording();
+        CallSpan(Some(Box::new(Traced {
+            tracer: tracer.clone(),
+            cx,
+            recording,
+            propagate: recording || continued,
+        })))
+    }
+
+    /// The span's context, if workers are to hear of it.
+    fn propagated(&self) -> Option<&Context> {
+        self.0
+            .as_ref()
+            .filter(|inner| inner.propagate)
+            .map(|inner| &inner.cx)
+    }
+
+    /// The span, if it is sampled.
+    fn recorded(&self) -> Option<SpanRef<'_>> {
+        self.0
+            .as_ref()
+            .filter(|inner| inner.recording)
+            .map(|inner| inner.cx.span())
+    }
+
+    /// Whether this call is traced and sampled (what callers check before
+    /// making attribute values).
     pub fn is_on(&self) -> bool {
-        self.0.is_some()
+        self.recorded().is_some()
     }
 
     /// Sets an attribute.
     pub fn set(&self, key: &'static str, value: impl Into<Value>) {
-        if let Some(inner) = &self.0 {
-            inner.1.span().set_attribute(KeyValue::new(key, value));
+        if let Some(span) = self.recorded() {
+            span.set_attribute(KeyValue::new(key, value));
         }
     }
 
     /// Names the worker that took the call.
     pub fn worker(&self, worker: &Worker) {
-        if let Some(inner) = &self.0 {
-            let span = inner.1.span();
-            span.set_attribute(KeyValue::new("worker.id", worker.id().to_string()));
+        if let Some(span) = self.recorded() {
+            span.set_attribute(KeyValue::new("worker.id", worker.id().shared()));
             span.set_attribute(KeyValue::new("worker.url", worker.url().to_string()));
         }
     }
 
     /// Records an event named `name`.
     pub fn event(&self, name: &'static str, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        if let Some(inner) = &self.0 {
-            inner.1.span().add_event(name, attributes());
+        if let Some(span) = self.recorded() {
+            span.add_event(name, attributes());
         }
     }
 
     /// Marks the call failed with `error` (its message).
     pub fn fail(&self, error: &impl std::fmt::Display) {
-        if let Some(inner) = &self.0 {
-            inner.1.span().set_status(Status::error(error.to_string()));
+        if let Some(span) = self.recorded() {
+            span.set_status(Status::error(error.to_string()));
         }
     }
 
@@ -152,34 +209,77 @@ impl CallSpan {
         let Some(inner) = &self.0 else {
             return CallSpan::default();
         };
-        let (tracer, cx) = &**inner;
-        let span = tracer
+        let span = inner
+            .tracer
             .span_builder(name)
             .with_kind(SpanKind::Client)
-            .start_with_context(tracer, cx);
-        CallSpan(Some(Box::new((tracer.clone(), cx.with_span(span)))))
+            .start_with_context(&inner.tracer, &inner.cx);
+        let mut child = CallSpan::new(&inner.tracer, inner.cx.with_span(span), false);
+        if let Some(traced) = child.0.as_mut() {
+            traced.propagate |= inner.propagate;
+        }
+        child
     }
 
-    /// Writes this span's `traceparent` (and `tracestate`) into `headers`,
-    /// the request to a worker, replacing the client's. Nothing when off:
-    /// the client's own, if any, goes through unchanged.
+    /// Writes this span's `traceparent` (and `tracestate`, if any) into
+    /// `headers`, the request to a worker, replacing the client's. Nothing
+    /// when off (the client's own, if any, goes through unchanged) or for
+    /// an unsampled trace the router started.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        if let Some(inner) = &self.0 {
-            TraceContextPropagator::new().inject_context(&inner.1, &mut Inject(headers));
+        let Some(cx) = self.propagated() else { return };
+        let span = cx.span();
+        let context = span.span_context();
+        if !context.is_valid() {
+            return;
+        }
+        headers.insert(TRACEPARENT_HEADER, traceparent(context));
+        let state = context.trace_state().header();
+        match HeaderValue::try_from(state) {
+            Ok(state) if !state.is_empty() => {
+                headers.insert(TRACESTATE_HEADER, state);
+            }
+            _ => {
+                headers.remove(TRACESTATE_HEADER);
+            }
         }
     }
 
     /// This span's `traceparent` value, for a request built without a
     /// header map (`None` when off).
     pub fn traceparent(&self) -> Option<HeaderValue> {
-        let mut headers = HeaderMap::new();
-        self.inject(&mut headers);
-        headers.remove(TRACEPARENT)
+        let span = self.propagated()?.span();
+        let context = span.span_context();
+        context.is_valid().then(|| traceparent(context))
     }
+}
+
+/// The W3C `traceparent` of `context`: `00-TRACE-SPAN-FLAGS` in lowercase
+/// hex. Written here rather than by the SDK's propagator, whose `format!`
+/// cost more than the rest of a span's start (measured with callgrind).
+fn traceparent(context: &SpanContext) -> HeaderValue {
+    fn hex(out: &mut [u8], bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+    }
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&mut out[3..35], &context.trace_id().to_bytes());
+    hex(&mut out[36..52], &context.span_id().to_bytes());
+    hex(&mut out[53..55], &[context.trace_flags().to_u8()]);
+    // Only hex digits and dashes: always a valid header value. Unique per
+    // call, so never indexed in HPACK (it would only evict useful entries).
+    let mut value = HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
 }
 
 /// The W3C trace-context header.
 pub const TRACEPARENT: &str = "traceparent";
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+/// Its vendor companion.
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
 /// Reads trace context from an `http::HeaderMap`.
 struct Extract<'a>(&'a HeaderMap);
@@ -194,27 +294,54 @@ impl Extractor for Extract<'_> {
     }
 }
 
-/// Writes trace context into an `http::HeaderMap`.
-struct Inject<'a>(&'a mut HeaderMap);
-
-impl Injector for Inject<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The SDK propagator's writer, to compare ours with.
+    struct Inject<'a>(&'a mut HeaderMap);
+
+    impl opentelemetry::propagation::Injector for Inject<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(
+                HeaderName::from_bytes(key.as_bytes()).unwrap(),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+        }
+    }
+
+    #[test]
+    fn an_unsampled_trace_started_here_is_not_announced_but_a_clients_is_passed_on() {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .build();
+        let tracer = Tracer(Some(provider.tracer("test")));
+        let root = tracer.call("Generate", &HeaderMap::new(), Vec::new);
+        assert!(!root.is_on());
+        assert!(root.traceparent().is_none() && root.child("decode").traceparent().is_none());
+
+        let mut client = HeaderMap::new();
+        client.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+        );
+        let continued = tracer.call("Generate", &client, Vec::new);
+        assert!(!continued.is_on(), "the client did not sample it");
+        for sent in [
+            continued.traceparent(),
+            continued.child("prefill").traceparent(),
+        ] {
+            let sent = sent.expect("the client's decision reaches the worker");
+            let sent = sent.to_str().unwrap();
+            assert!(
+                sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && sent.ends_with("-00")
+            );
+        }
+    }
+
     #[test]
     fn off_costs_nothing_and_leaves_headers_alone() {
-        let span = Tracer::default().call("Generate", &HeaderMap::new());
+        let span = Tracer::default().call("Generate", &HeaderMap::new(), Vec::new);
         assert!(!span.is_on());
         let mut headers = HeaderMap::new();
         headers.insert(TRACEPARENT, HeaderValue::from_static("00-abc-def-01"));
@@ -232,10 +359,15 @@ mod tests {
             TRACEPARENT,
             HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         );
-        let span = tracer.call("Generate", &client);
+        let span = tracer.call("Generate", &client, Vec::new);
         let mut upstream = client.clone();
         span.inject(&mut upstream);
         let sent = upstream[TRACEPARENT].to_str().unwrap().to_string();
+        // What the SDK's own propagator writes, byte for byte.
+        let mut expected = HeaderMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&span.0.as_ref().unwrap().cx, &mut Inject(&mut expected));
+        assert_eq!(sent, expected[TRACEPARENT]);
         let parts: Vec<&str> = sent.split('-').collect();
         assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c", "same trace");
         assert_ne!(

@@ -1,12 +1,16 @@
 //! Churn: hundreds of concurrent AddWorker/RemoveWorker calls while Generate
 //! calls run. Every call succeeds or fails with UNAVAILABLE, and no call that
 //! started after a worker's RemoveWorker returned is served by that worker.
+//! Then the router binary under thousands of them as fast as they go:
+//! the same, and its memory stays flat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
 use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -113,4 +117,164 @@ async fn concurrent_churn_never_routes_to_a_removed_worker() {
     let listed = router.list().await;
     assert!(listed.iter().all(|w| w.in_flight == 0));
     assert!(listed.len() <= urls.len());
+}
+
+/// The router binary's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_adds_and_removes_under_load_keep_memory_flat() {
+    // The router binary (SWITCHYARD_BIN overrides it, for a release
+    // build's rate) with 8 mock workers registered and removed 5,000
+    // times over, by 8 management clients (one worker each) as fast as they go, while 8
+    // clients call Generate. Every call ends well or UNAVAILABLE/NOT_FOUND
+    // (no worker at that moment); none that started after its worker's
+    // removal returned is served by it; RSS after the last 4,000 cycles is
+    // within 16 MiB of what it was after the first 1,000.
+    let bin = std::env::var("SWITCHYARD_BIN").unwrap_or(env!("CARGO_BIN_EXE_switchyard").into());
+    let mut child = tokio::process::Command::new(bin)
+        .args(["serve", "--grpc-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let addr = lines
+        .next_line()
+        .await
+        .unwrap()
+        .and_then(|l| l.strip_prefix("switchyard listening on ").map(String::from))
+        .expect("the router prints its address");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut mocks = Vec::new();
+    for i in 0..8 {
+        mocks.push(mock(&format!("c{i}")).await);
+    }
+    let removed_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        let mut client = pb::inference_client::InferenceClient::new(channel.clone());
+        let done = done.clone();
+        callers.push(tokio::spawn(async move {
+            let mut served = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.generate(request(MODEL, "churn")).await {
+                    Ok(response) => {
+                        let worker = response
+                            .metadata()
+                            .get("x-switchyard-worker-id")
+                            .unwrap()
+                            .to_str()
+                            .unwrap()
+                            .to_string();
+                        let mut stream = response.into_inner();
+                        let mut last = None;
+                        while let Some(m) = stream.message().await.expect("no stream is cut") {
+                            last = Some(m);
+                        }
+                        assert!(last.is_some());
+                        served.push((started, worker));
+                    }
+                    Err(status) => assert!(
+                        matches!(status.code(), Code::Unavailable | Code::NotFound),
+                        "{status:?}"
+                    ),
+                }
+            }
+            served
+        }));
+    }
+
+    let churn = |cycles: usize| {
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let mut management =
+                pb::worker_management_client::WorkerManagementClient::new(channel.clone());
+            let url = mocks[t].url();
+            let removed_at = removed_at.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..cycles / 8 {
+                    let added = management
+                        .add_worker(pb::AddWorkerRequest {
+                            worker: Some(pb::WorkerSpec {
+                                url: url.clone(),
+                                model_id: MODEL.into(),
+                                engine: pb::Engine::Switchyard as i32,
+                                ..Default::default()
+                            }),
+                        })
+                        .await;
+                    let id = added.expect("AddWorker").into_inner().worker.unwrap().id;
+                    management
+                        .remove_worker(pb::RemoveWorkerRequest {
+                            target: Some(pb::remove_worker_request::Target::Id(id.clone())),
+                        })
+                        .await
+                        .expect("RemoveWorker of the worker this task added");
+                    removed_at.lock().unwrap().insert(id, Instant::now());
+                }
+            }));
+        }
+        async move {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+
+    let started = Instant::now();
+    churn(1_000).await;
+    let warm = rss_kib(pid);
+    churn(4_000).await;
+    let elapsed = started.elapsed();
+    let end = rss_kib(pid);
+    done.store(true, Ordering::Relaxed);
+    let cycles = removed_at.lock().unwrap().len();
+    eprintln!(
+        "{cycles} add+remove cycles in {elapsed:?} ({:.0} operations/s); RSS {warm} KiB after the first 1,000, {end} KiB at the end",
+        2.0 * cycles as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(cycles, 5_000, "every cycle ran");
+
+    let removed_at = removed_at.lock().unwrap().clone();
+    let mut served = 0;
+    for c in callers {
+        for (started, worker) in c.await.unwrap() {
+            served += 1;
+            if let Some(removed) = removed_at.get(&worker) {
+                assert!(
+                    started < *removed,
+                    "a call started {:?} after worker {worker} was removed was routed to it",
+                    started - *removed
+                );
+            }
+        }
+    }
+    assert!(served > 0, "calls were served during the churn");
+    assert!(
+        end < warm + 16 * 1024,
+        "RSS grew from {warm} KiB to {end} KiB over 4,000 more add/remove cycles"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the router is still running"
+    );
 }

@@ -79,7 +79,7 @@ async fn no_permit_outlives_its_call_after_10000_cancelled_calls() {
     eprintln!("{refused} of 10000 refused while earlier ones were still being released");
 
     // Every permit is back: four calls are admitted at once...
-    let held = eventually_admitted(&router, &worker).await;
+    let held = eventually_admitted(&router, &worker, 4).await;
     // ...and the fifth is refused at once, with a retry-after.
     let status = router.generate(request(MODEL, "x")).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -94,15 +94,16 @@ async fn no_permit_outlives_its_call_after_10000_cancelled_calls() {
 }
 
 /// Waits until the cancelled calls' permits are back (the router notices a
-/// reset stream a moment later), then holds all four.
+/// reset stream a moment later), then holds all `n`.
 async fn eventually_admitted(
     router: &Router,
     worker: &switchyard::mock::MockWorker,
+    n: u64,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let before = worker.stats().calls();
-        let calls: Vec<_> = (0..4)
+        let calls: Vec<_> = (0..n)
             .map(|_| {
                 let mut client = router.inference();
                 tokio::spawn(async move {
@@ -111,7 +112,7 @@ async fn eventually_admitted(
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if worker.stats().calls() == before + 4 && calls.iter().all(|c| !c.is_finished()) {
+        if worker.stats().calls() == before + n && calls.iter().all(|c| !c.is_finished()) {
             return calls;
         }
         for call in calls {
@@ -119,7 +120,7 @@ async fn eventually_admitted(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "four calls are not admitted: permits leaked"
+            "{n} calls are not admitted: permits leaked"
         );
     }
 }
@@ -195,6 +196,52 @@ async fn a_worker_at_its_limit_is_passed_over_then_refused() {
         assert_ne!(out.worker, worker_id);
     }
     for call in held {
+        call.abort();
+    }
+}
+
+#[tokio::test]
+async fn ten_times_the_limit_is_refused_without_reaching_the_worker_and_permits_return() {
+    // A limit of 10 with no queue, held by 10 calls to a hung worker; then
+    // 100 more at once. Each of the 100 is refused while the 10 still hold
+    // their permits (so at once, not after any wait), none reaches the
+    // worker, and once the 10 go, 10 are admitted again.
+    let router = start_router_with(limited(10, 0)).await;
+    let worker = hung_mock().await;
+    router.add(&worker.url(), MODEL).await;
+    let held = hold(&router, &worker, 10).await;
+
+    let excess: Vec<_> = (0..100)
+        .map(|_| {
+            let mut client = router.inference();
+            tokio::spawn(async move { client.generate(request(MODEL, "more")).await })
+        })
+        .collect();
+    for call in excess {
+        let status = within(
+            Duration::from_secs(30),
+            "a call past the limit is answered",
+            call,
+        )
+        .await
+        .unwrap()
+        .expect_err("past the limit");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    }
+    assert_eq!(
+        worker.stats().calls(),
+        10,
+        "no refused call reached the worker"
+    );
+    let listed = router.list().await;
+    assert_eq!(listed[0].in_flight, 10, "the refused calls hold nothing");
+
+    for call in held {
+        call.abort();
+    }
+    let again = eventually_admitted(&router, &worker, 10).await;
+    for call in again {
         call.abort();
     }
 }

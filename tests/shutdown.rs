@@ -277,3 +277,81 @@ async fn sigterm_with_a_short_drain_exits_cleanly_and_aborts_the_hung_call() {
     assert_eq!(hung.stats().aborts(), 1, "the worker was told to abort");
     assert!(call.await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn sigterm_with_100_streams_running_cuts_none_of_them() {
+    // 100 streams of 20 tokens, a token every 50 ms (a second each), over
+    // ten client connections; SIGTERM once every one has started. The
+    // drain (30 s) outlasts them: every stream must end whole and well, no
+    // new connection is taken meanwhile, and the process exits cleanly
+    // once they are done, long before the drain deadline.
+    let worker = mock_with(switchyard::mock::MockConfig {
+        name: "steady".into(),
+        tokens: 20,
+        token_delay: Duration::from_millis(50),
+        ..switchyard::mock::MockConfig::default()
+    })
+    .await;
+    let config = format!(
+        "[shutdown]\ngrace_ms = 0\ndrain_ms = 30000\n\n[[workers]]\nurl = \"{}\"\nmodel_id = \"{MODEL}\"\n",
+        worker.url()
+    );
+    let (mut child, addr, _dir) = spawn_binary(&config).await;
+    let mut calls = Vec::new();
+    for c in 0..10 {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        for i in 0..10 {
+            let mut client = pb::inference_client::InferenceClient::new(channel.clone());
+            let mut call = request(MODEL, "x");
+            call.request_id = format!("stream-{c}-{i}");
+            calls.push(tokio::spawn(async move {
+                let mut stream = client.generate(call).await?.into_inner();
+                let mut tokens = 0;
+                let mut finish = None;
+                while let Some(message) = stream.message().await? {
+                    match message.response {
+                        Some(pb::generate_response::Response::Chunk(_)) => tokens += 1,
+                        Some(pb::generate_response::Response::Complete(done)) => {
+                            finish = Some(done.finish_reason)
+                        }
+                        other => panic!("unexpected message: {other:?}"),
+                    }
+                }
+                Ok::<_, tonic::Status>((tokens, finish))
+            }));
+        }
+    }
+    eventually(
+        Duration::from_secs(20),
+        "all 100 streams reached the worker",
+        || async { worker.stats().calls() == 100 },
+    )
+    .await;
+    signal(&child, Signal::SIGTERM);
+    eventually(Duration::from_secs(10), "the listener closed", || async {
+        tokio::net::TcpStream::connect(&addr).await.is_err()
+    })
+    .await;
+    for call in calls {
+        let (tokens, finish) = call
+            .await
+            .unwrap()
+            .expect("no stream is cut while the drain lasts");
+        assert_eq!(tokens, 20, "every token arrives");
+        assert_eq!(
+            finish.as_deref(),
+            Some("length"),
+            "each stream ends as the worker ended it"
+        );
+    }
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the router exits once its streams are done, before the drain deadline")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(worker.stats().aborts(), 0, "no stream was cancelled");
+}

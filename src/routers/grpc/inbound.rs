@@ -176,9 +176,9 @@ impl Inbound {
     /// request id and the remaining deadline.
     pub fn upstream_headers(&self) -> HeaderMap {
         // Room for what is added here and by the upstream client (request
-        // id, deadline, content-type, te, user-agent): growing a header map
-        // rehashes it, measurably on every call.
-        let mut headers = forwardable(&self.headers, 5);
+        // id, deadline, traceparent, content-type, te, user-agent): growing
+        // a header map rehashes it, measurably on every call.
+        let mut headers = forwardable(&self.headers, 6);
         headers.insert(REQUEST_ID, self.request_id_value.clone());
         headers.insert(
             GRPC_TIMEOUT,

@@ -37,6 +37,7 @@ use crate::telemetry::{CallSpan, Tracer};
 use crate::tokenizer::Tokenizers;
 use crate::transport::grpc::ResponseStream;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
+use opentelemetry::KeyValue;
 
 /// A proxied call's response: headers for the client, and the stream.
 pub type Proxied = (HeaderMap, ProxyStream);
@@ -119,7 +120,15 @@ impl GrpcRouter {
         message: Bytes,
     ) -> Result<Proxied, RouteError> {
         // The span of the call, ended with its stream (or its refusal).
-        let trace = self.tracer.call(&protocol.generate_path()[1..], &headers);
+        let trace = self
+            .tracer
+            .call(&protocol.generate_path()[1..], &headers, || {
+                vec![
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", protocol.service()),
+                    KeyValue::new("rpc.method", "Generate"),
+                ]
+            });
         match self.route(protocol, headers, message, &trace).await {
             Ok((headers, stream)) => Ok((headers, stream.traced(trace))),
             Err(error) => {
@@ -139,9 +148,6 @@ impl GrpcRouter {
         let inbound = Inbound::parse(protocol, headers, message, self.default_deadline)?;
         tracing::Span::current().record("request_id", inbound.request_id.as_str());
         if trace.is_on() {
-            trace.set("rpc.system", "grpc");
-            trace.set("rpc.service", protocol.service());
-            trace.set("rpc.method", "Generate");
             trace.set("switchyard.request_id", inbound.request_id.clone());
         }
         let model = match protocol {
@@ -155,7 +161,9 @@ impl GrpcRouter {
         }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
-        trace.set("switchyard.model", model.clone());
+        if trace.is_on() {
+            trace.set("switchyard.model", model.clone());
+        }
         if protocol == Engine::Switchyard
             && !is_known_model(&self.registry, ConnectionMode::Grpc, &model)
         {

@@ -37,6 +37,7 @@ use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING
 use crate::telemetry::{CallSpan, Tracer};
 use crate::transport::http1::HttpClient;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
+use opentelemetry::KeyValue;
 
 /// Routes HTTP inference requests to HTTP workers.
 #[derive(Debug)]
@@ -113,7 +114,12 @@ impl HttpRouter {
         body: Bytes,
     ) -> Result<Relay, RouteError> {
         let received = tokio::time::Instant::now();
-        let trace = self.tracer.call(path, headers);
+        let trace = self.tracer.call(path, headers, || {
+            vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("url.path", path),
+            ]
+        });
         match self
             .route(path, headers, body, received, trace.clone())
             .await
@@ -162,8 +168,6 @@ impl HttpRouter {
             trace,
         };
         if request.trace.is_on() {
-            request.trace.set("http.request.method", "POST");
-            request.trace.set("url.path", path);
             request
                 .trace
                 .set("switchyard.request_id", request_id.clone());
