@@ -8,7 +8,13 @@
 //! PD call has a child span per side. A worker that could not be reached
 //! and was passed over is an event (`retry`) on the call's span. The
 //! worker gets a `traceparent` naming the router's span (the PD sides:
-//! their own spans), so a trace runs client → router → worker.
+//! their own spans), so a trace runs client → router → worker; a trace
+//! the router started and did not sample is not announced to workers.
+//!
+//! Sampling: a client's `traceparent` decides for its calls; of the rest,
+//! `sample_ratio` (default 0.01) are sampled. A sampled call costs about a
+//! quarter more router instructions, an unsampled one about 3% (see
+//! docs/BENCHMARKS.md).
 //!
 //! Spans are batched and exported from a background thread; when the
 //! collector cannot keep up, the batch queue (2,048 spans) drops the

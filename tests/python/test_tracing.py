@@ -251,6 +251,36 @@ def main():
         assert attrs["http.response.status_code"] == 200 and attrs["switchyard.model"] == "web", attrs
         print("ok: an HTTP request's span continues the client's trace, and its worker gets the router's span")
         worker.shutdown()
+
+        # --- Without a client traceparent, at the default sampling (1 in
+        # 100): the calls are served, and workers of unsampled ones get no
+        # traceparent.
+        before = len(engine.metadata)
+        for i in range(20):
+            request = sgl.GenerateRequest(request_id=f"plain-{i}", tokenized=sgl.TokenizedInput(input_ids=[1]))
+            list(scheduler.Generate(request, metadata=[("x-switchyard-model", "llama")], timeout=10))
+        announced = [m for m in engine.metadata[before:] if "traceparent" in m]
+        assert len(engine.metadata) - before == 20 and len(announced) <= 3, announced
+        print(f"ok: untraced calls are served; {len(announced)} of 20 sampled at the default ratio")
+
+        # --- A collector that is down costs no call.
+        dead_collector = Collector()
+        dead_collector.server.stop(0)
+        lonely = spawn(
+            [SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--worker", engine.url,
+             "--otlp-endpoint", f"http://127.0.0.1:{dead_collector.port}"],
+            env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
+        )
+        lonely_addr = read_after(lonely, "switchyard listening on")
+        with grpc.insecure_channel(lonely_addr) as ch:
+            stub = sgl_grpc.SglangSchedulerStub(ch)
+            for i in range(5):
+                _, _, header = traceparent()
+                request = sgl.GenerateRequest(request_id=f"lonely-{i}", tokenized=sgl.TokenizedInput(input_ids=[1]))
+                out = list(stub.Generate(request, metadata=[("traceparent", header)], timeout=10))
+                assert out[-1].complete.finish_reason == "length"
+                time.sleep(0.2)  # exports are attempted and fail meanwhile
+        print("ok: with the collector down, calls are served as before")
     finally:
         for fake in fakes:
             fake.stop()
