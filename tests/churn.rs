@@ -93,21 +93,17 @@ async fn concurrent_churn_never_routes_to_a_removed_worker() {
     for c in churners {
         c.await.unwrap();
     }
-    let mut served = 0;
     let removed_at = removed_at.lock().unwrap().clone();
+    let mut calls = Vec::new();
     for c in callers {
-        for (started, worker) in c.await.unwrap() {
-            let Some(worker) = worker else { continue };
-            served += 1;
-            if let Some(removed) = removed_at.get(&worker) {
-                assert!(
-                    started < *removed,
-                    "a call started {:?} after worker {worker} was removed was routed to it",
-                    started - *removed
-                );
-            }
-        }
+        calls.extend(
+            c.await
+                .unwrap()
+                .into_iter()
+                .filter_map(|(started, worker)| Some((started, worker?))),
+        );
     }
+    let served = served_none_after_removal(calls, &removed_at);
     assert!(served > 0, "some calls should have been served");
     assert!(
         removed_at.len() > 20,
@@ -117,6 +113,25 @@ async fn concurrent_churn_never_routes_to_a_removed_worker() {
     let listed = router.list().await;
     assert!(listed.iter().all(|w| w.in_flight == 0));
     assert!(listed.len() <= urls.len());
+}
+
+/// Asserts that no call (when it started, the worker that served it)
+/// started after its worker's removal returned (`removed_at`); how many
+/// calls were served.
+fn served_none_after_removal(
+    calls: Vec<(Instant, String)>,
+    removed_at: &HashMap<String, Instant>,
+) -> usize {
+    for (started, worker) in &calls {
+        if let Some(removed) = removed_at.get(worker) {
+            assert!(
+                started < removed,
+                "a call started {:?} after worker {worker} was removed was routed to it",
+                *started - *removed
+            );
+        }
+    }
+    calls.len()
 }
 
 /// The router binary's resident memory, in KiB.
@@ -178,13 +193,7 @@ async fn thousands_of_adds_and_removes_under_load_keep_memory_flat() {
                 let started = Instant::now();
                 match client.generate(request(MODEL, "churn")).await {
                     Ok(response) => {
-                        let worker = response
-                            .metadata()
-                            .get("x-switchyard-worker-id")
-                            .unwrap()
-                            .to_str()
-                            .unwrap()
-                            .to_string();
+                        let worker = header(response.metadata(), "x-switchyard-worker-id");
                         let mut stream = response.into_inner();
                         let mut last = None;
                         while let Some(m) = stream.message().await.expect("no stream is cut") {
@@ -203,15 +212,16 @@ async fn thousands_of_adds_and_removes_under_load_keep_memory_flat() {
         }));
     }
 
+    let mocks_count = mocks.len();
     let churn = |cycles: usize| {
         let mut tasks = Vec::new();
-        for t in 0..8 {
+        for mock in &mocks {
             let mut management =
                 pb::worker_management_client::WorkerManagementClient::new(channel.clone());
-            let url = mocks[t].url();
+            let url = mock.url();
             let removed_at = removed_at.clone();
             tasks.push(tokio::spawn(async move {
-                for _ in 0..cycles / 8 {
+                for _ in 0..cycles / mocks_count {
                     let added = management
                         .add_worker(pb::AddWorkerRequest {
                             worker: Some(pb::WorkerSpec {
@@ -255,19 +265,11 @@ async fn thousands_of_adds_and_removes_under_load_keep_memory_flat() {
     assert_eq!(cycles, 5_000, "every cycle ran");
 
     let removed_at = removed_at.lock().unwrap().clone();
-    let mut served = 0;
+    let mut calls = Vec::new();
     for c in callers {
-        for (started, worker) in c.await.unwrap() {
-            served += 1;
-            if let Some(removed) = removed_at.get(&worker) {
-                assert!(
-                    started < *removed,
-                    "a call started {:?} after worker {worker} was removed was routed to it",
-                    started - *removed
-                );
-            }
-        }
+        calls.extend(c.await.unwrap());
     }
+    let served = served_none_after_removal(calls, &removed_at);
     assert!(served > 0, "calls were served during the churn");
     assert!(
         end < warm + 16 * 1024,

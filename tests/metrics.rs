@@ -168,7 +168,7 @@ async fn calls_are_counted_per_worker_and_a_removed_workers_series_go_with_it() 
     let sent = value(
         &text,
         "switchyard_router_overhead_seconds_count",
-        &["listener=\"grpc\""],
+        &["listener=\"grpc\"", "dispatch=\"regular\""],
     )
     .unwrap();
     assert!(sent >= 3.0, "{text}");
@@ -307,4 +307,58 @@ async fn cache_aware_decisions_and_tree_sizes_are_exported() {
         ),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn a_pd_calls_overhead_is_a_series_of_its_own() {
+    let admin = start(test_config()).await;
+    let prefill = mock_with(MockConfig {
+        name: "pre".into(),
+        tokens: 1,
+        role: switchyard::mock::MockRole::Prefill { bootstrap_port: 0 },
+        ..MockConfig::default()
+    })
+    .await;
+    let decode = mock_with(MockConfig {
+        name: "dec".into(),
+        tokens: 2,
+        role: switchyard::mock::MockRole::Decode,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut management =
+        switchyard::pb::worker_management_client::WorkerManagementClient::new(admin.grpc.clone());
+    for (worker, role) in [
+        (&prefill, switchyard::pb::WorkerRole::Prefill),
+        (&decode, switchyard::pb::WorkerRole::Decode),
+    ] {
+        management
+            .add_worker(switchyard::pb::AddWorkerRequest {
+                worker: Some(switchyard::pb::WorkerSpec {
+                    url: worker.url(),
+                    model_id: "pd-model".into(),
+                    role: role as i32,
+                    bootstrap_port: worker.bootstrap_port().map(u32::from),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let mut inference = switchyard::pb::inference_client::InferenceClient::new(admin.grpc.clone());
+    let mut stream = inference
+        .generate(request("pd-model", "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+
+    let text = scrape(admin.addr).await;
+    let pd = value(
+        &text,
+        "switchyard_router_overhead_seconds_count",
+        &["listener=\"grpc\"", "dispatch=\"pd\""],
+    );
+    // Router-wide, and no other test of this file makes PD calls.
+    assert_eq!(pd, Some(1.0), "{text}");
 }

@@ -16,12 +16,15 @@ use std::future::{poll_fn, Future};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::call::{AbortOnDrop, Companion, TaskGuard};
 use super::select::Candidates;
 use super::RouteError;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
-use crate::worker::{ConnectionMode, LoadGuard, Outcome, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{
+    stats, ConnectionMode, LoadGuard, Outcome, Worker, WorkerRegistry, WorkerRole,
+};
 
 /// The prefill and decode policies of one wire's PD router (each instance
 /// subscribed to the registry when built).
@@ -124,6 +127,10 @@ pub trait PdWire {
         worker: &Arc<Worker>,
     ) -> impl Future<Output = Result<Self::Opened, RouteError>> + Send;
 
+    /// The listener the call came in on, and when routing it began (for
+    /// the router-overhead histogram).
+    fn received(&self) -> (stats::Route, Instant);
+
     /// A guard that tells `worker` to abort the request if dropped armed,
     /// where the wire has such a call (gRPC `Abort`); HTTP workers stop
     /// when the connection closes.
@@ -152,6 +159,9 @@ pub async fn start<W: PdWire>(
 ) -> Result<Started<W::Opened>, RouteError> {
     let mut prefill_load = LoadGuard::new(prefill.clone());
     let mut decode_load = LoadGuard::new(decode.clone());
+    let (route, received) = wire.received();
+    stats::overhead(route, stats::Dispatch::Pd)
+        .observe(decode_load.sent().saturating_duration_since(received));
     let mut prefill_abort = wire.abort_guard(prefill);
     let mut decode_abort = wire.abort_guard(decode);
 

@@ -257,11 +257,27 @@ impl Collector for RouterCollector {
         histogram(
             &mut encoder,
             "router_overhead_seconds",
-            "From a request read to its call sent to a worker (parsing, choosing, connecting; a retry's wait included), by listener.",
+            "From a request read to its call sent to a worker (parsing, choosing, connecting; a retry's wait included; PD: both sides started), by listener and dispatch.",
             [
-                (vec![("listener", "grpc".to_string())], stats::OVERHEAD[stats::Route::Grpc as usize].snapshot()),
-                (vec![("listener", "http".to_string())], stats::OVERHEAD[stats::Route::Http as usize].snapshot()),
-            ],
+                (stats::Route::Grpc, "grpc"),
+                (stats::Route::Http, "http"),
+            ]
+            .into_iter()
+            .flat_map(|(route, listener)| {
+                [
+                    (stats::Dispatch::Regular, "regular"),
+                    (stats::Dispatch::Pd, "pd"),
+                ]
+                .map(|(dispatch, name)| {
+                    (
+                        vec![
+                            ("listener", listener.to_string()),
+                            ("dispatch", name.to_string()),
+                        ],
+                        stats::overhead(route, dispatch).snapshot(),
+                    )
+                })
+            }),
         )?;
         gauge(
             &mut encoder,

@@ -284,10 +284,17 @@ impl EngineFront {
             .map_or_else(generate_request_id, str::to_string);
         let message =
             engine_request(engine, &request_id, input, &sampling).map_err(RouteError::from)?;
-        let mut metadata = HeaderMap::with_capacity(2);
+        let mut metadata = HeaderMap::with_capacity(4);
         let model_value = HeaderValue::from_str(&model)
             .map_err(|_| HttpError::bad_request("model must be printable ASCII"))?;
         metadata.insert(MODEL_HEADER, model_value);
+        // The client's trace context goes on with the call, as gRPC
+        // metadata does (the router's span continues it when tracing).
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = headers.get(name) {
+                metadata.insert(name, value.clone());
+            }
+        }
         let (worker_headers, stream) = self.router.generate(engine, metadata, message).await?;
         let stream = stream.translated(
             Responses::new(engine, request_id.clone()).with_text(tokenizer, sampling.stop.clone()),

@@ -47,13 +47,34 @@ pub enum Route {
     Http = 1,
 }
 
+/// How a call went to its worker(s), for router-wide series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// One regular worker.
+    Regular = 0,
+    /// A prefill and a decode worker.
+    Pd = 1,
+}
+
 /// From a request's message being read to its call being sent to a worker
-/// (parsing, policy, connection, retries of calls that reached no worker),
-/// per listener: the router's own overhead before the worker starts.
-pub static OVERHEAD: [Histogram; 2] = [
-    Histogram::new(&OVERHEAD_BUCKETS),
-    Histogram::new(&OVERHEAD_BUCKETS),
+/// (parsing, policy, connection, retries of calls that reached no worker;
+/// for PD, to both sides being started), per listener and dispatch: the
+/// router's own overhead before the worker starts.
+static OVERHEAD: [[Histogram; 2]; 2] = [
+    [
+        Histogram::new(&OVERHEAD_BUCKETS),
+        Histogram::new(&OVERHEAD_BUCKETS),
+    ],
+    [
+        Histogram::new(&OVERHEAD_BUCKETS),
+        Histogram::new(&OVERHEAD_BUCKETS),
+    ],
 ];
+
+/// The overhead histogram of calls from `route` dispatched as `dispatch`.
+pub fn overhead(route: Route, dispatch: Dispatch) -> &'static Histogram {
+    &OVERHEAD[route as usize][dispatch as usize]
+}
 
 /// A histogram's values at one moment, cumulative as exposition wants them.
 #[derive(Debug, Clone, Default, PartialEq)]

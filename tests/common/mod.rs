@@ -244,7 +244,8 @@ impl Drop for Router {
     }
 }
 
-fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> String {
+/// A metadata entry as a string ("" when absent or not ASCII).
+pub fn header(metadata: &tonic::metadata::MetadataMap, name: &str) -> String {
     metadata
         .get(name)
         .and_then(|v| v.to_str().ok())

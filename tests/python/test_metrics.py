@@ -124,7 +124,7 @@ def main():
         wait_for(target, 'sum by (model) (switchyard_worker_calls_total{model="m",outcome="success"})', served)
         wait_for(target, 'sum(switchyard_worker_first_answer_seconds_count)', served)
         wait_for(target, 'sum(switchyard_worker_call_duration_seconds_count)', served + failed)
-        wait_for(target, 'switchyard_router_overhead_seconds_count{listener="grpc"}', served + failed)
+        wait_for(target, 'switchyard_router_overhead_seconds_count{listener="grpc",dispatch="regular"}', served + failed)
         print(f"ok: {served} served and {failed} failed calls counted per worker, with latency histograms")
         wait_for(target, 'switchyard_workers{mode="grpc",role="regular"}', 2)
         wait_for(target, 'count(switchyard_worker_info{model="m"})', 2)

@@ -23,7 +23,9 @@ import http.server
 import json
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -42,6 +44,7 @@ from smg_grpc_proto import sglang_scheduler_pb2_grpc as sgl_grpc  # noqa: E402
 import switchyard_client  # noqa: E402
 from procs import SWITCHYARD, read_after, spawn, stop_all  # noqa: E402
 from test_engines import FakeEngine  # noqa: E402
+from test_openai_engines import make_tokenizer  # noqa: E402
 
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 
@@ -134,9 +137,13 @@ def main():
     collector = Collector()
     stubs = switchyard_client.load_stubs()
     w = stubs.workers_pb2
+    # A tokenizer for the HTTP front of the "llama" engine (it detokenizes).
+    tokenizer_dir = tempfile.mkdtemp()
+    make_tokenizer(tokenizer_dir)
     router = spawn(
         [SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-         "--policy", "round_robin", "--otlp-endpoint", f"http://127.0.0.1:{collector.port}"],
+         "--policy", "round_robin", "--otlp-endpoint", f"http://127.0.0.1:{collector.port}",
+         "--tokenizer", f"llama={tokenizer_dir}"],
         # Export every 100 ms rather than 5 s: the test waits less.
         env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
     )
@@ -231,6 +238,24 @@ def main():
         assert span.status.code == 2 and span.status.message, span.status  # STATUS_CODE_ERROR
         print("ok: a refused call's span is marked failed with the reason")
 
+        # --- HTTP in front of gRPC engines (SGLang's /generate shape, token
+        # ids in): the client's trace goes on to the engine.
+        trace_id, client_span, header = traceparent()
+        body = {"model": "llama", "input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 2}}
+        request = urllib.request.Request(
+            f"http://{http_addr}/generate",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json", "traceparent": header},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+            r.read()
+        seen_trace, seen_parent = parent_of(engine.metadata[-1]["traceparent"])
+        [span] = collector.in_trace(trace_id, 1)
+        assert span.parent_span_id.hex() == client_span, "the HTTP client's span is the parent"
+        assert (seen_trace, seen_parent) == (trace_id, span.span_id.hex())
+        print("ok: HTTP to a gRPC engine (SGLang's /generate) continues the client's trace to the engine")
+
         # --- HTTP: the same trace through the HTTP router.
         worker = HttpWorker()
         add(worker.url, model_id="web")
@@ -286,6 +311,7 @@ def main():
             fake.stop()
         stop_all()
         collector.server.stop(0)
+        shutil.rmtree(tokenizer_dir, ignore_errors=True)
     print("all tracing checks passed")
 
 

@@ -33,7 +33,7 @@ use crate::routers::{
 use crate::telemetry::CallSpan;
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::Failure;
-use crate::worker::{ConnectionMode, Engine, LoadGuard, Outcome, Worker, WorkerRegistry};
+use crate::worker::{stats, ConnectionMode, Engine, LoadGuard, Outcome, Worker, WorkerRegistry};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
@@ -127,6 +127,7 @@ impl GrpcPdRouter {
             deadline: inbound.deadline,
             request_id: &inbound.request_id,
             sides: &sides,
+            received: inbound.received,
         };
         let started = pd::start(&wire, prefill, decode).await?;
         let (worker_headers, stream, timer) = started.decode;
@@ -177,6 +178,8 @@ impl GrpcPdRouter {
         );
         let kv = {
             let mut load = LoadGuard::new(prefill.clone());
+            stats::overhead(stats::Route::Grpc, stats::Dispatch::Pd)
+                .observe(load.sent().saturating_duration_since(inbound.received));
             let mut abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
             let run = vllm_prefill(
                 prefill,
@@ -320,6 +323,7 @@ struct GrpcPd<'a> {
     deadline: Instant,
     request_id: &'a str,
     sides: &'a Sides,
+    received: Instant,
 }
 
 impl PdWire for GrpcPd<'_> {
@@ -356,6 +360,10 @@ impl PdWire for GrpcPd<'_> {
     ) -> impl Future<Output = Result<Opened, RouteError>> + Send {
         let headers = Sides::with(self.headers.clone(), &self.sides.decode);
         open(worker, headers, &self.body, self.deadline)
+    }
+
+    fn received(&self) -> (stats::Route, Instant) {
+        (stats::Route::Grpc, self.received)
     }
 
     fn abort_guard(&self, worker: &Arc<Worker>) -> Option<AbortOnDrop> {

@@ -81,7 +81,7 @@ impl GrpcRegularRouter {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
         trace.worker(&worker);
         let mut load = LoadGuard::new(worker.clone());
-        stats::OVERHEAD[stats::Route::Grpc as usize]
+        stats::overhead(stats::Route::Grpc, stats::Dispatch::Regular)
             .observe(load.sent().saturating_duration_since(inbound.received));
         load.answer_by(inbound.deadline);
         self.policies.for_model(model).record(&worker, facts);

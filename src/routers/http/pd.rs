@@ -16,7 +16,7 @@ use crate::routers::pd::{self, Pair, PdWire};
 use crate::routers::{RouteError, DECODE_WORKER_ID_HEADER, PREFILL_WORKER_ID_HEADER};
 use crate::telemetry::CallSpan;
 use crate::transport::http1::{HttpClient, HttpResponse};
-use crate::worker::{ConnectionMode, Worker};
+use crate::worker::{stats, ConnectionMode, Worker};
 
 impl HttpRouter {
     pub(super) async fn forward_pd(
@@ -65,6 +65,7 @@ impl HttpRouter {
             body,
             prefill: side("prefill", prefill, prefill_policy),
             decode: side("decode", decode, decode_policy),
+            received: request.received,
         };
         let started = pd::start(&wire, prefill, decode).await?;
         let mut relay = Relay::new(
@@ -94,6 +95,7 @@ struct HttpPd<'a> {
     /// The sides' spans.
     prefill: CallSpan,
     decode: CallSpan,
+    received: tokio::time::Instant,
 }
 
 /// `response` if it is a success, else the failure it describes.
@@ -159,6 +161,10 @@ impl PdWire for HttpPd<'_> {
             // The decode side's error answer is relayed to the client as is.
             Ok(response)
         }
+    }
+
+    fn received(&self) -> (stats::Route, tokio::time::Instant) {
+        (stats::Route::Http, self.received)
     }
 
     fn abort_guard(&self, _: &Arc<Worker>) -> Option<AbortOnDrop> {

@@ -32,7 +32,7 @@ impl HttpRouter {
                 let body = body.clone();
                 async move {
                     let mut load = LoadGuard::new(worker.clone());
-                    stats::OVERHEAD[stats::Route::Http as usize]
+                    stats::overhead(stats::Route::Http, stats::Dispatch::Regular)
                         .observe(load.sent().saturating_duration_since(request.received));
                     self.policies.for_model(facts.model).record(&worker, facts);
                     trace.worker(&worker);
