@@ -837,6 +837,31 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_trace_endpoint_or_ratio_is_refused_naming_it() {
+        let mut c = Config::default();
+        for (endpoint, ok) in [
+            ("http://collector:4317", true),
+            ("https://collector:4317", true),
+            ("collector:4317", false),
+            ("grpc://collector:4317", false),
+            ("http://", false),
+        ] {
+            c.tracing.otlp_endpoint = Some(endpoint.into());
+            match c.validate() {
+                Ok(()) => assert!(ok, "{endpoint} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{endpoint}: {e}");
+                    assert!(e.to_string().contains("tracing.otlp_endpoint"), "{e}");
+                }
+            }
+        }
+        c.tracing.otlp_endpoint = None;
+        c.tracing.sample_ratio = 1.5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tracing.sample_ratio"), "{err}");
+    }
+
+    #[test]
     fn validate_names_the_bad_field() {
         let mut c = Config::default();
         c.health_check.timeout_ms = c.health_check.interval_ms + 1;

@@ -30,10 +30,12 @@ use opentelemetry::trace::{
     SpanContext, SpanKind, SpanRef, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+
+use tonic::transport::ClientTlsConfig;
 
 use crate::config::TracingConfig;
 use crate::worker::Worker;
@@ -60,15 +62,19 @@ impl Telemetry {
         let Some(endpoint) = config.otlp_endpoint.as_deref() else {
             return Ok((None, Tracer::default()));
         };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
-            .with_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| TracingError {
-                endpoint: endpoint.to_string(),
-                message: e.to_string(),
-            })?;
+            .with_timeout(Duration::from_secs(10));
+        if endpoint.starts_with("https://") {
+            // The system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured):
+            // without them the exporter's TLS would trust nothing.
+            exporter = exporter.with_tls_config(ClientTlsConfig::new().with_native_roots());
+        }
+        let exporter = exporter.build().map_err(|e| TracingError {
+            endpoint: endpoint.to_string(),
+            message: e.to_string(),
+        })?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             // A client's sampling decision (its traceparent's flag) is kept;

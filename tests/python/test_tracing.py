@@ -45,6 +45,7 @@ import switchyard_client  # noqa: E402
 from procs import SWITCHYARD, read_after, spawn, stop_all  # noqa: E402
 from test_engines import FakeEngine  # noqa: E402
 from test_openai_engines import make_tokenizer  # noqa: E402
+from test_tls import issue, make_ca  # noqa: E402
 
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 
@@ -52,12 +53,18 @@ SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     """An OTLP/gRPC trace receiver that keeps every span it is sent."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """`tls`: (certificate path, key path) to serve TLS with."""
         self.spans = []
         self.lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls:
+            with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+                credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        else:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
     def Export(self, request, context):
@@ -100,6 +107,18 @@ def parent_of(header):
     version, trace_id, span_id, flags = header.split("-")
     assert version == "00" and len(trace_id) == 32 and len(span_id) == 16 and flags == "01", header
     return trace_id, span_id
+
+
+def post_generate(http_addr, body, header):
+    """POST /generate with `body` and a `traceparent`; it must answer 200."""
+    request = urllib.request.Request(
+        f"http://{http_addr}/generate",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "traceparent": header},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 200
+        r.read()
 
 
 class HttpWorker(http.server.ThreadingHTTPServer):
@@ -241,15 +260,7 @@ def main():
         # --- HTTP in front of gRPC engines (SGLang's /generate shape, token
         # ids in): the client's trace goes on to the engine.
         trace_id, client_span, header = traceparent()
-        body = {"model": "llama", "input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 2}}
-        request = urllib.request.Request(
-            f"http://{http_addr}/generate",
-            data=json.dumps(body).encode(),
-            headers={"content-type": "application/json", "traceparent": header},
-        )
-        with urllib.request.urlopen(request, timeout=10) as r:
-            assert r.status == 200
-            r.read()
+        post_generate(http_addr, {"model": "llama", "input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 2}}, header)
         seen_trace, seen_parent = parent_of(engine.metadata[-1]["traceparent"])
         [span] = collector.in_trace(trace_id, 1)
         assert span.parent_span_id.hex() == client_span, "the HTTP client's span is the parent"
@@ -260,14 +271,7 @@ def main():
         worker = HttpWorker()
         add(worker.url, model_id="web")
         trace_id, client_span, header = traceparent()
-        request = urllib.request.Request(
-            f"http://{http_addr}/generate",
-            data=json.dumps({"model": "web", "text": "hello"}).encode(),
-            headers={"content-type": "application/json", "traceparent": header},
-        )
-        with urllib.request.urlopen(request, timeout=10) as r:
-            assert r.status == 200
-            r.read()
+        post_generate(http_addr, {"model": "web", "text": "hello"}, header)
         seen_trace, seen_parent = parent_of(worker.headers_seen[-1]["traceparent"])
         [span] = collector.in_trace(trace_id, 1)
         assert span.name == "/generate" and span.parent_span_id.hex() == client_span, span
@@ -306,6 +310,25 @@ def main():
                 assert out[-1].complete.finish_reason == "length"
                 time.sleep(0.2)  # exports are attempted and fail meanwhile
         print("ok: with the collector down, calls are served as before")
+
+        # --- A collector behind TLS (https://), its CA among the system's
+        # roots (SSL_CERT_FILE, as an operator's trust store would hold it).
+        ca = make_ca("collector")
+        secure = Collector(tls=issue(ca, "collector"))
+        secured = spawn(
+            [SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--worker", engine.url,
+             "--otlp-endpoint", f"https://localhost:{secure.port}"],
+            env={"OTEL_BSP_SCHEDULE_DELAY": "100", "SSL_CERT_FILE": ca[2]},
+        )
+        secured_addr = read_after(secured, "switchyard listening on")
+        trace_id, client_span, header = traceparent()
+        with grpc.insecure_channel(secured_addr) as ch:
+            request = sgl.GenerateRequest(request_id="secure", tokenized=sgl.TokenizedInput(input_ids=[1]))
+            list(sgl_grpc.SglangSchedulerStub(ch).Generate(request, metadata=[("traceparent", header)], timeout=10))
+        [span] = secure.in_trace(trace_id, 1)
+        assert span.parent_span_id.hex() == client_span
+        secure.server.stop(0)
+        print("ok: spans reach a collector over TLS (https://) trusted through the system's roots")
     finally:
         for fake in fakes:
             fake.stop()
