@@ -5,7 +5,11 @@
 //! so more tokens per KiB than a production tokenizer's), with the router's
 //! allocator (jemalloc).
 //!
-//! Run with: `cargo bench --bench tokenizer`
+//! Run with: `cargo bench --bench tokenizer`. To measure a production
+//! tokenizer instead of the sample, point `SWITCHYARD_BENCH_TOKENIZER` at its
+//! directory (`tokenizer.json` and `tokenizer_config.json` in the Hugging Face
+//! format); docs/BENCHMARKS.md says where the Llama 3 one measured there comes
+//! from.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -24,6 +28,9 @@ fn main() {
 fn tokenizer() -> Arc<ModelTokenizer> {
     static T: OnceLock<Arc<ModelTokenizer>> = OnceLock::new();
     T.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SWITCHYARD_BENCH_TOKENIZER") {
+            return Arc::new(ModelTokenizer::load(path.as_ref()).unwrap());
+        }
         let dir = tempfile::tempdir().unwrap();
         sample::write_sample(dir.path()).unwrap();
         Arc::new(ModelTokenizer::load(dir.path()).unwrap())

@@ -362,3 +362,48 @@ async fn a_pd_calls_overhead_is_a_series_of_its_own() {
     // Router-wide, and no other test of this file makes PD calls.
     assert_eq!(pd, Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn relayed_chunks_are_timed_on_their_way_through_the_router() {
+    let admin = start(test_config()).await;
+    // A token every millisecond: every chunk is waited for, and one wait
+    // in 16 is timed.
+    let worker = mock_with(MockConfig {
+        name: "paced".into(),
+        tokens: 160,
+        token_delay: Duration::from_millis(1),
+        ..MockConfig::default()
+    })
+    .await;
+    add(&admin, worker.url()).await;
+    let before = value(
+        &scrape(admin.addr).await,
+        "switchyard_router_chunk_overhead_seconds_count",
+        &[],
+    )
+    .unwrap();
+    let mut inference = switchyard::pb::inference_client::InferenceClient::new(admin.grpc.clone());
+    let mut stream = inference
+        .generate(request(MODEL, "x"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chunks = 0;
+    while stream.message().await.unwrap().is_some() {
+        chunks += 1;
+    }
+    assert!(chunks >= 160, "{chunks} messages");
+
+    let text = scrape(admin.addr).await;
+    let count = value(&text, "switchyard_router_chunk_overhead_seconds_count", &[]).unwrap();
+    let sum = value(&text, "switchyard_router_chunk_overhead_seconds_sum", &[]).unwrap();
+    // About one chunk in 16 (other tests of this file stream too, fewer
+    // chunks: never as many as would be timed if every chunk were).
+    let timed = count - before;
+    assert!(
+        (5.0..=60.0).contains(&timed),
+        "{timed} chunks timed\n{text}"
+    );
+    // A wake to the hand-over takes microseconds; far below the token gap.
+    assert!(sum / count < 0.001, "mean {} s", sum / count);
+}

@@ -274,6 +274,140 @@ async fn with_etcd_stopped_routing_continues_management_is_refused_and_all_conve
     .await;
 }
 
+/// A gRPC proxy in front of etcd that can hold `Watch` calls (every other
+/// call passes at once): a router behind it lists, and its watch reaches
+/// etcd only when the test lets it, after etcd has moved on.
+struct WatchGate {
+    addr: std::net::SocketAddr,
+    /// While true, Watch calls wait.
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Watch calls seen so far (held or passed).
+    watches: tokio::sync::watch::Receiver<usize>,
+}
+
+impl WatchGate {
+    async fn start(etcd_port: u16) -> WatchGate {
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hold, held) = tokio::sync::watch::channel(true);
+        let (seen, watches) = tokio::sync::watch::channel(0usize);
+        let client: Client<_, hyper::body::Incoming> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let (client, held, seen) = (client.clone(), held.clone(), seen.clone());
+                let service = hyper::service::service_fn(
+                    move |mut request: http::Request<hyper::body::Incoming>| {
+                        let (client, mut held, seen) = (client.clone(), held.clone(), seen.clone());
+                        async move {
+                            if request.uri().path() == "/etcdserverpb.Watch/Watch" {
+                                seen.send_modify(|n| *n += 1);
+                                held.wait_for(|hold| !hold).await.unwrap();
+                            }
+                            *request.uri_mut() =
+                                format!("http://127.0.0.1:{etcd_port}{}", request.uri().path())
+                                    .parse()
+                                    .unwrap();
+                            client.request(request).await
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service),
+                );
+            }
+        });
+        WatchGate {
+            addr,
+            hold,
+            watches,
+        }
+    }
+}
+
+/// etcd's own JSON gateway: its current revision, then a compaction at it.
+async fn compact(etcd: &Etcd) -> i64 {
+    let base = format!("http://127.0.0.1:{}/v3/kv", etcd.client_port);
+    let http = reqwest::Client::new();
+    let range: serde_json::Value = http
+        .post(format!("{base}/range"))
+        .json(&serde_json::json!({ "key": "AA==" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revision: i64 = range["header"]["revision"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let compacted = http
+        .post(format!("{base}/compaction"))
+        .json(&serde_json::json!({ "revision": revision.to_string(), "physical": true }))
+        .send()
+        .await
+        .unwrap();
+    assert!(compacted.status().is_success(), "{compacted:?}");
+    revision
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_fell_behind_a_compaction_lists_afresh() {
+    let etcd = Etcd::start().await;
+    let gate = WatchGate::start(etcd.client_port).await;
+    let direct = start_router_with(shared_config(&etcd.url("compact"))).await;
+    let gone = direct.add("grpc://127.0.0.1:23001", "m").await;
+
+    // The second router lists (and so knows `gone`), then its watch waits
+    // at the gate.
+    let behind = start_router_with(shared_config(&format!("etcd://{}/compact", gate.addr))).await;
+    assert_eq!(ids(&behind).await, std::slice::from_ref(&gone.id));
+    let mut watches = gate.watches.clone();
+    within(
+        Duration::from_secs(10),
+        "its watch reaches the gate",
+        async {
+            watches.wait_for(|n| *n >= 1).await.unwrap();
+        },
+    )
+    .await;
+
+    // Meanwhile the fleet changes and etcd compacts those changes away: a
+    // watch from the revision the router listed at cannot replay them.
+    direct.remove(&gone.id).await;
+    let kept = direct.add("grpc://127.0.0.1:23002", "m").await;
+    compact(&etcd).await;
+    assert_eq!(ids(&behind).await, std::slice::from_ref(&gone.id));
+
+    // Let the watch through: etcd answers that its start was compacted, and
+    // the router lists afresh (then watches again, from the new list).
+    gate.hold.send_replace(false);
+    eventually(
+        Duration::from_secs(10),
+        "the router behind converges",
+        || async { ids(&behind).await == std::slice::from_ref(&kept.id) },
+    )
+    .await;
+    within(Duration::from_secs(10), "it watches again", async {
+        watches.wait_for(|n| *n >= 2).await.unwrap();
+    })
+    .await;
+    // And follows later changes through that watch.
+    let later = direct.add("grpc://127.0.0.1:23003", "m").await;
+    eventually(Duration::from_secs(5), "it follows on", || async {
+        ids(&behind).await.contains(&later.id)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_etcd_stops_startup_unless_optional() {
     let port = free_port();

@@ -20,6 +20,7 @@ use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tokio_util::task::TaskTracker;
 
+use super::chunk_clock::ChunkClock;
 use super::RouteError;
 use crate::engines::translate::Responses;
 use crate::telemetry::CallSpan;
@@ -210,6 +211,8 @@ pub struct ProxyStream {
     _held: Box<dyn Send + Sync>,
     /// The call's span: marked failed by an error, ended on drop.
     trace: CallSpan,
+    /// Samples the router's delay per relayed chunk.
+    clock: ChunkClock,
 }
 
 impl ProxyStream {
@@ -239,6 +242,7 @@ impl ProxyStream {
             translate: None,
             _held: held,
             trace: CallSpan::default(),
+            clock: ChunkClock::default(),
         }
     }
 
@@ -356,7 +360,9 @@ impl ProxyStream {
             let Some(upstream) = this.upstream.as_mut() else {
                 return Poll::Ready(None);
             };
-            let polled = Pin::new(upstream).poll_next(cx);
+            let polled = this
+                .clock
+                .poll(cx, |cx| Pin::new(&mut *upstream).poll_next(cx));
             if let (Poll::Ready(Some(Ok(_))), Some(idle)) = (&polled, this.idle.as_mut()) {
                 idle.heard = true;
             }

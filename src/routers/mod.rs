@@ -8,6 +8,7 @@
 //! keeps a worker list of its own.
 
 pub mod call;
+mod chunk_clock;
 pub mod grpc;
 pub mod http;
 mod inflight;

@@ -20,6 +20,13 @@ pub const OVERHEAD_BUCKETS: [f64; 16] = [
     0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Upper bounds (seconds) of the per-chunk delay histogram's buckets: from
+/// a microsecond to a tenth of a second.
+pub const CHUNK_BUCKETS: [f64; 16] = [
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
 /// A latency histogram of fixed buckets, written with relaxed atomics.
 #[derive(Debug)]
 pub struct Histogram {
@@ -74,6 +81,15 @@ static OVERHEAD: [[Histogram; 2]; 2] = [
 /// The overhead histogram of calls from `route` dispatched as `dispatch`.
 pub fn overhead(route: Route, dispatch: Dispatch) -> &'static Histogram {
     &OVERHEAD[route as usize][dispatch as usize]
+}
+
+/// From a worker's chunk waking its relayed stream to the stream handing
+/// it to the client's connection, sampled (`routers::chunk_clock`).
+static CHUNK_OVERHEAD: Histogram = Histogram::new(&CHUNK_BUCKETS);
+
+/// The sampled per-chunk delay of relayed gRPC streams.
+pub fn chunk_overhead() -> &'static Histogram {
+    &CHUNK_OVERHEAD
 }
 
 /// A histogram's values at one moment, cumulative as exposition wants them.
