@@ -11,7 +11,9 @@
 #
 # Usage: bash bench/chat.sh     (DURATION=10, CONCURRENCY=16, TOKENS=64,
 #   TARGETS="switchyard smg"; SMG=path to an `smg` binary, else it is
-#   pip-installed into bench/.smg-venv; PERF=1 needs Linux perf)
+#   pip-installed into bench/.smg-venv; PERF=1 needs Linux perf;
+#   SEQUENTIAL=N: instead of the load generator, N requests one after
+#   another from bench/chat_cpu.py, each router's CPU net of its idle CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +77,10 @@ for target in $TARGETS; do
     switchyard) port=$HTTP_PORT; pid=$ROUTER_PID ;;
     smg) port=$SMG_PORT; pid=$SMG_PID ;;
   esac
+  if [ -n "${SEQUENTIAL:-}" ]; then
+    echo "$target: $(python3 bench/chat_cpu.py "$pid" "$port" "$SEQUENTIAL" "$TOKENS")"
+    continue
+  fi
   load "$port" 2 >/dev/null
   before=$(ticks "$pid")
   if [ "${PERF:-0}" = 1 ] && [ "$target" = switchyard ]; then

@@ -14,7 +14,8 @@
 #   ROUTER_ARGS="--registry etcd://127.0.0.1:2379/bench": more router flags;
 #   LOADGEN_ARGS="--deadline-ms 60000" to give every call a deadline;
 #   ENGINE=sglang or vllm: the worker a mock of that engine, the calls in
-#   its protocol)
+#   its protocol; KEEP=DIR keeps each callgrind profile there, for
+#   callgrind_annotate)
 #   Per streamed chunk: TOKENS=32 TOKEN_DELAY_MS=1 CONCURRENCY=4 CALLS=400
 #   (the worker paces its tokens, so each arrives and is relayed alone, as
 #   in real time; unpaced, the slowed-down proxy finds many chunks per read)
@@ -54,6 +55,7 @@ count() {
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$out".1 "$KEEP/callgrind-$name-$tokens"
   local total
   total=$(callgrind_annotate "$out".1 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   python3 - "$WORK/load.json" "$name" "$tokens" "$total" "$CALLS" <<'PY'

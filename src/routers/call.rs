@@ -360,9 +360,14 @@ impl ProxyStream {
             let Some(upstream) = this.upstream.as_mut() else {
                 return Poll::Ready(None);
             };
-            let polled = this
-                .clock
-                .poll(cx, |cx| Pin::new(&mut *upstream).poll_next(cx));
+            let polled = match this.clock.waker(cx) {
+                Some(timed) => Pin::new(upstream).poll_next(&mut Context::from_waker(timed)),
+                None => Pin::new(upstream).poll_next(cx),
+            };
+            this.clock.polled(
+                polled.is_pending(),
+                matches!(polled, Poll::Ready(Some(Ok(_)))),
+            );
             if let (Poll::Ready(Some(Ok(_))), Some(idle)) = (&polled, this.idle.as_mut()) {
                 idle.heard = true;
             }

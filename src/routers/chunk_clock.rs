@@ -13,7 +13,7 @@
 //! chunks are always there when polled never waits and is never timed.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::time::Instant;
 
 use crate::worker::stats;
@@ -52,13 +52,17 @@ impl Wake for Stamp {
     }
 }
 
-/// A relayed stream's sampler (see the module's documentation).
+/// A relayed stream's sampler (see the module's documentation). Used as
+/// `clock.waker(cx)` to choose the waker for one poll of the worker's
+/// stream, then `clock.polled(..)` with what that poll found.
 #[derive(Debug, Default)]
 pub struct ChunkClock {
     /// Polls that found nothing.
     waits: u32,
     /// The next polls are made with the stamp's waker.
     armed: bool,
+    /// This poll is made with the stamp's waker.
+    armed_poll: bool,
     /// Made at the first timed wait and reused by the next ones.
     stamp: Option<(Arc<Stamp>, Waker)>,
     /// The worker's connection holds the stamp's waker: the next poll
@@ -67,52 +71,55 @@ pub struct ChunkClock {
 }
 
 impl ChunkClock {
-    /// Polls the worker's stream through `poll`, with the timing waker when
-    /// armed, and counts the delay of a chunk that a timed wait ends with
-    /// (a chunk: not the stream's end or an error).
-    pub fn poll<B, E>(
-        &mut self,
-        cx: &mut Context<'_>,
-        poll: impl FnOnce(&mut Context<'_>) -> Poll<Option<Result<B, E>>>,
-    ) -> Poll<Option<Result<B, E>>> {
-        if self.armed {
-            let (stamp, waker) = self.stamp.get_or_insert_with(|| {
-                let stamp = Arc::new(Stamp::default());
-                let waker = Waker::from(stamp.clone());
-                (stamp, waker)
-            });
-            {
-                let mut state = stamp.inner.lock().unwrap_or_else(PoisonError::into_inner);
-                state.woken = None;
-                match &state.waker {
-                    Some(held) if held.will_wake(cx.waker()) => {}
-                    _ => state.waker = Some(cx.waker().clone()),
-                }
-            }
-            let polled = poll(&mut Context::from_waker(waker));
-            if polled.is_pending() {
+    /// The waker to poll the worker's stream with this time: the stamp's,
+    /// when armed; `None`, the task's own.
+    #[inline]
+    pub fn waker(&mut self, cx: &Context<'_>) -> Option<&Waker> {
+        if !self.armed {
+            return None;
+        }
+        Some(self.arm(cx))
+    }
+
+    #[cold]
+    fn arm(&mut self, cx: &Context<'_>) -> &Waker {
+        self.armed_poll = true;
+        let (stamp, waker) = self.stamp.get_or_insert_with(|| {
+            let stamp = Arc::new(Stamp::default());
+            let waker = Waker::from(stamp.clone());
+            (stamp, waker)
+        });
+        let mut state = stamp.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        state.woken = None;
+        match &state.waker {
+            Some(held) if held.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        waker
+    }
+
+    /// What the poll found: nothing (`pending`), or a `chunk` (not the
+    /// stream's end or an error), whose delay is counted if a timed wait
+    /// ends with it.
+    #[inline]
+    pub fn polled(&mut self, pending: bool, chunk: bool) {
+        if std::mem::take(&mut self.armed_poll) {
+            if pending {
+                // The worker's connection holds the stamp's waker now.
                 self.armed = false;
                 self.timing = true;
             }
-            return polled;
+        } else if pending {
+            self.waits = self.waits.wrapping_add(1);
+            self.armed = self.waits % SAMPLE_EVERY == 0;
+            self.timing = false;
+        } else if std::mem::take(&mut self.timing) && chunk {
+            self.observe();
         }
-        let polled = poll(cx);
-        match &polled {
-            Poll::Pending => {
-                self.waits = self.waits.wrapping_add(1);
-                self.armed = self.waits % SAMPLE_EVERY == 0;
-                self.timing = false;
-            }
-            Poll::Ready(Some(Ok(_))) if self.timing => {
-                self.timing = false;
-                self.observe();
-            }
-            Poll::Ready(_) => self.timing = false,
-        }
-        polled
     }
 
     /// Counts the time since the stamp was woken, if it was.
+    #[cold]
     fn observe(&self) {
         let Some((stamp, _)) = &self.stamp else {
             return;
