@@ -366,12 +366,12 @@ async fn a_pd_calls_overhead_is_a_series_of_its_own() {
 #[tokio::test]
 async fn relayed_chunks_are_timed_on_their_way_through_the_router() {
     let admin = start(test_config()).await;
-    // A token every millisecond: every chunk is waited for, and one wait
-    // in 16 is timed.
+    // A token every 10 ms: every chunk is waited for, and one wait in 16
+    // is timed.
     let worker = mock_with(MockConfig {
         name: "paced".into(),
         tokens: 160,
-        token_delay: Duration::from_millis(1),
+        token_delay: Duration::from_millis(10),
         ..MockConfig::default()
     })
     .await;
@@ -404,6 +404,8 @@ async fn relayed_chunks_are_timed_on_their_way_through_the_router() {
         (5.0..=60.0).contains(&timed),
         "{timed} chunks timed\n{text}"
     );
-    // A wake to the hand-over takes microseconds; far below the token gap.
-    assert!(sum / count < 0.001, "mean {} s", sum / count);
+    // From the wake to the hand-over, not the wait for the token: well
+    // under the 10 ms between tokens (microseconds, unless the machine is
+    // very busy).
+    assert!(sum / count < 0.005, "mean {} s", sum / count);
 }
