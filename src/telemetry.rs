@@ -78,17 +78,19 @@ impl Telemetry {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             // A client's sampling decision (its traceparent's flag) is kept;
-            // traces that start here are sampled at the configured ratio.
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
+            // a trace that starts here reaches the SDK only once
+            // `Tracer::call` has sampled it at the configured ratio.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(
                 Resource::builder()
                     .with_service_name(config.service_name.clone())
                     .build(),
             )
             .build();
-        let tracer = Tracer(Some(provider.tracer("switchyard")));
+        let tracer = Tracer(Some(Sdk {
+            tracer: provider.tracer("switchyard"),
+            ratio: config.sample_ratio,
+        }));
         Ok((Some(Telemetry { provider }), tracer))
     }
 
@@ -102,7 +104,14 @@ impl Telemetry {
 
 /// Starts calls' spans; the default is off.
 #[derive(Debug, Clone, Default)]
-pub struct Tracer(Option<SdkTracer>);
+pub struct Tracer(Option<Sdk>);
+
+#[derive(Debug, Clone)]
+struct Sdk {
+    tracer: SdkTracer,
+    /// The share of calls arriving without a trace that start one.
+    ratio: f64,
+}
 
 impl Tracer {
     /// The span of one call named `name` (the method or route) with
@@ -114,13 +123,18 @@ impl Tracer {
         headers: &HeaderMap,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> CallSpan {
-        let Some(tracer) = &self.0 else {
+        let Some(Sdk { tracer, ratio }) = &self.0 else {
             return CallSpan::default();
         };
         let parent = if headers.contains_key(TRACEPARENT_HEADER) {
             TraceContextPropagator::new().extract(&Extract(headers))
-        } else {
+        } else if *ratio >= 1.0 || (*ratio > 0.0 && rand::random::<f64>() < *ratio) {
             Context::new()
+        } else {
+            // Not sampled, and no client to tell: no span at all (a span the
+            // SDK would not record costs as much to start as the rest of
+            // the call's tracing).
+            return CallSpan::default();
         };
         let continued = parent.span().span_context().is_valid();
         let span = tracer
@@ -322,12 +336,32 @@ mod tests {
         }
     }
 
+    /// A tracer as `Telemetry::start` makes it, sampling at `ratio`.
+    fn tracer(ratio: f64) -> Tracer {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+            .build();
+        Tracer(Some(Sdk {
+            tracer: provider.tracer("test"),
+            ratio,
+        }))
+    }
+
+    #[test]
+    fn calls_without_a_trace_start_one_at_the_ratio() {
+        let all = tracer(1.0).call("Generate", &HeaderMap::new(), Vec::new);
+        assert!(all.is_on());
+        assert!(all.traceparent().unwrap().to_str().unwrap().ends_with("-01"));
+        let some = tracer(0.5);
+        let sampled = (0..2_000)
+            .filter(|_| some.call("Generate", &HeaderMap::new(), Vec::new).is_on())
+            .count();
+        assert!((800..1_200).contains(&sampled), "{sampled} of 2,000 at 0.5");
+    }
+
     #[test]
     fn an_unsampled_trace_started_here_is_not_announced_but_a_clients_is_passed_on() {
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
-            .build();
-        let tracer = Tracer(Some(provider.tracer("test")));
+        let tracer = tracer(0.0);
         let root = tracer.call("Generate", &HeaderMap::new(), Vec::new);
         assert!(!root.is_on());
         assert!(root.traceparent().is_none() && root.child("decode").traceparent().is_none());
@@ -364,8 +398,7 @@ mod tests {
 
     #[test]
     fn a_call_span_continues_the_clients_trace_and_names_itself_to_the_worker() {
-        let provider = SdkTracerProvider::builder().build();
-        let tracer = Tracer(Some(provider.tracer("test")));
+        let tracer = tracer(0.0);
         let mut client = HeaderMap::new();
         client.insert(
             TRACEPARENT,
