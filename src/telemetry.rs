@@ -12,9 +12,10 @@
 //! the router started and did not sample is not announced to workers.
 //!
 //! Sampling: a client's `traceparent` decides for its calls; of the rest,
-//! `sample_ratio` (default 0.01) are sampled. A sampled call costs about a
-//! quarter more router instructions, an unsampled one about 3% (see
-//! docs/BENCHMARKS.md).
+//! `sample_ratio` (default 0.01) are sampled, decided before any span is
+//! made: an unsampled call without a client trace has no span and costs a
+//! random draw. A sampled call costs about a quarter more router
+//! instructions (see docs/BENCHMARKS.md).
 //!
 //! Spans are batched and exported from a background thread; when the
 //! collector cannot keep up, the batch queue (2,048 spans) drops the
