@@ -352,7 +352,12 @@ mod tests {
     fn calls_without_a_trace_start_one_at_the_ratio() {
         let all = tracer(1.0).call("Generate", &HeaderMap::new(), Vec::new);
         assert!(all.is_on());
-        assert!(all.traceparent().unwrap().to_str().unwrap().ends_with("-01"));
+        assert!(all
+            .traceparent()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with("-01"));
         let some = tracer(0.5);
         let sampled = (0..2_000)
             .filter(|_| some.call("Generate", &HeaderMap::new(), Vec::new).is_on())

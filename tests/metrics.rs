@@ -375,7 +375,7 @@ async fn relayed_chunks_are_timed_on_their_way_through_the_router() {
         ..MockConfig::default()
     })
     .await;
-    add(&admin, worker.url()).await;
+    let added = add(&admin, worker.url()).await;
     let before = value(
         &scrape(admin.addr).await,
         "switchyard_router_chunk_overhead_seconds_count",
@@ -393,6 +393,18 @@ async fn relayed_chunks_are_timed_on_their_way_through_the_router() {
         chunks += 1;
     }
     assert!(chunks >= 160, "{chunks} messages");
+    // Every one of them counted for the worker once the call ended (a
+    // chunk may carry more than one message, never fewer than one).
+    let relayed = value(
+        &scrape(admin.addr).await,
+        "switchyard_worker_chunks_relayed_total",
+        &[&format!("worker=\"{}\"", added.id)],
+    )
+    .unwrap();
+    assert!(
+        (80.0..=f64::from(chunks)).contains(&relayed),
+        "{relayed} chunks of {chunks} messages"
+    );
 
     let text = scrape(admin.addr).await;
     let count = value(&text, "switchyard_router_chunk_overhead_seconds_count", &[]).unwrap();

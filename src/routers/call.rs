@@ -213,6 +213,8 @@ pub struct ProxyStream {
     trace: CallSpan,
     /// Samples the router's delay per relayed chunk.
     clock: ChunkClock,
+    /// Chunks relayed so far, added to the worker's count at the end.
+    chunks: u64,
 }
 
 impl ProxyStream {
@@ -243,6 +245,7 @@ impl ProxyStream {
             _held: held,
             trace: CallSpan::default(),
             clock: ChunkClock::default(),
+            chunks: 0,
         }
     }
 
@@ -288,6 +291,19 @@ impl ProxyStream {
         // Dropping the upstream stream resets the call on the worker.
         self.upstream = None;
         self.deadline = None;
+        // Counted before the client hears the end.
+        self.count_chunks();
+    }
+
+    /// Adds the chunks relayed so far to the worker's count.
+    fn count_chunks(&mut self) {
+        let chunks = std::mem::take(&mut self.chunks);
+        if chunks > 0 {
+            self.worker
+                .stats()
+                .chunks
+                .fetch_add(chunks, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// `chunk` as the client gets it: translated, if this stream translates
@@ -338,6 +354,7 @@ impl Stream for ProxyStream {
 
 impl Drop for ProxyStream {
     fn drop(&mut self) {
+        self.count_chunks();
         if self.upstream.is_some() && self.trace.is_on() {
             self.trace.event("cancelled", Vec::new);
             self.trace
@@ -350,6 +367,7 @@ impl ProxyStream {
     fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RouteError>>> {
         let this = self;
         if let Some(first) = this.first.take() {
+            this.chunks += 1;
             match this.outgoing(first) {
                 Ok(Some(out)) => return Poll::Ready(Some(Ok(out))),
                 Ok(None) => {}
@@ -364,10 +382,9 @@ impl ProxyStream {
                 Some(timed) => Pin::new(upstream).poll_next(&mut Context::from_waker(timed)),
                 None => Pin::new(upstream).poll_next(cx),
             };
-            this.clock.polled(
-                polled.is_pending(),
-                matches!(polled, Poll::Ready(Some(Ok(_)))),
-            );
+            let chunk = matches!(polled, Poll::Ready(Some(Ok(_))));
+            this.chunks += u64::from(chunk);
+            this.clock.polled(polled.is_pending(), chunk);
             if let (Poll::Ready(Some(Ok(_))), Some(idle)) = (&polled, this.idle.as_mut()) {
                 idle.heard = true;
             }

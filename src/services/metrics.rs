@@ -253,6 +253,18 @@ impl Collector for RouterCollector {
                 .map(|w| (labelled(w), w.stats().first_answer.snapshot())),
         )?;
 
+        counter(
+            &mut encoder,
+            "worker_chunks_relayed",
+            "Chunks of the worker's gRPC streams relayed to clients (one read from the worker each), counted when each call ends.",
+            workers.iter().map(|w| {
+                (
+                    labelled(w),
+                    w.stats().chunks.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            }),
+        )?;
+
         // The router.
         histogram(
             &mut encoder,

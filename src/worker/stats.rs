@@ -204,6 +204,9 @@ pub struct WorkerStats {
     pub first_answer: Histogram,
     /// Failed health checks.
     pub check_failures: AtomicU64,
+    /// Chunks of its gRPC streams relayed to clients (what one read from
+    /// the worker brought), added when each call ends.
+    pub chunks: AtomicU64,
 }
 
 impl WorkerStats {
