@@ -129,21 +129,23 @@ impl Tracer {
         };
         let parent = if headers.contains_key(TRACEPARENT_HEADER) {
             TraceContextPropagator::new().extract(&Extract(headers))
-        } else if *ratio >= 1.0 || (*ratio > 0.0 && rand::random::<f64>() < *ratio) {
-            Context::new()
         } else {
-            // Not sampled, and no client to tell: no span at all (a span the
-            // SDK would not record costs as much to start as the rest of
-            // the call's tracing).
-            return CallSpan::default();
+            Context::new()
         };
-        let continued = parent.span().span_context().is_valid();
+        // No client trace (none sent, or one that does not parse): sampled
+        // here at the ratio, and if not, no span at all (a span the SDK
+        // would not record costs as much to start as the rest of the call's
+        // tracing, and there is no client decision to pass on).
+        let sampled_here = || *ratio >= 1.0 || (*ratio > 0.0 && rand::random::<f64>() < *ratio);
+        if !(parent.span().span_context().is_valid() || sampled_here()) {
+            return CallSpan::default();
+        }
         let span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
             .with_attributes(attributes())
             .start_with_context(tracer, &parent);
-        CallSpan::new(tracer, parent.with_span(span), continued)
+        CallSpan::new(tracer, parent.with_span(span))
     }
 }
 
@@ -152,7 +154,9 @@ impl Tracer {
 #[derive(Debug, Clone, Default)]
 pub struct CallSpan(Option<Box<Traced>>);
 
-/// A span and what makes its children.
+/// A span and what makes its children. Every span is passed on to
+/// workers: it continues a client's trace (whose decision, sampled or not,
+/// the worker must hear) or is one the router started and sampled.
 #[derive(Debug, Clone)]
 struct Traced {
     tracer: SdkTracer,
@@ -161,31 +165,21 @@ struct Traced {
     /// Whether the span is sampled: attributes and events are kept only
     /// then, so an unsampled call skips making them.
     recording: bool,
-    /// Whether workers are sent a `traceparent`: when the span is sampled,
-    /// or continues a client's trace (whose decision, sampled or not, the
-    /// worker must hear). A trace the router started and did not sample
-    /// is not announced: the header would cost every such call its
-    /// encoding, for a worker to learn that nobody records it.
-    propagate: bool,
 }
 
 impl CallSpan {
-    fn new(tracer: &SdkTracer, cx: Context, continued: bool) -> CallSpan {
+    fn new(tracer: &SdkTracer, cx: Context) -> CallSpan {
         let recording = cx.span().is_recording();
         CallSpan(Some(Box::new(Traced {
             tracer: tracer.clone(),
             cx,
             recording,
-            propagate: recording || continued,
         })))
     }
 
-    /// The span's context, if workers are to hear of it.
+    /// The span's context, for workers to hear of it.
     fn propagated(&self) -> Option<&Context> {
-        self.0
-            .as_ref()
-            .filter(|inner| inner.propagate)
-            .map(|inner| &inner.cx)
+        self.0.as_ref().map(|inner| &inner.cx)
     }
 
     /// The span, if it is sampled.
@@ -241,11 +235,7 @@ impl CallSpan {
             .span_builder(name)
             .with_kind(SpanKind::Client)
             .start_with_context(&inner.tracer, &inner.cx);
-        let mut child = CallSpan::new(&inner.tracer, inner.cx.with_span(span), false);
-        if let Some(traced) = child.0.as_mut() {
-            traced.propagate |= inner.propagate;
-        }
-        child
+        CallSpan::new(&inner.tracer, inner.cx.with_span(span))
     }
 
     /// Writes this span's `traceparent` (and `tracestate`, if any) into
@@ -379,6 +369,12 @@ mod tests {
         );
         let continued = tracer.call("Generate", &client, Vec::new);
         assert!(!continued.is_on(), "the client did not sample it");
+        // A traceparent that does not parse is no client decision: the
+        // ratio decides, as for a call without one.
+        let mut garbage = HeaderMap::new();
+        garbage.insert(TRACEPARENT, HeaderValue::from_static("00-not-a-trace-01"));
+        let unparsed = tracer.call("Generate", &garbage, Vec::new);
+        assert!(!unparsed.is_on() && unparsed.traceparent().is_none());
         for sent in [
             continued.traceparent(),
             continued.child("prefill").traceparent(),

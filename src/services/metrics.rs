@@ -294,7 +294,7 @@ impl Collector for RouterCollector {
         histogram(
             &mut encoder,
             "router_chunk_overhead_seconds",
-            "From a worker's chunk waking its relayed gRPC stream to the router handing it to the client's connection; one poll of a stream in 16 sampled.",
+            "From a worker's chunk waking its relayed gRPC stream to the router handing it to the client's connection; one wait on the worker in 16 is timed.",
             [(vec![], stats::chunk_overhead().snapshot())],
         )?;
         gauge(
