@@ -17,6 +17,7 @@
 //! reason, which text requests for it are refused with.
 
 mod detokenizer;
+mod fast;
 pub mod fetch;
 pub mod sample;
 
@@ -93,6 +94,8 @@ pub struct ChatMessage {
 /// A model's tokenizer and chat template.
 pub struct ModelTokenizer {
     inner: tokenizers::Tokenizer,
+    /// The quicker way to the same ids, for byte-level BPE tokenizers.
+    fast: Option<fast::FastEncoder>,
     template: Option<String>,
     bos_token: String,
     eos_token: String,
@@ -103,6 +106,7 @@ impl std::fmt::Debug for ModelTokenizer {
         f.debug_struct("ModelTokenizer")
             .field("vocab", &self.inner.get_vocab_size(true))
             .field("chat_template", &self.template.is_some())
+            .field("fast_path", &self.fast.is_some())
             .finish()
     }
 }
@@ -172,6 +176,7 @@ impl ModelTokenizer {
             }
         };
         Ok(ModelTokenizer {
+            fast: fast::FastEncoder::for_tokenizer(&inner),
             inner,
             template,
             bos_token: token_text(config.get("bos_token")),
@@ -182,10 +187,14 @@ impl ModelTokenizer {
     /// Token ids of `text`; `special` adds the tokenizer's special tokens
     /// (BOS and the like) as its post-processor says.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, TokenizerError> {
-        self.inner
-            .encode_fast(text, special)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| TokenizerError::Failed(e.to_string()))
+        match &self.fast {
+            Some(fast) => fast.encode(&self.inner, text, special),
+            None => self
+                .inner
+                .encode_fast(text, special)
+                .map(|e| e.get_ids().to_vec()),
+        }
+        .map_err(|e| TokenizerError::Failed(e.to_string()))
     }
 
     /// The text of `ids`.
