@@ -5,11 +5,12 @@
 //! so more tokens per KiB than a production tokenizer's), with the router's
 //! allocator (jemalloc).
 //!
-//! Run with: `cargo bench --bench tokenizer`. To measure a production
-//! tokenizer instead of the sample, point `SWITCHYARD_BENCH_TOKENIZER` at its
-//! directory (`tokenizer.json` and `tokenizer_config.json` in the Hugging Face
-//! format); docs/BENCHMARKS.md says where the Llama 3 one measured there comes
-//! from.
+//! Run with: `cargo bench --bench tokenizer` (it also tokenizes the prompt
+//! with the `tokenizers` crate alone, for comparison with the router's fast
+//! path). To measure a production tokenizer instead of the sample, point
+//! `SWITCHYARD_BENCH_TOKENIZER` at its directory (`tokenizer.json` and
+//! `tokenizer_config.json` in the Hugging Face format); docs/BENCHMARKS.md
+//! says where the Llama 3 one measured there comes from.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -25,17 +26,28 @@ fn main() {
     divan::main();
 }
 
-fn tokenizer() -> Arc<ModelTokenizer> {
-    static T: OnceLock<Arc<ModelTokenizer>> = OnceLock::new();
+/// The tokenizer measured, as the router loads it, and the same
+/// `tokenizer.json` as the `tokenizers` crate alone loads it.
+fn tokenizers() -> &'static (Arc<ModelTokenizer>, tokenizers::Tokenizer) {
+    static T: OnceLock<(Arc<ModelTokenizer>, tokenizers::Tokenizer)> = OnceLock::new();
     T.get_or_init(|| {
+        let load = |dir: &std::path::Path| {
+            (
+                Arc::new(ModelTokenizer::load(dir).unwrap()),
+                tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap(),
+            )
+        };
         if let Some(path) = std::env::var_os("SWITCHYARD_BENCH_TOKENIZER") {
-            return Arc::new(ModelTokenizer::load(path.as_ref()).unwrap());
+            return load(path.as_ref());
         }
         let dir = tempfile::tempdir().unwrap();
         sample::write_sample(dir.path()).unwrap();
-        Arc::new(ModelTokenizer::load(dir.path()).unwrap())
+        load(dir.path())
     })
-    .clone()
+}
+
+fn tokenizer() -> Arc<ModelTokenizer> {
+    tokenizers().0.clone()
 }
 
 /// 1 KiB of English-like text with a few multi-byte characters.
@@ -60,6 +72,14 @@ fn prompt() -> String {
 fn tokenize_1kib_prompt(b: divan::Bencher) {
     let (t, p) = (tokenizer(), prompt());
     b.bench(|| t.encode(divan::black_box(&p), false).unwrap());
+}
+
+/// The same prompt the way the router tokenized it before its fast path
+/// for byte-level BPE tokenizers: the `tokenizers` crate's `encode_fast`.
+#[divan::bench]
+fn tokenize_1kib_prompt_with_the_crate_alone(b: divan::Bencher) {
+    let (t, p) = (&tokenizers().1, prompt());
+    b.bench(|| t.encode_fast(divan::black_box(p.as_str()), false).unwrap());
 }
 
 #[divan::bench]

@@ -23,7 +23,7 @@
 //! regex. Any other tokenizer goes the crate's usual way.
 
 use regex_automata::meta::Regex;
-use regex_automata::Input;
+use regex_automata::{Anchored, Input};
 use tokenizers::{
     Encoding, Model, ModelWrapper, NormalizerWrapper, OffsetReferential, OffsetType,
     PostProcessorWrapper, Tokenizer,
@@ -123,8 +123,15 @@ impl FastEncoder {
     /// The piece of `text` that starts at `at`: the next match, or the text
     /// before it when the expression skipped some.
     fn next_piece(&self, text: &str, at: usize) -> (usize, usize) {
-        let Some(found) = self.pieces.search(&Input::new(text).range(at..)) else {
-            return (at, text.len());
+        // Almost always a piece starts where the last one ended: an anchored
+        // search finds it without searching backwards for its start.
+        let input = Input::new(text).range(at..);
+        let found = match self.pieces.search(&input.clone().anchored(Anchored::Yes)) {
+            Some(found) => found,
+            None => match self.pieces.search(&input) {
+                Some(found) => found,
+                None => return (at, text.len()),
+            },
         };
         if found.start() > at {
             return (at, found.start());
