@@ -187,10 +187,15 @@ fn same(key: &[u8], presented: &[u8]) -> bool {
     if key.len() != presented.len() {
         return false;
     }
-    let diff = key
+    // Eight bytes at a time (a byte at a time was most of a key check).
+    let (key_words, key_rest) = key.as_chunks::<8>();
+    let (words, rest) = presented.as_chunks::<8>();
+    let diff = key_words.iter().zip(words).fold(0u64, |acc, (x, y)| {
+        acc | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+    }) | key_rest
         .iter()
-        .zip(presented)
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        .zip(rest)
+        .fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -268,8 +273,13 @@ impl Keys {
 
     /// Removes the headers a worker must not see.
     pub fn strip(&self, headers: &mut HeaderMap) {
+        // Looking through the request's few names costs less than a removal
+        // (which hashes the name and probes), and most requests carry none
+        // of these.
         for name in &self.strip {
-            headers.remove(name);
+            if headers.keys().any(|k| k == name) {
+                headers.remove(name);
+            }
         }
     }
 
