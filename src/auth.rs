@@ -360,6 +360,40 @@ mod tests {
     }
 
     #[test]
+    fn a_key_differing_in_any_byte_is_refused() {
+        let k = keys();
+        let key = "client-key-0123456789";
+        for at in 0..key.len() {
+            let mut wrong = key.as_bytes().to_vec();
+            wrong[at] ^= 1;
+            let wrong = String::from_utf8(wrong).unwrap();
+            assert_eq!(
+                k.check(&bearer(&wrong), Role::Client),
+                Err(Denied::Invalid),
+                "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_listed_headers_are_stripped() {
+        let k = keys();
+        let mut h = bearer("client-key-0123456789");
+        h.insert("cookie", "a=b".parse().unwrap());
+        h.insert("x-api-key", "k".parse().unwrap());
+        h.insert("traceparent", "t".parse().unwrap());
+        k.strip(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["traceparent"]
+        );
+        let mut none = HeaderMap::new();
+        none.insert("te", "trailers".parse().unwrap());
+        k.strip(&mut none);
+        assert_eq!(none.len(), 1);
+    }
+
+    #[test]
     fn no_keys_is_open_and_admin_only_leaves_inference_open() {
         let open = Keys::new(&AuthConfig::default());
         assert_eq!(open.check(&HeaderMap::new(), Role::Admin), Ok(()));
