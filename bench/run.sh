@@ -11,7 +11,8 @@
 #        ROUTER_ARGS and NGINX_WORKERS: see below; TOKENS="1 256" and
 #        CONCURRENCY="1 64" pick the cases; TARGETS="direct switchyard
 #        nginx h2-floor" the proxies, direct first; ENGINE=sglang or vllm
-#        makes the worker a mock of that engine and the load its protocol)
+#        makes the worker a mock of that engine and the load its protocol;
+#        ROUTER_BIN=another router build)
 # Installs nginx from Debian's packages if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ ENGINE=${ENGINE:-switchyard}
 RUST_LOG=warn target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --tokens 1 --engine "$ENGINE" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 WORKER_PID=$!
-RUST_LOG=warn target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" \
+RUST_LOG=warn "${ROUTER_BIN:-target/release/switchyard}" serve --grpc-listen "127.0.0.1:$ROUTER_PORT" \
   --worker "grpc://127.0.0.1:$WORKER_PORT" --model bench --engine "$ENGINE" ${ROUTER_ARGS:-} >"$WORK/router.log" 2>&1 &
 PIDS+=($!)
 ROUTER_PID=$!

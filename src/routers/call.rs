@@ -276,9 +276,8 @@ impl ProxyStream {
     }
 
     /// Holds the router's `permit` for the call until the stream ends.
-    pub fn with_permit(mut self, permit: OwnedSemaphorePermit) -> Self {
+    pub fn hold_permit(&mut self, permit: OwnedSemaphorePermit) {
         self._permit = Some(permit);
-        self
     }
 
     /// Ties a companion call to this stream's fate (see [`Companion`]).

@@ -131,16 +131,15 @@ impl InferenceService {
             .generate(protocol, headers, message)
             .instrument(span.clone())
             .await;
-        let (headers, stream) = result.map_err(|err| {
+        let (headers, mut stream) = result.map_err(|err| {
             let status = Status::from(err);
             span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
             status
         })?;
         // The permit goes with the response, released when it ends.
-        let stream = match permit {
-            Some(permit) => stream.with_permit(permit),
-            None => stream,
-        };
+        if let Some(permit) = permit {
+            stream.hold_permit(permit);
+        }
         Ok(grpc_response(headers, GrpcBody::relay(stream)))
     }
 
@@ -171,22 +170,28 @@ impl InferenceService {
         })
     }
 
-    /// Answers one call; errors become trailers-only responses, as a gRPC
-    /// server's do.
+    /// The answer to a request that is not gRPC (by its content type), as
+    /// gRPC servers answer one: HTTP 415. Checked before [`serve`](Self::serve),
+    /// with the other checks that need no waiting.
+    pub fn refuse_unless_grpc(headers: &HeaderMap) -> Option<http::Response<GrpcBody>> {
+        if is_grpc(headers) {
+            return None;
+        }
+        let mut response = Status::invalid_argument(
+            "content-type must be application/grpc (or application/grpc+proto)",
+        )
+        .into_http();
+        *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        Some(response)
+    }
+
+    /// Answers one gRPC call (see [`refuse_unless_grpc`](Self::refuse_unless_grpc));
+    /// errors become trailers-only responses, as a gRPC server's do.
     pub async fn serve<B>(self, request: http::Request<B>) -> http::Response<GrpcBody>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if !is_grpc(request.headers()) {
-            // As gRPC servers answer a request that is not gRPC: HTTP 415.
-            let mut response = Status::invalid_argument(
-                "content-type must be application/grpc (or application/grpc+proto)",
-            )
-            .into_http();
-            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            return response;
-        }
         self.answer(request)
             .await
             .unwrap_or_else(|status| status.into_http())

@@ -81,6 +81,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
             if let Err(denied) = self.keys.check(request.headers(), Role::Client) {
                 return Box::pin(std::future::ready(Ok(refused(denied))));
             }
+            if let Some(refused) = InferenceService::refuse_unless_grpc(request.headers()) {
+                return Box::pin(std::future::ready(Ok(refused.map(Either::Left))));
+            }
             // The router's credentials stay here.
             self.keys.strip(request.headers_mut());
             let inference = self.inference.clone();
