@@ -188,14 +188,16 @@ fn same(key: &[u8], presented: &[u8]) -> bool {
         return false;
     }
     // Eight bytes at a time (a byte at a time was most of a key check).
-    let (key_words, key_rest) = key.as_chunks::<8>();
-    let (words, rest) = presented.as_chunks::<8>();
-    let diff = key_words.iter().zip(words).fold(0u64, |acc, (x, y)| {
-        acc | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
-    }) | key_rest
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or_default());
+    let (key_words, words) = (key.chunks_exact(8), presented.chunks_exact(8));
+    let tail = key_words
+        .remainder()
         .iter()
-        .zip(rest)
+        .zip(words.remainder())
         .fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    let diff = key_words
+        .zip(words)
+        .fold(tail, |acc, (x, y)| acc | (word(x) ^ word(y)));
     std::hint::black_box(diff) == 0
 }
 
