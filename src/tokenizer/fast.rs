@@ -237,6 +237,26 @@ mod tests {
     /// `\p{N}{1,3}`).
     const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+    /// Llama 3's pre-tokenizer shape: a `Split` by `pattern`, then
+    /// `ByteLevel` without its own regex.
+    fn split_then_byte_level(pattern: &str) -> PreTokenizerWrapper {
+        PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Split(
+                Split::new(
+                    SplitPattern::Regex(pattern.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .unwrap(),
+            ),
+            PreTokenizerWrapper::ByteLevel(
+                ByteLevel::default()
+                    .add_prefix_space(false)
+                    .use_regex(false),
+            ),
+        ]))
+    }
+
     /// The sample tokenizer (GPT-2's shape), and the same vocabulary in
     /// Llama 3's shape: a `Split` before `ByteLevel`, and a post-processor
     /// that begins a sequence with a special token.
@@ -247,21 +267,7 @@ mod tests {
             crate::tokenizer::sample::write_sample(dir.path()).unwrap();
             let gpt2 = Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
             let mut llama = gpt2.clone();
-            llama.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Split(
-                    Split::new(
-                        SplitPattern::Regex(LLAMA3_PATTERN.into()),
-                        SplitDelimiterBehavior::Isolated,
-                        false,
-                    )
-                    .unwrap(),
-                ),
-                PreTokenizerWrapper::ByteLevel(
-                    ByteLevel::default()
-                        .add_prefix_space(false)
-                        .use_regex(false),
-                ),
-            ]))));
+            llama.with_pre_tokenizer(Some(split_then_byte_level(LLAMA3_PATTERN)));
             let start = llama.token_to_id("<|im_start|>").unwrap();
             llama.with_post_processor(Some(
                 TemplateProcessing::builder()
@@ -311,21 +317,7 @@ mod tests {
         )));
         assert!(FastEncoder::for_tokenizer(&prefixed).is_none());
         let mut other = gpt2.clone();
-        other.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            PreTokenizerWrapper::Split(
-                Split::new(
-                    SplitPattern::Regex(r"\w+(?=\s)|\s+(?!\S)|\s+".into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .unwrap(),
-            ),
-            PreTokenizerWrapper::ByteLevel(
-                ByteLevel::default()
-                    .add_prefix_space(false)
-                    .use_regex(false),
-            ),
-        ]))));
+        other.with_pre_tokenizer(Some(split_then_byte_level(r"\w+(?=\s)|\s+(?!\S)|\s+")));
         assert!(FastEncoder::for_tokenizer(&other).is_none());
     }
 
