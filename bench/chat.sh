@@ -101,8 +101,9 @@ PY
 done
 if [ "${PERF:-0}" = 1 ]; then
   wait "$PERF_PID" || true
-  # Self time by crate: tokenizers (encode and decode), minijinja (the
-  # template), and the rest.
+  # Self time by crate: tokenizing and detokenizing (the tokenizers crate,
+  # the router's fast path and the regex and aho-corasick crates they use),
+  # minijinja (the template), and the rest.
   perf report -i "$WORK/perf.data" --no-children --stdio --sort sym 2>/dev/null | python3 -c '
 import re, sys
 shares = {}
@@ -111,8 +112,8 @@ for line in sys.stdin:
     if not m:
         continue
     pct, sym = float(m.group(1)), m.group(2)
-    if "tokenizers::" in sym or "fancy_regex" in sym or "regex" in sym or "onig" in sym:
-        key = "tokenizers crate (tokenize + detokenize)"
+    if any(t in sym for t in ("tokenizers::", "switchyard::tokenizer", "regex", "aho_corasick", "onig")):
+        key = "tokenize + detokenize (tokenizers crate, fast path, regex)"
     elif "minijinja" in sym:
         key = "minijinja (chat template)"
     elif "serde_json" in sym:
