@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use switchyard::mock::MockEngine;
 use switchyard::pb;
 use switchyard::pb::inference_client::InferenceClient;
 use switchyard::pb::sglang_scheduler::sglang_scheduler_client::SglangSchedulerClient;
 use switchyard::pb::vllm_engine::vllm_engine_client::VllmEngineClient;
 use switchyard::pb::{sglang_scheduler as sgl, vllm_engine as vllm};
-use switchyard::worker::Engine;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -44,7 +44,7 @@ struct Args {
     /// prompt), sglang (`SglangScheduler`) or vllm (`VllmEngine`), whose
     /// prompts are token ids, one per 4 bytes of the text prompt.
     #[arg(long, default_value = "switchyard")]
-    protocol: Engine,
+    protocol: MockEngine,
     /// Model to request ("" = the target's only model).
     #[arg(long, default_value = "")]
     model: String,
@@ -362,19 +362,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             channels.push(channel);
         }
         match args.protocol {
-            Engine::Switchyard => Client::Grpc(
+            MockEngine::Switchyard => Client::Grpc(
                 channels
                     .into_iter()
                     .map(|c| InferenceClient::new(c).max_decoding_message_size(64 << 20))
                     .collect(),
             ),
-            Engine::Sglang => Client::Sglang(
+            MockEngine::Sglang => Client::Sglang(
                 channels
                     .into_iter()
                     .map(SglangSchedulerClient::new)
                     .collect(),
             ),
-            Engine::Vllm => Client::Vllm(channels.into_iter().map(VllmEngineClient::new).collect()),
+            MockEngine::Vllm => {
+                Client::Vllm(channels.into_iter().map(VllmEngineClient::new).collect())
+            }
         }
     });
     let prompts = Arc::new(Prompts::new(&args));

@@ -13,10 +13,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::server::{HealthReporter, HealthService};
 
+use crate::admission::hosts::HostPolicy;
+use crate::admission::{AddError, Admission, WorkerRequest};
 use crate::auth::Keys;
 use crate::config::{Config, ConfigError};
-use crate::engines::hosts::HostPolicy;
-use crate::engines::{AddError, Admission, WorkerRequest};
+use crate::engines;
 use crate::health::{HealthChecker, LoadPoller, ServingReporter};
 use crate::pb;
 use crate::routers::grpc::GrpcRouter;
@@ -32,7 +33,7 @@ use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::tokenizer::Tokenizers;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
-use crate::worker::{RegistryError, WorkerRegistry};
+use crate::worker::{RegistryError, SpecError, WorkerRegistry};
 use tokio_util::task::AbortOnDropHandle;
 
 /// Why the router could not start or stopped with an error.
@@ -179,13 +180,22 @@ impl App {
         // Models without a configured tokenizer get their workers'.
         tokenizers.follow(&registry);
         for w in &config.workers {
+            let engine = w
+                .engine
+                .as_deref()
+                .map(engines::by_name)
+                .transpose()
+                .map_err(|reason| AppError::Worker {
+                    url: w.url.clone(),
+                    source: AddError::Registry(SpecError::UnknownEngine(reason).into()),
+                })?;
             let request = WorkerRequest {
                 url: w.url.clone(),
                 model_id: w.model_id.clone(),
                 role: w.role,
                 bootstrap_port: w.bootstrap_port,
                 labels: w.labels.clone(),
-                engine: w.engine,
+                engine,
             };
             match admission.add_startup(request).await {
                 Ok(_) => {}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, StartupWorker, DEFAULT_GRPC_LISTEN};
+use crate::engines;
 use crate::policies::PolicyKind;
 use crate::worker::{Engine, WorkerRole};
 
@@ -73,9 +74,9 @@ pub struct ServeArgs {
     /// workers, default: the engine's served model name).
     #[arg(long, value_name = "ID")]
     pub model: Option<String>,
-    /// The engine of the --worker workers: switchyard, sglang or vllm
-    /// (default: ask each worker at startup).
-    #[arg(long, value_name = "ENGINE")]
+    /// The engine of the --worker workers: switchyard, sglang, vllm,
+    /// trtllm or mlx (default: ask each worker at startup).
+    #[arg(long, value_name = "ENGINE", value_parser = engines::by_name)]
     pub engine: Option<Engine>,
     /// Load-balancing policy.
     #[arg(long, value_name = "NAME")]
@@ -207,7 +208,7 @@ impl ServeArgs {
                 .extend(self.workers.iter().map(|url| StartupWorker {
                     url: url.clone(),
                     model_id: self.model.clone().unwrap_or_default(),
-                    engine: self.engine,
+                    engine: self.engine.map(|e| e.name().to_string()),
                     role: WorkerRole::Regular,
                     bootstrap_port: None,
                     labels: Default::default(),
@@ -330,7 +331,7 @@ mod tests {
     fn worker_without_model_leaves_it_to_the_engine() {
         let c = serve(&["--worker", "grpc://h:1", "--engine", "sglang"]).unwrap();
         assert_eq!(c.workers[0].model_id, "");
-        assert_eq!(c.workers[0].engine, Some(Engine::Sglang));
+        assert_eq!(c.workers[0].engine.as_deref(), Some("sglang"));
         let err = serve(&["--engine", "vllm"]).unwrap_err().to_string();
         assert!(err.contains("--worker"), "{err}");
         let err = Cli::try_parse_from(["switchyard", "serve", "--engine", "tgi"])

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admission::hosts::WorkerHostsConfig;
 use crate::auth::AuthConfig;
-use crate::engines::hosts::WorkerHostsConfig;
 use crate::policies::PolicyConfig;
 use crate::transport::grpc::ChannelConfig;
-use crate::worker::{CircuitConfig, Engine, WorkerRole};
+use crate::worker::{CircuitConfig, WorkerRole};
 
 /// The router's default gRPC address: loopback only unless told otherwise.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
@@ -434,10 +434,11 @@ pub struct StartupWorker {
     /// engine's served model name).
     #[serde(default)]
     pub model_id: String,
-    /// A gRPC worker's engine: `switchyard`, `sglang` or `vllm`; unset
-    /// asks the worker at startup.
+    /// A gRPC worker's engine by name (`switchyard`, `sglang`, `vllm`,
+    /// ...: see the README); unset asks the worker at startup. Checked when
+    /// the router starts.
     #[serde(default)]
-    pub engine: Option<Engine>,
+    pub engine: Option<String>,
     /// Its role (default regular).
     #[serde(default)]
     pub role: WorkerRole,

@@ -83,8 +83,8 @@ pub enum WorkersCommand {
         /// The model it serves (SGLang and vLLM workers: asked when absent).
         #[arg(long, value_name = "ID", default_value = "")]
         model: String,
-        /// switchyard, sglang or vllm (detected when absent).
-        #[arg(long, value_name = "ENGINE")]
+        /// switchyard, sglang, vllm, trtllm or mlx (detected when absent).
+        #[arg(long, value_name = "ENGINE", value_parser = crate::engines::by_name)]
         engine: Option<crate::worker::Engine>,
         /// regular, prefill or decode.
         #[arg(long, value_name = "ROLE", default_value = "regular", value_parser = ["regular", "prefill", "decode"])]
@@ -210,12 +210,7 @@ pub async fn workers(args: WorkersArgs) -> ExitCode {
                     "decode" => pb::WorkerRole::Decode,
                     _ => pb::WorkerRole::Regular,
                 };
-                let engine = match engine {
-                    None => pb::Engine::Unspecified,
-                    Some(crate::worker::Engine::Switchyard) => pb::Engine::Switchyard,
-                    Some(crate::worker::Engine::Sglang) => pb::Engine::Sglang,
-                    Some(crate::worker::Engine::Vllm) => pb::Engine::Vllm,
-                };
+                let engine = crate::engines::to_wire(engine);
                 let added = client
                     .add_worker(keyed(
                         pb::AddWorkerRequest {

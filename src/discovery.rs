@@ -31,8 +31,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio_stream::StreamExt;
 
+use crate::admission::{AddError, Admission, WorkerRequest};
 use crate::config::DiscoveryConfig;
-use crate::engines::{AddError, Admission, WorkerRequest};
+use crate::engines;
 use crate::worker::{RegistryError, WorkerId, WorkerRegistry, WorkerRole};
 
 /// The label naming a discovered worker's pod (`namespace/name`).
@@ -186,7 +187,7 @@ impl KubernetesDiscovery {
             // The pod moved (a new IP or port): replace its worker.
             self.forget(state, &key);
         }
-        match self.admission.add_discovered(request).await {
+        match self.admission.add_discovered(request, key.clone()).await {
             Ok(worker) => {
                 tracing::info!(pod = key, worker = %worker.id(), url = worker.url(), model = %worker.model(), "worker discovered");
                 state.pending.remove(&key);
@@ -276,7 +277,7 @@ fn worker_of(pod: &Pod, config: &DiscoveryConfig) -> Result<Option<WorkerRequest
         .transpose()?;
     let engine = labels
         .get(ENGINE_LABEL)
-        .map(|e| e.parse().map_err(|e| format!("label {ENGINE_LABEL}: {e}")))
+        .map(|e| engines::by_name(e).map_err(|e| format!("label {ENGINE_LABEL}: {e}")))
         .transpose()?;
     let host = match ip.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(_)) => format!("[{ip}]"),
@@ -330,7 +331,7 @@ mod tests {
         assert_eq!(request.role, WorkerRole::Prefill);
         assert_eq!(request.bootstrap_port, Some(8998));
         assert_eq!(request.model_id, "m");
-        assert_eq!(request.engine, Some(crate::worker::Engine::Sglang));
+        assert_eq!(request.engine.map(|e| e.name()), Some("sglang"));
         assert_eq!(request.labels[POD_LABEL], "ns/p");
     }
 

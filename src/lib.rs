@@ -43,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cli;

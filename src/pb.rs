@@ -67,8 +67,4 @@ pub mod service_names {
     pub const INFERENCE: &str = "switchyard.v1.Inference";
     /// The worker management service (operators).
     pub const WORKER_MANAGEMENT: &str = "switchyard.v1.WorkerManagement";
-    /// SGLang's scheduler service (`sglang serve --grpc-mode`).
-    pub const SGLANG: &str = "sglang.grpc.scheduler.SglangScheduler";
-    /// vLLM's engine service (`vllm serve --grpc`).
-    pub const VLLM: &str = "vllm.grpc.engine.VllmEngine";
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use switchyard::fuzzing::Inbound;
-use switchyard::worker::Engine;
+use switchyard::engines;
 
 #[derive(Arbitrary, Debug)]
 struct Call<'a> {
@@ -20,7 +20,7 @@ struct Call<'a> {
 }
 
 fuzz_target!(|call: Call<'_>| {
-    let protocol = Engine::ALL[usize::from(call.protocol) % Engine::ALL.len()];
+    let protocol = engines::ALL[usize::from(call.protocol) % engines::ALL.len()].engine();
     let mut headers = http::HeaderMap::new();
     if let Some(v) = call.timeout.and_then(|t| http::HeaderValue::from_str(t).ok()) {
         headers.insert("grpc-timeout", v);

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use switchyard::mock::MockEngine;
 use switchyard::mock::{MockConfig, MockRole, MockWorker};
-use switchyard::worker::Engine;
 
 /// A fake inference worker (switchyard.v1, SGLang or vLLM over gRPC, or
 /// SGLang/OpenAI over HTTP) with failure knobs.
@@ -62,7 +62,7 @@ struct Args {
     /// The gRPC protocol to serve: switchyard (switchyard.v1.Inference),
     /// sglang (SglangScheduler) or vllm (VllmEngine).
     #[arg(long, default_value = "switchyard")]
-    engine: Engine,
+    engine: MockEngine,
     /// The served model name that sglang and vllm report in GetModelInfo.
     #[arg(long, default_value = "mock-model")]
     model: String,
@@ -162,7 +162,7 @@ async fn main() -> ExitCode {
             _ => None,
         },
     };
-    if args.http && args.engine != Engine::Switchyard {
+    if args.http && args.engine != MockEngine::Switchyard {
         eprintln!("mock-worker: --engine applies to the gRPC mock; drop --http or --engine");
         return ExitCode::FAILURE;
     }

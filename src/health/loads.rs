@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::task::JoinSet;
 
 use crate::engines::{self, Method};
-use crate::pb::{sglang_scheduler as sglang, vllm_engine as vllm};
 use crate::transport::Failure;
-use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry};
+use crate::worker::{ConnectionMode, Worker, WorkerRegistry};
 
 /// Polls engines' loads into the registry's workers.
 #[derive(Debug)]
@@ -52,7 +50,9 @@ impl LoadPoller {
         let mut polls = JoinSet::new();
         for worker in self.registry.list() {
             if worker.mode() != ConnectionMode::Grpc
-                || worker.engine() == Engine::Switchyard
+                || engines::seam(worker.engine())
+                    .path(Method::GetLoads)
+                    .is_none()
                 || !worker.is_healthy()
             {
                 continue;
@@ -75,33 +75,13 @@ impl LoadPoller {
 /// One worker's `GetLoads`: requests running and waiting over its ranks,
 /// and its mean KV-cache usage.
 async fn poll(worker: &Worker, timeout: Duration) -> Result<(u32, f64), Failure> {
-    let (request, bad): (Vec<u8>, &'static str) = match worker.engine() {
-        Engine::Sglang => (
-            sglang::GetLoadsRequest::default().encode_to_vec(),
-            "sglang GetLoadsResponse",
-        ),
-        _ => (
-            vllm::GetLoadsRequest::default().encode_to_vec(),
-            "vllm GetLoadsResponse",
-        ),
-    };
-    let reply = engines::forward(worker, Method::GetLoads, Bytes::from(request), timeout).await?;
-    // Both engines' SchedulerLoad messages number these fields alike; each
-    // is decoded with its own type all the same.
-    let loads: Vec<(i32, i32, f64)> = match worker.engine() {
-        Engine::Sglang => sglang::GetLoadsResponse::decode(reply)
-            .map_err(|_| Failure::BadReply(bad))?
-            .loads
-            .into_iter()
-            .map(|l| (l.num_running_reqs, l.num_waiting_reqs, l.token_usage))
-            .collect(),
-        _ => vllm::GetLoadsResponse::decode(reply)
-            .map_err(|_| Failure::BadReply(bad))?
-            .loads
-            .into_iter()
-            .map(|l| (l.num_running_reqs, l.num_waiting_reqs, l.token_usage))
-            .collect(),
-    };
+    // Every engine's GetLoadsRequest asks for everything when empty.
+    let reply = engines::forward(worker, Method::GetLoads, Bytes::new(), timeout).await?;
+    let loads: Vec<(i32, i32, f64)> = engines::seam(worker.engine())
+        .loads(reply)?
+        .into_iter()
+        .map(|l| (l.running, l.waiting, l.token_usage))
+        .collect();
     let requests: i64 = loads
         .iter()
         .map(|(running, waiting, _)| i64::from(*running.max(&0)) + i64::from(*waiting.max(&0)))

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::engines;
 use crate::pb::service_names;
 use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
 
@@ -48,22 +49,27 @@ pub fn can_serve_engine(registry: &WorkerRegistry, engine: Option<Engine>) -> bo
 }
 
 /// The services whose status follows the registry, and the engine each
-/// counts (`None`: any; `switchyard.v1` calls are translated to engines).
-const INFERENCE_SERVICES: [(&str, Option<Engine>); 3] = [
-    (service_names::INFERENCE, None),
-    (service_names::SGLANG, Some(Engine::Sglang)),
-    (service_names::VLLM, Some(Engine::Vllm)),
-];
+/// counts (`None`: any; `switchyard.v1` calls are translated to engines):
+/// `switchyard.v1.Inference`, then every engine's own service.
+fn inference_services() -> impl Iterator<Item = (&'static str, Option<Engine>)> {
+    std::iter::once((service_names::INFERENCE, None)).chain(
+        engines::ALL
+            .iter()
+            .map(|s| s.engine())
+            .filter(|e| !e.is_switchyard())
+            .map(|e| (e.service(), Some(e))),
+    )
+}
 
 /// Publishes the router's serving status to tonic-health.
 #[derive(Debug)]
 pub struct ServingReporter {
     registry: Arc<WorkerRegistry>,
     reporter: HealthReporter,
-    /// The statuses last published, per [`INFERENCE_SERVICES`]. tonic-health
+    /// The statuses last published, per [`inference_services`]. tonic-health
     /// notifies `Watch` clients on every set, even an unchanged one, so only
     /// changes are set.
-    last: Mutex<[Option<ServingStatus>; 3]>,
+    last: Mutex<Vec<Option<ServingStatus>>>,
 }
 
 impl ServingReporter {
@@ -72,7 +78,7 @@ impl ServingReporter {
         ServingReporter {
             registry,
             reporter,
-            last: Mutex::new([None; 3]),
+            last: Mutex::new(vec![None; engines::ALL.len()]),
         }
     }
 
@@ -86,7 +92,7 @@ impl ServingReporter {
 
     async fn update_inference(&self) {
         let mut last = self.last.lock().await;
-        for (i, (service, engine)) in INFERENCE_SERVICES.into_iter().enumerate() {
+        for (i, (service, engine)) in inference_services().enumerate() {
             let status = if can_serve_engine(&self.registry, engine) {
                 ServingStatus::Serving
             } else {
@@ -115,13 +121,10 @@ impl ServingReporter {
                 },
             }
         }
-        for name in [
-            "",
-            service_names::WORKER_MANAGEMENT,
-            service_names::INFERENCE,
-            service_names::SGLANG,
-            service_names::VLLM,
-        ] {
+        let names = ["", service_names::WORKER_MANAGEMENT]
+            .into_iter()
+            .chain(inference_services().map(|(name, _)| name));
+        for name in names {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;

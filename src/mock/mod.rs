@@ -28,9 +28,64 @@ use tonic::{Request, Response, Status};
 
 use crate::pb;
 use crate::pb::raw::inference_server::Inference;
-use crate::worker::Engine;
 
 pub use server::MockWorker;
+
+/// The protocol a gRPC mock serves: Switchyard's own or one engine's (the
+/// mock's own list: it knows nothing of the router's engine seam).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MockEngine {
+    /// `switchyard.v1.Inference`.
+    #[default]
+    Switchyard,
+    /// SGLang's `sglang.grpc.scheduler.SglangScheduler`.
+    Sglang,
+    /// vLLM's `vllm.grpc.engine.VllmEngine`.
+    Vllm,
+}
+
+impl MockEngine {
+    /// Every mode, for flags.
+    pub const ALL: [MockEngine; 3] = [MockEngine::Switchyard, MockEngine::Sglang, MockEngine::Vllm];
+
+    /// The gRPC service it serves (also its `grpc.health.v1` name).
+    pub fn service(self) -> &'static str {
+        match self {
+            MockEngine::Switchyard => "switchyard.v1.Inference",
+            MockEngine::Sglang => "sglang.grpc.scheduler.SglangScheduler",
+            MockEngine::Vllm => "vllm.grpc.engine.VllmEngine",
+        }
+    }
+
+    /// Its name in flags, as the router's `--engine` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MockEngine::Switchyard => "switchyard",
+            MockEngine::Sglang => "sglang",
+            MockEngine::Vllm => "vllm",
+        }
+    }
+}
+
+impl std::fmt::Display for MockEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for MockEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        MockEngine::ALL
+            .into_iter()
+            .find(|e| e.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = MockEngine::ALL.iter().map(|e| e.name()).collect();
+                format!("unknown engine {s:?}: use one of {}", names.join(", "))
+            })
+    }
+}
 
 /// The reply an engine mock with a tokenizer generates (cycled), naming the
 /// worker, with multi-byte characters.
@@ -68,7 +123,7 @@ pub struct MockConfig {
     /// How long the PD rendezvous waits for the other side.
     pub rendezvous_timeout: Duration,
     /// The protocol served over gRPC: Switchyard's, SGLang's or vLLM's.
-    pub engine: Engine,
+    pub engine: MockEngine,
     /// The served model name the engine protocols report.
     pub model: String,
     /// The token ids an engine mock generates, cycled (`None`: 1000, 1001,
@@ -130,7 +185,7 @@ impl Default for MockConfig {
             exit_after_calls: None,
             role: MockRole::Regular,
             rendezvous_timeout: Duration::from_secs(2),
-            engine: Engine::Switchyard,
+            engine: MockEngine::Switchyard,
             model: "mock-model".into(),
             warmup: Duration::ZERO,
             reported_waiting: 0,

@@ -14,11 +14,11 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
+use super::MockEngine;
 use super::{bootstrap, http, MockConfig, MockRole, MockService, MockStats};
 use crate::pb::raw::inference_server::InferenceServer;
 use crate::pb::sglang_scheduler::sglang_scheduler_server::SglangSchedulerServer;
 use crate::pb::vllm_engine::vllm_engine_server::VllmEngineServer;
-use crate::worker::Engine;
 
 /// A running mock worker.
 #[derive(Debug)]
@@ -167,9 +167,9 @@ impl MockWorker {
             }
             let router = server.add_service(health_server);
             let router = match engine {
-                Engine::Switchyard => router.add_service(InferenceServer::new(service)),
-                Engine::Sglang => router.add_service(SglangSchedulerServer::new(service)),
-                Engine::Vllm => router.add_service(VllmEngineServer::new(service)),
+                MockEngine::Switchyard => router.add_service(InferenceServer::new(service)),
+                MockEngine::Sglang => router.add_service(SglangSchedulerServer::new(service)),
+                MockEngine::Vllm => router.add_service(VllmEngineServer::new(service)),
             };
             let result = router
                 .serve_with_incoming_shutdown(
@@ -253,7 +253,7 @@ impl MockWorker {
 }
 
 /// Sets `grpc.health.v1` for "" and `engine`'s service.
-async fn report(health: &HealthReporter, engine: Engine, serving: bool) {
+async fn report(health: &HealthReporter, engine: MockEngine, serving: bool) {
     let status = if serving {
         ServingStatus::Serving
     } else {

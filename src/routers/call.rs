@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::chunk_clock::ChunkClock;
 use super::RouteError;
-use crate::engines::translate::Responses;
+use crate::routers::translate::Responses;
 use crate::telemetry::CallSpan;
 use crate::transport::grpc::ResponseStream;
 use crate::transport::Failure;

@@ -15,6 +15,7 @@ mod inflight;
 pub mod pd;
 pub mod rooms;
 pub mod select;
+pub mod translate;
 
 use crate::policies::PolicyError;
 use crate::transport::Failure;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engines::WorkerRequest;
+use crate::admission::WorkerRequest;
+use crate::engines;
 use crate::pb;
 use crate::worker::{
     CircuitState, ConnectionMode, Engine, SpecError, Worker, WorkerEvent, WorkerEventKind,
@@ -38,22 +39,11 @@ pub fn mode_to_proto(mode: ConnectionMode) -> pb::ConnectionMode {
 }
 
 pub fn engine_from_proto(value: i32) -> Result<Option<Engine>, SpecError> {
-    match pb::Engine::try_from(value) {
-        Ok(pb::Engine::Unspecified) => Ok(None),
-        Ok(pb::Engine::Switchyard) => Ok(Some(Engine::Switchyard)),
-        Ok(pb::Engine::Sglang) => Ok(Some(Engine::Sglang)),
-        Ok(pb::Engine::Vllm) => Ok(Some(Engine::Vllm)),
-        Err(_) => Err(SpecError::UnknownEngine(value)),
-    }
+    engines::from_wire(value).map_err(SpecError::UnknownEngine)
 }
 
 pub fn engine_to_proto(engine: Option<Engine>) -> pb::Engine {
-    match engine {
-        None => pb::Engine::Unspecified,
-        Some(Engine::Switchyard) => pb::Engine::Switchyard,
-        Some(Engine::Sglang) => pb::Engine::Sglang,
-        Some(Engine::Vllm) => pb::Engine::Vllm,
-    }
+    engines::to_wire(engine)
 }
 
 impl TryFrom<pb::WorkerSpec> for WorkerRequest {
@@ -186,7 +176,7 @@ pub struct WorkerSpecJson {
     url: String,
     #[serde(default)]
     model_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "engine_by_name")]
     engine: Option<Engine>,
     #[serde(default)]
     role: WorkerRole,
@@ -207,7 +197,7 @@ pub struct WorkerJson {
     bootstrap_port: Option<u16>,
     labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    engine: Option<Engine>,
+    engine: Option<&'static str>,
     #[serde(skip_serializing_if = "String::is_empty")]
     served_model_name: String,
     #[serde(skip_serializing_if = "is_zero")]
@@ -230,7 +220,7 @@ pub fn worker_json(w: &Worker) -> WorkerJson {
         role: w.role(),
         bootstrap_port: w.spec().bootstrap_port,
         labels: w.spec().labels.clone(),
-        engine: w.spec().engine,
+        engine: w.spec().engine.map(Engine::name),
         served_model_name: w.spec().facts.served_model_name.clone(),
         max_context_length: w.spec().facts.max_context_length,
         connection_mode: match w.mode() {
@@ -255,6 +245,14 @@ fn is_zero(n: &u32) -> bool {
 
 fn is_zero_u64(n: &u64) -> bool {
     *n == 0
+}
+
+/// An engine's name in JSON, checked against the engines the router has.
+fn engine_by_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Engine>, D::Error> {
+    let name = String::deserialize(d)?;
+    engines::by_name(&name)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 impl From<WorkerSpecJson> for WorkerRequest {

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::admission::AddError;
 use crate::auth::Denied;
-use crate::engines::AddError;
 use crate::routers::RouteError;
 use crate::store::StoreError;
 use crate::worker::RegistryError;

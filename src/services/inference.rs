@@ -31,7 +31,7 @@ use tonic::Status;
 use tracing::Instrument;
 
 use super::status;
-use crate::engines::Method;
+use crate::engines::{self, Method};
 use crate::pb;
 use crate::routers::call::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
@@ -65,14 +65,14 @@ impl Call {
             .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
             .unwrap_or(("", ""));
-        let engine = Engine::ALL
-            .into_iter()
-            .find(|e| e.service() == service)
-            .ok_or_else(|| Status::unimplemented(format!("no service at {path}")))?;
+        let engine = engines::by_service(service)
+            .ok_or_else(|| Status::unimplemented(format!("no service at {path}")))?
+            .engine();
+        let own = engine.is_switchyard();
         Ok(match (engine, method) {
             (engine, "Generate") => Call::Generate(engine),
-            (Engine::Switchyard, "Abort") => Call::Abort,
-            (Engine::Switchyard, _) => {
+            (_, "Abort") if own => Call::Abort,
+            _ if own => {
                 return Err(Status::unimplemented(format!(
                     "switchyard.v1.Inference has no method at {path}"
                 )))
@@ -163,9 +163,9 @@ impl InferenceService {
     /// `switchyard.v1.Inference`, SGLang's `SglangScheduler` and vLLM's
     /// `VllmEngine`.
     pub fn serves(path: &str) -> bool {
-        Engine::ALL.iter().any(|e| {
+        engines::ALL.iter().any(|s| {
             path.strip_prefix('/')
-                .and_then(|p| p.strip_prefix(e.service()))
+                .and_then(|p| p.strip_prefix(s.engine().service()))
                 .is_some_and(|rest| rest.starts_with('/'))
         })
     }

@@ -26,10 +26,11 @@ use serde_json::{json, Value};
 use tokio_stream::{Stream, StreamExt};
 
 use super::http_error::HttpError;
-use crate::engines::translate::{engine_request, Input, Responses, Sampling};
+use crate::engines::translate::{engine_request, Input, Sampling};
 use crate::pb;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::select::{is_known_model, model_engine};
+use crate::routers::translate::Responses;
 use crate::routers::{generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER};
 use crate::tokenizer::{ChatMessage, ModelTokenizer, Tokenizers};
 use crate::transport::grpc::codec::Deframer;
@@ -214,7 +215,7 @@ impl EngineFront {
                     snapshot
                         .group(ConnectionMode::Grpc, *role, m)
                         .and_then(|g| g.first())
-                        .is_some_and(|w| w.engine() != Engine::Switchyard)
+                        .is_some_and(|w| !w.engine().is_switchyard())
                 })
             })
     }
@@ -225,7 +226,7 @@ impl EngineFront {
         if model.is_empty() || is_known_model(&self.registry, ConnectionMode::Http, model) {
             return None;
         }
-        model_engine(&self.registry, model).filter(|e| *e != Engine::Switchyard)
+        model_engine(&self.registry, model).filter(|e| !e.is_switchyard())
     }
 
     /// Serves one request for `model` (served by `engine`) at `endpoint`.

@@ -5,8 +5,8 @@
 use http::HeaderMap;
 use tonic::{Code, Status};
 
+use crate::admission::AddError;
 use crate::engines::translate::TranslateError;
-use crate::engines::AddError;
 use crate::routers::RouteError;
 use crate::store::StoreError;
 use crate::transport::grpc::codec::FrameError;

@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::engines::{self, Admission, WorkerRequest};
+use crate::admission::{self, Admission, WorkerRequest};
 use crate::pb;
 use crate::pb::worker_management_server::WorkerManagement;
 use crate::worker::{Worker, WorkerRegistry};
@@ -65,8 +65,8 @@ impl WorkerManagement for WorkerManagementService {
     ) -> Result<Response<pb::RemoveWorkerResponse>, Status> {
         use pb::remove_worker_request::Target;
         let worker = match request.into_inner().target {
-            Some(Target::Id(id)) => self.admission.remove(engines::Target::Id(&id)).await?,
-            Some(Target::Url(url)) => self.admission.remove(engines::Target::Url(&url)).await?,
+            Some(Target::Id(id)) => self.admission.remove(admission::Target::Id(&id)).await?,
+            Some(Target::Url(url)) => self.admission.remove(admission::Target::Url(&url)).await?,
             None => return Err(Status::invalid_argument("set the worker's id or url")),
         };
         tracing::info!(worker = %worker.id(), url = worker.url(), "worker removed");

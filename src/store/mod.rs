@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engines;
 use crate::worker::{
-    Engine, ModelFacts, RegistryError, Source, Worker, WorkerId, WorkerRegistry, WorkerRole,
-    WorkerSpec,
+    ModelFacts, RegistryError, Source, Worker, WorkerId, WorkerRegistry, WorkerRole, WorkerSpec,
 };
 
 /// Why a change to the workers was not made.
@@ -67,7 +67,7 @@ pub struct StoredWorker {
     pub labels: BTreeMap<String, String>,
     /// gRPC workers' engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<Engine>,
+    pub engine: Option<String>,
     /// The engine's served model name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub served_model_name: String,
@@ -94,7 +94,7 @@ impl StoredWorker {
             role: spec.role,
             bootstrap_port: spec.bootstrap_port,
             labels: spec.labels.clone(),
-            engine: spec.engine,
+            engine: spec.engine.map(|e| e.name().to_string()),
             served_model_name: spec.facts.served_model_name.clone(),
             max_context_length: spec.facts.max_context_length,
             starts_unhealthy: spec.starts_unhealthy,
@@ -114,6 +114,7 @@ impl StoredWorker {
         )
         .map_err(|e| e.to_string())?;
         if let Some(engine) = self.engine {
+            let engine = engines::by_name(&engine)?;
             spec = spec
                 .with_engine(
                     engine,
@@ -148,11 +149,11 @@ impl Store {
         registry: &Arc<WorkerRegistry>,
         spec: WorkerSpec,
     ) -> Result<Arc<Worker>, StoreError> {
-        match (self, spec.source) {
+        match (self, &spec.source) {
             // Discovered workers are each router's own.
-            (Store::Memory, _) | (_, Source::Discovered) | (Store::File(_), Source::Startup) => {
-                Ok(registry.add(spec)?)
-            }
+            (Store::Memory, _)
+            | (_, Source::Discovered { .. })
+            | (Store::File(_), Source::Startup) => Ok(registry.add(spec)?),
             (Store::File(file), _) => file.add(registry, spec).await,
             (Store::Etcd(shared), _) => shared.add(spec).await,
         }
@@ -165,16 +166,11 @@ impl Store {
         registry: &Arc<WorkerRegistry>,
         worker: &Arc<Worker>,
     ) -> Result<(), StoreError> {
-        if worker.spec().source == Source::Discovered {
+        if let Source::Discovered { pod } = &worker.spec().source {
             return Err(StoreError::Discovered {
                 id: worker.id().to_string(),
                 url: worker.url().to_string(),
-                pod: worker
-                    .spec()
-                    .labels
-                    .get(crate::discovery::POD_LABEL)
-                    .cloned()
-                    .unwrap_or_default(),
+                pod: pod.clone(),
             });
         }
         match self {

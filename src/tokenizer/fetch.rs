@@ -14,10 +14,11 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::TokenizerError;
+use crate::engines::{self, Method};
 use crate::pb::smg::grpc::common as smg;
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::grpc::metadata::{grpc_timeout, GRPC_TIMEOUT};
-use crate::worker::{Engine, Worker};
+use crate::worker::Worker;
 
 /// The most bytes a tokenizer download may have.
 pub const MAX_DOWNLOAD: usize = 64 << 20;
@@ -33,11 +34,9 @@ fn failed(reason: impl Into<String>) -> TokenizerError {
 /// Downloads `worker`'s tokenizer and unpacks it into `dir` (created):
 /// the directory to load.
 pub async fn fetch(worker: &Worker, dir: &Path) -> Result<PathBuf, TokenizerError> {
-    let path = match worker.engine() {
-        Engine::Sglang => "/sglang.grpc.scheduler.SglangScheduler/GetTokenizer",
-        Engine::Vllm => "/vllm.grpc.engine.VllmEngine/GetTokenizer",
-        Engine::Switchyard => return Err(failed("switchyard workers have no GetTokenizer")),
-    };
+    let path = engines::seam(worker.engine())
+        .path(Method::GetTokenizer)
+        .ok_or_else(|| failed("the worker's protocol has no GetTokenizer"))?;
     let mut headers = HeaderMap::with_capacity(1);
     let timeout = std::time::Duration::from_secs(60);
     headers.insert(GRPC_TIMEOUT, grpc_timeout(timeout));

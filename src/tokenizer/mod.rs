@@ -25,8 +25,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
+use crate::engines::{self, Method};
 use crate::worker::{
-    ConnectionMode, Engine, RegistryListener, Worker, WorkerEvent, WorkerEventKind, WorkerRegistry,
+    ConnectionMode, RegistryListener, Worker, WorkerEvent, WorkerEventKind, WorkerRegistry,
 };
 
 use serde::Serialize;
@@ -329,7 +330,11 @@ impl Tokenizers {
     /// Starts fetching `worker`'s tokenizer for its model if the model has
     /// none yet (nor one being fetched).
     fn fetch_from(self: &Arc<Self>, worker: &Arc<Worker>) {
-        if worker.mode() != ConnectionMode::Grpc || worker.engine() == Engine::Switchyard {
+        if worker.mode() != ConnectionMode::Grpc
+            || engines::seam(worker.engine())
+                .path(Method::GetTokenizer)
+                .is_none()
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

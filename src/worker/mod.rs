@@ -24,7 +24,8 @@ pub use circuit::{CircuitConfig, CircuitState, Outcome};
 pub use load::LoadGuard;
 pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
 pub use spec::{
-    ConnectionMode, Endpoint, Engine, ModelFacts, Source, SpecError, WorkerRole, WorkerSpec,
+    ConnectionMode, Endpoint, Engine, EngineName, ModelFacts, Source, SpecError, WorkerRole,
+    WorkerSpec,
 };
 
 use crate::transport::grpc::{ChannelConfig, Upstream};
@@ -235,7 +236,7 @@ impl Worker {
     /// The engine of a gRPC worker; `switchyard` for one registered
     /// without (only code that builds specs by hand does that).
     pub fn engine(&self) -> Engine {
-        self.spec.engine.unwrap_or(Engine::Switchyard)
+        self.spec.engine.unwrap_or(Engine::SWITCHYARD)
     }
 
     /// Whether the health checker currently considers the worker usable.

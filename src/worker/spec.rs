@@ -60,66 +60,88 @@ impl fmt::Display for WorkerRole {
     }
 }
 
-/// The software a gRPC worker runs, which fixes the protocol it speaks.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Engine {
-    /// `switchyard.v1.Inference` (the mock worker, or a worker of one's own).
-    Switchyard,
-    /// SGLang in gRPC mode (`sglang.grpc.scheduler.SglangScheduler`).
-    Sglang,
-    /// vLLM in gRPC mode (`vllm.grpc.engine.VllmEngine`).
-    Vllm,
+/// The software a gRPC worker runs, which fixes the protocol it speaks: a
+/// handle on one engine's [`EngineName`]. The domain knows an engine only by
+/// its name and service; everything that differs by engine is asked of the
+/// engine's own file (`engines::seam`), which defines its `EngineName`.
+#[derive(Clone, Copy)]
+pub struct Engine(&'static EngineName);
+
+/// What names an engine: one `static` per engine, in the engine's file.
+#[derive(Debug)]
+pub struct EngineName {
+    /// The name used in flags, configs and JSON.
+    pub name: &'static str,
+    /// The gRPC service the engine serves (also its `grpc.health.v1` name).
+    pub service: &'static str,
+    /// The path of the engine's `Generate` method.
+    pub generate_path: &'static str,
 }
 
+/// `switchyard.v1.Inference`: the router's own protocol (the mock worker,
+/// or a worker of one's own), and the engine of a worker registered
+/// without one.
+static SWITCHYARD: EngineName = EngineName {
+    name: "switchyard",
+    service: "switchyard.v1.Inference",
+    generate_path: "/switchyard.v1.Inference/Generate",
+};
+
 impl Engine {
-    /// Every engine, in detection order.
-    pub const ALL: [Engine; 3] = [Engine::Sglang, Engine::Vllm, Engine::Switchyard];
+    /// The router's own protocol, `switchyard.v1.Inference`.
+    pub const SWITCHYARD: Engine = Engine(&SWITCHYARD);
+
+    /// The engine named by `name` (a `static` of the engine's file).
+    pub const fn new(name: &'static EngineName) -> Engine {
+        Engine(name)
+    }
 
     /// The gRPC service the engine serves (also its `grpc.health.v1` name).
     pub fn service(self) -> &'static str {
-        match self {
-            Engine::Switchyard => "switchyard.v1.Inference",
-            Engine::Sglang => "sglang.grpc.scheduler.SglangScheduler",
-            Engine::Vllm => "vllm.grpc.engine.VllmEngine",
-        }
+        self.0.service
     }
 
     /// The path of the engine's `Generate` method.
     pub fn generate_path(self) -> &'static str {
-        match self {
-            Engine::Switchyard => "/switchyard.v1.Inference/Generate",
-            Engine::Sglang => "/sglang.grpc.scheduler.SglangScheduler/Generate",
-            Engine::Vllm => "/vllm.grpc.engine.VllmEngine/Generate",
-        }
+        self.0.generate_path
     }
 
     /// The name used in flags, configs and JSON.
     pub fn name(self) -> &'static str {
-        match self {
-            Engine::Switchyard => "switchyard",
-            Engine::Sglang => "sglang",
-            Engine::Vllm => "vllm",
-        }
+        self.0.name
+    }
+
+    /// Whether this is the router's own protocol (no translation, no
+    /// tokenizer, no engine calls).
+    pub fn is_switchyard(self) -> bool {
+        self == Engine::SWITCHYARD
+    }
+}
+
+impl PartialEq for Engine {
+    fn eq(&self, other: &Engine) -> bool {
+        // One `static` per engine: its address is the engine.
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Engine {}
+
+impl std::hash::Hash for Engine {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state)
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Engine::ALL
-            .into_iter()
-            .find(|e| e.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown engine {s:?}: use switchyard, sglang or vllm"))
     }
 }
 
@@ -215,9 +237,10 @@ pub enum SpecError {
     /// Labels that are too many, too long or empty.
     #[error("invalid labels: {0}")]
     Labels(String),
-    /// An engine value the proto does not define.
-    #[error("unknown engine value {0}: use ENGINE_UNSPECIFIED (0, detect), ENGINE_SWITCHYARD (1), ENGINE_SGLANG (2) or ENGINE_VLLM (3)")]
-    UnknownEngine(i32),
+    /// An engine value or name the router does not know; the message
+    /// lists the ones it does.
+    #[error("{0}")]
+    UnknownEngine(String),
     /// An engine named for an HTTP worker: engines are gRPC protocols.
     #[error("engine {0} applies to grpc:// workers only; leave it unset for http:// workers")]
     EngineOnHttp(Engine),
@@ -380,7 +403,7 @@ pub struct WorkerSpec {
 }
 
 /// Where a registered worker came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Source {
     /// The management APIs (or a shared registry): kept by the router's
     /// store (`store`), if it has one.
@@ -389,9 +412,12 @@ pub enum Source {
     /// The config file or `--worker`: registered again at every start,
     /// never written to a state file.
     Startup,
-    /// Found by discovery (a Kubernetes pod): this router's own, removed
-    /// when its pod goes, never by hand.
-    Discovered,
+    /// Found by discovery: this router's own, removed when its pod goes,
+    /// never by hand.
+    Discovered {
+        /// The pod (`namespace/name`).
+        pod: String,
+    },
 }
 
 const MAX_MODEL_LEN: usize = 256;
@@ -407,7 +433,23 @@ impl WorkerSpec {
         bootstrap_port: Option<u32>,
         labels: BTreeMap<String, String>,
     ) -> Result<WorkerSpec, SpecError> {
-        let endpoint = Endpoint::parse(url)?;
+        WorkerSpec::from_endpoint(
+            Endpoint::parse(url)?,
+            model_id,
+            role,
+            bootstrap_port,
+            labels,
+        )
+    }
+
+    /// [`WorkerSpec::new`] for an address already parsed.
+    pub fn from_endpoint(
+        endpoint: Endpoint,
+        model_id: &str,
+        role: WorkerRole,
+        bootstrap_port: Option<u32>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<WorkerSpec, SpecError> {
         let bad_model = |reason| SpecError::InvalidModel {
             model: model_id.to_string(),
             reason,

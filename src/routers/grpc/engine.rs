@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use prost::Message;
 use tokio::task::JoinSet;
 
 use super::GrpcRouter;
 use crate::engines::{self, Method};
-use crate::pb::{sglang_scheduler as sglang, vllm_engine as vllm};
 use crate::routers::select::{resolve_engine_model, served_elsewhere};
 use crate::routers::{RouteError, MODEL_HEADER};
 use crate::transport::Failure;
@@ -28,40 +26,23 @@ impl GrpcRouter {
     /// `engine`'s `Abort`: forwarded to the workers running each request
     /// id; the engine's reply.
     pub async fn engine_abort(&self, engine: Engine, message: Bytes) -> Result<Bytes, RouteError> {
-        let invalid = |e: prost::DecodeError| {
-            RouteError::InvalidRequest(format!("the message is not a valid AbortRequest: {e}"))
-        };
-        match engine {
-            Engine::Sglang => {
-                let request = sglang::AbortRequest::decode(message).map_err(invalid)?;
-                if request.request_id.is_empty() {
-                    return Err(RouteError::InvalidRequest(
-                        "AbortRequest.request_id is required".into(),
-                    ));
-                }
-                let success = self.abort(&request.request_id).await?;
-                Ok(sglang::AbortResponse {
-                    success,
-                    message: if success {
-                        "aborted".into()
-                    } else {
-                        format!("no call {:?} is running on the router", request.request_id)
-                    },
-                }
-                .encode_to_vec()
-                .into())
+        let seam = engines::seam(engine);
+        let ids = seam
+            .abort_ids(message)
+            .map_err(RouteError::InvalidRequest)?;
+        let mut aborted = true;
+        let mut missing = None;
+        for id in ids {
+            if !self.abort(&id).await? {
+                aborted = false;
+                missing.get_or_insert(id);
             }
-            Engine::Vllm => {
-                let request = vllm::AbortRequest::decode(message).map_err(invalid)?;
-                for id in &request.request_ids {
-                    self.abort(id).await?;
-                }
-                Ok(vllm::AbortResponse {}.encode_to_vec().into())
-            }
-            Engine::Switchyard => Err(RouteError::Internal(
-                "engine_abort called for switchyard.v1".into(),
-            )),
         }
+        let message = match missing {
+            None => "aborted".into(),
+            Some(id) => format!("no call {id:?} is running on the router"),
+        };
+        Ok(seam.abort_answer(aborted, message))
     }
 
     /// `engine`'s `GetModelInfo` or `GetServerInfo`, answered by a healthy
@@ -129,52 +110,13 @@ impl GrpcRouter {
                 failure: Failure::NoStatus,
             });
         }
-        let bad = |_| RouteError::WorkerFailed {
+        let bad = |failure| RouteError::WorkerFailed {
             worker: workers[0].id().clone(),
-            failure: Failure::BadReply("GetLoadsResponse"),
+            failure,
         };
-        match engine {
-            Engine::Sglang => {
-                let mut merged = sglang::GetLoadsResponse::default();
-                for (_, bytes) in replies {
-                    let reply = sglang::GetLoadsResponse::decode(bytes).map_err(bad)?;
-                    merged.timestamp = reply.timestamp;
-                    merged.version = reply.version;
-                    merged.loads.extend(reply.loads);
-                }
-                let mut aggregate = sglang::AggregateMetrics::default();
-                let n = merged.loads.len().max(1) as f64;
-                for (rank, load) in merged.loads.iter_mut().enumerate() {
-                    load.dp_rank = i32::try_from(rank).unwrap_or(i32::MAX);
-                    aggregate.total_running_reqs += load.num_running_reqs;
-                    aggregate.total_waiting_reqs += load.num_waiting_reqs;
-                    aggregate.total_reqs += load.num_total_reqs;
-                    aggregate.avg_token_usage += load.token_usage / n;
-                    aggregate.avg_throughput += load.gen_throughput / n;
-                    aggregate.avg_utilization += load.utilization / n;
-                }
-                merged.dp_rank_count = i32::try_from(merged.loads.len()).unwrap_or(i32::MAX);
-                merged.aggregate = Some(aggregate);
-                Ok(merged.encode_to_vec().into())
-            }
-            Engine::Vllm => {
-                let mut merged = vllm::GetLoadsResponse::default();
-                for (_, bytes) in replies {
-                    let reply = vllm::GetLoadsResponse::decode(bytes).map_err(bad)?;
-                    merged.timestamp = reply.timestamp;
-                    merged.version = reply.version;
-                    merged.loads.extend(reply.loads);
-                }
-                for (rank, load) in merged.loads.iter_mut().enumerate() {
-                    load.dp_rank = i32::try_from(rank).unwrap_or(i32::MAX);
-                }
-                merged.dp_rank_count = i32::try_from(merged.loads.len()).unwrap_or(i32::MAX);
-                Ok(merged.encode_to_vec().into())
-            }
-            Engine::Switchyard => Err(RouteError::Internal(
-                "engine_loads called for switchyard.v1".into(),
-            )),
-        }
+        engines::seam(engine)
+            .merge_loads(replies.into_iter().map(|(_, bytes)| bytes).collect())
+            .map_err(bad)
     }
 
     /// `engine`'s `HealthCheck`, from the router's view: healthy when a
@@ -184,11 +126,7 @@ impl GrpcRouter {
             Ok(workers) => (true, format!("{} healthy {engine} workers", workers.len())),
             Err(error) => (false, error.to_string()),
         };
-        match engine {
-            Engine::Vllm => vllm::HealthCheckResponse { healthy, message }.encode_to_vec(),
-            _ => sglang::HealthCheckResponse { healthy, message }.encode_to_vec(),
-        }
-        .into()
+        engines::seam(engine).health_answer(healthy, message)
     }
 
     /// The healthy workers of the call's model (`x-switchyard-model`, else

@@ -14,7 +14,8 @@ use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::pb::{self, sglang_scheduler as sglang};
+use crate::engines::{self, tokenized_ids};
+use crate::pb;
 use crate::policies::RequestFacts;
 use crate::routers::{
     generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER, ROUTING_KEY_HEADER,
@@ -27,45 +28,7 @@ use crate::worker::Engine;
 /// `x-request-id`, parsed once.
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
-/// What a call's prompt is, for policies.
-#[derive(Debug, Default)]
-pub enum Prompt {
-    /// None given.
-    #[default]
-    None,
-    /// Text.
-    Text(String),
-    /// Token ids.
-    TokenIds(Vec<u32>),
-    /// An engine's `TokenizedInput`, still encoded: its token ids are
-    /// decoded only for a policy that reads them (a prompt of thousands of
-    /// ids costs tens of thousands of instructions to decode).
-    Tokenized(Bytes),
-}
-
-/// The routing fields of SGLang's `GenerateRequest` (`request_id` = 1,
-/// `tokenized` = 2 in `proto/smg/sglang_scheduler.proto`), the prompt left
-/// encoded; every other field is skipped unread. The nested message is
-/// decoded with the published type, [`sglang::TokenizedInput`].
-#[derive(Clone, PartialEq, prost::Message)]
-struct SglangView {
-    #[prost(string, tag = "1")]
-    request_id: String,
-    #[prost(bytes = "bytes", tag = "2")]
-    tokenized: Bytes,
-}
-
-/// The routing fields of vLLM's `GenerateRequest` (`request_id` = 1, the
-/// `input` oneof: `tokenized` = 2, `text` = 3), as [`SglangView`].
-#[derive(Clone, PartialEq, prost::Message)]
-struct VllmView {
-    #[prost(string, tag = "1")]
-    request_id: String,
-    #[prost(bytes = "bytes", optional, tag = "2")]
-    tokenized: Option<Bytes>,
-    #[prost(string, optional, tag = "3")]
-    text: Option<String>,
-}
+pub use crate::engines::Prompt;
 
 /// A parsed `Generate` call.
 #[derive(Debug)]
@@ -152,11 +115,7 @@ impl Inbound {
             Prompt::Text(t) => (Some(t.as_str()), None),
             Prompt::TokenIds(ids) => (None, Some(ids.as_slice())),
             Prompt::Tokenized(raw) => {
-                let ids = self.decoded.get_or_init(|| {
-                    sglang::TokenizedInput::decode(raw.clone())
-                        .map(|t| t.input_ids)
-                        .unwrap_or_default()
-                });
+                let ids = self.decoded.get_or_init(|| tokenized_ids(raw));
                 (None, Some(ids.as_slice()))
             }
             Prompt::None => (None, None),
@@ -197,13 +156,14 @@ impl Inbound {
     }
 }
 
-/// Reads the request id, model and prompt of a `protocol` message.
+/// Reads the request id, model and prompt of a `protocol` message (the
+/// model from `x-switchyard-model` when the protocol's message has none).
 fn read(
     protocol: Engine,
     body: &Bytes,
     headers: &HeaderMap,
 ) -> Result<(String, String, Prompt), RouteError> {
-    let invalid = |e: prost::DecodeError| {
+    let view = engines::seam(protocol).view(body).map_err(|e| {
         RouteError::InvalidRequest(format!(
             "the message is not a valid {}.GenerateRequest: {e}",
             protocol
@@ -211,45 +171,15 @@ fn read(
                 .rsplit_once('.')
                 .map_or("", |(package, _)| package)
         ))
-    };
-    let header_model = || {
+    })?;
+    let model = view.model.unwrap_or_else(|| {
         headers
             .get(MODEL_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string()
-    };
-    Ok(match protocol {
-        Engine::Switchyard => {
-            let view = pb::GenerateRequest::decode(body.clone()).map_err(invalid)?;
-            let prompt = match view.input {
-                Some(pb::generate_request::Input::Text(t)) => Prompt::Text(t),
-                Some(pb::generate_request::Input::TokenIds(t)) => Prompt::TokenIds(t.ids),
-                None => Prompt::None,
-            };
-            (view.request_id, view.model, prompt)
-        }
-        Engine::Sglang => {
-            let view = SglangView::decode(body.clone()).map_err(invalid)?;
-            let prompt = match view.tokenized.is_empty() {
-                true => Prompt::None,
-                false => Prompt::Tokenized(view.tokenized),
-            };
-            (view.request_id, header_model(), prompt)
-        }
-        Engine::Vllm => {
-            // Both fields of the oneof present: the last one counts, as
-            // for the engine; the view cannot tell which came last, so the
-            // prompt is then left out of routing.
-            let view = VllmView::decode(body.clone()).map_err(invalid)?;
-            let prompt = match (view.tokenized, view.text) {
-                (Some(raw), None) => Prompt::Tokenized(raw),
-                (None, Some(text)) => Prompt::Text(text),
-                _ => Prompt::None,
-            };
-            (view.request_id, header_model(), prompt)
-        }
-    })
+    });
+    Ok((view.request_id, model, view.prompt))
 }
 
 /// Sets `request_id` on an encoded `GenerateRequest` without decoding the
@@ -276,10 +206,18 @@ pub fn append_fields(body: Bytes, extra: &impl Message) -> Bytes {
     out.freeze()
 }
 
+/// [`append_fields`] for fields already encoded (an engine seam's).
+pub fn append_encoded(body: Bytes, fields: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + fields.len());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(fields);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::vllm_engine as vllm;
+    use crate::pb::{sglang_scheduler as sglang, vllm_engine as vllm};
 
     #[test]
     fn the_views_read_what_the_published_types_encode() {
@@ -297,7 +235,7 @@ mod tests {
             ..Default::default()
         };
         let inbound = Inbound::parse(
-            Engine::Sglang,
+            crate::engines::by_name("sglang").unwrap(),
             HeaderMap::new(),
             full.encode_to_vec().into(),
             Duration::from_secs(1),
@@ -323,7 +261,7 @@ mod tests {
                 ..Default::default()
             };
             let inbound = Inbound::parse(
-                Engine::Vllm,
+                crate::engines::by_name("vllm").unwrap(),
                 HeaderMap::new(),
                 full.encode_to_vec().into(),
                 Duration::from_secs(1),

@@ -19,12 +19,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::time::{Instant, Sleep};
 
-pub use inbound::{append_fields, Inbound, Prompt};
+pub use inbound::{append_encoded, append_fields, Inbound, Prompt};
 pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
 use crate::config::LimitsConfig;
-use crate::engines::translate;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
@@ -32,6 +31,7 @@ use crate::routers::select::{
     context_length, is_disaggregated, is_known_model, model_engine, resolve_engine_model,
     resolve_model, served_elsewhere, Retries,
 };
+use crate::routers::translate;
 use crate::routers::{InflightCalls, RouteError};
 use crate::telemetry::{CallSpan, Tracer};
 use crate::tokenizer::Tokenizers;
@@ -150,22 +150,21 @@ impl GrpcRouter {
         if trace.is_on() {
             trace.set("switchyard.request_id", inbound.request_id.clone());
         }
-        let model = match protocol {
-            Engine::Switchyard => resolve_model(
+        let model = match protocol.is_switchyard() {
+            true => resolve_model(
                 &self.registry,
                 ConnectionMode::Grpc,
                 &[WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode],
                 &inbound.model,
             )?,
-            engine => resolve_engine_model(&self.registry, engine, &inbound.model)?,
+            false => resolve_engine_model(&self.registry, protocol, &inbound.model)?,
         }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
         if trace.is_on() {
             trace.set("switchyard.model", model.clone());
         }
-        if protocol == Engine::Switchyard
-            && !is_known_model(&self.registry, ConnectionMode::Grpc, &model)
+        if protocol.is_switchyard() && !is_known_model(&self.registry, ConnectionMode::Grpc, &model)
         {
             let elsewhere = served_elsewhere(&self.registry, ConnectionMode::Grpc, &model);
             return Err(RouteError::UnknownModel { model, elsewhere });
@@ -175,7 +174,7 @@ impl GrpcRouter {
         if served == protocol {
             return self.dispatch(inbound, &model, trace).await;
         }
-        if protocol != Engine::Switchyard {
+        if !protocol.is_switchyard() {
             return Err(RouteError::WrongEngine {
                 hint: format!("call {}/Generate for it", served.service()),
                 model,

@@ -19,12 +19,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use prost::Message;
-
-use crate::pb::{self, sglang_scheduler as sglang, vllm_engine as vllm};
+use crate::engines::{self, EngineSeam, PdStyle};
 use crate::policies::PolicyConfig;
 use crate::routers::call::{AbortOnDrop, ProxyStream};
-use crate::routers::grpc::{append_fields, open, Inbound, Opened, Proxied};
+use crate::routers::grpc::{append_encoded, open, Inbound, Opened, Proxied};
 use crate::routers::pd::{self, Pair, PdPolicies, PdWire};
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::{
@@ -33,7 +31,7 @@ use crate::routers::{
 use crate::telemetry::CallSpan;
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::Failure;
-use crate::worker::{stats, ConnectionMode, Engine, LoadGuard, Outcome, Worker, WorkerRegistry};
+use crate::worker::{stats, ConnectionMode, LoadGuard, Outcome, Worker, WorkerRegistry};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
@@ -84,40 +82,33 @@ impl GrpcPdRouter {
         );
 
         let sides = Sides::new(trace, &pair, self.policies.names(model));
-        if inbound.protocol == Engine::Vllm {
-            return self
-                .generate_vllm(&inbound, pair, &facts, inflight, sides)
-                .await;
-        }
-        let host = prefill.endpoint().bare_host().to_string();
-        let (room, body) = match inbound.protocol {
-            // SGLang's rooms are int32; the router picks them (a duplicate
-            // room crashes SGLang's schedulers) and replaces the client's.
-            Engine::Sglang => {
-                let room = self.rooms.claim_below(1 << 31);
-                let params = sglang::GenerateRequest {
-                    disaggregated_params: Some(sglang::DisaggregatedParams {
-                        bootstrap_host: host,
-                        bootstrap_port: i32::from(pair.bootstrap_port),
-                        bootstrap_room: i32::try_from(room.id()).unwrap_or(i32::MAX),
-                    }),
-                    ..Default::default()
-                };
-                (room, append_fields(inbound.body.clone(), &params))
+        let seam = engines::seam(inbound.protocol);
+        let rooms_below = match seam.pd() {
+            PdStyle::Sequential => {
+                return self
+                    .generate_sequential(&inbound, pair, &facts, inflight, sides)
+                    .await
             }
-            _ => {
-                let room = self.rooms.claim();
-                let params = pb::GenerateRequest {
-                    disaggregated_params: Some(pb::DisaggregatedParams {
-                        bootstrap_host: host,
-                        bootstrap_port: u32::from(pair.bootstrap_port),
-                        bootstrap_room: room.id(),
-                    }),
-                    ..Default::default()
-                };
-                (room, append_fields(inbound.body.clone(), &params))
+            PdStyle::Bootstrap { rooms_below } => rooms_below,
+            PdStyle::None => {
+                return Err(RouteError::InvalidRequest(format!(
+                    "{} workers have no prefill/decode disaggregation",
+                    inbound.protocol
+                )))
             }
         };
+        // The router picks rooms (a duplicate room crashes SGLang's
+        // schedulers) and replaces the client's.
+        let room = match rooms_below {
+            Some(bound) => self.rooms.claim_below(bound),
+            None => self.rooms.claim(),
+        };
+        let fields = seam.bootstrap(
+            prefill.endpoint().bare_host(),
+            pair.bootstrap_port,
+            room.id(),
+        );
+        let body = append_encoded(inbound.body.clone(), &fields);
         self.policies.record(&pair, &facts);
         let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
 
@@ -148,11 +139,12 @@ impl GrpcPdRouter {
 }
 
 impl GrpcPdRouter {
-    /// vLLM's PD: the prefill side first (one token, told to keep its KV
-    /// cache for a remote decode), then the decode side with the
-    /// KV-transfer parameters the prefill side returned; the decode stream
-    /// is relayed. Cancelling aborts whichever side is running.
-    async fn generate_vllm(
+    /// Sequential PD ([`PdStyle::Sequential`], vLLM's): the prefill side
+    /// first (told by the engine's fields to keep its KV cache for a remote
+    /// decode), then the decode side with the transfer parameters the
+    /// prefill side returned; the decode stream is relayed. Cancelling
+    /// aborts whichever side is running.
+    async fn generate_sequential(
         &self,
         inbound: &Inbound,
         pair: Pair,
@@ -165,23 +157,15 @@ impl GrpcPdRouter {
         } = &pair;
         self.policies.record(&pair, facts);
         let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
-        let prefill_body = append_fields(
-            inbound.body.clone(),
-            &vllm::GenerateRequest {
-                kv_transfer_params_json: Some(VLLM_PREFILL_PARAMS.into()),
-                sampling_params: Some(vllm::SamplingParams {
-                    max_tokens: Some(1),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        );
+        let seam = engines::seam(inbound.protocol);
+        let prefill_body = append_encoded(inbound.body.clone(), &seam.prefill_fields());
         let kv = {
             let mut load = LoadGuard::new(prefill.clone());
             stats::overhead(stats::Route::Grpc, stats::Dispatch::Pd)
                 .observe(load.sent().saturating_duration_since(inbound.received));
             let mut abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
-            let run = vllm_prefill(
+            let run = run_prefill(
+                seam,
                 prefill,
                 Sides::headers_for(inbound, &sides.prefill),
                 &prefill_body,
@@ -207,13 +191,7 @@ impl GrpcPdRouter {
             ended?
         };
         drop(sides.prefill);
-        let body = append_fields(
-            inbound.body.clone(),
-            &vllm::GenerateRequest {
-                kv_transfer_params_json: Some(kv),
-                ..Default::default()
-            },
-        );
+        let body = append_encoded(inbound.body.clone(), &seam.decode_fields(kv));
         let mut load = LoadGuard::new(decode.clone());
         let mut abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
         let headers = Sides::headers_for(inbound, &sides.decode);
@@ -239,13 +217,10 @@ impl GrpcPdRouter {
     }
 }
 
-/// What a vLLM prefill request carries: keep the KV cache for a decode
-/// worker to fetch (vLLM's KV connectors read `do_remote_decode`).
-const VLLM_PREFILL_PARAMS: &str = r#"{"do_remote_decode":true,"do_remote_prefill":false}"#;
-
-/// Runs a vLLM prefill call to its end: the `kv_transfer_params_json` of
-/// its `GenerateComplete`.
-async fn vllm_prefill(
+/// Runs a sequential PD's prefill call to its end: the transfer
+/// parameters its last message carried.
+async fn run_prefill(
+    seam: &dyn EngineSeam,
     worker: &Worker,
     headers: HeaderMap,
     body: &[u8],
@@ -267,16 +242,14 @@ async fn vllm_prefill(
             .next_message()
             .map_err(|_| failed(Failure::Protocol))?
         {
-            let response = vllm::GenerateResponse::decode(message)
-                .map_err(|_| failed(Failure::BadReply("vllm.grpc.engine.GenerateResponse")))?;
-            if let Some(vllm::generate_response::Response::Complete(done)) = response.response {
-                params = done.kv_transfer_params_json;
+            if let Some(found) = seam.transfer_params(message).map_err(failed)? {
+                params = Some(found);
             }
         }
     }
-    params.filter(|p| !p.is_empty()).ok_or_else(|| {
+    params.ok_or_else(|| {
         failed(Failure::BadReply(
-            "vLLM prefill completion: it carries no kv_transfer_params_json (is the worker started with a KV connector?)",
+            "prefill completion: it carries no KV transfer parameters (is the worker started with a KV connector?)",
         ))
     })
 }

@@ -4,23 +4,19 @@
 //! engine's service name. Workers are the mock in `--engine sglang|vllm`
 //! mode; clients are tonic clients generated from the published protos.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use switchyard::mock::MockEngine;
 use switchyard::mock::{MockConfig, MockRole, MockWorker};
 use switchyard::pb::sglang_scheduler::sglang_scheduler_client::SglangSchedulerClient;
 use switchyard::pb::vllm_engine::vllm_engine_client::VllmEngineClient;
 use switchyard::pb::{self, sglang_scheduler as sgl, vllm_engine as vllm};
-use switchyard::worker::Engine;
 use switchyard::Config;
 use tonic::transport::Channel;
 use tonic::Code;
 
-fn engine_cfg(name: &str, engine: Engine, model: &str) -> MockConfig {
+fn engine_cfg(name: &str, engine: MockEngine, model: &str) -> MockConfig {
     MockConfig {
         name: name.into(),
         tokens: 4,
@@ -30,7 +26,7 @@ fn engine_cfg(name: &str, engine: Engine, model: &str) -> MockConfig {
     }
 }
 
-async fn engine_mock(name: &str, engine: Engine, model: &str) -> MockWorker {
+async fn engine_mock(name: &str, engine: MockEngine, model: &str) -> MockWorker {
     mock_with(engine_cfg(name, engine, model)).await
 }
 
@@ -128,8 +124,8 @@ async fn sgl_collect(
 #[tokio::test]
 async fn add_worker_detects_the_engine_and_takes_the_model_from_it() {
     let router = start_router().await;
-    let s = engine_mock("s", Engine::Sglang, "llama-8b").await;
-    let v = engine_mock("v", Engine::Vllm, "qwen-7b").await;
+    let s = engine_mock("s", MockEngine::Sglang, "llama-8b").await;
+    let v = engine_mock("v", MockEngine::Vllm, "qwen-7b").await;
     let y = mock("y").await;
 
     let info = add_detected(&router, &s).await.unwrap();
@@ -164,7 +160,7 @@ async fn add_worker_detects_the_engine_and_takes_the_model_from_it() {
     assert_eq!(info.spec.unwrap().engine, pb::Engine::Switchyard as i32);
 
     // A model_id given wins over the engine's name.
-    let s2 = engine_mock("s2", Engine::Sglang, "llama-8b").await;
+    let s2 = engine_mock("s2", MockEngine::Sglang, "llama-8b").await;
     let info = router
         .try_add_spec(pb::WorkerSpec {
             url: s2.url(),
@@ -242,8 +238,8 @@ async fn a_worker_that_cannot_be_reached_or_identified_is_refused_and_nothing_is
     );
 
     // One model, one engine.
-    let s = engine_mock("s", Engine::Sglang, "m").await;
-    let v = engine_mock("v", Engine::Vllm, "m").await;
+    let s = engine_mock("s", MockEngine::Sglang, "m").await;
+    let v = engine_mock("v", MockEngine::Vllm, "m").await;
     add_detected(&router, &s).await.unwrap();
     let err = add_detected(&router, &v).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -259,8 +255,8 @@ async fn a_worker_that_cannot_be_reached_or_identified_is_refused_and_nothing_is
 #[tokio::test]
 async fn sglang_generate_is_routed_by_the_policy_and_relayed() {
     let router = start_router().await;
-    let a = engine_mock("a", Engine::Sglang, "llama").await;
-    let b = engine_mock("b", Engine::Sglang, "llama").await;
+    let a = engine_mock("a", MockEngine::Sglang, "llama").await;
+    let b = engine_mock("b", MockEngine::Sglang, "llama").await;
     add_detected(&router, &a).await.unwrap();
     add_detected(&router, &b).await.unwrap();
 
@@ -307,7 +303,7 @@ async fn sglang_generate_is_routed_by_the_policy_and_relayed() {
 #[tokio::test]
 async fn vllm_generate_with_text_or_tokens_is_relayed() {
     let router = start_router().await;
-    let v = engine_mock("v", Engine::Vllm, "qwen").await;
+    let v = engine_mock("v", MockEngine::Vllm, "qwen").await;
     add_detected(&router, &v).await.unwrap();
     let mut stream = vllm_client(&router)
         .generate(vllm_request("t1", &[5, 6], 2))
@@ -347,8 +343,8 @@ async fn vllm_generate_with_text_or_tokens_is_relayed() {
 #[tokio::test]
 async fn the_model_comes_from_metadata_and_ambiguity_names_the_models() {
     let router = start_router().await;
-    let a = engine_mock("a", Engine::Sglang, "alpha").await;
-    let b = engine_mock("b", Engine::Sglang, "beta").await;
+    let a = engine_mock("a", MockEngine::Sglang, "alpha").await;
+    let b = engine_mock("b", MockEngine::Sglang, "beta").await;
     add_detected(&router, &a).await.unwrap();
     add_detected(&router, &b).await.unwrap();
 
@@ -400,8 +396,8 @@ async fn the_model_comes_from_metadata_and_ambiguity_names_the_models() {
 #[tokio::test]
 async fn switchyard_v1_calls_are_translated_to_and_from_each_engine() {
     let router = start_router().await;
-    let s = engine_mock("s", Engine::Sglang, "sg").await;
-    let v = engine_mock("v", Engine::Vllm, "vl").await;
+    let s = engine_mock("s", MockEngine::Sglang, "sg").await;
+    let v = engine_mock("v", MockEngine::Vllm, "vl").await;
     add_detected(&router, &s).await.unwrap();
     add_detected(&router, &v).await.unwrap();
 
@@ -453,12 +449,12 @@ async fn switchyard_v1_calls_to_sglang_pd_are_translated_and_paired() {
     let router = start_router().await;
     let p = mock_with(MockConfig {
         role: MockRole::Prefill { bootstrap_port: 0 },
-        ..engine_cfg("p", Engine::Sglang, "pd")
+        ..engine_cfg("p", MockEngine::Sglang, "pd")
     })
     .await;
     let d = mock_with(MockConfig {
         role: MockRole::Decode,
-        ..engine_cfg("d", Engine::Sglang, "pd")
+        ..engine_cfg("d", MockEngine::Sglang, "pd")
     })
     .await;
     add_pd(&router, &p).await;
@@ -483,7 +479,7 @@ async fn abort_on_the_router_reaches_the_worker_running_the_request() {
     let router = start_router().await;
     let w = mock_with(MockConfig {
         hang: true,
-        ..engine_cfg("h", Engine::Sglang, "m")
+        ..engine_cfg("h", MockEngine::Sglang, "m")
     })
     .await;
     add_detected(&router, &w).await.unwrap();
@@ -539,7 +535,7 @@ async fn abort_on_the_router_reaches_the_worker_running_the_request() {
 #[tokio::test]
 async fn a_cancelled_engine_call_sends_the_engine_its_own_abort() {
     let router = start_router().await;
-    for engine in [Engine::Sglang, Engine::Vllm] {
+    for engine in [MockEngine::Sglang, MockEngine::Vllm] {
         let w = mock_with(MockConfig {
             hang: true,
             ..engine_cfg("h", engine, &format!("m-{engine}"))
@@ -550,7 +546,7 @@ async fn a_cancelled_engine_call_sends_the_engine_its_own_abort() {
             let router_channel = router.channel.clone();
             tokio::spawn(async move {
                 match engine {
-                    Engine::Sglang => {
+                    MockEngine::Sglang => {
                         let _ = SglangSchedulerClient::new(router_channel)
                             .generate(sgl_request("c1", &[1], 4))
                             .await
@@ -595,8 +591,8 @@ async fn a_cancelled_engine_call_sends_the_engine_its_own_abort() {
 #[tokio::test]
 async fn model_info_server_info_and_loads_come_from_the_workers_health_from_the_router() {
     let router = start_router().await;
-    let a = engine_mock("a", Engine::Sglang, "m").await;
-    let b = engine_mock("b", Engine::Sglang, "m").await;
+    let a = engine_mock("a", MockEngine::Sglang, "m").await;
+    let b = engine_mock("b", MockEngine::Sglang, "m").await;
     add_detected(&router, &a).await.unwrap();
     add_detected(&router, &b).await.unwrap();
     let mut client = sglang(&router);
@@ -674,10 +670,10 @@ async fn model_info_server_info_and_loads_come_from_the_workers_health_from_the_
 #[tokio::test]
 async fn a_warming_engine_gets_no_calls_until_its_health_says_serving() {
     let router = start_router().await;
-    let warm = engine_mock("warm", Engine::Sglang, "m").await;
+    let warm = engine_mock("warm", MockEngine::Sglang, "m").await;
     let cold = mock_with(MockConfig {
         warmup: Duration::from_millis(800),
-        ..engine_cfg("cold", Engine::Sglang, "m")
+        ..engine_cfg("cold", MockEngine::Sglang, "m")
     })
     .await;
     add_detected(&router, &warm).await.unwrap();
@@ -713,12 +709,12 @@ async fn sglang_pd_pairs_both_sides_with_a_router_chosen_room() {
     let router = start_router().await;
     let p = mock_with(MockConfig {
         role: MockRole::Prefill { bootstrap_port: 0 },
-        ..engine_cfg("p", Engine::Sglang, "pd")
+        ..engine_cfg("p", MockEngine::Sglang, "pd")
     })
     .await;
     let d = mock_with(MockConfig {
         role: MockRole::Decode,
-        ..engine_cfg("d", Engine::Sglang, "pd")
+        ..engine_cfg("d", MockEngine::Sglang, "pd")
     })
     .await;
     add_pd(&router, &p).await;
@@ -774,12 +770,12 @@ async fn vllm_pd_runs_prefill_first_and_hands_its_kv_parameters_to_decode() {
     let router = start_router().await;
     let p = mock_with(MockConfig {
         role: MockRole::Prefill { bootstrap_port: 0 },
-        ..engine_cfg("p", Engine::Vllm, "pd")
+        ..engine_cfg("p", MockEngine::Vllm, "pd")
     })
     .await;
     let d = mock_with(MockConfig {
         role: MockRole::Decode,
-        ..engine_cfg("d", Engine::Vllm, "pd")
+        ..engine_cfg("d", MockEngine::Vllm, "pd")
     })
     .await;
     add_pd(&router, &p).await;
@@ -826,10 +822,10 @@ async fn engine_reported_load_steers_power_of_two() {
     let router = start_router_with(config).await;
     let busy = mock_with(MockConfig {
         reported_waiting: 50,
-        ..engine_cfg("busy", Engine::Vllm, "m")
+        ..engine_cfg("busy", MockEngine::Vllm, "m")
     })
     .await;
-    let idle = engine_mock("idle", Engine::Vllm, "m").await;
+    let idle = engine_mock("idle", MockEngine::Vllm, "m").await;
     let busy_id = add_detected(&router, &busy).await.unwrap().id;
     add_detected(&router, &idle).await.unwrap();
     eventually(
@@ -868,7 +864,7 @@ async fn the_router_reports_each_engine_service_in_grpc_health() {
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     assert_eq!(router.health_of(SGLANG).await, not_serving);
-    let s = engine_mock("s", Engine::Sglang, "m").await;
+    let s = engine_mock("s", MockEngine::Sglang, "m").await;
     add_detected(&router, &s).await.unwrap();
     eventually(
         Duration::from_secs(5),
@@ -896,8 +892,8 @@ async fn cache_aware_routes_engine_calls_on_their_token_ids() {
     let mut config = test_config();
     config.policy.name = switchyard::policies::PolicyKind::CacheAware;
     let router = start_router_with(config).await;
-    let a = engine_mock("a", Engine::Sglang, "m").await;
-    let b = engine_mock("b", Engine::Sglang, "m").await;
+    let a = engine_mock("a", MockEngine::Sglang, "m").await;
+    let b = engine_mock("b", MockEngine::Sglang, "m").await;
     add_detected(&router, &a).await.unwrap();
     add_detected(&router, &b).await.unwrap();
     // Two prompt families, alternating. Cache-aware sends each family to
@@ -948,7 +944,7 @@ async fn text_to_sglang_is_tokenized_and_answers_come_back_as_text_with_stops_ap
         reply_ids: Some(std::sync::Arc::new(reply_ids.clone())),
         tokens: reply_ids.len() as u32,
         token_delay: Duration::from_millis(2),
-        ..engine_cfg("s", Engine::Sglang, "sg")
+        ..engine_cfg("s", MockEngine::Sglang, "sg")
     })
     .await;
     add_detected(&router, &s).await.unwrap();
@@ -987,7 +983,7 @@ async fn text_to_sglang_is_tokenized_and_answers_come_back_as_text_with_stops_ap
     .await;
 
     // A model without a tokenizer: text is refused, token ids still work.
-    let other = engine_mock("o", Engine::Sglang, "no-tok").await;
+    let other = engine_mock("o", MockEngine::Sglang, "no-tok").await;
     add_detected(&router, &other).await.unwrap();
     // The router tries the worker's GetTokenizer (this mock has none); once
     // that has failed, text is refused saying how to give it one.
@@ -1019,8 +1015,8 @@ async fn text_and_token_id_requests_for_one_prompt_share_cache_aware_prefixes() 
         .tokenizers
         .insert("m".into(), dir.path().to_path_buf());
     let router = start_router_with(config).await;
-    let a = engine_mock("a", Engine::Sglang, "m").await;
-    let b = engine_mock("b", Engine::Sglang, "m").await;
+    let a = engine_mock("a", MockEngine::Sglang, "m").await;
+    let b = engine_mock("b", MockEngine::Sglang, "m").await;
     add_detected(&router, &a).await.unwrap();
     add_detected(&router, &b).await.unwrap();
     let family_one = "The quick brown fox jumps over the lazy dog. ".repeat(8);
@@ -1072,7 +1068,7 @@ async fn prompts_longer_than_the_model_takes_are_refused_before_any_worker_sees_
         ..test_config()
     })
     .await;
-    let s = engine_mock("s", Engine::Sglang, "sg").await;
+    let s = engine_mock("s", MockEngine::Sglang, "sg").await;
     let info = add_detected(&router, &s).await.unwrap();
     let context = info.model_info.unwrap().max_context_length;
     assert!(context > 2, "the mock reports a context length");

@@ -3,14 +3,10 @@
 //! workers sent `Abort`), whatever is still open; a second signal exits at
 //! once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use switchyard::config::ShutdownConfig;

@@ -3,20 +3,17 @@
 //! version, then a streamed watch of ADDED/MODIFIED/DELETED events with
 //! bookmarks, and a 410 Gone that forces a fresh list. The pods' workers
 //! are real mock workers on loopback.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
-use common::*;
 use serde_json::{json, Value};
 use switchyard::config::{DiscoveryConfig, DiscoveryKind};
 use switchyard::pb;

@@ -1,13 +1,9 @@
 //! WorkerManagement over real gRPC: add, get, list with filters, remove,
 //! watch, and every error code with a message a person can act on.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::pb;
 use switchyard::pb::worker_management_client::WorkerManagementClient;
 use tonic::transport::Channel;

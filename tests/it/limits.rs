@@ -3,12 +3,8 @@
 //! addresses), register without bound, get an unbounded `ListWorkers`
 //! answer, or send `Generate` as something other than gRPC.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
-use common::*;
-use switchyard::engines::hosts::WorkerHostsConfig;
+use crate::common::*;
+use switchyard::admission::hosts::WorkerHostsConfig;
 use switchyard::pb;
 use switchyard::Config;
 use tonic::Code;

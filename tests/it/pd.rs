@@ -1,15 +1,11 @@
 //! The gRPC prefill/decode router against prefill and decode mocks that
 //! really rendezvous over TCP with the bootstrap values the router sent.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::mock::{MockConfig, MockRole, MockWorker};
 use switchyard::pb;
 use tonic::Code;

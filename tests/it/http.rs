@@ -2,15 +2,11 @@
 //! management, routing, removal, churn, health, SSE relay, PD, and the
 //! error statuses, with a real HTTP client.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use switchyard::mock::{MockConfig, MockRole, MockWorker};
 use tokio_stream::StreamExt;
@@ -550,7 +546,7 @@ async fn the_http_management_api_identifies_grpc_engine_workers_too() {
     let router = start_router().await;
     let s = mock_with(MockConfig {
         name: "s".into(),
-        engine: switchyard::worker::Engine::Sglang,
+        engine: switchyard::mock::MockEngine::Sglang,
         model: "llama".into(),
         ..MockConfig::default()
     })

@@ -2,13 +2,9 @@
 //! queue, and the per-worker limit; refusals are RESOURCE_EXHAUSTED / 429
 //! with a retry-after, and no permit outlives its call.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::Config;
 use tonic::Code;
 

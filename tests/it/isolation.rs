@@ -3,13 +3,9 @@
 //! through one probe, and calls that reach no worker are offered to
 //! another within the retry budget.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::mock::MockConfig;
 use switchyard::pb;
 use switchyard::policies::PolicyKind;

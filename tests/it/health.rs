@@ -1,13 +1,9 @@
 //! Health: the router's grpc.health.v1 statuses, worker health checks with
 //! thresholds, and routing that follows them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::config::StartupWorker;
 use switchyard::pb;
 use tonic::Code;

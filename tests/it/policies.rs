@@ -2,15 +2,11 @@
 //! stickiness and spread, removal of the favoured worker, load balancing
 //! under imbalance, power-of-two steering, and consistent hashing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::policies::PolicyKind;
 use switchyard::Config;

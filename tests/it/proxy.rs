@@ -1,13 +1,9 @@
 //! The faithful hop: cancellation, deadlines, request ids, load accounting,
 //! Abort, and fields unknown to Switchyard's proto in both directions.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::mock::MockConfig;
 use switchyard::pb;
 use tonic::Code;

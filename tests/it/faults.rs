@@ -1,13 +1,9 @@
 //! The hop under faults: clients that stop reading, calls and bodies that
 //! never end, and shutdown with streams open.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::config::UpstreamConfig;
 use switchyard::pb;
 use switchyard::pb::inference_client::InferenceClient;

@@ -4,19 +4,15 @@
 //! (trained in the test) on both sides: the mock engines generate the
 //! tokens of a reply text and record what they were sent.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
+use switchyard::mock::MockEngine;
 use switchyard::mock::{reply_text, MockConfig, MockRole, MockWorker};
 use switchyard::pb;
 use switchyard::tokenizer::{sample, ModelTokenizer};
-use switchyard::worker::Engine;
 
 struct Setup {
     router: Router,
@@ -45,7 +41,7 @@ async fn setup(models: &[&str]) -> Setup {
 async fn engine(
     s: &Setup,
     name: &str,
-    engine: Engine,
+    engine: MockEngine,
     model: &str,
     role: MockRole,
     delay_ms: u64,
@@ -100,8 +96,8 @@ fn events(body: &str) -> Vec<Value> {
 #[tokio::test]
 async fn chat_completions_render_the_template_and_detokenize_the_reply() {
     let s = setup(&["sg", "vl"]).await;
-    let sg = engine(&s, "sg-1", Engine::Sglang, "sg", MockRole::Regular, 0).await;
-    let _vl = engine(&s, "vl-1", Engine::Vllm, "vl", MockRole::Regular, 0).await;
+    let sg = engine(&s, "sg-1", MockEngine::Sglang, "sg", MockRole::Regular, 0).await;
+    let _vl = engine(&s, "vl-1", MockEngine::Vllm, "vl", MockRole::Regular, 0).await;
 
     let (status, body) = post(
         &s.router,
@@ -157,7 +153,7 @@ async fn chat_completions_render_the_template_and_detokenize_the_reply() {
 #[tokio::test]
 async fn stops_completions_generate_and_bad_parameters() {
     let s = setup(&["sg"]).await;
-    let _sg = engine(&s, "sg-1", Engine::Sglang, "sg", MockRole::Regular, 1).await;
+    let _sg = engine(&s, "sg-1", MockEngine::Sglang, "sg", MockRole::Regular, 1).await;
 
     let (status, body) = post(
         &s.router,
@@ -204,7 +200,15 @@ async fn stops_completions_generate_and_bad_parameters() {
 #[tokio::test]
 async fn a_client_that_goes_away_aborts_the_engine_request_and_pd_works_too() {
     let s = setup(&["slow", "pd"]).await;
-    let slow = engine(&s, "slow", Engine::Sglang, "slow", MockRole::Regular, 200).await;
+    let slow = engine(
+        &s,
+        "slow",
+        MockEngine::Sglang,
+        "slow",
+        MockRole::Regular,
+        200,
+    )
+    .await;
     let response = reqwest::Client::new()
         .post(s.router.http_url("/v1/chat/completions"))
         .json(&json!({"model": "slow", "messages": [{"role": "user", "content": "x"}], "stream": true}))
@@ -225,13 +229,13 @@ async fn a_client_that_goes_away_aborts_the_engine_request_and_pd_works_too() {
     let _p = engine(
         &s,
         "p",
-        Engine::Sglang,
+        MockEngine::Sglang,
         "pd",
         MockRole::Prefill { bootstrap_port: 0 },
         0,
     )
     .await;
-    let d = engine(&s, "d", Engine::Sglang, "pd", MockRole::Decode, 0).await;
+    let d = engine(&s, "d", MockEngine::Sglang, "pd", MockRole::Decode, 0).await;
     let (status, body) = post(
         &s.router,
         "/v1/chat/completions",
@@ -253,7 +257,7 @@ async fn without_a_configured_tokenizer_the_workers_is_fetched_and_used() {
     let ids = tokenizer.encode(&reply_text("w"), false).unwrap();
     let w = mock_with(MockConfig {
         name: "w".into(),
-        engine: Engine::Vllm,
+        engine: MockEngine::Vllm,
         model: "fetched".into(),
         tokens: ids.len() as u32,
         reply_ids: Some(Arc::new(ids)),
@@ -283,7 +287,7 @@ async fn without_a_configured_tokenizer_the_workers_is_fetched_and_used() {
     // A worker with no tokenizer to give: text is refused with the reason.
     let bare = mock_with(MockConfig {
         name: "bare".into(),
-        engine: Engine::Sglang,
+        engine: MockEngine::Sglang,
         model: "bare".into(),
         ..MockConfig::default()
     })

@@ -1,14 +1,10 @@
 //! The gRPC regular router: add → routable, round-robin, remove, model
 //! resolution and every routing error code.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::pb;
 use tonic::Code;

@@ -9,16 +9,12 @@
 //! client certificate the router lacks is refused with a message that says
 //! which.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use switchyard::config::{ServerTlsConfig, WorkerTlsConfig};
 use switchyard::mock::MockConfig;

@@ -3,11 +3,7 @@
 //! router's credentials and the client's cookies never reach a worker; a
 //! router without admin keys will not listen beyond loopback.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use switchyard::auth::AuthConfig;
 use switchyard::pb;
 use switchyard::{App, Config};

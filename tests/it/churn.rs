@@ -4,17 +4,13 @@
 //! Then the router binary under thousands of them as fast as they go:
 //! the same, and its memory stays flat.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use switchyard::pb;
 use tonic::Code;
 

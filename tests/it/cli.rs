@@ -2,13 +2,9 @@
 //! a running router, `--json` output parsed, exit codes checked (0 done,
 //! 1 the router refused, 3 unreachable).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 async fn run(args: Vec<String>) -> Output {

@@ -3,14 +3,10 @@
 //! refusals, and a removed worker's series gone (cardinality follows the
 //! registry, not the clients); readiness turns 503 with no healthy worker.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::mock::MockConfig;
 use switchyard::{App, Config};
 use tokio::net::TcpListener;

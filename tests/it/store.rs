@@ -2,16 +2,13 @@
 //! through a real etcd (Debian's `etcd-server`, started here on loopback
 //! ports in a temporary directory; `scripts/test.sh` installs it), and a
 //! state file that keeps one router's workers across restarts.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchyard::config::RegistryConfig;
 use switchyard::pb;
 use switchyard::{App, Config};
