@@ -86,11 +86,11 @@ async fn main() {
         .await
         .expect("mock");
 
-    let worker = |url: String, model: &str, role, bootstrap_port| StartupWorker {
+    let worker = |url: String, model: &str, role: WorkerRole, bootstrap_port| StartupWorker {
         url,
         model_id: model.into(),
         engine: None,
-        role,
+        role: role.to_string(),
         bootstrap_port,
         labels: Default::default(),
     };

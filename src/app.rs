@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,7 +17,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::admission::hosts::HostPolicy;
 use crate::admission::{AddError, Admission, WorkerRequest};
 use crate::auth::Keys;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, UpstreamConfig, WorkerTlsConfig};
 use crate::engines;
 use crate::health::{HealthChecker, LoadPoller, ServingReporter};
 use crate::pb;
@@ -25,6 +26,7 @@ use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::Retries;
 use crate::services::openai::EngineFront;
+use crate::services::overload::CallLimit;
 use crate::services::tls::{Accepting, Peer, Protocol, ServerTls};
 use crate::services::{InferenceService, WorkerManagementService};
 use crate::store::etcd::SharedRegistry;
@@ -32,8 +34,10 @@ use crate::store::file::StateFile;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::tokenizer::Tokenizers;
+use crate::transport::grpc::ChannelConfig;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
-use crate::worker::{RegistryError, SpecError, WorkerRegistry};
+use crate::transport::tls::WorkerTls;
+use crate::worker::{RegistryError, SpecError, WorkerRegistry, WorkerRole};
 use tokio_util::task::AbortOnDropHandle;
 
 /// Why the router could not start or stopped with an error.
@@ -126,8 +130,8 @@ impl App {
     pub async fn build(config: Config) -> Result<App, AppError> {
         config.validate()?;
         let server_tls = config.tls.as_ref().map(ServerTls::load).transpose()?;
-        let worker_tls = config.worker_tls.load()?;
-        let mut channel = config.upstream.channel_config();
+        let worker_tls = worker_tls(&config.worker_tls)?;
+        let mut channel = channel_config(&config.upstream);
         channel.tls = worker_tls.as_ref().map(|t| t.grpc.clone());
         let http_tls = worker_tls.map(|t| t.http);
         let registry = Arc::new(
@@ -192,7 +196,14 @@ impl App {
             let request = WorkerRequest {
                 url: w.url.clone(),
                 model_id: w.model_id.clone(),
-                role: w.role,
+                role: match w.role.as_str() {
+                    "" => Ok(WorkerRole::Regular),
+                    role => role.parse(),
+                }
+                .map_err(|reason| AppError::Worker {
+                    url: w.url.clone(),
+                    source: AddError::Registry(SpecError::InvalidRole(reason).into()),
+                })?,
                 bootstrap_port: w.bootstrap_port,
                 labels: w.labels.clone(),
                 engine,
@@ -352,7 +363,7 @@ impl App {
             .as_ref()
             .is_some_and(|tls| tls.verifies_clients());
         let keys = Arc::new(Keys::new(&self.config.auth).with_admin_cert(verifies_clients));
-        let limit = Arc::new(self.config.limits.call_limit());
+        let limit = Arc::new(CallLimit::from_config(&self.config.limits));
         tracing::info!("access: {}", keys.describe());
         // The admin listener stays up through the drain (metrics and
         // readiness show it) and closes last.
@@ -501,4 +512,30 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The channel settings of `[upstream]`.
+fn channel_config(upstream: &UpstreamConfig) -> ChannelConfig {
+    ChannelConfig {
+        connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+        keep_alive_interval: Duration::from_millis(upstream.keep_alive_interval_ms),
+        connections: upstream.connections_per_worker,
+        stream_window: upstream.stream_window_bytes,
+        tls: None,
+    }
+}
+
+/// The client configs `[worker_tls]`'s files make (`None` when nothing is
+/// set: the system's roots then, read only if a TLS worker appears).
+fn worker_tls(config: &WorkerTlsConfig) -> Result<Option<WorkerTls>, ConfigError> {
+    let identity = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
+    if config.ca.is_none() && identity.is_none() {
+        return Ok(None);
+    }
+    WorkerTls::new(config.ca.as_deref(), identity)
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("worker_tls: {e}")))
 }

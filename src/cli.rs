@@ -158,7 +158,7 @@ impl ServeArgs {
             let reload_check_ms = config
                 .tls
                 .as_ref()
-                .map_or_else(crate::config::default_reload_check_ms, |t| {
+                .map_or_else(crate::config::server::default_reload_check_ms, |t| {
                     t.reload_check_ms
                 });
             config.tls = Some(crate::config::ServerTlsConfig {
@@ -209,7 +209,7 @@ impl ServeArgs {
                     url: url.clone(),
                     model_id: self.model.clone().unwrap_or_default(),
                     engine: self.engine.map(|e| e.name().to_string()),
-                    role: WorkerRole::Regular,
+                    role: WorkerRole::Regular.to_string(),
                     bootstrap_port: None,
                     labels: Default::default(),
                 }));

@@ -15,36 +15,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::WorkerHostsConfig;
 use crate::worker::Endpoint;
-
-/// The `[worker_hosts]` section.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorkerHostsConfig {
-    /// Networks (`10.0.0.0/8`, `127.0.0.1`) and host names (`worker-1`,
-    /// `.svc.cluster.local` for any name under it) workers may have. Empty:
-    /// any host but the refused ones.
-    pub allow: Vec<String>,
-    /// Accept link-local and metadata addresses (off: they are refused).
-    pub allow_link_local: bool,
-}
-
-impl WorkerHostsConfig {
-    /// What is wrong with these values, if anything.
-    pub fn validate(&self) -> Result<(), String> {
-        for entry in &self.allow {
-            if entry.trim().is_empty() {
-                return Err("worker_hosts.allow has an empty entry".into());
-            }
-            if entry.contains('/') && parse_net(entry).is_none() {
-                return Err(format!("worker_hosts.allow: {entry:?} is not a valid CIDR"));
-            }
-        }
-        Ok(())
-    }
-}
 
 fn parse_net(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();

@@ -14,43 +14,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
-use super::{Policy, PolicyError, PolicyKind, RequestFacts};
+use super::{ConsistentHashConfig, Policy, PolicyError, RequestFacts};
 use crate::worker::{RegistryListener, Worker, WorkerEvent, WorkerEventKind};
-
-/// Knobs of the consistent-hash policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsistentHashConfig {
-    /// Points per worker on the ring. 160 (as ketama): each worker's share
-    /// of keys stays within about ±8% of fair at a few KiB per worker.
-    pub virtual_nodes: u32,
-    /// Policy for requests without a routing key; unset means the default
-    /// policy (or round_robin when the default is consistent_hash).
-    pub fallback: Option<PolicyKind>,
-}
-
-impl Default for ConsistentHashConfig {
-    fn default() -> Self {
-        ConsistentHashConfig {
-            virtual_nodes: 160,
-            fallback: None,
-        }
-    }
-}
-
-impl ConsistentHashConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
-        if !(1..=4096).contains(&self.virtual_nodes) {
-            return Err(format!(
-                "policy.consistent_hash.virtual_nodes must be between 1 and 4096, got {}",
-                self.virtual_nodes
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// 64-bit FNV-1a followed by the SplitMix64 finalizer, so that similar
 /// inputs (`url#1`, `url#2`) land far apart. Stable across runs and builds.

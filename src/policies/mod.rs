@@ -14,7 +14,6 @@
 //! policies alike. No caller tells a policy about workers by hand.
 
 mod cache_aware;
-mod config;
 mod consistent_hash;
 mod power_of_two;
 pub mod radix_tree;
@@ -25,9 +24,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-pub use cache_aware::{CacheAware, CacheAwareConfig};
-pub use config::{PdPolicyOverride, PolicyConfig, PolicyKind};
-pub use consistent_hash::{ConsistentHash, ConsistentHashConfig};
+pub use crate::config::{
+    CacheAwareConfig, ConsistentHashConfig, PdPolicyOverride, PolicyConfig, PolicyKind,
+};
+pub use cache_aware::CacheAware;
+pub use consistent_hash::ConsistentHash;
 pub use power_of_two::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;

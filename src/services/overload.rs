@@ -6,6 +6,7 @@
 //! once, before any routing work, with `RESOURCE_EXHAUSTED` (HTTP 429) and a
 //! `retry-after`.
 
+use crate::config::LimitsConfig;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,15 @@ impl CallLimit {
             timeout,
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// The limit `[limits]` describes.
+    pub fn from_config(limits: &LimitsConfig) -> Self {
+        CallLimit::new(
+            limits.max_in_flight,
+            limits.queue_size,
+            Duration::from_millis(limits.queue_timeout_ms),
+        )
     }
 
     /// A permit for one call, waiting in the queue if there is room.

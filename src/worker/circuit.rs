@@ -36,75 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use crate::config::{CircuitConfig, BREAKER_BUCKETS};
 use tokio::time::Instant;
-
-/// The thresholds of every worker's circuit (config section `[breaker]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CircuitConfig {
-    /// Off: workers are taken out by health checks only.
-    pub enabled: bool,
-    /// Calls failed in a row that open the circuit: 5.
-    pub consecutive_failures: u32,
-    /// The share of failed calls in the window that opens it: 0.3.
-    pub failure_rate: f64,
-    /// Fewest calls in the window for the rate to count: 10.
-    pub min_calls: u32,
-    /// The sliding window of the rate: 10 s.
-    pub window_ms: u64,
-    /// The first opening lasts up to this: 1 s.
-    pub base_ejection_ms: u64,
-    /// No opening lasts longer: 30 s.
-    pub max_ejection_ms: u64,
-    /// Probe successes in a row that close it: 1.
-    pub close_after: u32,
-}
-
-impl Default for CircuitConfig {
-    fn default() -> Self {
-        CircuitConfig {
-            enabled: true,
-            consecutive_failures: 5,
-            failure_rate: 0.3,
-            min_calls: 10,
-            window_ms: 10_000,
-            base_ejection_ms: 1_000,
-            max_ejection_ms: 30_000,
-            close_after: 1,
-        }
-    }
-}
-
-impl CircuitConfig {
-    /// What is wrong with these values, if anything.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.consecutive_failures == 0 || self.min_calls == 0 || self.close_after == 0 {
-            return Err(
-                "breaker.consecutive_failures, min_calls and close_after must be at least 1".into(),
-            );
-        }
-        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
-            return Err(format!(
-                "breaker.failure_rate must be in (0, 1], got {}",
-                self.failure_rate
-            ));
-        }
-        if self.window_ms < BUCKETS as u64 {
-            return Err(format!(
-                "breaker.window_ms must be at least {BUCKETS}, got {}",
-                self.window_ms
-            ));
-        }
-        if self.base_ejection_ms == 0 || self.max_ejection_ms < self.base_ejection_ms {
-            return Err(format!(
-                "breaker.base_ejection_ms must be at least 1 and at most max_ejection_ms ({}), got {}",
-                self.max_ejection_ms, self.base_ejection_ms
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Where a worker's circuit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +77,6 @@ const CLOSED: u64 = 0;
 /// The gate value while a probe runs.
 const PROBING: u64 = u64::MAX;
 /// The window's buckets.
-const BUCKETS: usize = 10;
 
 /// Milliseconds since the process's first look at the clock (never 0, the
 /// closed gate, nor [`PROBING`]); tokio's clock, so paused-time tests
@@ -165,8 +97,8 @@ pub struct Circuit {
 
 #[derive(Debug, Default)]
 struct Window {
-    /// Calls and failures per bucket of `window_ms / BUCKETS`.
-    buckets: [(u32, u32); BUCKETS],
+    /// Calls and failures per bucket of `window_ms / BREAKER_BUCKETS`.
+    buckets: [(u32, u32); BREAKER_BUCKETS],
     /// The bucket number (time / bucket width) of `buckets[0]`'s slot
     /// rotation: the newest bucket written.
     newest: u64,
@@ -253,7 +185,7 @@ impl Circuit {
         }
         w.advance(now, config.window_ms);
         let failed = outcome == Outcome::Failure;
-        let slot = (w.newest % BUCKETS as u64) as usize;
+        let slot = (w.newest % BREAKER_BUCKETS as u64) as usize;
         let newest = &mut w.buckets[slot];
         newest.0 += 1;
         newest.1 += u32::from(failed);
@@ -328,14 +260,14 @@ impl Circuit {
 impl Window {
     /// Moves the window to `now`, emptying the buckets that fell out.
     fn advance(&mut self, now: u64, window_ms: u64) {
-        let width = (window_ms / BUCKETS as u64).max(1);
+        let width = (window_ms / BREAKER_BUCKETS as u64).max(1);
         let bucket = now / width;
         if bucket <= self.newest {
             return;
         }
-        let stale = (bucket - self.newest).min(BUCKETS as u64);
+        let stale = (bucket - self.newest).min(BREAKER_BUCKETS as u64);
         for i in 1..=stale {
-            self.buckets[((self.newest + i) % BUCKETS as u64) as usize] = (0, 0);
+            self.buckets[((self.newest + i) % BREAKER_BUCKETS as u64) as usize] = (0, 0);
         }
         self.newest = bucket;
     }

@@ -50,6 +50,21 @@ pub enum WorkerRole {
     Decode,
 }
 
+impl std::str::FromStr for WorkerRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "regular" => Ok(WorkerRole::Regular),
+            "prefill" => Ok(WorkerRole::Prefill),
+            "decode" => Ok(WorkerRole::Decode),
+            other => Err(format!(
+                "unknown role {other:?}: use regular, prefill or decode"
+            )),
+        }
+    }
+}
+
 impl fmt::Display for WorkerRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -231,6 +246,9 @@ pub enum SpecError {
         /// What is wrong.
         reason: String,
     },
+    /// A role name that is none of the roles.
+    #[error("{0}")]
+    InvalidRole(String),
     /// A role number the proto does not define.
     #[error("unknown worker role value {0}: use REGULAR (0), PREFILL (1) or DECODE (2)")]
     UnknownRole(i32),

@@ -17,7 +17,6 @@ mod health;
 mod http;
 mod isolation;
 mod limits;
-mod metrics;
 mod openai_engines;
 mod overload;
 mod pd;

@@ -18,6 +18,7 @@ mod regular;
 mod relay;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -35,7 +36,7 @@ use crate::routers::select::{
 };
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
 use crate::telemetry::{CallSpan, Tracer};
-use crate::transport::http1::HttpClient;
+use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 use opentelemetry::KeyValue;
 
@@ -88,7 +89,7 @@ impl HttpRouter {
             pd_policies: PdPolicies::build(policy, &registry),
             registry,
             rooms,
-            client: HttpClient::new(&config.client_config(tls)),
+            client: HttpClient::new(&client_config(config, tls)),
             max_body_bytes: config.max_body_bytes,
             tracer: Tracer::default(),
         }
@@ -182,5 +183,18 @@ impl HttpRouter {
             (false, true) => self.forward_regular(&request, body).await,
             (false, false) => self.forward_regular(&request, body).instrument(span).await,
         }
+    }
+}
+
+/// The client settings of `[http]`, with `tls` for `https://` workers.
+pub fn client_config(
+    config: &HttpConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> HttpClientConfig {
+    HttpClientConfig {
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        response_timeout: Duration::from_millis(config.response_timeout_ms),
+        pool_idle_per_worker: config.pool_idle_per_worker,
+        tls,
     }
 }

@@ -1,12 +1,11 @@
-//! Policy configuration: which policy, its knobs, and per-model overrides.
+//! Policy configuration (`[policy]`): which policy, its knobs, and
+//! per-model overrides. `policies` builds the policies from it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use super::{CacheAwareConfig, ConsistentHashConfig};
 
 /// The policies Switchyard ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -148,6 +147,103 @@ impl PolicyConfig {
         self.consistent_hash.validate()?;
         if self.consistent_hash.fallback == Some(PolicyKind::ConsistentHash) {
             return Err("policy.consistent_hash.fallback cannot be consistent_hash itself".into());
+        }
+        Ok(())
+    }
+}
+
+/// Knobs of the cache-aware policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheAwareConfig {
+    /// Minimum fraction of the input that must match a worker's tree for the
+    /// match to decide. 0.5: below half, the cached part saves less than an
+    /// uneven load costs.
+    pub cache_threshold: f64,
+    /// Load is imbalanced only if max − min in-flight exceeds this. 32: a
+    /// few dozen requests of skew is normal for a worker serving a hot prefix
+    /// and is worth it for the cache hits.
+    pub balance_abs_threshold: u32,
+    /// ...and max exceeds min × this. 1.5: a worker half again as busy as the
+    /// idlest one is queueing, not just batching.
+    pub balance_rel_threshold: f64,
+    /// Symbols (bytes of text, or token ids) remembered per worker. 262,144:
+    /// about the KV capacity of a large-model worker in tokens; remembering
+    /// more than a worker can cache predicts nothing. Between eviction passes
+    /// a worker may hold up to twice this; inserts beyond that evict inline.
+    pub max_tree_size: usize,
+    /// How often trees are trimmed to `max_tree_size` (least recently used
+    /// first). 30 s: eviction is cheap, but there is no need to run it on
+    /// the request path.
+    pub eviction_interval_secs: u64,
+}
+
+impl Default for CacheAwareConfig {
+    fn default() -> Self {
+        CacheAwareConfig {
+            cache_threshold: 0.5,
+            balance_abs_threshold: 32,
+            balance_rel_threshold: 1.5,
+            max_tree_size: 1 << 18,
+            eviction_interval_secs: 30,
+        }
+    }
+}
+
+impl CacheAwareConfig {
+    /// What is wrong with these values, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.cache_threshold) {
+            return Err(format!(
+                "policy.cache_aware.cache_threshold must be in [0, 1], got {}",
+                self.cache_threshold
+            ));
+        }
+        if self.balance_rel_threshold.is_nan() || self.balance_rel_threshold < 1.0 {
+            return Err(format!(
+                "policy.cache_aware.balance_rel_threshold must be at least 1, got {}",
+                self.balance_rel_threshold
+            ));
+        }
+        if self.max_tree_size == 0 {
+            return Err("policy.cache_aware.max_tree_size must be at least 1".into());
+        }
+        if self.eviction_interval_secs == 0 {
+            return Err("policy.cache_aware.eviction_interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Knobs of the consistent-hash policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsistentHashConfig {
+    /// Points per worker on the ring. 160 (as ketama): each worker's share
+    /// of keys stays within about ±8% of fair at a few KiB per worker.
+    pub virtual_nodes: u32,
+    /// Policy for requests without a routing key; unset means the default
+    /// policy (or round_robin when the default is consistent_hash).
+    pub fallback: Option<PolicyKind>,
+}
+
+impl Default for ConsistentHashConfig {
+    fn default() -> Self {
+        ConsistentHashConfig {
+            virtual_nodes: 160,
+            fallback: None,
+        }
+    }
+}
+
+impl ConsistentHashConfig {
+    /// What is wrong with these values, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=4096).contains(&self.virtual_nodes) {
+            return Err(format!(
+                "policy.consistent_hash.virtual_nodes must be between 1 and 4096, got {}",
+                self.virtual_nodes
+            ));
         }
         Ok(())
     }

@@ -2,6 +2,13 @@
 //! per worker by outcome (a cancelled stream as cancelled), the overload
 //! refusals, and a removed worker's series gone (cardinality follows the
 //! registry, not the clients); readiness turns 503 with no healthy worker.
+//!
+//! A crate of its own: these tests read process-wide counters (the
+//! router's overhead histograms), which other tests' calls would move.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../it/common/mod.rs"]
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
