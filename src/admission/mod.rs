@@ -413,8 +413,8 @@ async fn probe_http(
         Err(failure @ Failure::Connect(ConnectFailure::Tls(_))) => {
             Err(IdentifyError::Tls { url, failure })
         }
-        Err(Failure::Connect(_) | Failure::TimedOut(_)) => {
-            tracing::info!(url, "the worker does not answer yet: added out of rotation");
+        Err(failure @ (Failure::Connect(_) | Failure::TimedOut(_))) => {
+            tracing::info!(url, %failure, "the worker does not answer yet: added out of rotation");
             Ok(false)
         }
         // Connected, but no HTTP/1 answer: a gRPC server there?

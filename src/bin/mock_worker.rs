@@ -153,11 +153,10 @@ async fn main() -> ExitCode {
         reply_ids,
         model_path: args.tokenizer.as_ref().map(|p| p.display().to_string()),
         tls: match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(switchyard::config::ServerTlsConfig {
+            (Some(cert), Some(key)) => Some(switchyard::mock::MockTls {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: args.tls_client_ca.clone(),
-                reload_check_ms: 0,
             }),
             _ => None,
         },

@@ -12,6 +12,7 @@ mod bootstrap;
 mod engines;
 mod http;
 mod server;
+mod tls;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,7 @@ use crate::pb;
 use crate::pb::raw::inference_server::Inference;
 
 pub use server::MockWorker;
+pub use tls::MockTls;
 
 /// The protocol a gRPC mock serves: Switchyard's own or one engine's (the
 /// mock's own list: it knows nothing of the router's engine seam).
@@ -136,7 +138,7 @@ pub struct MockConfig {
     pub model_path: Option<String>,
     /// Serve TLS with these files (`grpcs://` and `https://` urls); with a
     /// client CA, the gRPC mock requires a client certificate signed by it.
-    pub tls: Option<crate::config::ServerTlsConfig>,
+    pub tls: Option<MockTls>,
     /// Requests an engine reports waiting in `GetLoads` on top of its own
     /// (other clients' work, as a shared engine has).
     pub reported_waiting: u32,

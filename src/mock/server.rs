@@ -1,13 +1,15 @@
 //! The mock worker's lifecycle: binding, serving gRPC or HTTP (and the
 //! prefill side's rendezvous listener), health, and shutdown.
 
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-use crate::services::tls::{Accepting, Protocol, ServerTls};
+use super::tls::{tonic_tls, TlsListener};
+use axum::serve::ListenerExt;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -88,20 +90,26 @@ impl MockWorker {
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let tls = config.load().tls.clone();
         let task = if http {
-            let tls = match &tls {
-                Some(files) => Some((
-                    ServerTls::load(files).map_err(std::io::Error::other)?,
-                    Protocol::Http,
-                )),
-                None => None,
+            let routes = http::routes(service);
+            let stop = async {
+                let _ = shutdown_rx.await;
             };
-            let listener = Accepting::new(listener, tls);
-            let server =
-                axum::serve(listener, http::routes(service)).with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                });
+            // One task serves, so aborting it stops the server.
+            let served: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+                match &tls {
+                    Some(files) => Box::pin(
+                        axum::serve(TlsListener::new(listener, files)?, routes)
+                            .with_graceful_shutdown(stop)
+                            .into_future(),
+                    ),
+                    None => Box::pin(
+                        axum::serve(listener.tap_io(nodelay), routes)
+                            .with_graceful_shutdown(stop)
+                            .into_future(),
+                    ),
+                };
             tokio::spawn(async move {
-                if let Err(e) = server.await {
+                if let Err(e) = served.await {
                     tracing::error!(error = %e, "mock worker server failed");
                 }
             })
@@ -274,17 +282,7 @@ impl Drop for MockWorker {
     }
 }
 
-/// tonic's server TLS from the mock's files: a client CA makes client
-/// certificates required.
-fn tonic_tls(
-    files: &crate::config::ServerTlsConfig,
-) -> std::io::Result<tonic::transport::ServerTlsConfig> {
-    let cert = std::fs::read(&files.cert)?;
-    let key = std::fs::read(&files.key)?;
-    let mut tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key));
-    if let Some(ca) = &files.client_ca {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(std::fs::read(ca)?));
-    }
-    Ok(tls)
+/// Without it, small responses wait for Nagle (~40 ms).
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }

@@ -475,11 +475,10 @@ async fn tls_mock(
 ) -> switchyard::mock::MockWorker {
     let config = MockConfig {
         name: "tls".into(),
-        tls: Some(ServerTlsConfig {
+        tls: Some(switchyard::mock::MockTls {
             cert: files.cert.clone(),
             key: files.key.clone(),
             client_ca: client_ca.map(Ca::bundle),
-            reload_check_ms: 0,
         }),
         ..MockConfig::default()
     };
