@@ -3,7 +3,8 @@
 //!
 //! Six things come out of it, all in `OUT_DIR`:
 //! - `switchyard.v1.rs`: prost messages plus clients and servers for both services;
-//! - `sglang.grpc.scheduler.rs`, `vllm.grpc.engine.rs`, `smg.grpc.common.rs`:
+//! - `sglang.grpc.scheduler.rs`, `vllm.grpc.engine.rs`, `trtllm.rs`,
+//!   `mlx.grpc.engine.rs`, `smg.grpc.common.rs`:
 //!   the engines' own protocols, from the published `smg-grpc-proto` files
 //!   in `proto/smg` (messages, clients, and servers with default stubs for
 //!   the mock engines);
@@ -50,6 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/smg/common.proto"),
                 PathBuf::from("proto/smg/sglang_scheduler.proto"),
                 PathBuf::from("proto/smg/vllm_engine.proto"),
+                PathBuf::from("proto/smg/trtllm_service.proto"),
+                PathBuf::from("proto/smg/mlx_engine.proto"),
             ],
             &[PathBuf::from("proto/smg"), well_known],
         )?;

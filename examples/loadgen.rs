@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard::mock::MockEngine;
 use switchyard::pb;
 use switchyard::pb::inference_client::InferenceClient;
 use switchyard::pb::sglang_scheduler::sglang_scheduler_client::SglangSchedulerClient;
@@ -44,7 +43,7 @@ struct Args {
     /// prompt), sglang (`SglangScheduler`) or vllm (`VllmEngine`), whose
     /// prompts are token ids, one per 4 bytes of the text prompt.
     #[arg(long, default_value = "switchyard")]
-    protocol: MockEngine,
+    protocol: Protocol,
     /// Model to request ("" = the target's only model).
     #[arg(long, default_value = "")]
     model: String,
@@ -362,19 +361,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             channels.push(channel);
         }
         match args.protocol {
-            MockEngine::Switchyard => Client::Grpc(
+            Protocol::Switchyard => Client::Grpc(
                 channels
                     .into_iter()
                     .map(|c| InferenceClient::new(c).max_decoding_message_size(64 << 20))
                     .collect(),
             ),
-            MockEngine::Sglang => Client::Sglang(
+            Protocol::Sglang => Client::Sglang(
                 channels
                     .into_iter()
                     .map(SglangSchedulerClient::new)
                     .collect(),
             ),
-            MockEngine::Vllm => {
+            Protocol::Vllm => {
                 Client::Vllm(channels.into_iter().map(VllmEngineClient::new).collect())
             }
         }
@@ -511,4 +510,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// The gRPC protocols the load generator speaks.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Protocol {
+    /// `switchyard.v1.Inference`.
+    Switchyard,
+    /// SGLang's `SglangScheduler`.
+    Sglang,
+    /// vLLM's `VllmEngine`.
+    Vllm,
 }

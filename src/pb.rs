@@ -14,7 +14,8 @@ pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/switchyard.v1.Inference.rs"));
 }
 
-/// `sglang.grpc.scheduler`, `vllm.grpc.engine` and their shared
+/// `sglang.grpc.scheduler`, `vllm.grpc.engine`, `trtllm`, `mlx.grpc.engine`
+/// and their shared
 /// `smg.grpc.common`: the engines' own protocols, from the published
 /// definitions in `proto/smg` (nested as their packages are, so that the
 /// generated cross-package paths resolve).
@@ -30,6 +31,18 @@ pub mod vllm {
     pub mod grpc {
         pub mod engine {
             tonic::include_proto!("vllm.grpc.engine");
+        }
+    }
+}
+/// See [`sglang`]: TensorRT-LLM's `trtllm.TrtllmService`.
+pub mod trtllm {
+    tonic::include_proto!("trtllm");
+}
+/// See [`sglang`]: MLX's `mlx.grpc.engine.MlxEngine`.
+pub mod mlx {
+    pub mod grpc {
+        pub mod engine {
+            tonic::include_proto!("mlx.grpc.engine");
         }
     }
 }
@@ -54,6 +67,7 @@ pub mod etcd {
         tonic::include_proto!("authpb");
     }
 }
+pub use mlx::grpc::engine as mlx_engine;
 pub use sglang::grpc::scheduler as sglang_scheduler;
 pub use vllm::grpc::engine as vllm_engine;
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
-use crate::engines::{self, Method, HEALTH_CHECK};
+use crate::engines::{self, Method, PdStyle, HEALTH_CHECK};
 use crate::store::{Store, StoreError};
 use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::{HttpClient, Origin};
@@ -294,8 +294,16 @@ pub async fn admit(
     } else {
         &request.model_id
     })?;
+    let pd_capable = |engine: Engine| match request.role {
+        WorkerRole::Regular => Ok(()),
+        role if engines::seam(engine).pd() == PdStyle::None => {
+            Err(SpecError::NoPd { engine, role })
+        }
+        _ => Ok(()),
+    };
     match request.engine {
         Some(engine) if engine.is_switchyard() || !request.model_id.is_empty() => {
+            pd_capable(engine)?;
             return Ok(spec(&request.model_id)?.with_engine(engine, ModelFacts::default())?);
         }
         _ => {}
@@ -344,6 +352,7 @@ pub async fn admit(
             }
         },
     };
+    pd_capable(engine)?;
     let reports_model = engines::seam(engine).path(Method::GetModelInfo).is_some();
     let facts = match reports_model {
         false => ModelFacts::default(),

@@ -60,10 +60,11 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     rendezvous_timeout_ms: u64,
     /// The gRPC protocol to serve: switchyard (switchyard.v1.Inference),
-    /// sglang (SglangScheduler) or vllm (VllmEngine).
+    /// sglang (SglangScheduler), vllm (VllmEngine), trtllm (TrtllmService)
+    /// or mlx (MlxEngine).
     #[arg(long, default_value = "switchyard")]
     engine: MockEngine,
-    /// The served model name that sglang and vllm report in GetModelInfo.
+    /// The served model name the engine modes report in GetModelInfo.
     #[arg(long, default_value = "mock-model")]
     model: String,
     /// Report NOT_SERVING and refuse calls for this long after start, in

@@ -1,5 +1,6 @@
 //! The engines behind gRPC workers, one file each behind one seam
-//! ([`EngineSeam`]): Switchyard's own protocol, SGLang and vLLM.
+//! ([`EngineSeam`]): Switchyard's own protocol, SGLang, vLLM, TensorRT-LLM
+//! and MLX.
 //!
 //! Everything that differs by engine is asked of its seam: the service and
 //! its paths, the routing view of a `Generate` message, PD, `Abort`,
@@ -12,10 +13,12 @@
 //! Adding an engine: its proto in `proto/smg`, its file here, one line in
 //! [`ALL`], its value in `switchyard.v1.Engine`.
 
+pub mod mlx;
 mod seam;
 pub mod sglang;
 pub mod switchyard;
 pub mod translate;
+pub mod trtllm;
 pub mod vllm;
 
 use std::time::Duration;
@@ -34,7 +37,13 @@ use crate::worker::{Engine, ModelFacts, Worker};
 
 /// Every engine, in detection order (the router's own protocol last: a
 /// worker that serves an engine's service is that engine).
-pub static ALL: [&dyn EngineSeam; 3] = [&sglang::Sglang, &vllm::Vllm, &switchyard::Switchyard];
+pub static ALL: [&dyn EngineSeam; 5] = [
+    &sglang::Sglang,
+    &vllm::Vllm,
+    &trtllm::Trtllm,
+    &mlx::Mlx,
+    &switchyard::Switchyard,
+];
 
 /// The seam of `engine`.
 pub fn seam(engine: Engine) -> &'static dyn EngineSeam {
@@ -93,15 +102,6 @@ pub fn from_wire(value: i32) -> Result<Option<Engine>, String> {
 /// The `switchyard.v1.Engine` value of `engine` (`None`: unspecified).
 pub fn to_wire(engine: Option<Engine>) -> pb::Engine {
     engine.map_or(pb::Engine::Unspecified, |e| seam(e).wire())
-}
-
-/// The served model name, else the model path.
-fn model_name(served: String, path: String) -> String {
-    if served.is_empty() {
-        path
-    } else {
-        served
-    }
 }
 
 /// `grpc.health.v1/Check`.
@@ -238,7 +238,10 @@ mod tests {
         let err = from_wire(99).unwrap_err();
         assert!(err.contains("ENGINE_SGLANG (2)"), "{err}");
         let err = by_name("tgi").unwrap_err();
-        assert!(err.contains("switchyard, sglang or vllm"), "{err}");
+        assert!(
+            err.contains("switchyard, sglang, vllm, trtllm or mlx"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -47,6 +47,15 @@ pub enum Prompt {
     Tokenized(Bytes),
 }
 
+/// The served model name, else the model path (engines' `GetModelInfo`).
+pub(super) fn model_name(served: String, path: String) -> String {
+    if served.is_empty() {
+        path
+    } else {
+        served
+    }
+}
+
 /// The token ids of an encoded `TokenizedInput` (empty when it does not
 /// decode: the engine will refuse the call, and routing does without).
 pub fn tokenized_ids(raw: &Bytes) -> Vec<u32> {

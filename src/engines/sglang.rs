@@ -60,7 +60,7 @@ impl EngineSeam for Sglang {
         let info = sglang::GetModelInfoResponse::decode(reply)
             .map_err(|_| Failure::BadReply("sglang GetModelInfoResponse"))?;
         Ok(ModelFacts {
-            served_model_name: super::model_name(info.served_model_name, info.model_path),
+            served_model_name: super::seam::model_name(info.served_model_name, info.model_path),
             max_context_length: u32::try_from(info.max_context_length).unwrap_or(0),
         })
     }

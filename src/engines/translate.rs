@@ -6,19 +6,19 @@
 //! (`routers::translate`: tokenizing, detokenizing, stop strings). The field
 //! mapping is the table in the README ("SGLang and vLLM workers").
 
-use bytes::Bytes;
-
 use crate::worker::Engine;
 
 /// Why a `switchyard.v1` request cannot go to an engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
-    /// SGLang takes token ids; the model's text needs a tokenizer the
-    /// router does not have.
-    #[error("model {model:?} is served by SGLang workers, which take token ids: send `token_ids`, or give the router the model's tokenizer ({reason})")]
+    /// The engine takes token ids only; the model's text needs a tokenizer
+    /// the router does not have.
+    #[error("model {model:?} is served by {engine} workers, which take token ids: send `token_ids`, or give the router the model's tokenizer ({reason})")]
     NeedsTokenizer {
         /// The model.
         model: String,
+        /// Its workers' engine.
+        engine: Engine,
         /// Why there is no tokenizer.
         reason: String,
     },
@@ -58,9 +58,9 @@ pub enum TranslateError {
 /// A prompt for an engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// Token ids (both engines).
+    /// Token ids (every engine).
     TokenIds(Vec<u32>),
-    /// Text (vLLM only).
+    /// Text (engines whose seam `takes_text`).
     Text(String),
 }
 
@@ -81,16 +81,8 @@ pub struct Sampling {
     pub seed: Option<u64>,
     /// Leave special tokens out of the text.
     pub skip_special_tokens: bool,
-}
-
-/// `engine`'s `GenerateRequest` for `input` with `sampling`, streamed, its
-/// defaults set explicitly (SGLang: temperature 1.0, top_p 1.0, top_k −1,
-/// repetition_penalty 1.0, n 1).
-pub fn engine_request(
-    engine: Engine,
-    request_id: &str,
-    input: Input,
-    sampling: &Sampling,
-) -> Result<Bytes, TranslateError> {
-    super::seam(engine).generate_request(request_id, input, sampling)
+    /// The router cuts the text at the stop strings itself (it has the
+    /// model's tokenizer): an engine that cannot stop on strings may leave
+    /// them to it.
+    pub router_stops: bool,
 }

@@ -64,7 +64,7 @@ impl EngineSeam for Vllm {
         let info = vllm::GetModelInfoResponse::decode(reply)
             .map_err(|_| Failure::BadReply("vllm GetModelInfoResponse"))?;
         Ok(ModelFacts {
-            served_model_name: super::model_name(info.served_model_name, info.model_path),
+            served_model_name: super::seam::model_name(info.served_model_name, info.model_path),
             max_context_length: info.max_context_length,
         })
     }

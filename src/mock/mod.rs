@@ -44,11 +44,21 @@ pub enum MockEngine {
     Sglang,
     /// vLLM's `vllm.grpc.engine.VllmEngine`.
     Vllm,
+    /// TensorRT-LLM's `trtllm.TrtllmService`.
+    Trtllm,
+    /// MLX's `mlx.grpc.engine.MlxEngine`.
+    Mlx,
 }
 
 impl MockEngine {
     /// Every mode, for flags.
-    pub const ALL: [MockEngine; 3] = [MockEngine::Switchyard, MockEngine::Sglang, MockEngine::Vllm];
+    pub const ALL: [MockEngine; 5] = [
+        MockEngine::Switchyard,
+        MockEngine::Sglang,
+        MockEngine::Vllm,
+        MockEngine::Trtllm,
+        MockEngine::Mlx,
+    ];
 
     /// The gRPC service it serves (also its `grpc.health.v1` name).
     pub fn service(self) -> &'static str {
@@ -56,6 +66,8 @@ impl MockEngine {
             MockEngine::Switchyard => "switchyard.v1.Inference",
             MockEngine::Sglang => "sglang.grpc.scheduler.SglangScheduler",
             MockEngine::Vllm => "vllm.grpc.engine.VllmEngine",
+            MockEngine::Trtllm => "trtllm.TrtllmService",
+            MockEngine::Mlx => "mlx.grpc.engine.MlxEngine",
         }
     }
 
@@ -65,6 +77,8 @@ impl MockEngine {
             MockEngine::Switchyard => "switchyard",
             MockEngine::Sglang => "sglang",
             MockEngine::Vllm => "vllm",
+            MockEngine::Trtllm => "trtllm",
+            MockEngine::Mlx => "mlx",
         }
     }
 }
@@ -124,7 +138,7 @@ pub struct MockConfig {
     pub role: MockRole,
     /// How long the PD rendezvous waits for the other side.
     pub rendezvous_timeout: Duration,
-    /// The protocol served over gRPC: Switchyard's, SGLang's or vLLM's.
+    /// The protocol served over gRPC: Switchyard's or an engine's.
     pub engine: MockEngine,
     /// The served model name the engine protocols report.
     pub model: String,

@@ -18,8 +18,10 @@ use tonic_health::ServingStatus;
 
 use super::MockEngine;
 use super::{bootstrap, http, MockConfig, MockRole, MockService, MockStats};
+use crate::pb::mlx_engine::mlx_engine_server::MlxEngineServer;
 use crate::pb::raw::inference_server::InferenceServer;
 use crate::pb::sglang_scheduler::sglang_scheduler_server::SglangSchedulerServer;
+use crate::pb::trtllm::trtllm_service_server::TrtllmServiceServer;
 use crate::pb::vllm_engine::vllm_engine_server::VllmEngineServer;
 
 /// A running mock worker.
@@ -178,6 +180,8 @@ impl MockWorker {
                 MockEngine::Switchyard => router.add_service(InferenceServer::new(service)),
                 MockEngine::Sglang => router.add_service(SglangSchedulerServer::new(service)),
                 MockEngine::Vllm => router.add_service(VllmEngineServer::new(service)),
+                MockEngine::Trtllm => router.add_service(TrtllmServiceServer::new(service)),
+                MockEngine::Mlx => router.add_service(MlxEngineServer::new(service)),
             };
             let result = router
                 .serve_with_incoming_shutdown(

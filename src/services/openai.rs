@@ -26,7 +26,8 @@ use serde_json::{json, Value};
 use tokio_stream::{Stream, StreamExt};
 
 use super::http_error::HttpError;
-use crate::engines::translate::{engine_request, Input, Sampling};
+use crate::engines;
+use crate::engines::translate::{Input, Sampling};
 use crate::pb;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::select::{is_known_model, model_engine};
@@ -283,8 +284,9 @@ impl EngineFront {
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .map_or_else(generate_request_id, str::to_string);
-        let message =
-            engine_request(engine, &request_id, input, &sampling).map_err(RouteError::from)?;
+        let message = engines::seam(engine)
+            .generate_request(&request_id, input, &sampling)
+            .map_err(RouteError::from)?;
         let mut metadata = HeaderMap::with_capacity(4);
         let model_value = HeaderValue::from_str(&model)
             .map_err(|_| HttpError::bad_request("model must be printable ASCII"))?;
@@ -406,6 +408,7 @@ impl Fields {
                 stop: stops(sp.stop.clone())?,
                 seed: sp.seed,
                 skip_special_tokens: sp.skip_special_tokens.unwrap_or(true),
+                router_stops: true,
             });
         }
         Ok(Sampling {
@@ -416,6 +419,7 @@ impl Fields {
             stop: stops(self.stop.clone())?,
             seed: self.seed,
             skip_special_tokens: true,
+            router_stops: true,
         })
     }
 }

@@ -246,6 +246,14 @@ pub enum SpecError {
         /// What is wrong.
         reason: String,
     },
+    /// A prefill or decode worker of an engine the router runs no PD over.
+    #[error("{engine} workers cannot be {role} workers: the router runs no prefill/decode disaggregation over the {engine} protocol; register it as regular")]
+    NoPd {
+        /// The engine.
+        engine: Engine,
+        /// The role asked for.
+        role: WorkerRole,
+    },
     /// A role name that is none of the roles.
     #[error("{0}")]
     InvalidRole(String),

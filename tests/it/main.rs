@@ -11,6 +11,8 @@ mod auth;
 mod churn;
 mod cli;
 mod discovery;
+mod engine_mlx;
+mod engine_trtllm;
 mod engines;
 mod faults;
 mod health;

@@ -147,7 +147,7 @@ def raw_stream(channel, service):
 
 def vendored_protos_are_the_published_ones():
     package = os.path.join(os.path.dirname(smg_grpc_proto.__file__), "proto")
-    for name in ["common.proto", "sglang_scheduler.proto", "vllm_engine.proto"]:
+    for name in ["common.proto", "sglang_scheduler.proto", "vllm_engine.proto", "trtllm_service.proto", "mlx_engine.proto"]:
         with open(os.path.join(REPO, "proto", "smg", name), "rb") as ours:
             with open(os.path.join(package, name), "rb") as published:
                 assert ours.read() == published.read(), f"proto/smg/{name} differs from smg-grpc-proto {smg_grpc_proto.__version__}"

@@ -11,7 +11,7 @@ use prost::Message;
 use std::sync::Arc;
 
 use crate::engines;
-use crate::engines::translate::{engine_request, Input, Sampling, TranslateError};
+use crate::engines::translate::{Input, Sampling, TranslateError};
 use crate::pb;
 use crate::tokenizer::{Detokenizer, ModelTokenizer, TokenizerError};
 use crate::transport::grpc::codec::{frame, Deframer};
@@ -40,6 +40,7 @@ pub fn request(
         .map_err(|e| TranslateError::Invalid(e.to_string()))?;
     let s = request.sampling_params.unwrap_or_default();
     let mut tokenized = None;
+    let tokenizer_ok = tokenizer.is_ok();
     let input = match (request.input, tokenizer) {
         (Some(pb::generate_request::Input::TokenIds(t)), _) => Input::TokenIds(t.ids),
         // With the model's tokenizer, the router tokenizes (for either
@@ -61,6 +62,7 @@ pub fn request(
         {
             return Err(TranslateError::NeedsTokenizer {
                 model: model.to_string(),
+                engine,
                 reason: e.to_string(),
             })
         }
@@ -75,11 +77,12 @@ pub fn request(
         stop: s.stop,
         seed: s.seed,
         skip_special_tokens: true,
+        router_stops: tokenizer_ok,
     };
     let stops = sampling.stop.clone();
     let message = match engine.is_switchyard() {
         true => body.clone(),
-        false => engine_request(engine, request_id, input, &sampling)?,
+        false => engines::seam(engine).generate_request(request_id, input, &sampling)?,
     };
     Ok(EngineCall {
         message,
