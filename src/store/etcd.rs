@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{StoreError, StoredWorker};
+use super::record::{StoreError, StoredWorker};
 use crate::pb::etcd::etcdserverpb::{
     compare, kv_client::KvClient, request_op, response_op, watch_client::WatchClient,
     watch_request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,

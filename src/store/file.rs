@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, StoredWorker};
+use super::record::{StoreError, StoredWorker};
 use crate::worker::{RegistryError, Source, Worker, WorkerId, WorkerRegistry, WorkerSpec};
 
 /// The format this router writes and reads.

@@ -13,7 +13,7 @@ use http::HeaderMap;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::TokenizerError;
+use super::error::TokenizerError;
 use crate::engines::{self, Method};
 use crate::pb::smg::grpc::common as smg;
 use crate::transport::grpc::codec::Deframer;

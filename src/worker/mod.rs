@@ -22,7 +22,7 @@ use http::HeaderValue;
 
 pub use circuit::{CircuitConfig, CircuitState, Outcome};
 pub use load::LoadGuard;
-pub use registry::{RegistryError, RegistryListener, WorkerEvent, WorkerEventKind, WorkerRegistry};
+pub use registry::{RegistryError, WorkerRegistry};
 pub use spec::{
     ConnectionMode, Endpoint, Engine, EngineName, ModelFacts, Source, SpecError, WorkerRole,
     WorkerSpec,
@@ -77,6 +77,48 @@ impl std::borrow::Borrow<str> for WorkerId {
     }
 }
 
+/// What happened to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEventKind {
+    /// Registered (and routable).
+    Added,
+    /// Unregistered: never chosen for a new call again.
+    Removed,
+    /// The health checker flipped its state.
+    HealthChanged {
+        /// The new state.
+        healthy: bool,
+    },
+    /// Its circuit breaker opened, let a probe through, or closed
+    /// (see [`circuit`]).
+    CircuitChanged {
+        /// The new state.
+        state: CircuitState,
+    },
+}
+
+/// One change, in the registry's total order.
+#[derive(Debug, Clone)]
+pub struct WorkerEvent {
+    /// Strictly increasing position in the order of changes.
+    pub sequence: u64,
+    /// What happened.
+    pub kind: WorkerEventKind,
+    /// The worker it happened to.
+    pub worker: Arc<Worker>,
+}
+
+/// Something that keeps state about workers and must hear every change as it
+/// happens. Called under the registry's write lock: keep it short, never block.
+pub trait RegistryListener: Send + Sync {
+    /// Called once per change, in order.
+    fn on_event(&self, event: &WorkerEvent);
+}
+
+/// Publishes a worker's own changes (its circuit) as registry events, in
+/// the registry's order; made by the registry, which the worker never names.
+pub(crate) type Announcer = Box<dyn Fn(WorkerEventKind, &Arc<Worker>) + Send + Sync>;
+
 /// One inference server process as the router knows it.
 pub struct Worker {
     id: WorkerId,
@@ -116,7 +158,7 @@ pub struct Worker {
     circuit: circuit::Circuit,
     circuit_config: Arc<CircuitConfig>,
     /// Publishes the circuit's changes as registry events.
-    announcer: registry::Announcer,
+    announcer: Announcer,
     /// Calls in flight at which it is passed over (`u32::MAX`: no limit).
     max_in_flight: u32,
     /// What its calls did, for metrics.
@@ -129,7 +171,7 @@ impl Worker {
         ordinal: u64,
         spec: WorkerSpec,
         channel_config: ChannelConfig,
-        (circuit_config, announcer): (Arc<CircuitConfig>, registry::Announcer),
+        (circuit_config, announcer): (Arc<CircuitConfig>, Announcer),
         max_in_flight: u32,
     ) -> Self {
         let endpoint = spec.endpoint().clone();
@@ -308,8 +350,7 @@ impl Worker {
                     tracing::info!(worker = %self.id, "circuit closed: the probe succeeded")
                 }
             }
-            self.announcer
-                .announce(WorkerEventKind::CircuitChanged { state }, self);
+            (self.announcer)(WorkerEventKind::CircuitChanged { state }, self);
         }
     }
 

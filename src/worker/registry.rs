@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
-use super::{CircuitConfig, ConnectionMode, Worker, WorkerId, WorkerRole, WorkerSpec};
+use super::{
+    Announcer, CircuitConfig, ConnectionMode, RegistryListener, Worker, WorkerEvent,
+    WorkerEventKind, WorkerId, WorkerRole, WorkerSpec,
+};
 use crate::transport::grpc::ChannelConfig;
 
 /// Why a registry operation was refused.
@@ -76,44 +79,6 @@ pub enum RegistryError {
     },
 }
 
-/// What happened to a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerEventKind {
-    /// Registered (and routable).
-    Added,
-    /// Unregistered: never chosen for a new call again.
-    Removed,
-    /// The health checker flipped its state.
-    HealthChanged {
-        /// The new state.
-        healthy: bool,
-    },
-    /// Its circuit breaker opened, let a probe through, or closed
-    /// (see [`super::circuit`]).
-    CircuitChanged {
-        /// The new state.
-        state: super::CircuitState,
-    },
-}
-
-/// One change, in the registry's total order.
-#[derive(Debug, Clone)]
-pub struct WorkerEvent {
-    /// Strictly increasing position in the order of changes.
-    pub sequence: u64,
-    /// What happened.
-    pub kind: WorkerEventKind,
-    /// The worker it happened to.
-    pub worker: Arc<Worker>,
-}
-
-/// Something that keeps state about workers and must hear every change as it
-/// happens. Called under the registry's write lock: keep it short, never block.
-pub trait RegistryListener: Send + Sync {
-    /// Called once per change, in order.
-    fn on_event(&self, event: &WorkerEvent);
-}
-
 /// Index key: workers are resolved by connection mode, role and model.
 type GroupKey = (ConnectionMode, WorkerRole);
 type Group = Arc<[Arc<Worker>]>;
@@ -160,7 +125,7 @@ struct State {
 pub struct WorkerRegistry {
     /// Serializes writers so that index rebuilds and the event order agree.
     /// A std mutex: it is never held across an `.await`. Shared with the
-    /// workers' [`Announcer`]s.
+    /// workers' announcers.
     state: Arc<Mutex<State>>,
     /// Read on every call without locking; swapped by writers.
     snapshot: ArcSwap<Snapshot>,
@@ -171,30 +136,6 @@ pub struct WorkerRegistry {
     max_workers: usize,
     /// Calls in flight to one worker beyond which it is passed over (0: none).
     max_in_flight_per_worker: u32,
-}
-
-/// Lets a worker announce a change of its own (its circuit) in the
-/// registry's order of events, without holding the registry.
-pub(crate) struct Announcer {
-    state: Weak<Mutex<State>>,
-    events: broadcast::Sender<WorkerEvent>,
-}
-
-impl Announcer {
-    /// Publishes `kind` for `worker`, if both are still registered.
-    pub(crate) fn announce(&self, kind: WorkerEventKind, worker: &Arc<Worker>) {
-        let Some(state) = self.state.upgrade() else {
-            return;
-        };
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        if state
-            .by_id
-            .get(worker.id())
-            .is_some_and(|w| Arc::ptr_eq(w, worker))
-        {
-            emit(&mut state, &self.events, kind, worker);
-        }
-    }
 }
 
 /// How many events an async watcher may fall behind before it is told to resync.
@@ -292,13 +233,7 @@ impl WorkerRegistry {
             state.next_ordinal,
             spec,
             self.channel_config.clone(),
-            (
-                self.circuit_config.clone(),
-                Announcer {
-                    state: Arc::downgrade(&self.state),
-                    events: self.events.clone(),
-                },
-            ),
+            (self.circuit_config.clone(), self.announcer()),
             self.max_in_flight_per_worker,
         ));
         state.by_url.insert(worker.url().to_string(), id.clone());
@@ -457,6 +392,26 @@ impl WorkerRegistry {
             }
         }
         self.snapshot.store(Arc::new(Snapshot { groups }));
+    }
+
+    /// Lets a worker announce a change of its own (its circuit) in the
+    /// registry's order of events, without holding the registry: published
+    /// if both are still registered.
+    fn announcer(&self) -> Announcer {
+        let (state, events) = (Arc::downgrade(&self.state), self.events.clone());
+        Box::new(move |kind, worker| {
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            if state
+                .by_id
+                .get(worker.id())
+                .is_some_and(|w| Arc::ptr_eq(w, worker))
+            {
+                emit(&mut state, &events, kind, worker);
+            }
+        })
     }
 
     fn emit(&self, state: &mut State, kind: WorkerEventKind, worker: &Arc<Worker>) {

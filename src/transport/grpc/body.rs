@@ -9,7 +9,6 @@ use h2::RecvStream;
 use http::HeaderMap;
 use tokio_stream::Stream;
 
-use super::client::failure;
 use crate::transport::{Failure, WorkerStatus};
 
 /// The status a worker sent in `headers` (its trailers, or the headers of
@@ -162,5 +161,17 @@ impl Stream for ResponseStream {
 impl std::fmt::Debug for ResponseStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseStream").finish_non_exhaustive()
+    }
+}
+
+/// An h2 error in the router's words: a lost connection, a reset with its
+/// code, or a protocol error.
+pub(super) fn failure(error: &h2::Error) -> Failure {
+    if error.is_io() || error.is_go_away() {
+        return Failure::ConnectionLost;
+    }
+    match error.reason() {
+        Some(reason) if error.is_reset() || error.is_remote() => Failure::Reset(reason.into()),
+        Some(_) | None => Failure::Protocol,
     }
 }

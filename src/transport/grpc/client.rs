@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::body::{worker_status, ResponseStream};
+use super::body::{failure, worker_status, ResponseStream};
 use super::codec::{frame, unary_message};
 use super::metadata::{grpc_timeout, never_index, GRPC_TIMEOUT};
 use super::ChannelConfig;
@@ -422,16 +422,4 @@ fn uri(secure: bool, authority: &Authority, path: &'static str) -> Result<Uri, F
     parts.authority = Some(authority.clone());
     parts.path_and_query = Some(PathAndQuery::from_static(path));
     Uri::from_parts(parts).map_err(|_| Failure::Protocol)
-}
-
-/// An h2 error in the router's words: a lost connection, a reset with its
-/// code, or a protocol error.
-pub(super) fn failure(error: &h2::Error) -> Failure {
-    if error.is_io() || error.is_go_away() {
-        return Failure::ConnectionLost;
-    }
-    match error.reason() {
-        Some(reason) if error.is_reset() || error.is_remote() => Failure::Reset(reason.into()),
-        Some(_) | None => Failure::Protocol,
-    }
 }
