@@ -26,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The layout rules (no module or file cycle, config and transport leaves,
+# no file over 500 lines): docs/ARCHITECTURE.md.
+python3 scripts/check_layout.py
+
 cargo build --bins
 cargo test --all-targets
 

@@ -22,8 +22,8 @@ use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::{HttpClient, Origin};
 use crate::transport::{ConnectFailure, Failure};
 use crate::worker::{
-    ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, Source, SpecError, Worker,
-    WorkerRegistry, WorkerRole, WorkerSpec,
+    ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, Source, SpecError, UrlError,
+    Worker, WorkerRegistry, WorkerRole, WorkerSpec,
 };
 use hosts::HostPolicy;
 
@@ -162,7 +162,7 @@ impl Admission {
         request: WorkerRequest,
         source: Source,
     ) -> Result<Arc<Worker>, AddError> {
-        let endpoint = Endpoint::parse(&request.url)?;
+        let endpoint = Endpoint::parse(&request.url).map_err(SpecError::from)?;
         if let Err(reason) = self.hosts.check(&endpoint, self.timeout).await {
             return Err(AddError::HostRefused {
                 url: request.url,
@@ -256,13 +256,12 @@ pub async fn admit(
             request.labels.clone(),
         )
     };
-    let authority: Authority = endpoint
-        .authority()
-        .parse()
-        .map_err(|_| SpecError::InvalidUrl {
+    let authority: Authority = endpoint.authority().parse().map_err(|_| {
+        SpecError::from(UrlError::Invalid {
             url: request.url.clone(),
             reason: "not a valid host:port".into(),
-        })?;
+        })
+    })?;
     let upstream = || {
         Upstream::new(
             authority.clone(),

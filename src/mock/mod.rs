@@ -9,8 +9,10 @@
 //! [`MockStats`]. The server task lives until [`MockWorker::stop`] or drop.
 
 mod bootstrap;
+mod engine;
 mod engines;
 mod http;
+mod inference;
 mod server;
 mod tls;
 mod wire;
@@ -30,78 +32,9 @@ use tonic::{Request, Response, Status};
 use crate::pb;
 use crate::pb::raw::inference_server::Inference;
 
+pub use engine::MockEngine;
 pub use server::MockWorker;
 pub use tls::MockTls;
-
-/// The protocol a gRPC mock serves: Switchyard's own or one engine's (the
-/// mock's own list: it knows nothing of the router's engine seam).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MockEngine {
-    /// `switchyard.v1.Inference`.
-    #[default]
-    Switchyard,
-    /// SGLang's `sglang.grpc.scheduler.SglangScheduler`.
-    Sglang,
-    /// vLLM's `vllm.grpc.engine.VllmEngine`.
-    Vllm,
-    /// TensorRT-LLM's `trtllm.TrtllmService`.
-    Trtllm,
-    /// MLX's `mlx.grpc.engine.MlxEngine`.
-    Mlx,
-}
-
-impl MockEngine {
-    /// Every mode, for flags.
-    pub const ALL: [MockEngine; 5] = [
-        MockEngine::Switchyard,
-        MockEngine::Sglang,
-        MockEngine::Vllm,
-        MockEngine::Trtllm,
-        MockEngine::Mlx,
-    ];
-
-    /// The gRPC service it serves (also its `grpc.health.v1` name).
-    pub fn service(self) -> &'static str {
-        match self {
-            MockEngine::Switchyard => "switchyard.v1.Inference",
-            MockEngine::Sglang => "sglang.grpc.scheduler.SglangScheduler",
-            MockEngine::Vllm => "vllm.grpc.engine.VllmEngine",
-            MockEngine::Trtllm => "trtllm.TrtllmService",
-            MockEngine::Mlx => "mlx.grpc.engine.MlxEngine",
-        }
-    }
-
-    /// Its name in flags, as the router's `--engine` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            MockEngine::Switchyard => "switchyard",
-            MockEngine::Sglang => "sglang",
-            MockEngine::Vllm => "vllm",
-            MockEngine::Trtllm => "trtllm",
-            MockEngine::Mlx => "mlx",
-        }
-    }
-}
-
-impl std::fmt::Display for MockEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for MockEngine {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        MockEngine::ALL
-            .into_iter()
-            .find(|e| e.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                let names: Vec<&str> = MockEngine::ALL.iter().map(|e| e.name()).collect();
-                format!("unknown engine {s:?}: use one of {}", names.join(", "))
-            })
-    }
-}
 
 /// The reply an engine mock with a tokenizer generates (cycled), naming the
 /// worker, with multi-byte characters.
@@ -456,98 +389,6 @@ impl MockService {
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn response(request_id: &str, body: pb::generate_response::Response, echo: &Bytes) -> Bytes {
-    let message = pb::GenerateResponse {
-        request_id: request_id.to_string(),
-        response: Some(body),
-    };
-    let mut out = BytesMut::with_capacity(message.encoded_len() + echo.len());
-    message.encode_raw(&mut out);
-    out.extend_from_slice(echo);
-    out.freeze()
-}
-
-#[tonic::async_trait]
-impl Inference for MockService {
-    type GenerateStream = ReceiverStream<Result<Bytes, Status>>;
-
-    async fn generate(
-        &self,
-        request: Request<Bytes>,
-    ) -> Result<Response<Self::GenerateStream>, Status> {
-        let (metadata, _, body) = request.into_parts();
-        let view = pb::GenerateRequest::decode(body.clone())
-            .map_err(|e| Status::invalid_argument(format!("not a GenerateRequest: {e}")))?;
-        let echo = unknown_fields(&body, KNOWN_REQUEST_FIELDS).map_err(Status::invalid_argument)?;
-        let seen = SeenRequest {
-            request_id: view.request_id.clone(),
-            model: view.model.clone(),
-            x_request_id: metadata
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from),
-            timeout: metadata
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::transport::grpc::metadata::parse_grpc_timeout),
-            unknown_fields: echo.clone(),
-            metadata: metadata
-                .clone()
-                .into_headers()
-                .iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
-            disaggregated: view.disaggregated_params.clone(),
-            token_ids: match &view.input {
-                Some(pb::generate_request::Input::TokenIds(t)) => t.ids.clone(),
-                _ => Vec::new(),
-            },
-            kv_transfer_params: None,
-        };
-        let config = self.admit(seen, view.disaggregated_params.as_ref()).await?;
-        let tokens = view
-            .sampling_params
-            .as_ref()
-            .map(|s| s.max_new_tokens)
-            .filter(|n| *n > 0)
-            .unwrap_or(config.tokens);
-        let prompt_tokens = match &view.input {
-            Some(pb::generate_request::Input::Text(t)) => t.split_whitespace().count() as u32,
-            Some(pb::generate_request::Input::TokenIds(t)) => t.ids.len() as u32,
-            None => 0,
-        };
-        let request_id = view.request_id;
-        let request_id_for_encode = request_id.clone();
-        let encode = move |piece: Piece| {
-            use pb::generate_response::Response as R;
-            let body = match piece {
-                Piece::Token(i, text) => R::Chunk(pb::GenerateChunk {
-                    token_ids: vec![i],
-                    text,
-                }),
-                Piece::Finish(reason, completion) => R::Complete(pb::GenerateComplete {
-                    finish_reason: reason.into(),
-                    prompt_tokens,
-                    completion_tokens: completion,
-                }),
-                Piece::Fail(message) => return Err(Status::internal(message)),
-            };
-            Ok(response(&request_id_for_encode, body, &echo))
-        };
-        let rx = self.spawn_generation(config, request_id, tokens, encode);
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn abort(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
-        let abort = pb::AbortRequest::decode(request.into_inner())
-            .map_err(|e| Status::invalid_argument(format!("not an AbortRequest: {e}")))?;
-        let aborted = self.abort_request(&abort.request_id);
-        Ok(Response::new(Bytes::from(
-            pb::AbortResponse { aborted }.encode_to_vec(),
-        )))
     }
 }
 

@@ -8,6 +8,8 @@
 //! started on.
 
 pub mod circuit;
+mod endpoint;
+mod engine;
 mod load;
 pub mod registry;
 mod spec;
@@ -21,12 +23,11 @@ use http::uri::Scheme;
 use http::HeaderValue;
 
 pub use circuit::{CircuitConfig, CircuitState, Outcome};
+pub use endpoint::{ConnectionMode, Endpoint, UrlError};
+pub use engine::{Engine, EngineName};
 pub use load::LoadGuard;
 pub use registry::{RegistryError, WorkerRegistry};
-pub use spec::{
-    ConnectionMode, Endpoint, Engine, EngineName, ModelFacts, Source, SpecError, WorkerRole,
-    WorkerSpec,
-};
+pub use spec::{ModelFacts, Source, SpecError, WorkerRole, WorkerSpec};
 
 use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::Origin;

@@ -26,88 +26,12 @@ use super::{
 };
 use crate::transport::grpc::ChannelConfig;
 
-/// Why a registry operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    /// The URL is already registered.
-    #[error("a worker with url {url} is already registered as {id}")]
-    AlreadyExists {
-        /// The URL.
-        url: String,
-        /// The worker registered under it.
-        id: WorkerId,
-    },
-    /// No worker with this id or URL.
-    #[error("no worker with {what} {value:?}")]
-    NotFound {
-        /// "id" or "url".
-        what: &'static str,
-        /// The id or URL asked for.
-        value: String,
-    },
-    /// The worker's role does not fit how its model is served.
-    #[error("model {model:?} is served {served}; a {role} worker cannot join it ({hint})")]
-    RoleConflict {
-        /// The model.
-        model: String,
-        /// The refused worker's role.
-        role: WorkerRole,
-        /// How the model is served now.
-        served: &'static str,
-        /// What to do instead.
-        hint: &'static str,
-    },
-    /// The worker's engine differs from the engine of its model's other
-    /// gRPC workers.
-    #[error("model {model:?} is served by {served} workers; a {engine} worker cannot join it (one model, one engine: its requests are in that engine's protocol; use another model id)")]
-    EngineConflict {
-        /// The model.
-        model: String,
-        /// The refused worker's engine.
-        engine: super::Engine,
-        /// The engine of the model's workers.
-        served: super::Engine,
-    },
-    /// The spec itself is invalid.
-    #[error(transparent)]
-    InvalidSpec(#[from] super::SpecError),
-    /// As many workers as allowed are registered.
-    #[error("{max} workers are registered, the most allowed (limits.max_workers): remove one first, or raise the limit")]
-    Full {
-        /// The limit.
-        max: usize,
-    },
-}
+mod error;
+mod snapshot;
 
-/// Index key: workers are resolved by connection mode, role and model.
-type GroupKey = (ConnectionMode, WorkerRole);
-type Group = Arc<[Arc<Worker>]>;
-
-/// What readers see: an immutable index, replaced as a whole on change.
-#[derive(Default)]
-pub struct Snapshot {
-    groups: HashMap<GroupKey, HashMap<Arc<str>, Group>>,
-}
-
-impl Snapshot {
-    /// Workers of one (mode, role, model), in registration order (which is
-    /// ascending [`Worker::ordinal`] order; policies rely on it).
-    pub fn group(&self, mode: ConnectionMode, role: WorkerRole, model: &str) -> Option<&Group> {
-        self.groups.get(&(mode, role))?.get(model)
-    }
-
-    /// Models that have at least one worker of this mode and role.
-    pub fn models(
-        &self,
-        mode: ConnectionMode,
-        role: WorkerRole,
-    ) -> impl Iterator<Item = &Arc<str>> {
-        self.groups
-            .get(&(mode, role))
-            .into_iter()
-            .flat_map(|m| m.keys())
-    }
-}
+pub use error::RegistryError;
+use snapshot::Group;
+pub use snapshot::Snapshot;
 
 /// Writer-side state; only touched under the mutex.
 #[derive(Default)]
@@ -314,7 +238,7 @@ impl WorkerRegistry {
     }
 
     fn id_of_url(&self, url: &str) -> Result<WorkerId, RegistryError> {
-        let normalized = super::Endpoint::parse(url)?;
+        let normalized = super::Endpoint::parse(url).map_err(super::SpecError::from)?;
         self.lock()
             .by_url
             .get(normalized.url())

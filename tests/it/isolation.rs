@@ -202,7 +202,14 @@ async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_t
 
 #[tokio::test]
 async fn three_dead_workers_and_one_live_fail_no_call() {
-    let router = start_router_with(config(CircuitConfig::default())).await;
+    // Ejections that outlast the test: the circuits are checked open after
+    // 200 calls, however long a busy machine takes for them.
+    let router = start_router_with(config(CircuitConfig {
+        base_ejection_ms: 600_000,
+        max_ejection_ms: 600_000,
+        ..CircuitConfig::default()
+    }))
+    .await;
     let live = mock("live").await;
     let mut dead = Vec::new();
     for _ in 0..3 {
