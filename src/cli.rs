@@ -337,7 +337,10 @@ mod tests {
         let err = Cli::try_parse_from(["switchyard", "serve", "--engine", "tgi"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("switchyard, sglang or vllm"), "{err}");
+        assert!(
+            err.contains("switchyard, sglang, vllm, trtllm or mlx"),
+            "{err}"
+        );
     }
 
     #[test]

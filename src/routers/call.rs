@@ -1,15 +1,15 @@
 //! What one proxied call holds while it runs, released in `Drop` whatever
 //! ends it: [`ProxyStream`] (a gRPC worker's stream being relayed, with the
-//! load guard, in-flight entry and deadline), [`AbortOnDrop`] (tell a gRPC
-//! worker to stop a request the client gave up on), [`Companion`] (the
-//! prefill side of a PD call, on either wire) and [`TaskGuard`].
+//! load guard, in-flight entry and deadline; it takes an [`Attempt`]'s load
+//! and abort), [`Companion`] (the prefill side of a PD call, on either
+//! wire) and [`TaskGuard`].
 //!
 //! The worker finishing, failing, the deadline, or the client going away
 //! (the listener dropping the stream) all end the call in one place.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,79 +18,14 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
-use tokio_util::task::TaskTracker;
 
+pub use super::attempt::{abort, aborts_in_flight, AbortOnDrop, Attempt};
 use super::chunk_clock::ChunkClock;
 use super::RouteError;
 use crate::routers::translate::Responses;
 use crate::telemetry::CallSpan;
 use crate::transport::grpc::ResponseStream;
-use crate::transport::Failure;
 use crate::worker::{LoadGuard, Outcome, Worker};
-
-/// Tells a worker to abort a request if dropped while still armed.
-///
-/// Armed from dispatch until the worker ends the stream itself (success or
-/// error). Dropped armed means the client cancelled, disconnected or ran out
-/// of deadline: the upstream call is reset by dropping it, and the worker is
-/// additionally sent `Abort(request_id)` so engines that keep generating after
-/// a reset free their slot.
-#[derive(Debug)]
-pub struct AbortOnDrop {
-    target: Option<(Arc<Worker>, String)>,
-}
-
-impl AbortOnDrop {
-    /// Arms an abort of `request_id` on `worker`.
-    pub fn new(worker: Arc<Worker>, request_id: String) -> Self {
-        AbortOnDrop {
-            target: Some((worker, request_id)),
-        }
-    }
-
-    /// The worker finished the request on its own; nothing to abort.
-    pub fn disarm(&mut self) {
-        self.target = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some((worker, request_id)) = self.target.take() else {
-            return;
-        };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        ABORTS.spawn(async move {
-            match abort(&worker, &request_id).await {
-                Ok(_) => tracing::debug!(worker = %worker.id(), %request_id, "upstream aborted"),
-                Err(failure) => {
-                    tracing::debug!(worker = %worker.id(), %request_id, %failure, "abort not acknowledged")
-                }
-            }
-        });
-    }
-}
-
-/// The `Abort` calls sent by dropped [`AbortOnDrop`]s and not yet answered.
-/// A process-wide tracker, because a `Drop` has nowhere else to put them; a
-/// shutting-down router waits on it so that cancelled calls' aborts reach
-/// their workers before the process exits.
-static ABORTS: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
-
-/// The `Abort` calls in flight (see [`ABORTS`]). Closed on return, so
-/// `wait` returns once they are answered or time out (two seconds at most).
-pub fn aborts_in_flight() -> &'static TaskTracker {
-    ABORTS.close();
-    &ABORTS
-}
-
-/// Sends `worker` its engine's `Abort(request_id)`, waiting at most two
-/// seconds: whether the worker had the request running.
-pub async fn abort(worker: &Worker, request_id: &str) -> Result<bool, Failure> {
-    crate::engines::abort(worker, request_id).await
-}
 
 /// Aborts a spawned task when dropped, unless detached first.
 #[derive(Debug)]
@@ -183,6 +118,20 @@ impl Idle {
             timer.as_mut().reset(tokio::time::Instant::now() + interval);
         }
         Poll::Pending
+    }
+}
+
+impl Attempt {
+    /// The response opened: the stream relaying it takes the load and the
+    /// abort, and `held` (in-flight entry, spans) until it ends.
+    pub fn opened(
+        self,
+        worker: Arc<Worker>,
+        response: (Option<Bytes>, ResponseStream),
+        deadline: Pin<Box<Sleep>>,
+        held: Box<dyn Send + Sync>,
+    ) -> ProxyStream {
+        ProxyStream::new(worker, response, deadline, self.abort, self.load, held)
     }
 }
 

@@ -7,6 +7,7 @@
 //! request. Routers resolve candidates from the registry on every call; none
 //! keeps a worker list of its own.
 
+mod attempt;
 pub mod call;
 mod chunk_clock;
 pub mod grpc;

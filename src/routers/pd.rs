@@ -18,13 +18,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::call::{AbortOnDrop, Companion, TaskGuard};
+use super::call::{AbortOnDrop, Attempt, Companion, TaskGuard};
 use super::select::Candidates;
 use super::RouteError;
 use crate::policies::{PolicyConfig, PolicySet, RequestFacts};
-use crate::worker::{
-    stats, ConnectionMode, LoadGuard, Outcome, Worker, WorkerRegistry, WorkerRole,
-};
+use crate::worker::registry::Snapshot;
+use crate::worker::{stats, ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
 
 /// The prefill and decode policies of one wire's PD router (each instance
 /// subscribed to the registry when built).
@@ -63,13 +62,13 @@ impl PdPolicies {
     /// choice only: [`Self::record`] records it).
     pub fn choose(
         &self,
-        registry: &WorkerRegistry,
+        snapshot: &Snapshot,
         mode: ConnectionMode,
         facts: &RequestFacts<'_>,
     ) -> Result<Pair, RouteError> {
-        let prefill = Candidates::resolve(registry, mode, WorkerRole::Prefill, facts.model)?
+        let prefill = Candidates::resolve(snapshot, mode, WorkerRole::Prefill, facts.model)?
             .choose(&self.prefill, facts)?;
-        let decode = Candidates::resolve(registry, mode, WorkerRole::Decode, facts.model)?
+        let decode = Candidates::resolve(snapshot, mode, WorkerRole::Decode, facts.model)?
             .choose(&self.decode, facts)?;
         // The registry refuses prefill workers without one; this is a bug.
         let bootstrap_port = prefill.spec().bootstrap_port.ok_or_else(|| {
@@ -145,10 +144,8 @@ pub struct Started<O> {
     pub decode: O,
     /// The prefill side, running.
     pub companion: Companion,
-    /// The decode side's load guard.
-    pub decode_load: LoadGuard,
-    /// The decode side's abort guard, armed.
-    pub decode_abort: Option<AbortOnDrop>,
+    /// The decode side's attempt: its load and its abort, armed.
+    pub decode_attempt: Attempt,
 }
 
 /// Starts both sides of a PD call on `prefill` and `decode`.
@@ -157,27 +154,29 @@ pub async fn start<W: PdWire>(
     prefill: &Arc<Worker>,
     decode: &Arc<Worker>,
 ) -> Result<Started<W::Opened>, RouteError> {
-    let mut prefill_load = LoadGuard::new(prefill.clone());
-    let mut decode_load = LoadGuard::new(decode.clone());
+    let mut prefill_attempt = Attempt {
+        load: LoadGuard::new(prefill.clone()),
+        abort: wire.abort_guard(prefill),
+    };
+    let mut decode_attempt = Attempt {
+        load: LoadGuard::new(decode.clone()),
+        abort: wire.abort_guard(decode),
+    };
     let (route, received) = wire.received();
-    stats::overhead(route, stats::Dispatch::Pd)
-        .observe(decode_load.sent().saturating_duration_since(received));
-    let mut prefill_abort = wire.abort_guard(prefill);
-    let mut decode_abort = wire.abort_guard(decode);
+    stats::overhead(route, stats::Dispatch::Pd).observe(
+        decode_attempt
+            .load
+            .sent()
+            .saturating_duration_since(received),
+    );
 
     let (failed_tx, failed_rx) = oneshot::channel();
     let run = wire.run_prefill(prefill.clone());
     let worker = prefill.id().clone();
     let task = tokio::spawn(async move {
         let result = run.await;
-        prefill_load.settle(match &result {
-            Ok(()) => Outcome::Success,
-            Err(error) => error.outcome(),
-        });
         // The worker ended the call itself: nothing to abort.
-        if let Some(abort) = prefill_abort.as_mut() {
-            abort.disarm();
-        }
+        prefill_attempt.ended(&result);
         if let Err(error) = result {
             tracing::debug!(%worker, %error, "prefill failed");
             let _ = failed_tx.send(error);
@@ -194,18 +193,10 @@ pub async fn start<W: PdWire>(
         error = poll_fn(|cx| companion.poll_failed(cx)) => return Err(error),
     };
     // On error, `companion` drops and cancels the prefill side.
-    let decode_opened = opened.inspect_err(|e| {
-        decode_load.settle(e.outcome());
-        if !matches!(e, RouteError::DeadlineExceeded { .. }) {
-            if let Some(abort) = decode_abort.as_mut() {
-                abort.disarm();
-            }
-        }
-    })?;
+    let decode_opened = opened.inspect_err(|e| decode_attempt.failed(e))?;
     Ok(Started {
         decode: decode_opened,
         companion,
-        decode_load,
-        decode_abort,
+        decode_attempt,
     })
 }

@@ -16,6 +16,7 @@ use super::RouteError;
 use crate::config::RetryConfig;
 use crate::policies::{PolicySet, RequestFacts};
 use crate::telemetry::CallSpan;
+use crate::worker::registry::Snapshot;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 
 /// The retry budget and backoff every router's calls share.
@@ -83,8 +84,10 @@ impl std::fmt::Debug for Retries {
 /// Lets the model's policy choose a worker of `role` for the call and runs
 /// `attempt` on it. If that worker could not be reached (nothing of the
 /// call got to it: [`RouteError::is_retryable`]), chooses again among the
-/// workers not yet tried, from the registry as it is then (a worker
-/// removed meanwhile, or whose circuit opened, is not chosen), up to
+/// workers not yet tried. The first choice is made from the call's
+/// snapshot (the one its model, engine and PD were resolved from); a retry
+/// reads the registry as it is then (a worker removed meanwhile, or whose
+/// circuit opened, is not chosen), up to
 /// `retry.max_attempts` workers, while the retry budget allows and after
 /// a jittered backoff. Any other outcome, success or failure, is the
 /// call's.
@@ -93,7 +96,7 @@ impl std::fmt::Debug for Retries {
 /// elsewhere: generation is not free, and a second run would be a second
 /// answer.
 pub async fn offer<T, F, Fut>(
-    registry: &WorkerRegistry,
+    (snapshot, registry): (&Snapshot, &WorkerRegistry),
     (mode, role): (ConnectionMode, WorkerRole),
     (policies, retries): (&PolicySet, &Retries),
     facts: &RequestFacts<'_>,
@@ -108,7 +111,15 @@ where
     let mut tried: Vec<Arc<Worker>> = Vec::new();
     let mut last: Option<RouteError> = None;
     loop {
-        let chosen = Candidates::resolve(registry, mode, role, facts.model).and_then(|all| {
+        let now;
+        let view = match tried.is_empty() {
+            true => snapshot,
+            false => {
+                now = registry.snapshot();
+                &now
+            }
+        };
+        let chosen = Candidates::resolve(view, mode, role, facts.model).and_then(|all| {
             let rest = all.without(&tried);
             rest.map(|rest| rest.choose(policies, facts)).transpose()
         });
@@ -181,17 +192,19 @@ pub enum Candidates {
 impl Candidates {
     /// Resolves the candidates, or says why there are none.
     pub fn resolve(
-        registry: &WorkerRegistry,
+        snapshot: &Snapshot,
         mode: ConnectionMode,
         role: WorkerRole,
         model: &str,
     ) -> Result<Candidates, RouteError> {
-        let group = registry
-            .resolve(mode, role, model)
-            .ok_or_else(|| RouteError::NoWorkers {
-                model: model.into(),
-                role,
-            })?;
+        let group =
+            snapshot
+                .group(mode, role, model)
+                .cloned()
+                .ok_or_else(|| RouteError::NoWorkers {
+                    model: model.into(),
+                    role,
+                })?;
         if group.iter().all(|w| w.is_routable()) {
             return Ok(Candidates::All(group));
         }
@@ -258,7 +271,7 @@ impl Candidates {
 /// Resolves an empty model name to the only model that has workers of this
 /// mode and any of these roles.
 pub fn resolve_model<'a>(
-    registry: &WorkerRegistry,
+    snapshot: &Snapshot,
     mode: ConnectionMode,
     roles: &[WorkerRole],
     requested: &'a str,
@@ -266,7 +279,6 @@ pub fn resolve_model<'a>(
     if !requested.is_empty() {
         return Ok(std::borrow::Cow::Borrowed(requested));
     }
-    let snapshot = registry.snapshot();
     let mut served = roles.iter().flat_map(|role| snapshot.models(mode, *role));
     let Some(only) = served.next() else {
         return Err(RouteError::NoModels);
@@ -286,8 +298,7 @@ pub fn resolve_model<'a>(
 
 /// Whether `model` is served disaggregated (has prefill or decode workers)
 /// in this mode.
-pub fn is_disaggregated(registry: &WorkerRegistry, mode: ConnectionMode, model: &str) -> bool {
-    let snapshot = registry.snapshot();
+pub fn is_disaggregated(snapshot: &Snapshot, mode: ConnectionMode, model: &str) -> bool {
     [WorkerRole::Prefill, WorkerRole::Decode]
         .iter()
         .any(|role| snapshot.group(mode, *role, model).is_some())
@@ -296,15 +307,15 @@ pub fn is_disaggregated(registry: &WorkerRegistry, mode: ConnectionMode, model: 
 /// What a call for `model` on the `mode` listener is told when only the
 /// other listener's workers serve it.
 pub fn served_elsewhere(
-    registry: &WorkerRegistry,
+    snapshot: &Snapshot,
     mode: ConnectionMode,
     model: &str,
 ) -> Option<&'static str> {
     match mode {
-        ConnectionMode::Grpc if is_known_model(registry, ConnectionMode::Http, model) => Some(
+        ConnectionMode::Grpc if is_known_model(snapshot, ConnectionMode::Http, model) => Some(
             "HTTP workers serve it: send it to the router's HTTP listener (POST /generate, /v1/completions or /v1/chat/completions)",
         ),
-        ConnectionMode::Http if is_known_model(registry, ConnectionMode::Grpc, model) => Some(
+        ConnectionMode::Http if is_known_model(snapshot, ConnectionMode::Grpc, model) => Some(
             "gRPC workers serve it: call switchyard.v1.Inference/Generate on the router's gRPC listener",
         ),
         _ => None,
@@ -312,8 +323,7 @@ pub fn served_elsewhere(
 }
 
 /// Whether `model` has any worker of this mode.
-pub fn is_known_model(registry: &WorkerRegistry, mode: ConnectionMode, model: &str) -> bool {
-    let snapshot = registry.snapshot();
+pub fn is_known_model(snapshot: &Snapshot, mode: ConnectionMode, model: &str) -> bool {
     [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
         .iter()
         .any(|role| snapshot.group(mode, *role, model).is_some())
@@ -324,8 +334,7 @@ const ALL_ROLES: [WorkerRole; 3] = [WorkerRole::Regular, WorkerRole::Prefill, Wo
 
 /// The engine of `model`'s gRPC workers (one per model: the registry
 /// refuses a second), if it has any.
-pub fn model_engine(registry: &WorkerRegistry, model: &str) -> Option<Engine> {
-    let snapshot = registry.snapshot();
+pub fn model_engine(snapshot: &Snapshot, model: &str) -> Option<Engine> {
     ALL_ROLES.iter().find_map(|role| {
         snapshot
             .group(ConnectionMode::Grpc, *role, model)
@@ -335,8 +344,7 @@ pub fn model_engine(registry: &WorkerRegistry, model: &str) -> Option<Engine> {
 
 /// The smallest context length the gRPC workers of `model` report (0:
 /// none reports one).
-pub fn context_length(registry: &WorkerRegistry, model: &str) -> u32 {
-    let snapshot = registry.snapshot();
+pub fn context_length(snapshot: &Snapshot, model: &str) -> u32 {
     ALL_ROLES
         .iter()
         .filter_map(|role| snapshot.group(ConnectionMode::Grpc, *role, model))
@@ -350,14 +358,13 @@ pub fn context_length(registry: &WorkerRegistry, model: &str) -> u32 {
 /// Resolves the model of a call in `engine`'s own protocol: the one named,
 /// else the only model that workers of that engine serve.
 pub fn resolve_engine_model<'a>(
-    registry: &WorkerRegistry,
+    snapshot: &Snapshot,
     engine: Engine,
     requested: &'a str,
 ) -> Result<std::borrow::Cow<'a, str>, RouteError> {
     if !requested.is_empty() {
         return Ok(std::borrow::Cow::Borrowed(requested));
     }
-    let snapshot = registry.snapshot();
     let models: std::collections::BTreeSet<String> = ALL_ROLES
         .iter()
         .flat_map(|role| {

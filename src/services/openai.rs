@@ -227,10 +227,11 @@ impl EngineFront {
     /// The engine of `model` when it is served by SGLang or vLLM workers and
     /// by no HTTP worker (those are the HTTP router's).
     pub fn engine_of(&self, model: &str) -> Option<Engine> {
-        if model.is_empty() || is_known_model(&self.registry, ConnectionMode::Http, model) {
+        let snapshot = self.registry.snapshot();
+        if model.is_empty() || is_known_model(&snapshot, ConnectionMode::Http, model) {
             return None;
         }
-        model_engine(&self.registry, model).filter(|e| !e.is_switchyard())
+        model_engine(&snapshot, model).filter(|e| !e.is_switchyard())
     }
 
     /// Serves one request for `model` (served by `engine`) at `endpoint`.
@@ -280,7 +281,8 @@ impl EngineFront {
             &fields,
         )?;
         if let Input::TokenIds(ids) = &input {
-            self.router.check_prompt(ids.len(), &model)?;
+            self.router
+                .check_prompt(&self.registry.snapshot(), ids.len(), &model)?;
         }
         let request_id = headers
             .get(REQUEST_ID_HEADER)

@@ -140,8 +140,8 @@ impl GrpcRouter {
             .get(MODEL_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let model = resolve_engine_model(&self.registry, engine, requested)?;
         let snapshot = self.registry.snapshot();
+        let model = resolve_engine_model(&snapshot, engine, requested)?;
         let all: Vec<Arc<Worker>> = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode]
             .iter()
             .filter_map(|role| snapshot.group(ConnectionMode::Grpc, *role, &model))
@@ -149,7 +149,7 @@ impl GrpcRouter {
             .collect();
         if all.is_empty() {
             return Err(RouteError::UnknownModel {
-                elsewhere: served_elsewhere(&self.registry, ConnectionMode::Grpc, &model),
+                elsewhere: served_elsewhere(&snapshot, ConnectionMode::Grpc, &model),
                 model: model.into_owned(),
             });
         }

@@ -36,6 +36,7 @@ use crate::routers::{InflightCalls, RouteError};
 use crate::telemetry::{CallSpan, Tracer};
 use crate::tokenizer::Tokenizers;
 use crate::transport::grpc::ResponseStream;
+use crate::worker::registry::Snapshot;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
 use opentelemetry::KeyValue;
 
@@ -150,29 +151,32 @@ impl GrpcRouter {
         if trace.is_on() {
             trace.set("switchyard.request_id", inbound.request_id.clone());
         }
+        // One snapshot answers every question of the call: its model,
+        // engine, PD and candidates.
+        let snapshot = self.registry.snapshot();
+        let snapshot = &*snapshot;
         let model = match protocol.is_switchyard() {
             true => resolve_model(
-                &self.registry,
+                snapshot,
                 ConnectionMode::Grpc,
                 &[WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode],
                 &inbound.model,
             )?,
-            false => resolve_engine_model(&self.registry, protocol, &inbound.model)?,
+            false => resolve_engine_model(snapshot, protocol, &inbound.model)?,
         }
         .into_owned();
         tracing::Span::current().record("model", model.as_str());
         if trace.is_on() {
             trace.set("switchyard.model", model.clone());
         }
-        if protocol.is_switchyard() && !is_known_model(&self.registry, ConnectionMode::Grpc, &model)
-        {
-            let elsewhere = served_elsewhere(&self.registry, ConnectionMode::Grpc, &model);
+        if protocol.is_switchyard() && !is_known_model(snapshot, ConnectionMode::Grpc, &model) {
+            let elsewhere = served_elsewhere(snapshot, ConnectionMode::Grpc, &model);
             return Err(RouteError::UnknownModel { model, elsewhere });
         }
-        let served = model_engine(&self.registry, &model).unwrap_or(protocol);
+        let served = model_engine(snapshot, &model).unwrap_or(protocol);
         trace.set("switchyard.engine", served.name());
         if served == protocol {
-            return self.dispatch(inbound, &model, trace).await;
+            return self.dispatch(inbound, &model, snapshot, trace).await;
         }
         if !protocol.is_switchyard() {
             return Err(RouteError::WrongEngine {
@@ -199,21 +203,26 @@ impl GrpcRouter {
             inbound.prompt = Prompt::TokenIds(ids);
         }
         if let Prompt::TokenIds(ids) = &inbound.prompt {
-            self.check_prompt(ids.len(), &model)?;
+            self.check_prompt(snapshot, ids.len(), &model)?;
         }
         let stops = call.stops;
         let mut responses = translate::Responses::new(served, inbound.request_id.clone());
         if let Ok(tokenizer) = tokenizer {
             responses = responses.with_text(tokenizer, stops);
         }
-        let (headers, stream) = self.dispatch(inbound, &model, trace).await?;
+        let (headers, stream) = self.dispatch(inbound, &model, snapshot, trace).await?;
         Ok((headers, stream.translated(responses)))
     }
 
     /// Refuses a prompt of `tokens` that the model's workers could not take
     /// (or that passes the router's own bound), before any worker is tried.
-    pub fn check_prompt(&self, tokens: usize, model: &str) -> Result<(), RouteError> {
-        let context = context_length(&self.registry, model);
+    pub fn check_prompt(
+        &self,
+        snapshot: &Snapshot,
+        tokens: usize,
+        model: &str,
+    ) -> Result<(), RouteError> {
+        let context = context_length(snapshot, model);
         let too_long = |limit: u32, why| RouteError::PromptTooLong {
             model: model.to_string(),
             tokens,
@@ -238,17 +247,18 @@ impl GrpcRouter {
         &self,
         inbound: Inbound,
         model: &str,
+        snapshot: &Snapshot,
         trace: &CallSpan,
     ) -> Result<Proxied, RouteError> {
-        let (headers, stream) = if is_disaggregated(&self.registry, ConnectionMode::Grpc, model) {
+        let (headers, stream) = if is_disaggregated(snapshot, ConnectionMode::Grpc, model) {
             trace.set("switchyard.route", "pd");
             self.pd
-                .generate(inbound, model, &self.inflight, trace)
+                .generate(inbound, model, snapshot, &self.inflight, trace)
                 .await?
         } else {
             trace.set("switchyard.route", "regular");
             self.regular
-                .generate(inbound, model, &self.inflight, trace)
+                .generate(inbound, model, snapshot, &self.inflight, trace)
                 .await?
         };
         let stream = match self.stream_idle {

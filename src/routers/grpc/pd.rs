@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::engines::{self, EngineSeam, PdStyle};
 use crate::policies::PolicyConfig;
-use crate::routers::call::{AbortOnDrop, ProxyStream};
+use crate::routers::call::{AbortOnDrop, Attempt};
 use crate::routers::grpc::{append_encoded, open, Inbound, Opened, Proxied};
 use crate::routers::pd::{self, Pair, PdPolicies, PdWire};
 use crate::routers::rooms::BootstrapRooms;
@@ -31,12 +31,12 @@ use crate::routers::{
 use crate::telemetry::CallSpan;
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::Failure;
-use crate::worker::{stats, ConnectionMode, LoadGuard, Outcome, Worker, WorkerRegistry};
+use crate::worker::registry::Snapshot;
+use crate::worker::{stats, ConnectionMode, Worker, WorkerRegistry};
 
 /// Routes `Generate` to prefill/decode pairs of gRPC workers.
 #[derive(Debug)]
 pub struct GrpcPdRouter {
-    registry: Arc<WorkerRegistry>,
     policies: PdPolicies,
     rooms: BootstrapRooms,
 }
@@ -56,7 +56,6 @@ impl GrpcPdRouter {
     ) -> Self {
         GrpcPdRouter {
             policies: PdPolicies::build(config, &registry),
-            registry,
             rooms,
         }
     }
@@ -66,13 +65,14 @@ impl GrpcPdRouter {
         &self,
         inbound: Inbound,
         model: &str,
+        snapshot: &Snapshot,
         inflight: &Arc<InflightCalls>,
         trace: &CallSpan,
     ) -> Result<Proxied, RouteError> {
         let facts = inbound.facts(model, self.policies.reads_prompt(model));
         let pair = self
             .policies
-            .choose(&self.registry, ConnectionMode::Grpc, &facts)?;
+            .choose(snapshot, ConnectionMode::Grpc, &facts)?;
         let Pair {
             prefill, decode, ..
         } = &pair;
@@ -125,15 +125,15 @@ impl GrpcPdRouter {
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
         headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
-        let stream = ProxyStream::new(
-            decode.clone(),
-            stream,
-            timer,
-            started.decode_abort,
-            started.decode_load,
-            Box::new((entry, room, sides.decode)),
-        )
-        .with_companion(started.companion);
+        let stream = started
+            .decode_attempt
+            .opened(
+                decode.clone(),
+                stream,
+                timer,
+                Box::new((entry, room, sides.decode)),
+            )
+            .with_companion(started.companion);
         Ok((headers, stream))
     }
 }
@@ -160,31 +160,34 @@ impl GrpcPdRouter {
         let seam = engines::seam(inbound.protocol);
         let prefill_body = append_encoded(inbound.body.clone(), &seam.prefill_fields());
         let kv = {
-            let mut load = LoadGuard::new(prefill.clone());
-            stats::overhead(stats::Route::Grpc, stats::Dispatch::Pd)
-                .observe(load.sent().saturating_duration_since(inbound.received));
-            let mut abort = AbortOnDrop::new(prefill.clone(), inbound.request_id.clone());
+            let mut attempt = Attempt::new(prefill, Some(&inbound.request_id));
+            stats::overhead(stats::Route::Grpc, stats::Dispatch::Pd).observe(
+                attempt
+                    .load
+                    .sent()
+                    .saturating_duration_since(inbound.received),
+            );
             let run = run_prefill(
                 seam,
                 prefill,
                 Sides::headers_for(inbound, &sides.prefill),
                 &prefill_body,
             );
-            let ended = tokio::time::timeout_at(inbound.deadline, run)
-                .await
-                .map_err(|_| RouteError::DeadlineExceeded {
-                    worker: prefill.id().clone(),
-                    streaming: false,
-                })
-                .and_then(|ended| {
-                    // The worker ended the call itself: nothing to abort.
-                    abort.disarm();
+            let ended = match tokio::time::timeout_at(inbound.deadline, run).await {
+                Ok(ended) => {
+                    attempt.ended(&ended);
                     ended
-                });
-            load.settle(match &ended {
-                Ok(_) => Outcome::Success,
-                Err(error) => error.outcome(),
-            });
+                }
+                Err(_) => {
+                    let error = RouteError::DeadlineExceeded {
+                        worker: prefill.id().clone(),
+                        streaming: false,
+                    };
+                    // Still running on the worker: the abort stays armed.
+                    attempt.failed(&error);
+                    Err(error)
+                }
+            };
             if let Err(error) = &ended {
                 sides.prefill.fail(error);
             }
@@ -192,25 +195,17 @@ impl GrpcPdRouter {
         };
         drop(sides.prefill);
         let body = append_encoded(inbound.body.clone(), &seam.decode_fields(kv));
-        let mut load = LoadGuard::new(decode.clone());
-        let mut abort = AbortOnDrop::new(decode.clone(), inbound.request_id.clone());
+        let mut attempt = Attempt::new(decode, Some(&inbound.request_id));
         let headers = Sides::headers_for(inbound, &sides.decode);
         let opened = open(decode, headers, &body, inbound.deadline).await;
-        let (worker_headers, stream, timer) = opened.inspect_err(|e| {
-            load.settle(e.outcome());
-            if !matches!(e, RouteError::DeadlineExceeded { .. }) {
-                abort.disarm();
-            }
-        })?;
+        let (worker_headers, stream, timer) = opened.inspect_err(|e| attempt.failed(e))?;
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
         headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
-        let stream = ProxyStream::new(
+        let stream = attempt.opened(
             decode.clone(),
             stream,
             timer,
-            Some(abort),
-            load,
             Box::new((entry, sides.decode)),
         );
         Ok((headers, stream))

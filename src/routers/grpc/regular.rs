@@ -4,7 +4,7 @@
 //! healthy workers, let the model's policy choose, take a load guard, call
 //! the worker, and wait for its first bytes so that a worker failing
 //! before it says anything becomes a clean `UNAVAILABLE`. The rest of the
-//! stream is relayed by [`ProxyStream`].
+//! stream is relayed by [`crate::routers::call::ProxyStream`].
 //!
 //! A worker that cannot be reached (connection refused or timed out, or
 //! the stream refused unprocessed) has seen nothing of the call, so the
@@ -13,12 +13,13 @@
 use std::sync::Arc;
 
 use crate::policies::{PolicySet, RequestFacts};
-use crate::routers::call::{AbortOnDrop, ProxyStream};
+use crate::routers::call::Attempt;
 use crate::routers::grpc::{open, Inbound, Proxied};
 use crate::routers::select::{offer, Retries};
 use crate::routers::{InflightCalls, RouteError, WORKER_ID_HEADER};
 use crate::telemetry::CallSpan;
-use crate::worker::{stats, ConnectionMode, LoadGuard, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::registry::Snapshot;
+use crate::worker::{stats, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
 /// Routes `Generate` to regular gRPC workers.
 #[derive(Debug)]
@@ -49,6 +50,7 @@ impl GrpcRegularRouter {
         &self,
         inbound: Inbound,
         model: &str,
+        snapshot: &Snapshot,
         inflight: &Arc<InflightCalls>,
         trace: &CallSpan,
     ) -> Result<Proxied, RouteError> {
@@ -58,7 +60,7 @@ impl GrpcRegularRouter {
         let facts = &inbound.facts(model, reads_prompt);
         let inbound = &inbound;
         offer(
-            &self.registry,
+            (snapshot, &self.registry),
             (ConnectionMode::Grpc, WorkerRole::Regular),
             (&self.policies, &self.retries),
             facts,
@@ -80,28 +82,25 @@ impl GrpcRegularRouter {
     ) -> Result<Proxied, RouteError> {
         tracing::Span::current().record("worker", tracing::field::display(worker.id()));
         trace.worker(&worker);
-        let mut load = LoadGuard::new(worker.clone());
-        stats::overhead(stats::Route::Grpc, stats::Dispatch::Regular)
-            .observe(load.sent().saturating_duration_since(inbound.received));
-        load.answer_by(inbound.deadline);
+        let mut attempt = Attempt::new(&worker, Some(&inbound.request_id));
+        stats::overhead(stats::Route::Grpc, stats::Dispatch::Regular).observe(
+            attempt
+                .load
+                .sent()
+                .saturating_duration_since(inbound.received),
+        );
+        attempt.load.answer_by(inbound.deadline);
         self.policies.for_model(model).record(&worker, facts);
         let entry = inflight.register(&inbound.request_id, vec![worker.clone()]);
-        let mut abort = AbortOnDrop::new(worker.clone(), inbound.request_id.clone());
 
         let mut upstream_headers = inbound.upstream_headers();
         trace.inject(&mut upstream_headers);
         let opened = open(&worker, upstream_headers, &inbound.body, inbound.deadline).await;
-        let (worker_headers, stream, timer) = opened.inspect_err(|e| {
-            load.settle(e.outcome());
-            if !matches!(e, RouteError::DeadlineExceeded { .. }) {
-                abort.disarm();
-            }
-        })?;
+        let (worker_headers, stream, timer) = opened.inspect_err(|e| attempt.failed(e))?;
 
-        load.answered();
         let mut headers = inbound.response_headers(worker_headers);
         headers.insert(WORKER_ID_HEADER, worker.id_value().clone());
-        let stream = ProxyStream::new(worker, stream, timer, Some(abort), load, Box::new(entry));
+        let stream = attempt.opened(worker, stream, timer, Box::new(entry));
         Ok((headers, stream))
     }
 }

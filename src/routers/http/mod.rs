@@ -37,6 +37,7 @@ use crate::routers::select::{
 use crate::routers::{generate_request_id, RouteError, REQUEST_ID_HEADER, ROUTING_KEY_HEADER};
 use crate::telemetry::{CallSpan, Tracer};
 use crate::transport::http1::{HttpClient, HttpClientConfig};
+use crate::worker::registry::Snapshot;
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 use opentelemetry::KeyValue;
 
@@ -65,6 +66,8 @@ struct Request<'a> {
     received: tokio::time::Instant,
     /// The request's span.
     trace: CallSpan,
+    /// The registry as the call found it: its model, PD and candidates.
+    snapshot: Arc<Snapshot>,
 }
 
 impl HttpRouter {
@@ -143,10 +146,11 @@ impl HttpRouter {
     ) -> Result<Relay, RouteError> {
         let input = HttpInput::parse(&body)?;
         let roles = [WorkerRole::Regular, WorkerRole::Prefill, WorkerRole::Decode];
+        let snapshot = self.registry.snapshot();
         let model =
-            resolve_model(&self.registry, ConnectionMode::Http, &roles, &input.model)?.into_owned();
-        if !is_known_model(&self.registry, ConnectionMode::Http, &model) {
-            let elsewhere = served_elsewhere(&self.registry, ConnectionMode::Http, &model);
+            resolve_model(&snapshot, ConnectionMode::Http, &roles, &input.model)?.into_owned();
+        if !is_known_model(&snapshot, ConnectionMode::Http, &model) {
+            let elsewhere = served_elsewhere(&snapshot, ConnectionMode::Http, &model);
             return Err(RouteError::UnknownModel { model, elsewhere });
         }
         let request_id = headers
@@ -167,6 +171,7 @@ impl HttpRouter {
             },
             received,
             trace,
+            snapshot: snapshot.clone(),
         };
         if request.trace.is_on() {
             request
@@ -175,7 +180,7 @@ impl HttpRouter {
             request.trace.set("switchyard.model", model.clone());
         }
         let span = tracing::debug_span!("http", path, request_id = %request_id, model = %model);
-        let pd = is_disaggregated(&self.registry, ConnectionMode::Http, &model);
+        let pd = is_disaggregated(&snapshot, ConnectionMode::Http, &model);
         // A disabled span still costs a poll wrapper per poll: skip it.
         match (pd, span.is_disabled()) {
             (true, true) => self.forward_pd(&request, &body).await,

@@ -31,7 +31,7 @@ impl HttpRouter {
         let facts = &request.facts;
         let pair = self
             .pd_policies
-            .choose(&self.registry, ConnectionMode::Http, facts)?;
+            .choose(&request.snapshot, ConnectionMode::Http, facts)?;
         let Pair {
             prefill,
             decode,
@@ -71,7 +71,7 @@ impl HttpRouter {
         let mut relay = Relay::new(
             started.decode,
             request.request_id,
-            started.decode_load,
+            started.decode_attempt.load,
             Box::new((room, wire.decode)),
         )
         .with_companion(started.companion);

@@ -23,7 +23,7 @@ impl HttpRouter {
             self.policies.for_model(facts.model).name(),
         );
         offer(
-            &self.registry,
+            (&request.snapshot, &self.registry),
             (ConnectionMode::Http, WorkerRole::Regular),
             (&self.policies, &self.retries),
             facts,

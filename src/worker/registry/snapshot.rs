@@ -35,3 +35,14 @@ impl Snapshot {
             .flat_map(|m| m.keys())
     }
 }
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field(
+                "groups",
+                &self.groups.values().map(HashMap::len).sum::<usize>(),
+            )
+            .finish()
+    }
+}
