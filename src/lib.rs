@@ -16,26 +16,28 @@
 //! - `main.rs`: the `switchyard` binary: [`cli`] → [`config::Config`] → [`app::App`], signals.
 //! - [`cli`]: clap flags, each overriding a field of the one config tree; `demo`.
 //! - [`ctl`]: the admin CLI (`workers list|get|add|remove|watch`, `generate`) over gRPC.
-//! - [`config`]: the config tree (serde + defaults + `validate`).
+//! - [`config`]: the config tree, data only, one file per concern (serde + defaults + `validate`); imports nothing else of the crate.
 //! - [`app`]: wiring; `App::build(config)`, then `serve(listeners, shutdown)`.
 //! - [`auth`]: API keys (admin and client roles), checked in constant time; headers stripped before workers.
 //! - [`pb`]: generated protobuf code, included once.
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`), TLS to workers and PEM files (`tls`); typed `Failure`s.
-//! - [`engines`]: SGLang, vLLM and Switchyard workers: identifying a worker's engine, its `Abort`, model info and health calls.
+//! - [`engines`]: the engine seam (`EngineSeam`) and one file per engine (Switchyard, SGLang, vLLM, TensorRT-LLM, MLX): paths, the request view, PD, `Abort`, loads, model info, tokenizer, health, the engine's messages for translation; detection and the calls made the same way for all.
+//! - [`admission`]: the write side: a worker request checked (`hosts`), its URL parsed once, identified through the seam, handed to the store.
 //! - [`store`]: where runtime-added workers live beyond the process: memory, a state file (`file`), or etcd shared by several routers (`etcd`, mirrored by a watch).
 //! - [`discovery`]: workers from Kubernetes pods (`kube`'s list-and-watch), this router's own.
-//! - [`worker`]: the domain: `Worker`, `WorkerSpec`, the `WorkerRegistry`, load guards, circuit breakers, per-worker call counters (`stats`).
+//! - [`worker`]: the domain: `Worker`, `WorkerSpec`, its `Endpoint` and engine handle, the `WorkerRegistry` (its snapshot and errors), registry events, load guards, circuit breakers, per-worker call counters (`stats`).
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
-//! - [`routers`]: `RouteError`, selection and retries (`select`), one PD dispatch (`pd`), running calls (`call`, with `chunk_clock` timing relayed chunks), `grpc` and `http` routers.
+//! - [`routers`]: `RouteError`, selection and retries from one snapshot per call (`select`), one PD dispatch (`pd`), one attempt's load and abort (`attempt`), running calls (`call`, with `chunk_clock` timing relayed chunks), the `switchyard.v1` ↔ engine translation (`translate`), `grpc` and `http` routers.
 //! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP: a span per call, PD sides as children, `traceparent` to workers.
-//! - [`mock`]: a configurable fake worker (gRPC or HTTP) for tests, demos and benchmarks.
+//! - [`mock`]: a configurable fake worker (gRPC in any engine's protocol, or HTTP) for tests, demos and benchmarks; knows nothing of the router.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
 //!
 //! Outside `src/`: `proto/` (the public contract), `tests/` (integration
-//! tests, one file per area; `tests/python` drives the router from grpcio,
+//! tests: one crate, `tests/it`, a module per area, and `tests/metrics`,
+//! which reads process-wide counters; `tests/python` drives the router from grpcio,
 //! the `openai` package and curl), `benches/` (micro-benchmarks), `examples/`
 //! (load generator, latency probe, the HTTP/2 floor), `bench/` (side-by-side
 //! and instruction-count runs), `clients/python`, `fuzz/` (cargo-fuzz targets

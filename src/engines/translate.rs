@@ -4,7 +4,7 @@
 //! file encodes its own `GenerateRequest` from them and decodes its
 //! responses (the seam); the router's front does the rest
 //! (`routers::translate`: tokenizing, detokenizing, stop strings). The field
-//! mapping is the table in the README ("SGLang and vLLM workers").
+//! mapping is the table in the README ("SGLang, vLLM, TensorRT-LLM and MLX workers").
 
 use crate::worker::Engine;
 

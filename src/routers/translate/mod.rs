@@ -3,7 +3,7 @@
 //! the model's tokenizer where the engine needs token ids), the engine's
 //! responses translated back into `switchyard.v1` chunks and a completion,
 //! detokenized and cut at stop strings. The field mapping is the table in
-//! the README ("SGLang and vLLM workers").
+//! the README ("SGLang, vLLM, TensorRT-LLM and MLX workers").
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
