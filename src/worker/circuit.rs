@@ -76,8 +76,6 @@ pub enum Outcome {
 const CLOSED: u64 = 0;
 /// The gate value while a probe runs.
 const PROBING: u64 = u64::MAX;
-/// The window's buckets.
-
 /// Milliseconds since the process's first look at the clock (never 0, the
 /// closed gate, nor [`PROBING`]); tokio's clock, so paused-time tests
 /// drive it.
