@@ -55,6 +55,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn health(State(service): State<MockService>) -> Response {
+    service
+        .stats
+        .health_probes
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if service.config.load().unhealthy {
         error(StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
     } else {

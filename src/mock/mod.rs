@@ -181,6 +181,7 @@ pub struct MockStats {
     paired: AtomicU64,
     tokens: AtomicU64,
     health_generations: AtomicU64,
+    health_probes: AtomicU64,
     seen: Mutex<VecDeque<SeenRequest>>,
     abort_ids: Mutex<Vec<String>>,
 }
@@ -217,6 +218,10 @@ impl MockStats {
     /// a real SGLang).
     pub fn health_generations(&self) -> u64 {
         self.health_generations.load(Ordering::SeqCst)
+    }
+    /// `GET /health` requests answered (the HTTP mock).
+    pub fn health_probes(&self) -> u64 {
+        self.health_probes.load(Ordering::SeqCst)
     }
     /// Tokens handed to the transport, over all streams.
     pub fn tokens(&self) -> u64 {

@@ -155,15 +155,24 @@ async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_t
         c.fail_rate = 0.0;
         c.hang = true;
     });
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    eventually(Duration::from_secs(5), "the ejection runs out", || async {
+        circuit_of(&router, &bad_id).await == pb::CircuitState::HalfOpen
+    })
+    .await;
     // Calls until one is chosen for the worker (round robin may offer the
-    // next one to the good worker): that one is the probe.
+    // next one to the good worker, which answers it): that one is the probe.
     let mut probe = None;
     for _ in 0..4 {
         let mut client = router.inference();
         let call = request(MODEL, "probe");
-        probe = Some(tokio::spawn(async move { client.generate(call).await }));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let spawned = tokio::spawn(async move { client.generate(call).await });
+        eventually(
+            Duration::from_secs(5),
+            "the call is answered or reaches the hanging worker",
+            || async { bad.stats().calls() == 2 || spawned.is_finished() },
+        )
+        .await;
+        probe = Some(spawned);
         if bad.stats().calls() == 2 {
             break;
         }
@@ -183,7 +192,12 @@ async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_t
     // the circuit stays half-open (not open again) and the next call probes.
     probe.abort();
     let _ = probe.await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the worker is told to abort",
+        || async { bad.stats().aborts() == 1 },
+    )
+    .await;
     assert_eq!(
         circuit_of(&router, &bad_id).await,
         pb::CircuitState::HalfOpen

@@ -570,8 +570,15 @@ async fn https_workers_serve_the_http_router() {
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
     assert!(body.contains("tls"), "{body}");
-    // Health checks reach it too: it stays healthy.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Health checks reach it too (past the one when it was added): it
+    // stays healthy.
+    let probed = worker.stats().health_probes();
+    eventually(
+        Duration::from_secs(10),
+        "two more health checks",
+        || async { worker.stats().health_probes() >= probed + 2 },
+    )
+    .await;
     assert_eq!(
         router.list().await[0].health,
         pb::HealthStatus::Healthy as i32
