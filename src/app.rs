@@ -164,7 +164,7 @@ impl App {
         };
         let admission = Admission::new(
             (registry.clone(), store.clone()),
-            config.health_check.timeout(),
+            &config.health_check,
             hosts.clone(),
             probes.clone(),
         );
@@ -284,7 +284,7 @@ impl App {
     fn admission(&self) -> Admission {
         Admission::new(
             (self.registry.clone(), self.store.clone()),
-            self.config.health_check.timeout(),
+            &self.config.health_check,
             self.hosts.clone(),
             self.probes.clone(),
         )

@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+use crate::config::HealthCheckConfig;
 use crate::engines::{self, Method, PdStyle, HEALTH_CHECK};
 use crate::store::{Store, StoreError};
 use crate::transport::grpc::{ChannelConfig, Upstream};
 use crate::transport::http1::{HttpClient, Origin};
 use crate::transport::{ConnectFailure, Failure};
 use crate::worker::{
-    ConnectionMode, Endpoint, Engine, ModelFacts, RegistryError, Source, SpecError, UrlError,
-    Worker, WorkerRegistry, WorkerRole, WorkerSpec,
+    ConnectionMode, Endpoint, Engine, Health, ModelFacts, RegistryError, Source, SpecError,
+    UrlError, Worker, WorkerRegistry, WorkerRole, WorkerSpec,
 };
 use hosts::HostPolicy;
 
@@ -104,6 +105,9 @@ pub struct Admission {
     hosts: Arc<HostPolicy>,
     /// Asks HTTP workers `GET /health` when they are added.
     http: HttpClient,
+    /// `health_check.trust_unchecked`: a worker registered without being
+    /// contacted is routable at once instead of after its first check.
+    trust_unchecked: bool,
 }
 
 impl Admission {
@@ -112,14 +116,15 @@ impl Admission {
     /// are asked with `http`.
     pub fn new(
         (registry, store): (Arc<WorkerRegistry>, Arc<Store>),
-        timeout: Duration,
+        health: &HealthCheckConfig,
         hosts: Arc<HostPolicy>,
         http: HttpClient,
     ) -> Self {
         Admission {
             registry,
             store,
-            timeout,
+            timeout: health.timeout(),
+            trust_unchecked: health.trust_unchecked,
             hosts,
             http,
         }
@@ -177,6 +182,9 @@ impl Admission {
         )
         .await?;
         spec.source = source;
+        if self.trust_unchecked && spec.starts == Health::Unchecked {
+            spec.starts = Health::Healthy;
+        }
         Ok(self.store.add(&self.registry, spec).await?)
     }
 }
@@ -283,7 +291,10 @@ pub async fn admit(
             return Err(SpecError::EngineOnHttp(engine).into());
         }
         let mut spec = spec(&request.model_id)?;
-        spec.starts_unhealthy = !probe_http(http, &origin, &upstream(), &endpoint, timeout).await?;
+        spec.starts = match probe_http(http, &origin, &upstream(), &endpoint, timeout).await? {
+            true => Health::Healthy,
+            false => Health::Unhealthy,
+        };
         return Ok(spec);
     }
     // Refuse what is wrong with the request before contacting anyone
@@ -303,7 +314,11 @@ pub async fn admit(
     match request.engine {
         Some(engine) if engine.is_switchyard() || !request.model_id.is_empty() => {
             pd_capable(engine)?;
-            return Ok(spec(&request.model_id)?.with_engine(engine, ModelFacts::default())?);
+            // Nobody has contacted it: out of rotation until its first
+            // health check (which runs at once) passes.
+            let mut spec = spec(&request.model_id)?.with_engine(engine, ModelFacts::default())?;
+            spec.starts = Health::Unchecked;
+            return Ok(spec);
         }
         _ => {}
     }
@@ -400,7 +415,7 @@ pub async fn admit(
     };
     if !serving {
         tracing::info!(url, "the worker is not serving yet: added out of rotation");
-        spec.starts_unhealthy = true;
+        spec.starts = Health::Unhealthy;
     }
     Ok(spec)
 }

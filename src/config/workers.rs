@@ -56,6 +56,11 @@ pub struct HealthCheckConfig {
     /// (they report NOT_SERVING there while warming up or draining), the
     /// whole server ("") for Switchyard workers.
     pub service: String,
+    /// Take a worker registered without being contacted (engine and model
+    /// given, or a switchyard worker) as healthy at once, as routers before
+    /// this setting did. Off (the default): it is listed `unchecked`, kept
+    /// out of rotation, checked at once, and joins when that check passes.
+    pub trust_unchecked: bool,
     /// How often SGLang and vLLM workers are asked for their load
     /// (`GetLoads`), for the load-balancing policies; 0 turns it off.
     /// Switchyard workers are never asked.
@@ -74,6 +79,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 3,
             healthy_threshold: 2,
             service: String::new(),
+            trust_unchecked: false,
             loads_interval_ms: 1_000,
         }
     }

@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 
 use crate::config::HealthCheckConfig;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
-use crate::worker::{ConnectionMode, Worker, WorkerId, WorkerRegistry};
+use crate::worker::{ConnectionMode, Health, Worker, WorkerEventKind, WorkerId, WorkerRegistry};
+use tokio::sync::broadcast::error::RecvError;
 
 /// Consecutive probe results for one worker.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,15 +56,42 @@ impl HealthChecker {
         }
     }
 
-    /// Checks every interval until `shutdown` resolves.
+    /// Checks every interval until `shutdown` resolves; a worker added
+    /// without being checked is checked at once, not at the next round.
+    /// First checks run beside the loop, which keeps reading events while
+    /// they do: an event not yet read keeps its worker alive.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.config.interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (_, _, mut events) = self.registry.watch();
+        let mut first = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = ticker.tick() => self.check_all().await,
+                event = events.recv() => match event {
+                    Ok(event) if event.kind == WorkerEventKind::Added
+                        && event.worker.health() == Health::Unchecked =>
+                    {
+                        first.spawn(self.probe(event.worker));
+                    }
+                    Ok(_) => {}
+                    // Fell behind: the unchecked ones among all.
+                    Err(RecvError::Lagged(_)) => {
+                        for worker in self.registry.list() {
+                            if worker.health() == Health::Unchecked {
+                                first.spawn(self.probe(worker));
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                Some(done) = first.join_next(), if !first.is_empty() => {
+                    if let Ok((worker, ok)) = done {
+                        self.apply(&worker, ok);
+                    }
+                }
             }
         }
     }
@@ -73,25 +101,38 @@ impl HealthChecker {
         let workers = self.registry.list();
         let ids: HashSet<&WorkerId> = workers.iter().map(|w| w.id()).collect();
         self.streaks.retain(|id, _| ids.contains(id));
+        self.check(workers).await;
+    }
+
+    /// Probes `workers` once each, concurrently, and applies the results.
+    async fn check(&mut self, workers: Vec<Arc<Worker>>) {
         let mut probes = JoinSet::new();
         for worker in workers {
-            let service = match self.config.service.as_str() {
-                "" => crate::engines::health_service(worker.engine()).to_string(),
-                configured => configured.to_string(),
-            };
-            let timeout = self.config.timeout();
-            let http = self.http.clone();
-            probes.spawn(async move {
-                let ok = match worker.mode() {
-                    ConnectionMode::Grpc => probe_grpc(&worker, service, timeout).await,
-                    ConnectionMode::Http => probe_http(&http, &worker, timeout).await,
-                };
-                (worker, ok)
-            });
+            probes.spawn(self.probe(worker));
         }
         while let Some(result) = probes.join_next().await {
             let Ok((worker, ok)) = result else { continue };
             self.apply(&worker, ok);
+        }
+    }
+
+    /// One probe of `worker`: whether it passed.
+    fn probe(
+        &self,
+        worker: Arc<Worker>,
+    ) -> impl std::future::Future<Output = (Arc<Worker>, bool)> + Send + 'static {
+        let service = match self.config.service.as_str() {
+            "" => crate::engines::health_service(worker.engine()).to_string(),
+            configured => configured.to_string(),
+        };
+        let timeout = self.config.timeout();
+        let http = self.http.clone();
+        async move {
+            let ok = match worker.mode() {
+                ConnectionMode::Grpc => probe_grpc(&worker, service, timeout).await,
+                ConnectionMode::Http => probe_http(&http, &worker, timeout).await,
+            };
+            (worker, ok)
         }
     }
 
@@ -107,6 +148,14 @@ impl HealthChecker {
                 .stats()
                 .check_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if worker.health() == Health::Unchecked {
+            // The first check decides, whatever the thresholds.
+            if self.registry.set_health(worker.id(), ok) {
+                let verdict = if ok { "healthy" } else { "unhealthy" };
+                tracing::info!(worker = %worker.id(), url = worker.url(), verdict, "worker checked for the first time");
+            }
+            return;
         }
         let healthy = worker.is_healthy();
         if healthy && streak.failures >= self.config.unhealthy_threshold {

@@ -83,7 +83,7 @@ pub enum RouteError {
     },
     /// Workers of the needed role serve the model, but none can take a
     /// call: unhealthy, or passed over while their circuit breaker is open.
-    #[error("no healthy {}workers for model {model:?} ({total} registered: {} failing health checks, {ejected} failing their calls, circuit open)", role_label(*.role), .total - .ejected)]
+    #[error("no healthy {}workers for model {model:?} ({total} registered: {} failing health checks, {unchecked} not checked yet, {ejected} failing their calls, circuit open)", role_label(*.role), .total - .ejected - .unchecked)]
     NoHealthyWorkers {
         /// The requested model.
         model: String,
@@ -93,6 +93,9 @@ pub enum RouteError {
         total: usize,
         /// Of them, healthy ones whose circuit is open.
         ejected: usize,
+        /// Of them, ones registered without contact whose first health
+        /// check has not run yet.
+        unchecked: usize,
     },
     /// Every available worker of the model is at its limit of calls in
     /// flight (`limits.max_in_flight_per_worker`).

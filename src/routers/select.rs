@@ -17,7 +17,7 @@ use crate::config::RetryConfig;
 use crate::policies::{PolicySet, RequestFacts};
 use crate::telemetry::CallSpan;
 use crate::worker::registry::Snapshot;
-use crate::worker::{ConnectionMode, Engine, Worker, WorkerRegistry, WorkerRole};
+use crate::worker::{ConnectionMode, Engine, Health, Worker, WorkerRegistry, WorkerRole};
 
 /// The retry budget and backoff every router's calls share.
 pub struct Retries {
@@ -224,6 +224,7 @@ impl Candidates {
                     .iter()
                     .filter(|w| w.is_healthy() && !w.is_available())
                     .count(),
+                unchecked: unchecked(&group),
             });
         }
         Ok(Candidates::Healthy(healthy))
@@ -266,6 +267,14 @@ impl Candidates {
                 source,
             })
     }
+}
+
+/// How many of `workers` wait for their first health check.
+pub fn unchecked(workers: &[Arc<Worker>]) -> usize {
+    workers
+        .iter()
+        .filter(|w| w.health() == Health::Unchecked)
+        .count()
 }
 
 /// Resolves an empty model name to the only model that has workers of this

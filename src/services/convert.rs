@@ -10,7 +10,7 @@ use crate::admission::WorkerRequest;
 use crate::engines;
 use crate::pb;
 use crate::worker::{
-    CircuitState, ConnectionMode, Engine, SpecError, Worker, WorkerEvent, WorkerEventKind,
+    CircuitState, ConnectionMode, Engine, Health, SpecError, Worker, WorkerEvent, WorkerEventKind,
     WorkerRole,
 };
 
@@ -35,6 +35,14 @@ pub fn mode_to_proto(mode: ConnectionMode) -> pb::ConnectionMode {
     match mode {
         ConnectionMode::Grpc => pb::ConnectionMode::Grpc,
         ConnectionMode::Http => pb::ConnectionMode::Http,
+    }
+}
+
+pub fn health_to_proto(health: Health) -> pb::HealthStatus {
+    match health {
+        Health::Healthy => pb::HealthStatus::Healthy,
+        Health::Unhealthy => pb::HealthStatus::Unhealthy,
+        Health::Unchecked => pb::HealthStatus::Unchecked,
     }
 }
 
@@ -74,11 +82,7 @@ pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
             engine: engine_to_proto(spec.engine) as i32,
         }),
         connection_mode: mode_to_proto(worker.mode()) as i32,
-        health: if worker.is_healthy() {
-            pb::HealthStatus::Healthy
-        } else {
-            pb::HealthStatus::Unhealthy
-        } as i32,
+        health: health_to_proto(worker.health()) as i32,
         in_flight: worker.in_flight(),
         load: worker.load(),
         circuit: circuit_to_proto(worker.circuit_state()) as i32,
@@ -227,11 +231,7 @@ pub fn worker_json(w: &Worker) -> WorkerJson {
             ConnectionMode::Grpc => "grpc",
             ConnectionMode::Http => "http",
         },
-        health: if w.is_healthy() {
-            "healthy"
-        } else {
-            "unhealthy"
-        },
+        health: w.health().name(),
         in_flight: w.in_flight(),
         load: w.load(),
         circuit: w.circuit_state().name(),

@@ -182,6 +182,7 @@ impl History {
                 "engine": engine,
                 "role": label(w.role()),
                 "healthy": w.is_healthy(),
+                "health": w.health().name(),
                 "circuit": match w.circuit_state() {
                     CircuitState::Closed => "closed",
                     CircuitState::HalfOpen => "half-open",

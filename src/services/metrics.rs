@@ -186,6 +186,17 @@ impl Collector for RouterCollector {
         )?;
         gauge(
             &mut encoder,
+            "worker_unchecked",
+            "1 while the worker, registered without being contacted, waits for its first health check (out of rotation), else 0.",
+            workers.iter().map(|w| {
+                (
+                    labelled(w),
+                    i64::from(w.health() == crate::worker::Health::Unchecked),
+                )
+            }),
+        )?;
+        gauge(
+            &mut encoder,
             "worker_circuit_state",
             "The worker's circuit breaker: 0 closed, 1 half-open (one probe call), 2 open (ejected).",
             workers.iter().map(|w| {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engines;
-use crate::worker::{ModelFacts, RegistryError, WorkerId, WorkerRole, WorkerSpec};
+use crate::worker::{Health, ModelFacts, RegistryError, WorkerId, WorkerRole, WorkerSpec};
 
 /// Why a change to the workers was not made.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ impl StoredWorker {
             engine: spec.engine.map(|e| e.name().to_string()),
             served_model_name: spec.facts.served_model_name.clone(),
             max_context_length: spec.facts.max_context_length,
-            starts_unhealthy: spec.starts_unhealthy,
+            starts_unhealthy: spec.starts == Health::Unhealthy,
         }
     }
 
@@ -109,7 +109,12 @@ impl StoredWorker {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        spec.starts_unhealthy = self.starts_unhealthy;
+        // Read back, it was checked when it was added (by this router or
+        // another): healthy unless it was not serving then.
+        spec.starts = match self.starts_unhealthy {
+            true => Health::Unhealthy,
+            false => Health::Healthy,
+        };
         Ok((id, spec))
     }
 }

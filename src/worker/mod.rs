@@ -16,7 +16,7 @@ mod spec;
 pub mod stats;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::uri::Scheme;
@@ -75,6 +75,39 @@ impl fmt::Debug for WorkerId {
 impl std::borrow::Borrow<str> for WorkerId {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+/// What the health checks say of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Health {
+    /// Passing: in rotation (circuit and limits permitting).
+    #[default]
+    Healthy = 0,
+    /// Failing (or not serving yet): out of rotation until checks pass.
+    Unhealthy = 1,
+    /// Registered without being contacted, and not checked yet: out of
+    /// rotation until its first check, which runs at once, passes.
+    Unchecked = 2,
+}
+
+impl Health {
+    fn from_u8(value: u8) -> Health {
+        match value {
+            0 => Health::Healthy,
+            1 => Health::Unhealthy,
+            _ => Health::Unchecked,
+        }
+    }
+
+    /// Its name in JSON and the CLI: `healthy`, `unhealthy`, `unchecked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Unchecked => "unchecked",
+        }
     }
 }
 
@@ -137,7 +170,8 @@ pub struct Worker {
     /// Written by the health checker (through the registry, which publishes
     /// the change); read on every routing decision. An atomic, because reads
     /// vastly outnumber writes and no other state changes with it.
-    healthy: AtomicBool,
+    /// A [`Health`], as its `u8`.
+    health: AtomicU8,
     /// Requests dispatched to this worker and not yet finished; only
     /// [`LoadGuard`] changes it.
     in_flight: AtomicU32,
@@ -177,7 +211,7 @@ impl Worker {
     ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
-        let healthy = !spec.starts_unhealthy;
+        let health = spec.starts;
         // Ids are `w-` and hex digits.
         let id_value = HeaderValue::from_str(id.as_str())
             .unwrap_or_else(|_| unreachable!("worker id {id} is printable ASCII"));
@@ -200,7 +234,7 @@ impl Worker {
             },
             endpoint,
             model,
-            healthy: AtomicBool::new(healthy),
+            health: AtomicU8::new(health as u8),
             in_flight: AtomicU32::new(0),
             engine_extra: AtomicU32::new(0),
             token_usage: AtomicU32::new(0),
@@ -282,15 +316,27 @@ impl Worker {
         self.spec.engine.unwrap_or(Engine::SWITCHYARD)
     }
 
-    /// Whether the health checker currently considers the worker usable.
+    /// Whether the health checker currently considers the worker usable
+    /// (a worker not yet checked is not).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.health() == Health::Healthy
     }
 
-    /// Sets health; returns true if it changed. Only the registry calls this,
-    /// so that every change is published as an event.
+    /// What the health checks say of it.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Sets health; returns true if it changed (a worker not yet checked
+    /// always changes). Only the registry calls this, so that every change
+    /// is published as an event.
     pub(crate) fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+        let new = if healthy {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        };
+        self.health.swap(new as u8, Ordering::AcqRel) != new as u8
     }
 
     /// Whether a router may choose it now: healthy, its circuit closed or
@@ -423,7 +469,7 @@ impl fmt::Debug for Worker {
             .field("url", &self.url())
             .field("model", &self.model)
             .field("role", &self.spec.role)
-            .field("healthy", &self.is_healthy())
+            .field("health", &self.health())
             .field("in_flight", &self.in_flight())
             .finish()
     }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use super::endpoint::{ConnectionMode, Endpoint, UrlError};
 use super::engine::Engine;
+use super::Health;
 
 /// What a worker does.
 #[derive(
@@ -136,9 +137,12 @@ pub struct WorkerSpec {
     pub engine: Option<Engine>,
     /// What the engine says about its model.
     pub facts: ModelFacts,
-    /// The worker said it was not serving when it was added (an engine
-    /// warming up): it starts out of rotation, until its health checks pass.
-    pub starts_unhealthy: bool,
+    /// What the worker's health is when it joins the registry: `Healthy`
+    /// (the default; admission found it serving), `Unhealthy` (it said it
+    /// was not serving yet, an engine warming up) or `Unchecked` (nobody has
+    /// contacted it): the last two stay out of rotation until a health check
+    /// passes.
+    pub starts: Health,
     /// Where the worker came from.
     pub source: Source,
 }
@@ -252,7 +256,7 @@ impl WorkerSpec {
             labels,
             engine: None,
             facts: ModelFacts::default(),
-            starts_unhealthy: false,
+            starts: Health::Healthy,
             source: Source::Added,
         })
     }

@@ -200,3 +200,83 @@ async fn a_worker_that_never_answers_is_marked_unhealthy_by_check_timeouts() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     held.abort();
 }
+
+/// The default: a worker registered without being contacted (engine and
+/// model given) is listed UNCHECKED, is no candidate, and is checked at
+/// once (not at the next round, a minute away here): a dead one turns
+/// UNHEALTHY, a live one HEALTHY and routable.
+#[tokio::test]
+async fn a_worker_added_without_contact_waits_for_its_first_check() {
+    let mut config = test_config();
+    config.health_check.trust_unchecked = false;
+    config.health_check.interval_ms = 60_000;
+    config.health_check.timeout_ms = 2_000;
+    let router = start_router_with(config).await;
+    let (dead_url, _held) = dark_host().await;
+    let dead = router.add(&dead_url, "dead-model").await;
+    assert_eq!(dead.health, pb::HealthStatus::Unchecked as i32, "{dead:?}");
+    // No candidate while unchecked: the call is refused, saying why.
+    let err = router
+        .generate(request("dead-model", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("not checked yet")
+            || err.message().contains("failing health checks"),
+        "{err:?}"
+    );
+
+    let live = mock("live").await;
+    let info = router.add(&live.url(), MODEL).await;
+    assert_eq!(info.health, pb::HealthStatus::Unchecked as i32, "{info:?}");
+    eventually(
+        Duration::from_secs(5),
+        "the live worker's first check passes",
+        || async { health_of_worker(&router, &info.id).await == pb::HealthStatus::Healthy as i32 },
+    )
+    .await;
+    let out = router.generate(request(MODEL, "x")).await.unwrap();
+    assert!(out.text().starts_with("live:0"));
+    // The dark host never answers: its first check times out, unhealthy.
+    eventually(
+        Duration::from_secs(10),
+        "the dark worker's first check fails",
+        || async {
+            health_of_worker(&router, &dead.id).await == pb::HealthStatus::Unhealthy as i32
+        },
+    )
+    .await;
+}
+
+/// `--worker` with engine and model given (not contacted): the router
+/// reports SERVING once the first check has passed, and the call goes to
+/// the worker.
+#[tokio::test]
+async fn uncontacted_startup_workers_serve_once_checked() {
+    let w = mock("boot").await;
+    let mut config = test_config();
+    config.health_check.trust_unchecked = false;
+    config.health_check.interval_ms = 60_000;
+    config.workers.push(StartupWorker {
+        url: w.url(),
+        model_id: MODEL.into(),
+        engine: Some("switchyard".into()),
+        role: Default::default(),
+        bootstrap_port: None,
+        labels: Default::default(),
+    });
+    let router = start_router_with(config).await;
+    eventually(
+        Duration::from_secs(5),
+        "SERVING after the first check",
+        || async { router.health_of(INFERENCE).await == SERVING },
+    )
+    .await;
+    assert_eq!(
+        router.list().await[0].health,
+        pb::HealthStatus::Healthy as i32
+    );
+    let out = router.generate(request(MODEL, "x")).await.unwrap();
+    assert!(out.text().starts_with("boot:0"));
+}

@@ -45,7 +45,9 @@ def main():
 
     def add(url, model, key):
         metadata = [("authorization", f"Bearer {key}")] if key else None
-        spec = w.WorkerSpec(url=url, model_id=model, engine=w.ENGINE_SWITCHYARD if url.startswith("grpc") else 0)
+        # No engine given: the router contacts the worker, which is then in
+        # rotation at once (an uncontacted one waits for its first check).
+        spec = w.WorkerSpec(url=url, model_id=model)
         return workers.AddWorker(w.AddWorkerRequest(worker=spec), metadata=metadata, timeout=10)
 
     details = expect_code(grpc.StatusCode.UNAUTHENTICATED, lambda: add(grpc_worker, "m", None))

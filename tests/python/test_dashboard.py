@@ -49,7 +49,7 @@ def main():
     channel = grpc.insecure_channel(grpc_addr)
     workers = stubs.workers_pb2_grpc.WorkerManagementStub(channel)
     added = workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(
-        url=alpha, model_id="dash-model", engine=w.ENGINE_SWITCHYARD)), timeout=10).worker
+        url=alpha, model_id="dash-model")), timeout=10).worker
     for _ in range(3):
         list(stubs.inference_pb2_grpc.InferenceStub(channel).Generate(
             i.GenerateRequest(model="dash-model", text="hi"), timeout=10))
@@ -67,7 +67,7 @@ def main():
     events = urllib.request.urlopen(f"http://{admin_addr}/events", timeout=10)
     assert events.headers["content-type"].startswith("text/event-stream"), events.headers
     workers.AddWorker(w.AddWorkerRequest(worker=w.WorkerSpec(
-        url=beta, model_id="dash-model", engine=w.ENGINE_SWITCHYARD)), timeout=10)
+        url=beta, model_id="dash-model")), timeout=10)
     deadline = time.time() + 5
     seen = False
     while time.time() < deadline and not seen:

@@ -136,7 +136,7 @@ def main():
 
     anonymous = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=read(router_ca[2])))
     grpc.channel_ready_future(anonymous).result(timeout=10)
-    spec = w.WorkerSpec(url=worker, model_id="m", engine=w.ENGINE_SWITCHYARD)
+    spec = w.WorkerSpec(url=worker, model_id="m")
     details = expect_code(
         grpc.StatusCode.UNAUTHENTICATED,
         lambda: stubs.workers_pb2_grpc.WorkerManagementStub(anonymous).AddWorker(

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::GrpcRouter;
 use crate::engines::{self, Method};
-use crate::routers::select::{resolve_engine_model, served_elsewhere};
+use crate::routers::select::{resolve_engine_model, served_elsewhere, unchecked};
 use crate::routers::{RouteError, MODEL_HEADER};
 use crate::transport::Failure;
 use crate::worker::{ConnectionMode, Engine, Worker, WorkerRole};
@@ -165,6 +165,7 @@ impl GrpcRouter {
             .iter()
             .filter(|w| w.is_healthy() && !w.is_available())
             .count();
+        let all_workers = all.clone();
         let healthy: Vec<_> = all.into_iter().filter(|w| w.is_routable()).collect();
         if healthy.is_empty() {
             return Err(RouteError::NoHealthyWorkers {
@@ -172,6 +173,7 @@ impl GrpcRouter {
                 role: WorkerRole::Regular,
                 total,
                 ejected,
+                unchecked: unchecked(&all_workers),
             });
         }
         Ok(healthy)

@@ -38,12 +38,16 @@ pub fn fast_health() -> HealthCheckConfig {
         unhealthy_threshold: 2,
         healthy_threshold: 2,
         service: String::new(),
+        // A worker added without contact is routable at once, so a test
+        // may add a dead address on purpose and see calls fail on it;
+        // `tests/it/health.rs` checks the default.
+        trust_unchecked: true,
         loads_interval_ms: 50,
     }
 }
 
-/// A config for tests: fast health checks, and a shutdown without the
-/// NOT_SERVING grace (tests of the grace set their own).
+/// A config for tests: fast health checks (see [`fast_health`]), and a
+/// shutdown without the NOT_SERVING grace (tests of the grace set their own).
 pub fn test_config() -> Config {
     Config {
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
