@@ -30,7 +30,9 @@ fi
 # no file over 500 lines): docs/ARCHITECTURE.md.
 python3 scripts/check_layout.py
 
-cargo build --bins
+# One build: the test run builds the binaries too (the integration tests
+# and the Python tests below use target/debug/switchyard and mock-worker),
+# with the same features, so nothing is compiled twice.
 cargo test --all-targets
 
 if [ ! -x .venv/bin/python ]; then

@@ -295,6 +295,11 @@ impl App {
         &self.registry
     }
 
+    /// The listeners' TLS, when `[tls]` is set (its reload counts).
+    pub fn server_tls(&self) -> Option<&Arc<ServerTls>> {
+        self.server_tls.as_ref()
+    }
+
     /// The configuration it was built from.
     pub fn config(&self) -> &Config {
         &self.config

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +44,9 @@ pub struct ServerTls {
     current: ArcSwap<Configs>,
     /// The files' modification times when last read.
     stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// Reloads [`ServerTls::watch`] made, and those it refused (the files
+    /// did not make a certificate: the one in use stayed).
+    reloads: (AtomicU64, AtomicU64),
 }
 
 /// Which listener a connection arrived on.
@@ -61,6 +65,7 @@ impl ServerTls {
             config: config.clone(),
             current: ArcSwap::from_pointee(build(config)?),
             stamps: Mutex::new(stamps(config)),
+            reloads: (AtomicU64::new(0), AtomicU64::new(0)),
         };
         Ok(Arc::new(tls))
     }
@@ -68,6 +73,15 @@ impl ServerTls {
     /// Whether worker management needs a client certificate.
     pub fn verifies_clients(&self) -> bool {
         self.config.client_ca.is_some()
+    }
+
+    /// How many reloads a signal or a file change made, and how many of
+    /// them were refused.
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.reloads.0.load(Ordering::Relaxed),
+            self.reloads.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Reads the files again; on an error the certificate in use stays.
@@ -112,11 +126,13 @@ impl ServerTls {
                     "a file changed"
                 }
             };
+            self.reloads.0.fetch_add(1, Ordering::Relaxed);
             match self.reload() {
                 Ok(()) => {
                     tracing::info!(reason = why, cert = %self.config.cert.display(), "TLS certificate reloaded")
                 }
                 Err(error) => {
+                    self.reloads.1.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(reason = why, %error, "TLS files not reloaded: keeping the certificate in use")
                 }
             }

@@ -119,12 +119,15 @@ fn expired(params: &mut CertificateParams) {
 struct TlsRouter {
     grpc: SocketAddr,
     http: SocketAddr,
+    /// Its listeners' TLS: how many reloads it made and refused.
+    tls: Option<Arc<switchyard::services::tls::ServerTls>>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl TlsRouter {
     async fn start(config: Config) -> TlsRouter {
         let app = App::build(config).await.expect("valid config");
+        let tls = app.server_tls().cloned();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
@@ -140,6 +143,7 @@ impl TlsRouter {
         TlsRouter {
             grpc: grpc_addr,
             http: http_addr,
+            tls,
             _shutdown: tx,
         }
     }
@@ -289,8 +293,15 @@ async fn listeners_serve_tls_and_take_a_new_certificate_when_the_files_change() 
     assert_eq!(listed.into_inner().workers.len(), 1);
 
     // A broken file is not taken: the renewed certificate stays in use.
+    let tls = router.tls.clone().unwrap();
+    let refused = tls.reloads().1;
     std::fs::write(&renewed.key, "not a key").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(
+        Duration::from_secs(10),
+        "a reload of the broken file is refused",
+        || async { tls.reloads().1 > refused },
+    )
+    .await;
     assert_eq!(
         server_certificate(router.grpc, &ca, b"h2").await.unwrap(),
         der(&renewed)
@@ -316,12 +327,12 @@ async fn sighup_reloads_the_certificate() {
         der(&first)
     );
     let renewed = ca.issue("router");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         server_certificate(router.grpc, &ca, b"h2").await.unwrap(),
         der(&first),
         "no reload without a signal"
     );
+    let tls = router.tls.clone().unwrap();
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
     eventually(
         Duration::from_secs(10),
@@ -329,6 +340,9 @@ async fn sighup_reloads_the_certificate() {
         || async { server_certificate(router.grpc, &ca, b"h2").await.unwrap() == der(&renewed) },
     )
     .await;
+    // The signal's reload was the only one: the changed files made none
+    // (reload_check_ms = 0 polls nothing).
+    assert_eq!(tls.reloads(), (1, 0));
 }
 
 #[tokio::test]
