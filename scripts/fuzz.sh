@@ -9,6 +9,8 @@
 #   TARGETS="radix_tree" bash scripts/fuzz.sh 60
 #   KEEP=1 bash scripts/fuzz.sh 600 # add the inputs found to fuzz/corpus/
 #   FUZZ_BUILD=release bash scripts/fuzz.sh 5   # choose the build yourself
+#   FUZZ_STEP=build bash scripts/fuzz.sh 5  # build only (scripts/test.sh builds while
+#                                           # the Python tests run), FUZZ_STEP=run: run only
 #
 # Seeds come from fuzz/corpus/TARGET (committed). A crash stops the run
 # with the input in fuzz/artifacts/TARGET/; turn it into a regression test.
@@ -45,9 +47,13 @@ case "$FUZZ_BUILD" in
   release) build=(--release) ;;
   *) echo "fuzz.sh: FUZZ_BUILD is dev or release, not '$FUZZ_BUILD'" >&2; exit 2 ;;
 esac
-for target in $TARGETS; do
-  cargo +nightly fuzz build "${build[@]}" -s none "$target"
-done
+STEP=${FUZZ_STEP:-all}
+if [ "$STEP" != run ]; then
+  for target in $TARGETS; do
+    cargo +nightly fuzz build "${build[@]}" -s none "$target"
+  done
+fi
+[ "$STEP" = build ] && exit 0
 for target in $TARGETS; do
   mkdir -p "fuzz/corpus/$target"
   if [ "${KEEP:-0}" = 1 ]; then

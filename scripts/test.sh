@@ -35,6 +35,15 @@ python3 scripts/check_layout.py
 # with the same features, so nothing is compiled twice.
 cargo test --all-targets
 
+# The fuzz targets build (nightly, every dependency again) while the Python
+# tests below run, which mostly wait on their processes: the two together
+# take about as long as the build alone. Its output goes to a log, shown if
+# it fails.
+FUZZ_LOG=$(mktemp)
+(nice -n 10 env FUZZ_STEP=build bash scripts/fuzz.sh 5 >"$FUZZ_LOG" 2>&1) &
+FUZZ_BUILD_PID=$!
+trap 'kill "$FUZZ_BUILD_PID" 2>/dev/null || true; rm -f "$FUZZ_LOG"' EXIT
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
@@ -52,4 +61,9 @@ fi
 
 # Every fuzz target for a few seconds from the committed corpus (nightly
 # toolchain; installs cargo-fuzz if missing). The long run: see the script.
-bash scripts/fuzz.sh 5
+if ! wait "$FUZZ_BUILD_PID"; then
+  cat "$FUZZ_LOG" >&2
+  echo "test.sh: the fuzz targets did not build" >&2
+  exit 1
+fi
+FUZZ_STEP=run bash scripts/fuzz.sh 5
