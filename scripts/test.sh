@@ -18,7 +18,7 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-# The shared-registry tests (tests/store.rs) start a real etcd.
+# The shared-registry tests (tests/it/store.rs) start a real etcd.
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)

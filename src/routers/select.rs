@@ -208,8 +208,20 @@ impl Candidates {
         if group.iter().all(|w| w.is_routable()) {
             return Ok(Candidates::All(group));
         }
-        let healthy: Vec<_> = group.iter().filter(|w| w.is_routable()).cloned().collect();
-        if healthy.is_empty() && group.iter().any(|w| w.is_available()) {
+        // One look at each worker: its health may change between two
+        // (a first check passing), which must not turn "none is healthy"
+        // into "all are busy".
+        let (mut healthy, mut busy) = (Vec::new(), 0);
+        for w in group.iter() {
+            if !w.is_available() {
+                continue;
+            }
+            match w.is_busy() {
+                true => busy += 1,
+                false => healthy.push(w.clone()),
+            }
+        }
+        if healthy.is_empty() && busy > 0 {
             return Err(RouteError::WorkersBusy {
                 model: model.into(),
                 total: group.len(),
