@@ -30,19 +30,19 @@ fi
 # no file over 500 lines): docs/ARCHITECTURE.md.
 python3 scripts/check_layout.py
 
+# The fuzz targets build (nightly, every dependency again) beside the rest,
+# at the lowest priority: on two cores they take the time the test build
+# leaves idle (its links) and the Python tests' waits. Its output goes to a
+# log, shown if it fails.
+FUZZ_LOG=$(mktemp)
+(nice -n 19 env FUZZ_STEP=build bash scripts/fuzz.sh 5 >"$FUZZ_LOG" 2>&1) &
+FUZZ_BUILD_PID=$!
+trap 'kill "$FUZZ_BUILD_PID" 2>/dev/null || true; rm -f "$FUZZ_LOG"' EXIT
+
 # One build: the test run builds the binaries too (the integration tests
 # and the Python tests below use target/debug/switchyard and mock-worker),
 # with the same features, so nothing is compiled twice.
 cargo test --all-targets
-
-# The fuzz targets build (nightly, every dependency again) while the Python
-# tests below run, which mostly wait on their processes: the two together
-# take about as long as the build alone. Its output goes to a log, shown if
-# it fails.
-FUZZ_LOG=$(mktemp)
-(nice -n 10 env FUZZ_STEP=build bash scripts/fuzz.sh 5 >"$FUZZ_LOG" 2>&1) &
-FUZZ_BUILD_PID=$!
-trap 'kill "$FUZZ_BUILD_PID" 2>/dev/null || true; rm -f "$FUZZ_LOG"' EXIT
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
