@@ -30,15 +30,6 @@ fi
 # no file over 500 lines): docs/ARCHITECTURE.md.
 python3 scripts/check_layout.py
 
-# The fuzz targets build (nightly, every dependency again) beside the rest,
-# at the lowest priority: on two cores they take the time the test build
-# leaves idle (its links) and the Python tests' waits. Its output goes to a
-# log, shown if it fails.
-FUZZ_LOG=$(mktemp)
-(nice -n 19 env FUZZ_STEP=build bash scripts/fuzz.sh 5 >"$FUZZ_LOG" 2>&1) &
-FUZZ_BUILD_PID=$!
-trap 'kill "$FUZZ_BUILD_PID" 2>/dev/null || true; rm -f "$FUZZ_LOG"' EXIT
-
 # One build: the test run builds the binaries too (the integration tests
 # and the Python tests below use target/debug/switchyard and mock-worker),
 # with the same features, so nothing is compiled twice.
@@ -61,9 +52,4 @@ fi
 
 # Every fuzz target for a few seconds from the committed corpus (nightly
 # toolchain; installs cargo-fuzz if missing). The long run: see the script.
-if ! wait "$FUZZ_BUILD_PID"; then
-  cat "$FUZZ_LOG" >&2
-  echo "test.sh: the fuzz targets did not build" >&2
-  exit 1
-fi
-FUZZ_STEP=run bash scripts/fuzz.sh 5
+bash scripts/fuzz.sh 5
