@@ -47,6 +47,40 @@ pub enum Prompt {
     Tokenized(Bytes),
 }
 
+/// Decodes `$message` as `$engine::GenerateResponse` (the type named
+/// `$name` in errors) into `switchyard.v1`'s response and the prompt's
+/// token count: every engine's responses have a chunk (`token_ids`,
+/// `prompt_tokens`) and a completion (`finish_reason`, `prompt_tokens`,
+/// `completion_tokens`), each in its own types, so one translation is
+/// written once for all.
+macro_rules! engine_response {
+    ($engine:ident, $name:literal, $message:expr) => {{
+        use $crate::pb::generate_response::Response as Out;
+        use $engine::generate_response::Response as In;
+        let decoded = <$engine::GenerateResponse as prost::Message>::decode($message)
+            .map_err(|_| $crate::transport::Failure::BadReply($name))?;
+        Ok(match decoded.response {
+            Some(In::Chunk(c)) => (
+                Some(Out::Chunk($crate::pb::GenerateChunk {
+                    token_ids: c.token_ids,
+                    text: String::new(),
+                })),
+                c.prompt_tokens,
+            ),
+            Some(In::Complete(c)) => (
+                Some(Out::Complete($crate::pb::GenerateComplete {
+                    finish_reason: c.finish_reason,
+                    prompt_tokens: c.prompt_tokens,
+                    completion_tokens: c.completion_tokens,
+                })),
+                c.prompt_tokens,
+            ),
+            None => (None, 0),
+        })
+    }};
+}
+pub(super) use engine_response;
+
 /// The served model name, else the model path (engines' `GetModelInfo`).
 pub(super) fn model_name(served: String, path: String) -> String {
     if served.is_empty() {

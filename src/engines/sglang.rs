@@ -227,27 +227,6 @@ impl EngineSeam for Sglang {
         &self,
         message: Bytes,
     ) -> Result<(Option<pb::generate_response::Response>, u32), Failure> {
-        use pb::generate_response::Response as Out;
-        use sglang::generate_response::Response as In;
-        let decoded = sglang::GenerateResponse::decode(message)
-            .map_err(|_| Failure::BadReply("sglang.grpc.scheduler.GenerateResponse"))?;
-        Ok(match decoded.response {
-            Some(In::Chunk(c)) => (
-                Some(Out::Chunk(pb::GenerateChunk {
-                    token_ids: c.token_ids,
-                    text: String::new(),
-                })),
-                c.prompt_tokens,
-            ),
-            Some(In::Complete(c)) => (
-                Some(Out::Complete(pb::GenerateComplete {
-                    finish_reason: c.finish_reason,
-                    prompt_tokens: c.prompt_tokens,
-                    completion_tokens: c.completion_tokens,
-                })),
-                c.prompt_tokens,
-            ),
-            None => (None, 0),
-        })
+        super::seam::engine_response!(sglang, "sglang.grpc.scheduler.GenerateResponse", message)
     }
 }

@@ -180,27 +180,6 @@ impl EngineSeam for Trtllm {
         &self,
         message: Bytes,
     ) -> Result<(Option<pb::generate_response::Response>, u32), Failure> {
-        use pb::generate_response::Response as Out;
-        use trtllm::generate_response::Response as In;
-        let decoded = trtllm::GenerateResponse::decode(message)
-            .map_err(|_| Failure::BadReply("trtllm.GenerateResponse"))?;
-        Ok(match decoded.response {
-            Some(In::Chunk(c)) => (
-                Some(Out::Chunk(pb::GenerateChunk {
-                    token_ids: c.token_ids,
-                    text: String::new(),
-                })),
-                c.prompt_tokens,
-            ),
-            Some(In::Complete(c)) => (
-                Some(Out::Complete(pb::GenerateComplete {
-                    finish_reason: c.finish_reason,
-                    prompt_tokens: c.prompt_tokens,
-                    completion_tokens: c.completion_tokens,
-                })),
-                c.prompt_tokens,
-            ),
-            None => (None, 0),
-        })
+        super::seam::engine_response!(trtllm, "trtllm.GenerateResponse", message)
     }
 }

@@ -245,27 +245,6 @@ impl EngineSeam for Vllm {
         &self,
         message: Bytes,
     ) -> Result<(Option<pb::generate_response::Response>, u32), Failure> {
-        use pb::generate_response::Response as Out;
-        use vllm::generate_response::Response as In;
-        let decoded = vllm::GenerateResponse::decode(message)
-            .map_err(|_| Failure::BadReply("vllm.grpc.engine.GenerateResponse"))?;
-        Ok(match decoded.response {
-            Some(In::Chunk(c)) => (
-                Some(Out::Chunk(pb::GenerateChunk {
-                    token_ids: c.token_ids,
-                    text: String::new(),
-                })),
-                c.prompt_tokens,
-            ),
-            Some(In::Complete(c)) => (
-                Some(Out::Complete(pb::GenerateComplete {
-                    finish_reason: c.finish_reason,
-                    prompt_tokens: c.prompt_tokens,
-                    completion_tokens: c.completion_tokens,
-                })),
-                c.prompt_tokens,
-            ),
-            None => (None, 0),
-        })
+        super::seam::engine_response!(vllm, "vllm.grpc.engine.GenerateResponse", message)
     }
 }
