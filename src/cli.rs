@@ -45,6 +45,8 @@ pub enum Command {
     Workers(crate::ctl::WorkersArgs),
     /// Send a prompt to a running router and print the reply as it streams.
     Generate(crate::ctl::GenerateArgs),
+    /// Measure a router: replay a production trace (`bench replay`), plot runs (`bench plot`).
+    Bench(crate::replay::BenchArgs),
 }
 
 /// `switchyard serve`.

@@ -57,6 +57,7 @@ pub mod health;
 pub mod mock;
 pub mod pb;
 pub mod policies;
+pub mod replay;
 pub mod routers;
 pub mod services;
 pub mod store;

@@ -46,6 +46,11 @@ fn main() -> ExitCode {
                 rt.block_on(switchyard::ctl::generate(args))
             })
         }
+        Command::Bench(args) => {
+            return runtime(None).map_or(ExitCode::FAILURE, |rt| {
+                rt.block_on(switchyard::replay::run(args))
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

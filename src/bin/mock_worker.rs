@@ -89,6 +89,108 @@ struct Args {
     /// Require client certificates signed by this CA (gRPC mock).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+/// A simulated engine (`--sim`): a paged KV cache with prefix reuse, a
+/// continuous-batching scheduler and step times from a model of
+/// Llama-3.1-8B on one H100 (docs/ARCHITECTURE.md), with vLLM's knob names.
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Simulate an engine (SGLang's protocol) instead of the plain mock.
+    #[arg(long)]
+    sim: bool,
+    /// Engines to serve, on consecutive ports from --listen's.
+    #[arg(long, default_value_t = 1, requires = "sim")]
+    count: usize,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 64, requires = "sim")]
+    block_size: usize,
+    /// KV blocks in all (the cache's capacity).
+    #[arg(long, default_value_t = 6_200, requires = "sim")]
+    num_gpu_blocks: usize,
+    /// Sequences running at once.
+    #[arg(long, default_value_t = 256, requires = "sim")]
+    max_num_seqs: usize,
+    /// Tokens one scheduler step computes.
+    #[arg(long, default_value_t = 8_192, requires = "sim")]
+    max_num_batched_tokens: usize,
+    /// Reuse cached prompt blocks.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, requires = "sim")]
+    enable_prefix_caching: bool,
+    /// Compute a long prompt over several steps.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, requires = "sim")]
+    enable_chunked_prefill: bool,
+    /// Divide every simulated duration by this.
+    #[arg(long, default_value_t = 1.0, requires = "sim")]
+    speedup_ratio: f64,
+    /// Tokens per streamed message after the first (SGLang's stream_interval).
+    #[arg(long, default_value_t = 1, requires = "sim")]
+    stream_interval: u32,
+    /// Seeds the generated token ids (engine i uses seed + i).
+    #[arg(long, default_value_t = 0, requires = "sim")]
+    seed: u64,
+}
+
+/// Serves `args.count` simulated engines until Ctrl-C.
+async fn simulate(args: &Args) -> ExitCode {
+    let sim = &args.sim;
+    if args.engine != MockEngine::Sglang && args.engine != MockEngine::Switchyard {
+        eprintln!(
+            "mock-worker: --sim speaks SGLang's protocol; drop --engine or use --engine sglang"
+        );
+        return ExitCode::FAILURE;
+    }
+    if sim.count == 0 || sim.block_size == 0 || sim.num_gpu_blocks == 0 || sim.max_num_seqs == 0 {
+        eprintln!("mock-worker: --count, --block-size, --num-gpu-blocks and --max-num-seqs must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    if sim.max_num_batched_tokens < sim.block_size || !(sim.speedup_ratio > 0.0) {
+        eprintln!("mock-worker: --max-num-batched-tokens must hold a block and --speedup-ratio must be positive");
+        return ExitCode::FAILURE;
+    }
+    let config = switchyard::mock::sim::SimConfig {
+        sched: switchyard::mock::sim::SchedConfig {
+            block_size: sim.block_size,
+            num_gpu_blocks: sim.num_gpu_blocks,
+            max_num_seqs: sim.max_num_seqs,
+            max_num_batched_tokens: sim.max_num_batched_tokens,
+            enable_prefix_caching: sim.enable_prefix_caching,
+            enable_chunked_prefill: sim.enable_chunked_prefill,
+            ..Default::default()
+        },
+        speedup_ratio: sim.speedup_ratio,
+        stream_interval: sim.stream_interval,
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        seed: sim.seed,
+        ..Default::default()
+    };
+    let fleet = match switchyard::mock::sim::SimWorker::fleet(args.listen, sim.count, &config).await
+    {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            eprintln!("mock-worker: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    for (i, worker) in fleet.iter().enumerate() {
+        println!(
+            "mock-worker {}-{i} listening on {}",
+            args.name,
+            worker.url()
+        );
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    for (i, worker) in fleet.iter().enumerate() {
+        let (prompt, cached) = worker.engine().hit_counts();
+        eprintln!(
+            "mock-worker {}-{i}: prompt_tokens={prompt} cached_tokens={cached}",
+            args.name
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 #[tokio::main]
@@ -100,6 +202,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.sim.sim {
+        return simulate(&args).await;
+    }
     if !(0.0..=1.0).contains(&args.fail_rate) {
         eprintln!("mock-worker: --fail-rate must be between 0 and 1");
         return ExitCode::FAILURE;

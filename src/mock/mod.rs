@@ -14,6 +14,7 @@ mod engines;
 mod http;
 mod inference;
 mod server;
+pub mod sim;
 mod tls;
 mod wire;
 
