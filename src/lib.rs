@@ -54,6 +54,7 @@ pub mod ctl;
 pub mod discovery;
 pub mod engines;
 pub mod health;
+pub mod kv;
 pub mod mock;
 pub mod pb;
 pub mod policies;

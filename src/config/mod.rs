@@ -31,7 +31,8 @@ pub use auth::{AuthConfig, ADMIN_KEYS_ENV, CLIENT_KEYS_ENV, MIN_KEY_LEN};
 pub use breaker::{CircuitConfig, BREAKER_BUCKETS};
 pub use hosts::WorkerHostsConfig;
 pub use policy::{
-    CacheAwareConfig, ConsistentHashConfig, PdPolicyOverride, PolicyConfig, PolicyKind,
+    CacheAwareConfig, ConsistentHashConfig, KvAwareConfig, PdPolicyOverride, PolicyConfig,
+    PolicyKind,
 };
 pub use server::{
     HttpConfig, LimitsConfig, RetryConfig, ServerTlsConfig, ShutdownConfig, TracingConfig,

@@ -22,6 +22,10 @@ pub enum PolicyKind {
     CacheAware,
     /// Session affinity by `x-switchyard-routing-key`.
     ConsistentHash,
+    /// The least estimated prefill work: the engines' own KV events (what
+    /// each worker really caches) and load records, plus what this router
+    /// sent and the engines have not yet confirmed.
+    KvAware,
 }
 
 impl PolicyKind {
@@ -32,6 +36,7 @@ impl PolicyKind {
         "power_of_two",
         "cache_aware",
         "consistent_hash",
+        "kv_aware",
     ];
 
     /// The name used on the command line and in the config.
@@ -42,6 +47,7 @@ impl PolicyKind {
             PolicyKind::PowerOfTwo => "power_of_two",
             PolicyKind::CacheAware => "cache_aware",
             PolicyKind::ConsistentHash => "consistent_hash",
+            PolicyKind::KvAware => "kv_aware",
         }
     }
 }
@@ -56,6 +62,7 @@ impl FromStr for PolicyKind {
             "power_of_two" => Ok(PolicyKind::PowerOfTwo),
             "cache_aware" => Ok(PolicyKind::CacheAware),
             "consistent_hash" => Ok(PolicyKind::ConsistentHash),
+            "kv_aware" => Ok(PolicyKind::KvAware),
             other => Err(format!(
                 "unknown policy {other:?}; known policies: {}",
                 PolicyKind::NAMES.join(", ")
@@ -100,6 +107,8 @@ pub struct PolicyConfig {
     pub cache_aware: CacheAwareConfig,
     /// Knobs of `consistent_hash`.
     pub consistent_hash: ConsistentHashConfig,
+    /// Knobs of `kv_aware`.
+    pub kv_aware: KvAwareConfig,
 }
 
 impl Default for PolicyConfig {
@@ -112,6 +121,7 @@ impl Default for PolicyConfig {
             pd_models: BTreeMap::new(),
             cache_aware: CacheAwareConfig::default(),
             consistent_hash: ConsistentHashConfig::default(),
+            kv_aware: KvAwareConfig::default(),
         }
     }
 }
@@ -145,6 +155,7 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.cache_aware.validate()?;
         self.consistent_hash.validate()?;
+        self.kv_aware.validate()?;
         if self.consistent_hash.fallback == Some(PolicyKind::ConsistentHash) {
             return Err("policy.consistent_hash.fallback cannot be consistent_hash itself".into());
         }
@@ -210,6 +221,71 @@ impl CacheAwareConfig {
         }
         if self.eviction_interval_secs == 0 {
             return Err("policy.cache_aware.eviction_interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Knobs of the KV-event policy. A candidate's cost, in prompt tokens of
+/// prefill work ahead of the request's first token:
+/// `uncached + queue_weight × queued + running_weight × running`, where
+/// `uncached` is the prompt's tokens the worker does not hold (its events'
+/// blocks and this router's pending ones), `queued` the uncached prompt
+/// tokens its engine last reported waiting plus those this router sent
+/// since, and `running` its running requests; a worker whose KV held by
+/// running requests is above `usage_limit` costs `usage_penalty` more. The
+/// least cost wins; ties go to the least loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvAwareConfig {
+    /// Weight of the work queued ahead. 1: a queued token delays the first
+    /// token as much as one of the prompt's own.
+    pub queue_weight: f64,
+    /// Tokens of cost per running request. 16: a running decode slows each
+    /// step a little (its KV is read every step); small beside prefill.
+    pub running_weight: f64,
+    /// Above this share of KV held by running requests, the engine is near
+    /// preempting. 0.9.
+    pub usage_limit: f64,
+    /// Tokens of cost added above `usage_limit`. 65,536.
+    pub usage_penalty: f64,
+    /// How long a block this router sent stays pending without the engine
+    /// confirming it, in ms. 30,000: longer than a prompt waits in a
+    /// queue on a loaded engine.
+    pub pending_ttl_ms: u64,
+}
+
+impl Default for KvAwareConfig {
+    fn default() -> Self {
+        KvAwareConfig {
+            queue_weight: 1.0,
+            running_weight: 16.0,
+            usage_limit: 0.9,
+            usage_penalty: 65_536.0,
+            pending_ttl_ms: 30_000,
+        }
+    }
+}
+
+impl KvAwareConfig {
+    /// What is wrong with these values, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("queue_weight", self.queue_weight),
+            ("running_weight", self.running_weight),
+            ("usage_penalty", self.usage_penalty),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "policy.kv_aware.{name} must be a number at least 0, got {v}"
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.usage_limit) {
+            return Err(format!(
+                "policy.kv_aware.usage_limit must be in [0, 1], got {}",
+                self.usage_limit
+            ));
         }
         Ok(())
     }

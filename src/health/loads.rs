@@ -54,6 +54,7 @@ impl LoadPoller {
                     .path(Method::GetLoads)
                     .is_none()
                 || !worker.is_healthy()
+                || worker.load_pushed()
             {
                 continue;
             }

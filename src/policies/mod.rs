@@ -15,6 +15,7 @@
 
 mod cache_aware;
 mod consistent_hash;
+mod kv_aware;
 mod power_of_two;
 pub mod radix_tree;
 mod random;
@@ -25,10 +26,12 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 
 pub use crate::config::{
-    CacheAwareConfig, ConsistentHashConfig, PdPolicyOverride, PolicyConfig, PolicyKind,
+    CacheAwareConfig, ConsistentHashConfig, KvAwareConfig, PdPolicyOverride, PolicyConfig,
+    PolicyKind,
 };
 pub use cache_aware::CacheAware;
 pub use consistent_hash::ConsistentHash;
+pub use kv_aware::{events_for, KvAware};
 pub use power_of_two::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -130,6 +133,15 @@ pub fn build(
                 policy.add(&worker);
             }
             policy
+        }
+        PolicyKind::KvAware => {
+            let fallback = build(PolicyKind::CacheAware, config, registry);
+            let ttl = std::time::Duration::from_millis(config.kv_aware.pending_ttl_ms);
+            Arc::new(KvAware::new(
+                events_for(registry, ttl),
+                fallback,
+                config.kv_aware.clone(),
+            ))
         }
     }
 }

@@ -181,6 +181,8 @@ pub struct Worker {
     engine_extra: AtomicU32,
     /// The engine's KV-cache usage at the last poll, in thousandths.
     token_usage: AtomicU32,
+    /// The engine pushes its load on a live KV-event stream (no polling).
+    load_pushed: std::sync::atomic::AtomicBool,
     /// The data path (proxied `Generate` calls): `connections_per_worker`
     /// HTTP/2 connections, each made on first use, so that their frame
     /// processing spreads over cores instead of queueing behind one
@@ -237,6 +239,7 @@ impl Worker {
             health: AtomicU8::new(health as u8),
             in_flight: AtomicU32::new(0),
             engine_extra: AtomicU32::new(0),
+            load_pushed: std::sync::atomic::AtomicBool::new(false),
             token_usage: AtomicU32::new(0),
             upstreams: (0..channel_config.connections.max(1))
                 .map(|_| OnceLock::new())
@@ -429,6 +432,17 @@ impl Worker {
         self.engine_extra.store(extra, Ordering::Relaxed);
         let permille = (token_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
         self.token_usage.store(permille, Ordering::Relaxed);
+    }
+
+    /// Whether the engine's load arrives on a live KV-event stream (the
+    /// `GetLoads` poller then leaves it alone).
+    pub fn load_pushed(&self) -> bool {
+        self.load_pushed.load(Ordering::Relaxed)
+    }
+
+    /// Marks the engine's load as pushed (a KV-event stream is live) or not.
+    pub fn set_load_pushed(&self, pushed: bool) {
+        self.load_pushed.store(pushed, Ordering::Relaxed);
     }
 
     /// Forgets the engine's reported load (a poll failed).
