@@ -47,6 +47,14 @@ pub(super) fn worker_json(w: &pb::WorkerInfo) -> Value {
         "load": w.load,
         "served_model_name": facts.served_model_name,
         "max_context_length": facts.max_context_length,
+        "kv_events": w.kv_events.as_ref().map(|k| json!({
+            "state": k.state,
+            "events": k.events,
+            "resyncs": k.resyncs,
+            "reconnects": k.reconnects,
+            "sequence": k.sequence,
+            "blocks": k.blocks,
+        })),
     })
 }
 
@@ -55,7 +63,7 @@ pub(super) fn print_json(value: &Value) {
 }
 
 pub(super) fn print_table(workers: &[pb::WorkerInfo]) {
-    let rows: Vec<[String; 8]> = workers
+    let rows: Vec<[String; 9]> = workers
         .iter()
         .map(|w| {
             let j = worker_json(w);
@@ -72,6 +80,11 @@ pub(super) fn print_table(workers: &[pb::WorkerInfo]) {
                 s("health"),
                 s("circuit"),
                 s("in_flight"),
+                match &w.kv_events {
+                    Some(k) if k.state == "live" => format!("live, {} blocks", k.blocks),
+                    Some(k) => k.state.clone(),
+                    None => "-".into(),
+                },
             ]
         })
         .collect();
@@ -84,6 +97,7 @@ pub(super) fn print_table(workers: &[pb::WorkerInfo]) {
         "HEALTH",
         "CIRCUIT",
         "IN-FLIGHT",
+        "KV EVENTS",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {

@@ -9,4 +9,4 @@ pub mod index;
 pub mod subscribe;
 
 pub use index::{EngineLoad, KvIndex};
-pub use subscribe::{KvEvents, StreamState, StreamStats};
+pub use subscribe::KvEvents;

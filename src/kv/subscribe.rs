@@ -8,7 +8,8 @@
 //! for the worker while it is live. A worker that answers UNIMPLEMENTED
 //! publishes no events: its policy falls back to the router's own tree.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,75 +22,41 @@ use crate::pb::smg::grpc::common as smg;
 use crate::transport::grpc::codec::Deframer;
 use crate::transport::Failure;
 use crate::worker::{
-    ConnectionMode, RegistryListener, Worker, WorkerEvent, WorkerEventKind, WorkerRegistry,
+    ConnectionMode, KvStream, RegistryListener, StreamState, Worker, WorkerEvent, WorkerEventKind,
+    WorkerRegistry,
 };
 
-/// Where a worker's stream is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamState {
-    /// Connecting (or reconnecting after a failure).
-    Connecting,
-    /// Events flowing.
-    Live,
-    /// The worker serves no `SubscribeKvEvents`.
-    Unsupported,
-}
-
-impl StreamState {
-    /// Its name in metrics and listings.
-    pub fn name(self) -> &'static str {
-        match self {
-            StreamState::Connecting => "connecting",
-            StreamState::Live => "live",
-            StreamState::Unsupported => "unsupported",
-        }
-    }
-}
-
-/// One worker's stream, as metrics and `workers get` show it.
-#[derive(Debug, Default)]
-pub struct StreamStats {
-    state: AtomicU8,
-    /// Events applied.
-    pub events: AtomicU64,
-    /// Times the worker's blocks were rebuilt from a snapshot.
-    pub resyncs: AtomicU64,
-    /// Reconnections after a dropped stream.
-    pub reconnects: AtomicU64,
-    /// The last sequence number applied.
-    pub sequence: AtomicU64,
-}
-
-impl StreamStats {
-    /// Where the stream is.
-    pub fn state(&self) -> StreamState {
-        match self.state.load(Ordering::Relaxed) {
-            1 => StreamState::Live,
-            2 => StreamState::Unsupported,
-            _ => StreamState::Connecting,
-        }
-    }
-
-    fn set(&self, state: StreamState) {
-        let v = match state {
-            StreamState::Connecting => 0,
-            StreamState::Live => 1,
-            StreamState::Unsupported => 2,
-        };
-        self.state.store(v, Ordering::Relaxed);
-    }
-}
+/// One index per registry, shared by every policy built on it (one stream
+/// per worker, whatever the number of policies).
+static SHARED: Mutex<Vec<(Weak<WorkerRegistry>, Weak<KvEvents>)>> = Mutex::new(Vec::new());
 
 /// The index and the streams that feed it, for one registry.
 #[derive(Debug)]
 pub struct KvEvents {
     index: KvIndex,
-    streams: DashMap<u64, (Arc<StreamStats>, tokio::task::AbortHandle)>,
+    streams: DashMap<u64, tokio::task::AbortHandle>,
     runtime: Option<tokio::runtime::Handle>,
     me: Weak<KvEvents>,
 }
 
 impl KvEvents {
+    /// The index fed from `registry`'s workers: the one already made for
+    /// it, or a new one ([`KvEvents::start`]).
+    pub fn shared(registry: &Arc<WorkerRegistry>, pending_ttl: Duration) -> Arc<KvEvents> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|(r, e)| r.strong_count() > 0 && e.strong_count() > 0);
+        for (r, e) in shared.iter() {
+            if r.upgrade().is_some_and(|r| Arc::ptr_eq(&r, registry)) {
+                if let Some(events) = e.upgrade() {
+                    return events;
+                }
+            }
+        }
+        let events = KvEvents::start(registry, pending_ttl);
+        shared.push((Arc::downgrade(registry), Arc::downgrade(&events)));
+        events
+    }
+
     /// An index fed from every engine worker of `registry`, now and later
     /// (streams start only inside a Tokio runtime).
     pub fn start(registry: &Arc<WorkerRegistry>, pending_ttl: Duration) -> Arc<KvEvents> {
@@ -112,15 +79,9 @@ impl KvEvents {
         &self.index
     }
 
-    /// `worker`'s stream, if it has one.
-    pub fn stream(&self, worker: &Worker) -> Option<Arc<StreamStats>> {
-        self.streams.get(&worker.ordinal()).map(|s| s.0.clone())
-    }
-
     /// Whether `worker`'s engine events are flowing.
     pub fn is_live(&self, worker: &Worker) -> bool {
-        self.stream(worker)
-            .is_some_and(|s| s.state() == StreamState::Live)
+        worker.kv_stream().state() == StreamState::Live
     }
 
     fn follow(&self, worker: &Arc<Worker>) {
@@ -132,20 +93,20 @@ impl KvEvents {
             return;
         }
         let Some(runtime) = &self.runtime else { return };
-        let stats = Arc::new(StreamStats::default());
-        let task = runtime.spawn(follow(self.me.clone(), worker.clone(), stats.clone()));
-        if let Some((_, (_, old))) = self.streams.remove(&worker.ordinal()) {
+        worker.kv_stream().set_state(StreamState::Connecting);
+        let task = runtime.spawn(follow(self.me.clone(), worker.clone()));
+        if let Some((_, old)) = self.streams.remove(&worker.ordinal()) {
             old.abort();
         }
-        self.streams
-            .insert(worker.ordinal(), (stats, task.abort_handle()));
+        self.streams.insert(worker.ordinal(), task.abort_handle());
     }
 
     fn unfollow(&self, worker: &Worker) {
-        if let Some((_, (_, task))) = self.streams.remove(&worker.ordinal()) {
+        if let Some((_, task)) = self.streams.remove(&worker.ordinal()) {
             task.abort();
         }
         worker.set_load_pushed(false);
+        worker.kv_stream().set_state(StreamState::None);
         self.index.forget(worker.ordinal());
     }
 }
@@ -170,21 +131,22 @@ enum Ended {
     Unsupported,
 }
 
-async fn follow(events: Weak<KvEvents>, worker: Arc<Worker>, stats: Arc<StreamStats>) {
-    let mut cursor = 0u64;
+async fn follow(events: Weak<KvEvents>, worker: Arc<Worker>) {
+    let stats = worker.kv_stream();
+    let mut cursor: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(kv) = events.upgrade() else { return };
-        stats.set(StreamState::Connecting);
-        let ended = stream(&kv, &worker, &stats, &mut cursor).await;
+        stats.set_state(StreamState::Connecting);
+        let ended = stream(&kv, &worker, &mut cursor).await;
         worker.set_load_pushed(false);
         match ended {
             Ended::Unsupported => {
-                stats.set(StreamState::Unsupported);
+                stats.set_state(StreamState::Unsupported);
                 return;
             }
             Ended::Resync => {
-                cursor = 0;
+                cursor = None;
                 backoff = Duration::from_millis(100);
                 continue;
             }
@@ -199,12 +161,15 @@ async fn follow(events: Weak<KvEvents>, worker: Arc<Worker>, stats: Arc<StreamSt
     }
 }
 
-async fn stream(kv: &KvEvents, worker: &Worker, stats: &StreamStats, cursor: &mut u64) -> Ended {
+/// Follows one connection's stream; `cursor` is the last sequence applied
+/// (`None`: nothing yet, start from the engine's current state).
+async fn stream(kv: &KvEvents, worker: &Worker, cursor: &mut Option<u64>) -> Ended {
+    let stats: &KvStream = worker.kv_stream();
     let Some(path) = engines::seam(worker.engine()).path(Method::SubscribeKvEvents) else {
         return Ended::Unsupported;
     };
     let request = smg::SubscribeKvEventsRequest {
-        start_sequence_number: if *cursor == 0 { 0 } else { *cursor + 1 },
+        start_sequence_number: cursor.map_or(0, |c| c + 1),
         load_records_before_first_batch: true,
     };
     let body = match worker
@@ -242,7 +207,7 @@ async fn stream(kv: &KvEvents, worker: &Worker, stats: &StreamStats, cursor: &mu
             let Ok(batch) = smg::KvEventBatch::decode(message) else {
                 return Ended::Dropped(Failure::BadReply("KvEventBatch"));
             };
-            stats.set(StreamState::Live);
+            stats.set_state(StreamState::Live);
             if let Some(load) = &batch.load {
                 push_load(kv, worker, load);
             }
@@ -256,7 +221,7 @@ async fn stream(kv: &KvEvents, worker: &Worker, stats: &StreamStats, cursor: &mu
                     kv.index.clear(ordinal);
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
-            } else if *cursor > 0 && seq <= *cursor {
+            } else if cursor.is_some_and(|c| seq <= c) {
                 if !first {
                     continue; // already applied
                 }
@@ -264,7 +229,7 @@ async fn stream(kv: &KvEvents, worker: &Worker, stats: &StreamStats, cursor: &mu
                 // restarted and numbers from 1 again.
                 kv.index.clear(ordinal);
                 stats.resyncs.fetch_add(1, Ordering::Relaxed);
-            } else if *cursor > 0 && seq > *cursor + 1 {
+            } else if cursor.is_some_and(|c| seq > c + 1) {
                 // A gap: something was lost.
                 kv.index.clear(ordinal);
                 stats.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -272,8 +237,11 @@ async fn stream(kv: &KvEvents, worker: &Worker, stats: &StreamStats, cursor: &mu
             }
             let applied = kv.index.apply(ordinal, &batch.events);
             stats.events.fetch_add(applied.events, Ordering::Relaxed);
-            *cursor = seq;
+            *cursor = Some(seq);
             stats.sequence.store(seq, Ordering::Relaxed);
+            stats
+                .blocks
+                .store(kv.index.blocks(ordinal) as u64, Ordering::Relaxed);
             if applied.orphans > 0 {
                 kv.index.clear(ordinal);
                 stats.resyncs.fetch_add(1, Ordering::Relaxed);

@@ -14,33 +14,12 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use super::{Policy, PolicyError, PolicyStats, RequestFacts};
 use crate::config::KvAwareConfig;
 use crate::kv::{hash, KvEvents};
-use crate::worker::{Worker, WorkerRegistry};
-
-/// One index per registry, shared by every `kv_aware` instance built on it
-/// (one stream per worker, whatever the number of policies).
-static SHARED: Mutex<Vec<(Weak<WorkerRegistry>, Weak<KvEvents>)>> = Mutex::new(Vec::new());
-
-/// The index fed from `registry`'s workers, made on first use.
-pub fn events_for(registry: &Arc<WorkerRegistry>, pending_ttl: Duration) -> Arc<KvEvents> {
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    shared.retain(|(r, e)| r.strong_count() > 0 && e.strong_count() > 0);
-    for (r, e) in shared.iter() {
-        if r.upgrade().is_some_and(|r| Arc::ptr_eq(&r, registry)) {
-            if let Some(events) = e.upgrade() {
-                return events;
-            }
-        }
-    }
-    let events = KvEvents::start(registry, pending_ttl);
-    shared.push((Arc::downgrade(registry), Arc::downgrade(&events)));
-    events
-}
+use crate::worker::Worker;
 
 thread_local! {
     /// The last prompt hashed (its address, length and block size): `record`

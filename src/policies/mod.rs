@@ -31,7 +31,7 @@ pub use crate::config::{
 };
 pub use cache_aware::CacheAware;
 pub use consistent_hash::ConsistentHash;
-pub use kv_aware::{events_for, KvAware};
+pub use kv_aware::KvAware;
 pub use power_of_two::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -138,7 +138,7 @@ pub fn build(
             let fallback = build(PolicyKind::CacheAware, config, registry);
             let ttl = std::time::Duration::from_millis(config.kv_aware.pending_ttl_ms);
             Arc::new(KvAware::new(
-                events_for(registry, ttl),
+                crate::kv::KvEvents::shared(registry, ttl),
                 fallback,
                 config.kv_aware.clone(),
             ))

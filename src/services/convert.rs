@@ -87,9 +87,26 @@ pub fn worker_info(worker: &Worker) -> pb::WorkerInfo {
         load: worker.load(),
         circuit: circuit_to_proto(worker.circuit_state()) as i32,
         circuit_open_ms: worker.circuit_open_for().as_millis() as u64,
+        kv_events: kv_events(worker),
         model_info: Some(pb::ModelInfo {
             served_model_name: spec.facts.served_model_name.clone(),
             max_context_length: spec.facts.max_context_length,
+        }),
+    }
+}
+
+fn kv_events(worker: &Worker) -> Option<pb::KvEventStream> {
+    use crate::worker::{KvStream, StreamState};
+    let stream = worker.kv_stream();
+    match stream.state() {
+        StreamState::None => None,
+        state => Some(pb::KvEventStream {
+            state: state.name().into(),
+            events: KvStream::get(&stream.events),
+            resyncs: KvStream::get(&stream.resyncs),
+            reconnects: KvStream::get(&stream.reconnects),
+            sequence: KvStream::get(&stream.sequence),
+            blocks: KvStream::get(&stream.blocks),
         }),
     }
 }

@@ -192,6 +192,15 @@ impl History {
                 "load": w.load(),
                 "calls": ended(c),
                 "error_rate": error_rate,
+                "kv": match w.kv_stream().state() {
+                    crate::worker::StreamState::None => None,
+                    crate::worker::StreamState::Live => Some(format!(
+                        "live · {} blocks · {} resyncs",
+                        crate::worker::KvStream::get(&w.kv_stream().blocks),
+                        crate::worker::KvStream::get(&w.kv_stream().resyncs)
+                    )),
+                    state => Some(state.name().to_string()),
+                },
             }));
             let m = models.entry(w.model().to_string()).or_default();
             // Regular and decode workers end the calls clients see; a

@@ -222,6 +222,49 @@ impl Collector for RouterCollector {
             "The load the policies see: calls in flight plus what the engine reports waiting.",
             workers.iter().map(|w| (labelled(w), i64::from(w.load()))),
         )?;
+        let followed: Vec<&Arc<Worker>> = workers
+            .iter()
+            .filter(|w| w.kv_stream().state() != crate::worker::StreamState::None)
+            .collect();
+        gauge(
+            &mut encoder,
+            "worker_kv_stream_live",
+            "1 while the worker's KV-event stream (followed for kv_aware) is live, else 0.",
+            followed.iter().map(|w| {
+                (
+                    labelled(w),
+                    i64::from(w.kv_stream().state() == crate::worker::StreamState::Live),
+                )
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "worker_kv_blocks",
+            "KV blocks the router's index holds for the worker, from its events.",
+            followed.iter().map(|w| {
+                let n = crate::worker::KvStream::get(&w.kv_stream().blocks);
+                (labelled(w), i64::try_from(n).unwrap_or(i64::MAX))
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "worker_kv_events",
+            "KV events from the worker applied to the router's index.",
+            followed.iter().map(|w| {
+                (
+                    labelled(w),
+                    crate::worker::KvStream::get(&w.kv_stream().events),
+                )
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "worker_kv_resyncs",
+            "Times the router rebuilt the worker's KV blocks from nothing (a snapshot, a gap, an engine restart).",
+            followed
+                .iter()
+                .map(|w| (labelled(w), crate::worker::KvStream::get(&w.kv_stream().resyncs))),
+        )?;
         counter(
             &mut encoder,
             "worker_calls",

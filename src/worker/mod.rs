@@ -10,6 +10,7 @@
 pub mod circuit;
 mod endpoint;
 mod engine;
+mod kv_stream;
 mod load;
 pub mod registry;
 mod spec;
@@ -25,6 +26,7 @@ use http::HeaderValue;
 pub use circuit::{CircuitConfig, CircuitState, Outcome};
 pub use endpoint::{ConnectionMode, Endpoint, UrlError};
 pub use engine::{Engine, EngineName};
+pub use kv_stream::{KvStream, StreamState};
 pub use load::LoadGuard;
 pub use registry::{RegistryError, WorkerRegistry};
 pub use spec::{ModelFacts, Source, SpecError, WorkerRole, WorkerSpec};
@@ -183,6 +185,8 @@ pub struct Worker {
     token_usage: AtomicU32,
     /// The engine pushes its load on a live KV-event stream (no polling).
     load_pushed: std::sync::atomic::AtomicBool,
+    /// Its KV-event stream, when followed.
+    kv_stream: KvStream,
     /// The data path (proxied `Generate` calls): `connections_per_worker`
     /// HTTP/2 connections, each made on first use, so that their frame
     /// processing spreads over cores instead of queueing behind one
@@ -240,6 +244,7 @@ impl Worker {
             in_flight: AtomicU32::new(0),
             engine_extra: AtomicU32::new(0),
             load_pushed: std::sync::atomic::AtomicBool::new(false),
+            kv_stream: KvStream::default(),
             token_usage: AtomicU32::new(0),
             upstreams: (0..channel_config.connections.max(1))
                 .map(|_| OnceLock::new())
@@ -432,6 +437,11 @@ impl Worker {
         self.engine_extra.store(extra, Ordering::Relaxed);
         let permille = (token_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
         self.token_usage.store(permille, Ordering::Relaxed);
+    }
+
+    /// Its KV-event stream as the router follows it.
+    pub fn kv_stream(&self) -> &KvStream {
+        &self.kv_stream
     }
 
     /// Whether the engine's load arrives on a live KV-event stream (the

@@ -18,6 +18,7 @@ mod faults;
 mod health;
 mod http;
 mod isolation;
+mod kv_events;
 mod limits;
 mod openai_engines;
 mod overload;

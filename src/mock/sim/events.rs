@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::cache::CacheEvent;
 use crate::pb::smg::grpc::common as smg;
 
-/// Batches kept for resuming subscribers.
+/// Batches kept for resuming subscribers, by default.
 pub const HISTORY: usize = 4096;
 
 /// Live batches buffered per subscriber before it is cut off (it then
@@ -31,13 +31,22 @@ struct State {
 #[derive(Debug)]
 pub struct Publisher {
     state: Mutex<State>,
+    history: usize,
     live: broadcast::Sender<Arc<smg::KvEventBatch>>,
     started: std::time::Instant,
 }
 
 impl Default for Publisher {
     fn default() -> Self {
+        Publisher::new(HISTORY)
+    }
+}
+
+impl Publisher {
+    /// A publisher keeping `history` batches.
+    pub fn new(history: usize) -> Self {
         Publisher {
+            history: history.max(1),
             state: Mutex::new(State {
                 next: 1,
                 history: VecDeque::new(),
@@ -106,7 +115,7 @@ impl Publisher {
         });
         state.next += 1;
         state.history.push_back(batch.clone());
-        if state.history.len() > HISTORY {
+        if state.history.len() > self.history {
             state.history.pop_front();
         }
         let _ = self.live.send(batch);

@@ -53,6 +53,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// How often an idle engine sends a load record.
     pub heartbeat: Duration,
+    /// Event batches kept for subscribers resuming from a sequence number.
+    pub event_history: usize,
 }
 
 impl Default for SimConfig {
@@ -67,6 +69,7 @@ impl Default for SimConfig {
             tokenizer: None,
             seed: 0,
             heartbeat: Duration::from_secs(1),
+            event_history: events::HISTORY,
         }
     }
 }
@@ -111,12 +114,15 @@ pub struct SimEngine {
     inner: Mutex<Inner>,
     wake: Notify,
     events: events::Publisher,
+    /// Cancelled when the engine stops: its streams end.
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 impl SimEngine {
     /// An idle engine (not yet driven: see [`SimEngine::drive`]).
     pub fn new(config: SimConfig) -> Arc<Self> {
         let sched = sched::Scheduler::new(config.sched.clone(), config.physics);
+        let events = events::Publisher::new(config.event_history);
         Arc::new(SimEngine {
             config,
             inner: Mutex::new(Inner {
@@ -128,7 +134,8 @@ impl SimEngine {
                 sample: 0,
             }),
             wake: Notify::new(),
-            events: events::Publisher::default(),
+            events,
+            stopped: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -226,6 +233,16 @@ impl SimEngine {
         drop(inner);
         self.events.publish(events, load);
         flushed
+    }
+
+    /// Ends every stream (the engine is stopping).
+    pub fn stop(&self) {
+        self.stopped.cancel();
+    }
+
+    /// Resolves when the engine stops.
+    pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.stopped.clone().cancelled_owned()
     }
 
     /// The event publisher.

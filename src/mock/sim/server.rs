@@ -103,12 +103,17 @@ impl SimWorker {
         &self.engine
     }
 
-    /// Stops serving (streams end) and the scheduler.
+    /// Stops serving: streams end, connections close, the scheduler stops.
     pub async fn stop(mut self) {
+        self.engine.stop();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        for task in self.tasks.drain(..) {
+        let mut tasks = self.tasks.drain(..);
+        if let Some(server) = tasks.next() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+        }
+        for task in tasks {
             task.abort();
             let _ = task.await;
         }
@@ -117,6 +122,7 @@ impl SimWorker {
 
 impl Drop for SimWorker {
     fn drop(&mut self) {
+        self.engine.stop();
         for task in &self.tasks {
             task.abort();
         }

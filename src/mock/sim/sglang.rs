@@ -54,10 +54,17 @@ impl sgl::sglang_scheduler_server::SglangScheduler for SimSglang {
         let interval = self.0.config.stream_interval.max(1);
         let this = self.clone();
         let request_id = request.request_id;
+        let stopped = self.0.stopped();
         let stream = async_stream(move |tx| async move {
+            tokio::pin!(stopped);
             let mut sent = 0u32;
             let mut cached_tokens = 0;
-            while let Some(progress) = rx.recv().await {
+            loop {
+                let progress = tokio::select! {
+                    p = rx.recv() => p,
+                    _ = &mut stopped => None,
+                };
+                let Some(progress) = progress else { break };
                 use sgl::generate_response::Response as R;
                 let response = match progress {
                     Progress::Tokens { n, cached } => {
@@ -248,7 +255,21 @@ impl sgl::sglang_scheduler_server::SglangScheduler for SimSglang {
             Ok(batch) => Some(Ok((*batch).clone())),
             Err(_) => None,
         });
-        Ok(Response::new(Box::pin(first.chain(live))))
+        let mut batches = Box::pin(first.chain(live));
+        let stopped = self.0.stopped();
+        Ok(Response::new(async_stream(move |tx| async move {
+            tokio::pin!(stopped);
+            loop {
+                let batch = tokio::select! {
+                    b = batches.next() => b,
+                    _ = &mut stopped => None,
+                };
+                let Some(batch) = batch else { break };
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        })))
     }
 }
 
