@@ -27,12 +27,14 @@
 //! - [`discovery`]: workers from Kubernetes pods (`kube`'s list-and-watch), this router's own.
 //! - [`worker`]: the domain: `Worker`, `WorkerSpec`, its `Endpoint` and engine handle, the `WorkerRegistry` (its snapshot and errors), registry events, load guards, circuit breakers, per-worker call counters (`stats`).
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
+//! - [`kv`]: routing on the engines' own KV events: the router's chained block hash, the index (confirmed and pending blocks, engine loads), one `SubscribeKvEvents` stream per engine worker (resume, resync).
+//! - [`replay`]: `switchyard bench replay|plot`: a Mooncake-format trace replayed against a router, TTFT and hit rates measured.
 //! - [`routers`]: `RouteError`, selection and retries from one snapshot per call (`select`), one PD dispatch (`pd`), one attempt's load and abort (`attempt`), running calls (`call`, with `chunk_clock` timing relayed chunks), the `switchyard.v1` ↔ engine translation (`translate`), `grpc` and `http` routers.
 //! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP: a span per call, PD sides as children, `traceparent` to workers.
-//! - [`mock`]: a configurable fake worker (gRPC in any engine's protocol, or HTTP) for tests, demos and benchmarks; knows nothing of the router.
+//! - [`mock`]: a configurable fake worker (gRPC in any engine's protocol, or HTTP) for tests, demos and benchmarks, and a simulated engine (`sim`: KV cache, batching scheduler, GPU timing, KV events); knows nothing of the router.
 //! - `bin/mock_worker.rs`: the `mock-worker` binary.
 //!
 //! Outside `src/`: `proto/` (the public contract), `tests/` (integration

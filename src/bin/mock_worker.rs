@@ -134,7 +134,7 @@ struct SimArgs {
 }
 
 /// Serves `args.count` simulated engines until Ctrl-C.
-async fn simulate(args: &Args) -> ExitCode {
+async fn simulate(args: &Args, reply_ids: Option<std::sync::Arc<Vec<u32>>>) -> ExitCode {
     let sim = &args.sim;
     if args.engine != MockEngine::Sglang && args.engine != MockEngine::Switchyard {
         eprintln!(
@@ -165,6 +165,7 @@ async fn simulate(args: &Args) -> ExitCode {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
         seed: sim.seed,
+        reply_ids,
         ..Default::default()
     };
     let fleet = match switchyard::mock::sim::SimWorker::fleet(args.listen, sim.count, &config).await
@@ -202,9 +203,6 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if args.sim.sim {
-        return simulate(&args).await;
-    }
     if !(0.0..=1.0).contains(&args.fail_rate) {
         eprintln!("mock-worker: --fail-rate must be between 0 and 1");
         return ExitCode::FAILURE;
@@ -241,6 +239,9 @@ async fn main() -> ExitCode {
         }
         None => None,
     };
+    if args.sim.sim {
+        return simulate(&args, reply_ids).await;
+    }
     let config = MockConfig {
         name: args.name.clone(),
         tokens: args.tokens,

@@ -49,8 +49,14 @@ pub struct ReplayArgs {
     pub trace: PathBuf,
     /// Where to send: grpc://HOST:PORT (SGLang's Generate, as the router
     /// relays it) or http://HOST:PORT (POST /generate with input_ids).
+    /// Repeatable: request n goes to target n mod the number of targets
+    /// (several routers in front of one fleet).
     #[arg(long, default_value = "grpc://127.0.0.1:50051")]
-    pub target: String,
+    pub target: Vec<String>,
+    /// Multiply measured latencies by this to report them in the engines'
+    /// simulated time (their --speedup-ratio); throughput is divided by it.
+    #[arg(long, default_value_t = 1.0)]
+    pub engine_speedup: f64,
     /// Divide the trace's arrival times by this.
     #[arg(long, default_value_t = 1.0)]
     pub speedup: f64,
@@ -109,15 +115,21 @@ fn plot(paths: &[PathBuf], out: &PathBuf) -> Result<(), String> {
 }
 
 async fn replay(args: ReplayArgs) -> Result<(), String> {
-    if !(args.speedup > 0.0) || args.block_size == 0 {
-        return Err("--speedup must be positive and --block-size at least 1".into());
+    if !(args.speedup > 0.0 && args.engine_speedup > 0.0) || args.block_size == 0 {
+        return Err(
+            "--speedup and --engine-speedup must be positive and --block-size at least 1".into(),
+        );
     }
     let requests = trace::read(&args.trace, args.limit)?;
     if requests.is_empty() {
         return Err(format!("{}: no requests", args.trace.display()));
     }
     let bounds = trace::bounds(&requests, args.fleet_tokens, args.block_size);
-    let target = Arc::new(send::Target::connect(&args.target).await?);
+    let mut targets = Vec::new();
+    for url in &args.target {
+        targets.push(send::Target::connect(url).await?);
+    }
+    let targets = Arc::new(targets);
     let total = requests.len();
     let done = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
@@ -134,10 +146,11 @@ async fn replay(args: ReplayArgs) -> Result<(), String> {
         }
         tokio::time::sleep_until((start + at).into()).await;
         let prompt = tokens.prompt(request);
-        let (target, done, failed) = (target.clone(), done.clone(), failed.clone());
+        let (targets, done, failed) = (targets.clone(), done.clone(), failed.clone());
         let max_new = request.output_length.max(1);
         tasks.spawn(async move {
             let sent = Instant::now();
+            let target = &targets[n % targets.len()];
             let mut outcome = tokio::time::timeout(timeout, target.send(n, prompt, max_new, sent))
                 .await
                 .unwrap_or_else(|_| send::Outcome {
@@ -162,7 +175,18 @@ async fn replay(args: ReplayArgs) -> Result<(), String> {
     let seconds = start.elapsed().as_secs_f64();
     progress.abort();
     eprintln!();
-    let report = report::Report::new(&args.label, &args.target, &outcomes, seconds, bounds);
+    let scale = args.engine_speedup;
+    for o in &mut outcomes {
+        o.ttft = o.ttft.map(|t| t * scale);
+        o.e2e = o.e2e.map(|t| t * scale);
+    }
+    let report = report::Report::new(
+        &args.label,
+        &args.target.join(","),
+        &outcomes,
+        seconds * scale,
+        bounds,
+    );
     println!("{}", report.table());
     for e in &report.errors {
         println!("  error: {e}");

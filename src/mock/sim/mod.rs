@@ -51,6 +51,10 @@ pub struct SimConfig {
     pub tokenizer: Option<std::path::PathBuf>,
     /// Seeds the generated token ids.
     pub seed: u64,
+    /// The token ids generated, cycled (the tokens of a reply text, so a
+    /// gateway with the tokenizer detokenizes real text); `None`: made up
+    /// from the seed.
+    pub reply_ids: Option<Arc<Vec<u32>>>,
     /// How often an idle engine sends a load record.
     pub heartbeat: Duration,
     /// Event batches kept for subscribers resuming from a sequence number.
@@ -68,11 +72,15 @@ impl Default for SimConfig {
             model: "meta-llama/Llama-3.1-8B-Instruct".into(),
             tokenizer: None,
             seed: 0,
+            reply_ids: None,
             heartbeat: Duration::from_secs(1),
             event_history: events::HISTORY,
         }
     }
 }
+
+/// The least wall time between two load records without events.
+const LOAD_EVERY: Duration = Duration::from_millis(10);
 
 /// What a request's stream is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +113,8 @@ struct Inner {
     next: u64,
     counters: Counters,
     sample: u64,
+    /// When the last load record went out (event batches carry one too).
+    last_record: Option<std::time::Instant>,
 }
 
 /// One simulated engine: its state, driven by its own task.
@@ -132,6 +142,7 @@ impl SimEngine {
                 next: 1,
                 counters: Counters::default(),
                 sample: 0,
+                last_record: None,
             }),
             wake: Notify::new(),
             events,
@@ -328,6 +339,16 @@ impl SimEngine {
             *window = (tokio::time::Instant::now(), 0);
         }
         let events = inner.sched.cache().drain_events();
+        // Load records between event batches are coalesced: one per
+        // LOAD_EVERY of wall time at most.
+        let now = std::time::Instant::now();
+        let due = inner
+            .last_record
+            .is_none_or(|at| now.duration_since(at) >= LOAD_EVERY);
+        if events.is_empty() && !due {
+            return;
+        }
+        inner.last_record = Some(now);
         let load = Self::load_of(&mut inner);
         drop(inner);
         if events.is_empty() {

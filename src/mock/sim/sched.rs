@@ -182,15 +182,25 @@ impl Scheduler {
         self.running.is_empty() && self.waiting.is_empty()
     }
 
-    /// Prompt tokens of waiting sequences not found in the cache now.
+    /// Queued prefill work: prompt tokens of waiting sequences not found in
+    /// the cache now, plus those of running sequences still being computed
+    /// in chunks (a long prompt holds the step's budget until it is done).
     pub fn waiting_uncached_tokens(&self) -> usize {
-        self.waiting
+        let waiting: usize = self
+            .waiting
             .iter()
             .map(|s| {
                 let hit = self.cache.hits(&s.hashes) * self.config.block_size;
                 s.context().saturating_sub(hit.max(s.computed))
             })
-            .sum()
+            .sum();
+        let chunking: usize = self
+            .running
+            .iter()
+            .filter(|s| s.computed < s.prompt.len())
+            .map(|s| s.prompt.len() - s.computed)
+            .sum();
+        waiting + chunking
     }
 
     fn blocks_for(&self, tokens: usize) -> usize {

@@ -23,6 +23,15 @@ pub struct SimSglang(pub Arc<SimEngine>);
 impl SimSglang {
     /// The `i`th generated token id (deterministic in the seed).
     fn token(&self, i: u32) -> u32 {
+        if let Some(ids) = self
+            .0
+            .config
+            .reply_ids
+            .as_ref()
+            .filter(|ids| !ids.is_empty())
+        {
+            return ids[i as usize % ids.len()];
+        }
         let x = (self.0.config.seed ^ u64::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         1000 + (x >> 40) as u32 % 30_000
     }
