@@ -72,9 +72,27 @@ fn index() -> KvIndex {
     index
 }
 
+/// Resident memory, bytes (Linux).
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
 #[divan::bench]
 fn lookup_12000_token_prompt(bencher: divan::Bencher) {
+    let before = resident();
     let index = index();
+    let after = resident();
+    let (blocks, _) = index.size();
+    let held: usize = (0..WORKERS).map(|w| index.blocks(w)).sum();
+    println!(
+        "index: {blocks} distinct blocks, {held} held by workers, {:.1} MB resident ({:.0} bytes a held block)",
+        (after - before) as f64 / 1e6,
+        (after - before) as f64 / held as f64
+    );
     let mut prompt = tokens(3 * 100 + 5 + 1, 11_520);
     prompt.extend(tokens(999_999, PROMPT - 11_520).iter().map(|t| t + 1));
     let workers: Vec<u64> = (0..WORKERS).collect();

@@ -146,7 +146,10 @@ async fn simulate(args: &Args, reply_ids: Option<std::sync::Arc<Vec<u32>>>) -> E
         eprintln!("mock-worker: --count, --block-size, --num-gpu-blocks and --max-num-seqs must be at least 1");
         return ExitCode::FAILURE;
     }
-    if sim.max_num_batched_tokens < sim.block_size || !(sim.speedup_ratio > 0.0) {
+    if sim.max_num_batched_tokens < sim.block_size
+        || sim.speedup_ratio.is_nan()
+        || sim.speedup_ratio <= 0.0
+    {
         eprintln!("mock-worker: --max-num-batched-tokens must hold a block and --speedup-ratio must be positive");
         return ExitCode::FAILURE;
     }

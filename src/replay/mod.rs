@@ -74,6 +74,10 @@ pub struct ReplayArgs {
     /// The engines' KV block size in tokens (hits are whole blocks).
     #[arg(long, default_value_t = 64)]
     pub block_size: usize,
+    /// The model to name in HTTP requests (a gateway serving several
+    /// models routes by it; SGLang's own /generate ignores it).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Name of the run in the report and plots.
     #[arg(long, default_value = "replay")]
     pub label: String,
@@ -115,7 +119,8 @@ fn plot(paths: &[PathBuf], out: &PathBuf) -> Result<(), String> {
 }
 
 async fn replay(args: ReplayArgs) -> Result<(), String> {
-    if !(args.speedup > 0.0 && args.engine_speedup > 0.0) || args.block_size == 0 {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(args.speedup) || !positive(args.engine_speedup) || args.block_size == 0 {
         return Err(
             "--speedup and --engine-speedup must be positive and --block-size at least 1".into(),
         );
@@ -127,7 +132,7 @@ async fn replay(args: ReplayArgs) -> Result<(), String> {
     let bounds = trace::bounds(&requests, args.fleet_tokens, args.block_size);
     let mut targets = Vec::new();
     for url in &args.target {
-        targets.push(send::Target::connect(url).await?);
+        targets.push(send::Target::connect(url, args.model.clone()).await?);
     }
     let targets = Arc::new(targets);
     let total = requests.len();

@@ -47,20 +47,27 @@ pub enum Target {
     /// SGLang's `Generate` over gRPC, round-robin over the channels.
     Grpc(Vec<tonic::transport::Channel>),
     /// `POST {base}/generate`.
-    Http {
-        /// The client.
-        client: hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            http_body_util::Full<Bytes>,
-        >,
-        /// `http://host:port`.
-        base: String,
-    },
+    Http(Box<HttpTarget>),
+}
+
+/// An HTTP target.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The client.
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<Bytes>,
+    >,
+    /// `http://host:port`.
+    base: String,
+    /// The `model` field of each request, if any.
+    model: Option<String>,
 }
 
 impl Target {
-    /// Reaches `url`: `grpc://` (8 connections) or `http://`.
-    pub async fn connect(url: &str) -> Result<Target, String> {
+    /// Reaches `url`: `grpc://` (8 connections) or `http://` (naming
+    /// `model` in each request body when given).
+    pub async fn connect(url: &str, model: Option<String>) -> Result<Target, String> {
         if let Some(rest) = url.strip_prefix("grpc://") {
             let mut channels = Vec::new();
             for _ in 0..8 {
@@ -80,10 +87,11 @@ impl Target {
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .pool_max_idle_per_host(1024)
                     .build(connector);
-            Ok(Target::Http {
+            Ok(Target::Http(Box::new(HttpTarget {
                 client,
                 base: url.trim_end_matches('/').to_string(),
-            })
+                model,
+            })))
         } else {
             Err(format!("{url}: use grpc://HOST:PORT or http://HOST:PORT"))
         }
@@ -100,8 +108,9 @@ impl Target {
                 let channel = channels[n % channels.len()].clone();
                 grpc(channel, n, prompt, max_new, start, &mut outcome).await
             }
-            Target::Http { client, base } => {
-                http(client, base, prompt, max_new, start, &mut outcome).await
+            Target::Http(t) => {
+                let body = http_body(t.model.as_deref(), prompt, max_new);
+                http(&t.client, &t.base, body, start, &mut outcome).await
             }
         };
         if let Err(e) = result {
@@ -170,22 +179,29 @@ async fn grpc(
     Err("the stream ended before it completed".into())
 }
 
+/// SGLang's native `/generate` body for a token-id prompt.
+fn http_body(model: Option<&str>, prompt: Vec<u32>, max_new: u32) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "input_ids": prompt,
+        "sampling_params": {"max_new_tokens": max_new, "ignore_eos": true, "temperature": 0},
+        "stream": true,
+    });
+    if let Some(model) = model {
+        body["model"] = model.into();
+    }
+    body
+}
+
 async fn http(
     client: &hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         http_body_util::Full<Bytes>,
     >,
     base: &str,
-    prompt: Vec<u32>,
-    max_new: u32,
+    body: serde_json::Value,
     start: Instant,
     outcome: &mut Outcome,
 ) -> Result<(), String> {
-    let body = serde_json::json!({
-        "input_ids": prompt,
-        "sampling_params": {"max_new_tokens": max_new, "ignore_eos": true, "temperature": 0},
-        "stream": true,
-    });
     let request = http::Request::post(format!("{base}/generate"))
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(Bytes::from(body.to_string())))

@@ -288,5 +288,11 @@ async fn a_removed_worker_is_forgotten_and_prefill_choice_follows_the_index() {
     registry.remove(wb.id().as_str()).unwrap();
     assert_eq!(policy.remembered(&wb), 0);
     assert_eq!(wb.kv_stream().state().name(), "none");
-    assert_eq!(policy.select(&[wa.clone()], &facts).unwrap().id(), wa.id());
+    assert_eq!(
+        policy
+            .select(std::slice::from_ref(&wa), &facts)
+            .unwrap()
+            .id(),
+        wa.id()
+    );
 }

@@ -144,7 +144,7 @@ fn a_decode_short_of_blocks_preempts_the_newest() {
     let mut s = Scheduler::new(config(5, 8, 64), Physics::default());
     s.add(1, prompt(8, 1), 3);
     s.add(2, prompt(8, 2), 3);
-    let mut tokens = vec![0u32; 3];
+    let mut tokens = [0u32; 3];
     let mut finished = Vec::new();
     for _ in 0..50 {
         if s.is_idle() {
