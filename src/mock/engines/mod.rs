@@ -73,7 +73,7 @@ impl MockService {
     }
 
     /// `GetTokenizer`: the tokenizer directory (the model path, when it is
-    /// one) zipped, in 16 KiB chunks, the last with the SHA-256.
+    /// one) zipped ([`tokenizer_chunks`]).
     pub(super) fn tokenizer_chunks(&self) -> Result<Stream<smg::GetTokenizerChunk>, Status> {
         let dir = std::path::PathBuf::from(self.model_path());
         if !dir.is_dir() {
@@ -81,25 +81,7 @@ impl MockService {
                 "this mock has no tokenizer (start it with --tokenizer DIR)",
             ));
         }
-        let (zip, digest) =
-            crate::tokenizer::fetch::pack(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        let pieces: Vec<Vec<u8>> = zip.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
-        let last = pieces.len().saturating_sub(1);
-        let chunks: Vec<Result<smg::GetTokenizerChunk, Status>> = pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, data)| {
-                Ok(smg::GetTokenizerChunk {
-                    data,
-                    sha256: if i == last {
-                        digest.clone()
-                    } else {
-                        String::new()
-                    },
-                })
-            })
-            .collect();
-        Ok(Box::pin(tokio_stream::iter(chunks)))
+        tokenizer_chunks(&dir)
     }
 
     pub(super) fn scheduler_load(&self) -> (i32, i32) {
@@ -107,6 +89,32 @@ impl MockService {
         let waiting = i32::try_from(self.config.load().reported_waiting).unwrap_or(i32::MAX);
         (running, waiting)
     }
+}
+
+/// `GetTokenizer`'s answer: `dir` zipped, in 16 KiB chunks, the last with
+/// the SHA-256 (the mock engines' and the simulated engine's).
+pub(crate) fn tokenizer_chunks(
+    dir: &std::path::Path,
+) -> Result<Stream<smg::GetTokenizerChunk>, Status> {
+    let (zip, digest) =
+        crate::tokenizer::fetch::pack(dir).map_err(|e| Status::internal(e.to_string()))?;
+    let pieces: Vec<Vec<u8>> = zip.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
+    let last = pieces.len().saturating_sub(1);
+    let chunks: Vec<Result<smg::GetTokenizerChunk, Status>> = pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            Ok(smg::GetTokenizerChunk {
+                data,
+                sha256: if i == last {
+                    digest.clone()
+                } else {
+                    String::new()
+                },
+            })
+        })
+        .collect();
+    Ok(Box::pin(tokio_stream::iter(chunks)))
 }
 
 mod mlx;

@@ -229,25 +229,7 @@ impl sgl::sglang_scheduler_server::SglangScheduler for SimSglang {
                 "this simulated engine has no tokenizer (start it with --tokenizer DIR)",
             ));
         };
-        let (zip, digest) =
-            crate::tokenizer::fetch::pack(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        let pieces: Vec<Vec<u8>> = zip.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
-        let last = pieces.len().saturating_sub(1);
-        let chunks: Vec<Result<smg::GetTokenizerChunk, Status>> = pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, data)| {
-                Ok(smg::GetTokenizerChunk {
-                    data,
-                    sha256: if i == last {
-                        digest.clone()
-                    } else {
-                        String::new()
-                    },
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        crate::mock::engines::tokenizer_chunks(&dir).map(Response::new)
     }
 
     async fn subscribe_kv_events(
