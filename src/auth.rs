@@ -148,14 +148,15 @@ impl Keys {
         }
     }
 
-    /// Whether a call with `headers` may use a surface of `role`.
+    /// Whether a call with `headers` may use a surface of `role`. The
+    /// `Bearer` scheme is matched in any case (RFC 9110 §11.1).
     pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<(), Denied> {
         if self.is_open(role) {
             return Ok(());
         }
         let presented = headers
             .get(AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| bearer_key(v.as_bytes()))
             .map(|k| k.trim_ascii())
             .filter(|k| !k.is_empty())
             .ok_or(Denied::Missing)?;
@@ -207,6 +208,12 @@ impl Keys {
     }
 }
 
+/// The key of an `authorization: Bearer KEY` value, the scheme in any case.
+fn bearer_key(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    (scheme[..6].eq_ignore_ascii_case(b"bearer") && scheme[6] == b' ').then_some(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +224,20 @@ mod tests {
             client_keys: vec!["client-key-0123456789".into()],
             ..AuthConfig::default()
         })
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        let k = keys();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let mut h = HeaderMap::new();
+            let value = format!("{scheme} admin-key-0123456789");
+            h.insert(AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(k.check(&h, Role::Admin), Ok(()), "{scheme}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, "Basic admin-key-0123456789".parse().unwrap());
+        assert_eq!(k.check(&h, Role::Admin), Err(Denied::Missing));
     }
 
     fn bearer(key: &str) -> HeaderMap {

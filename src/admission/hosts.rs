@@ -4,8 +4,9 @@
 //! checker connects every interval, so registering one is a way to make the
 //! router talk to a host of the caller's choice. Refused by default: link-
 //! local addresses (`169.254.0.0/16`, `fe80::/10`), which include the cloud
-//! metadata services (`169.254.169.254`, `fd00:ec2::254`), their well-known
-//! names, multicast and broadcast. With `worker_hosts.allow` set, only the
+//! metadata services (`169.254.169.254`, `fd00:ec2::254`), Alibaba Cloud's
+//! `100.100.100.200`, any of them inside IPv6 (`::ffff:0:0/96`, NAT64's
+//! `64:ff9b::/96`), their well-known names, multicast and broadcast. With `worker_hosts.allow` set, only the
 //! networks (CIDRs, single addresses) and host names listed (exactly, or a
 //! `.suffix`) are accepted. A host name is resolved once, when the worker
 //! is added, and every address it resolves to must pass; a name that
@@ -105,12 +106,28 @@ impl HostPolicy {
 
     /// Why an address is refused whatever the allow-list says, if it is.
     fn refused(&self, ip: IpAddr) -> Option<&'static str> {
+        // An IPv4 address inside IPv6: mapped (::ffff:a.b.c.d) or through
+        // NAT64's well-known prefix (64:ff9b::a.b.c.d, RFC 6052).
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .or_else(|| {
+                    let s = v6.segments();
+                    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| {
+                        std::net::Ipv4Addr::new(
+                            (s[6] >> 8) as u8,
+                            s[6] as u8,
+                            (s[7] >> 8) as u8,
+                            s[7] as u8,
+                        )
+                    })
+                })
+                .map(IpAddr::V4)
+                .unwrap_or(ip),
             v4 => v4,
         };
         let link_local = match ip {
-            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V4(v4) => v4.is_link_local() || v4 == ALIBABA_METADATA,
             IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == AWS_METADATA_V6,
         };
         if link_local && !self.allow_link_local {
@@ -125,6 +142,9 @@ impl HostPolicy {
         None
     }
 }
+
+/// Alibaba Cloud's instance metadata address (outside the link-local range).
+const ALIBABA_METADATA: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 100, 100, 200);
 
 /// AWS's IPv6 instance metadata address.
 const AWS_METADATA_V6: std::net::Ipv6Addr =
@@ -149,6 +169,8 @@ mod tests {
             "grpc://[fe80::1]:1",
             "grpc://[fd00:ec2::254]:1",
             "grpc://[::ffff:169.254.169.254]:1",
+            "grpc://100.100.100.200:80",
+            "grpc://[64:ff9b::a9fe:a9fe]:80",
             "http://metadata.google.internal",
             "grpc://224.0.0.1:1",
         ] {

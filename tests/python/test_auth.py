@@ -64,6 +64,18 @@ def main():
     assert any(c.HasField("chunk") for c in chunks), chunks
     print("ok: grpcio Generate with the client key")
 
+    # Auth schemes are case-insensitive (RFC 9110 §11.1).
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        listed = workers.ListWorkers(w.ListWorkersRequest(), metadata=[("authorization", f"{scheme} {ADMIN}")], timeout=10)
+        assert len(listed.workers) == 2, listed
+    print("ok: grpcio with the scheme as bearer, BEARER and Bearer")
+
+    # Cloud metadata addresses are refused even with the admin key.
+    for url in ("grpc://100.100.100.200:80", "grpc://[64:ff9b::a9fe:a9fe]:80"):
+        details = expect_code(grpc.StatusCode.PERMISSION_DENIED, lambda: add(url, "m", ADMIN))
+        assert "link-local" in details, details
+    print("ok: Alibaba's metadata address and 169.254.169.254 through NAT64 refused")
+
     client = OpenAI(base_url=f"http://{http_addr}/v1", api_key=CLIENT)
     reply = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hello"}])
     assert reply.choices[0].message.content.count(":") == 3, reply
