@@ -29,6 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("switchyard_descriptor.bin"))
+        // A request that does not decode is the client's fault:
+        // INVALID_ARGUMENT, not tonic's INTERNAL (pb::StrictCodec).
+        .codec_path("crate::pb::StrictCodec")
         .compile_with_config(
             config(),
             &[

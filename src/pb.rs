@@ -82,3 +82,53 @@ pub mod service_names {
     /// The worker management service (operators).
     pub const WORKER_MANAGEMENT: &str = "switchyard.v1.WorkerManagement";
 }
+
+/// The codec of Switchyard's own services and clients: prost's, except that
+/// a message that does not decode is the sender's fault, `INVALID_ARGUMENT`
+/// naming the field prost names, not tonic's `INTERNAL` (which tells a
+/// client the server failed).
+#[derive(Debug, Clone, Copy)]
+pub struct StrictCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for StrictCodec<T, U> {
+    fn default() -> Self {
+        StrictCodec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for StrictCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = StrictDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StrictDecoder(std::marker::PhantomData)
+    }
+}
+
+/// [`StrictCodec`]'s decoder.
+#[derive(Debug, Clone, Copy)]
+pub struct StrictDecoder<U>(std::marker::PhantomData<U>);
+
+impl<U: prost::Message + Default> tonic::codec::Decoder for StrictDecoder<U> {
+    type Item = U;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<U>, tonic::Status> {
+        U::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::invalid_argument(format!("not a valid message: {e}")))
+    }
+}

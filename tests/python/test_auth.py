@@ -70,6 +70,22 @@ def main():
         assert len(listed.workers) == 2, listed
     print("ok: grpcio with the scheme as bearer, BEARER and Bearer")
 
+    # Management requests that do not decode are the client's fault.
+    admin = [("authorization", f"Bearer {ADMIN}")]
+    for method, body in (("AddWorker", b"\xff\xff\xff"), ("ListWorkers", b"\xff\xff")):
+        raw = channel.unary_unary(f"/switchyard.v1.WorkerManagement/{method}",
+                                  request_serializer=None, response_deserializer=None)
+        details = expect_code(grpc.StatusCode.INVALID_ARGUMENT, lambda: raw(body, metadata=admin, timeout=10))
+        assert "not a valid message" in details, details
+    bad_model = w.AddWorkerRequest(worker=w.WorkerSpec(url=grpc_worker, model_id="m")).SerializeToString()
+    bad_model = bad_model.replace(b"\x12\x01m", b"\x12\x01\xff")
+    raw = channel.unary_unary("/switchyard.v1.WorkerManagement/AddWorker",
+                              request_serializer=None, response_deserializer=None)
+    details = expect_code(grpc.StatusCode.INVALID_ARGUMENT, lambda: raw(bad_model, metadata=admin, timeout=10))
+    assert "model_id" in details, details
+    assert len(workers.ListWorkers(w.ListWorkersRequest(), metadata=admin, timeout=10).workers) == 2
+    print("ok: undecodable and non-UTF-8 management requests are INVALID_ARGUMENT naming the field")
+
     # Cloud metadata addresses are refused even with the admin key.
     for url in ("grpc://100.100.100.200:80", "grpc://[64:ff9b::a9fe:a9fe]:80"):
         details = expect_code(grpc.StatusCode.PERMISSION_DENIED, lambda: add(url, "m", ADMIN))
