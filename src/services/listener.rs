@@ -127,10 +127,11 @@ pub async fn serve(
     let mut http2 = hyper::server::conn::http2::Builder::new(TrackedExecutor(streams.clone()));
     http2.max_concurrent_streams(None);
     // Header lists up to this reach `Dispatch`, which refuses those over
-    // the configured limit with a status that says so; h2 resets streams
-    // beyond it.
+    // the configured limit with a status a gRPC client reads
+    // (RESOURCE_EXHAUSTED naming the limit); h2 answers 431 with no
+    // grpc-status beyond it, so it is far above the limit.
     http2.max_header_list_size(
-        u32::try_from(max_metadata.saturating_add(16 * 1024)).unwrap_or(u32::MAX),
+        u32::try_from(max_metadata.saturating_mul(4).max(256 * 1024)).unwrap_or(u32::MAX),
     );
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still open after the drain

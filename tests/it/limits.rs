@@ -199,6 +199,46 @@ async fn metadata_over_the_limit_is_refused_naming_it_before_any_worker_sees_it(
         "{}",
         err.message()
     );
+    // Far over it (33,000 bytes in one field, or 680 small fields): still a
+    // status a gRPC client reads, not HTTP/2's bare 431 (the gRPC listener;
+    // the HTTP listener's HTTP/2 still answers 431 above 16 KiB + 16 KiB).
+    let many = || {
+        let mut request = tonic::Request::new(request(MODEL, "hi"));
+        for i in 0..680 {
+            let name: tonic::metadata::MetadataKey<tonic::metadata::Ascii> =
+                format!("x-h{i}").parse().unwrap();
+            request
+                .metadata_mut()
+                .insert(name, "0123456789".parse().unwrap());
+        }
+        request
+    };
+    for addr in [router.addr] {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::inference_client::InferenceClient::new(channel);
+        for (what, call) in [
+            ("33,000 bytes", with_metadata(33_000)),
+            ("680 fields", many()),
+        ] {
+            let err = match client.generate(call).await {
+                Err(status) => status,
+                Ok(response) => response.into_inner().message().await.unwrap_err(),
+            };
+            assert_eq!(
+                err.code(),
+                Code::ResourceExhausted,
+                "{what} on {addr}: {err:?}"
+            );
+            assert!(
+                err.message().contains("limits.max_metadata_bytes"),
+                "{what}: {err:?}"
+            );
+        }
+    }
     let http = reqwest::Client::new()
         .post(router.http_url("/generate"))
         .header("x-big", "a".repeat(20 * 1024))
