@@ -180,11 +180,10 @@ async fn stream(kv: &KvEvents, worker: &Worker, cursor: &mut Option<u64>) -> End
         Ok((_, body)) => body,
         Err(e) => {
             return match &e.failure {
-                Failure::Status(s) if s.code == tonic::Code::Unimplemented as i32 => {
-                    Ended::Unsupported
-                }
+                // gRPC's UNIMPLEMENTED: the worker has no such method.
+                Failure::Status(s) if s.code == 12 => Ended::Unsupported,
                 _ => Ended::Dropped(e.failure),
-            }
+            };
         }
     };
     let mut body = body;
