@@ -187,6 +187,8 @@ pub struct Worker {
     load_pushed: std::sync::atomic::AtomicBool,
     /// Its KV-event stream, when followed.
     kv_stream: KvStream,
+    /// The circuit state last announced (as `CircuitState as u8`).
+    circuit_announced: std::sync::atomic::AtomicU8,
     /// The data path (proxied `Generate` calls): `connections_per_worker`
     /// HTTP/2 connections, each made on first use, so that their frame
     /// processing spreads over cores instead of queueing behind one
@@ -245,6 +247,7 @@ impl Worker {
             engine_extra: AtomicU32::new(0),
             load_pushed: std::sync::atomic::AtomicBool::new(false),
             kv_stream: KvStream::default(),
+            circuit_announced: std::sync::atomic::AtomicU8::new(CircuitState::Closed as u8),
             token_usage: AtomicU32::new(0),
             upstreams: (0..channel_config.connections.max(1))
                 .map(|_| OnceLock::new())
@@ -392,6 +395,11 @@ impl Worker {
 
     fn announce_circuit(self: &Arc<Self>, moved: circuit::Transition) {
         if let Some(state) = moved {
+            // Each change once: the ejection's end is announced by a timer,
+            // and the probe taken later moves to the same state.
+            if self.circuit_announced.swap(state as u8, Ordering::Relaxed) == state as u8 {
+                return;
+            }
             match state {
                 CircuitState::Open => tracing::warn!(
                     worker = %self.id, url = %self.url(),
@@ -406,7 +414,28 @@ impl Worker {
                 }
             }
             (self.announcer)(WorkerEventKind::CircuitChanged { state }, self);
+            if state == CircuitState::Open {
+                self.announce_half_open_when_due();
+            }
         }
+    }
+
+    /// The circuit turns half-open when its ejection runs out, whether or
+    /// not a call comes: watchers hear it then, as listings show it.
+    fn announce_half_open_when_due(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let worker = Arc::downgrade(self);
+        let wait = self.circuit.open_for();
+        runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(worker) = worker.upgrade() {
+                if worker.circuit.state() == CircuitState::HalfOpen {
+                    worker.announce_circuit(Some(CircuitState::HalfOpen));
+                }
+            }
+        });
     }
 
     /// Requests currently dispatched to this worker.

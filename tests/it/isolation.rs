@@ -125,6 +125,48 @@ async fn a_worker_failing_half_its_calls_is_ejected_and_returns_through_a_probe(
 }
 
 #[tokio::test]
+async fn watchers_hear_the_circuit_turn_half_open_when_its_ejection_ends_without_any_call() {
+    let router = start_router_with(config(CircuitConfig {
+        consecutive_failures: 1,
+        base_ejection_ms: 300,
+        max_ejection_ms: 300,
+        ..CircuitConfig::default()
+    }))
+    .await;
+    let bad = mock_with(MockConfig {
+        name: "bad".into(),
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let id = router.add(&bad.url(), MODEL).await.id;
+    let mut events = router
+        .management()
+        .watch_workers(pb::WatchWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(router.generate(request(MODEL, "x")).await.is_err());
+    let mut heard = Vec::new();
+    within(Duration::from_secs(5), "open, then half-open", async {
+        while heard.len() < 2 {
+            let event = events.next().await.unwrap().unwrap();
+            if event.kind() == pb::worker_event::Kind::CircuitChanged {
+                heard.push(event.worker.unwrap().circuit());
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        heard,
+        vec![pb::CircuitState::Open, pb::CircuitState::HalfOpen]
+    );
+    // The listing agrees, and no call was made meanwhile.
+    assert_eq!(circuit_of(&router, &id).await, pb::CircuitState::HalfOpen);
+    assert_eq!(bad.stats().calls(), 1);
+}
+
+#[tokio::test]
 async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_the_turn() {
     let router = start_router_with(config(CircuitConfig {
         consecutive_failures: 1,
