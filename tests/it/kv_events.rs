@@ -153,7 +153,7 @@ async fn a_prompt_goes_where_its_prefix_is_cached_even_if_another_client_put_it_
         assert_eq!(worker, ib, "turn {turn}");
         assert_eq!(cached as usize, 10 * BLOCK, "turn {turn}");
     }
-    // A fresh prompt goes to the idle worker with nothing cached either.
+    // The listing shows the stream that fed it: B's events, one snapshot.
     let kv = kv_of(&router, &ib).await;
     assert!(kv.events >= 10, "{kv:?}");
     assert_eq!(kv.resyncs, 1, "the first snapshot only: {kv:?}");

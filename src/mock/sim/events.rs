@@ -94,11 +94,6 @@ impl Publisher {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// The last sequence number sent (0 before the first batch).
-    pub fn last(&self) -> u64 {
-        self.lock().next - 1
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
