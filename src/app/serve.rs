@@ -12,7 +12,7 @@ use crate::health::{HealthChecker, LoadPoller, ServingReporter};
 use crate::pb;
 use crate::services::openai::EngineFront;
 use crate::services::overload::CallLimit;
-use crate::services::tls::{Accepting, Peer, Protocol};
+use crate::services::tls::{Accepting, Protocol};
 use crate::services::{InferenceService, WorkerManagementService};
 
 use super::{App, AppError, Listeners};
@@ -131,16 +131,15 @@ impl App {
                 listener,
                 self.server_tls.clone().map(|t| (t, Protocol::Http)),
             );
-            if verifies_clients {
-                // Admin calls look up whether their connection presented a
-                // client certificate.
-                let routes = routes.into_make_service_with_connect_info::<Peer>();
-                let server = axum::serve(listener, routes).with_graceful_shutdown(closed());
-                tokio::spawn(std::future::IntoFuture::into_future(server))
-            } else {
-                let server = axum::serve(listener, routes).with_graceful_shutdown(closed());
-                tokio::spawn(std::future::IntoFuture::into_future(server))
-            }
+            // Admin calls look up whether their connection presented a
+            // client certificate.
+            tokio::spawn(crate::services::http_listener::serve(
+                listener,
+                routes,
+                self.config.limits.max_metadata_bytes,
+                verifies_clients,
+                closed(),
+            ))
         });
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -197,7 +196,6 @@ impl App {
             let Some(mut task) = http_task else { return };
             closed().await;
             match tokio::time::timeout(drain, &mut task).await {
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed"),
                 Ok(_) => {}
                 // Its connections end with the process.
                 Err(_) => task.abort(),

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tower::Service;
 
+use super::drain::drain_later;
 use super::inference::{GrpcBody, InferenceService};
 use super::tls::Accepting;
 use crate::auth::{Denied, Keys, Role};
@@ -70,19 +71,26 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        // An early answer leaves the body to be drained (see `drain`), so
+        // that a client still sending it reads the answer, not a reset.
+        let early = |request: http::Request<Incoming>, response| {
+            drain_later(request.into_body());
+            Box::pin(std::future::ready(Ok(response))) as Self::Future
+        };
         if let Err(message) = super::overload::check_metadata(request.headers(), self.max_metadata)
         {
             let status = tonic::Status::resource_exhausted(message);
-            return Box::pin(std::future::ready(Ok(status
-                .into_http::<tonic::body::Body>()
-                .map(Either::Right))));
+            return early(
+                request,
+                status.into_http::<tonic::body::Body>().map(Either::Right),
+            );
         }
         if InferenceService::serves(request.uri().path()) {
             if let Err(denied) = self.keys.check(request.headers(), Role::Client) {
-                return Box::pin(std::future::ready(Ok(refused(denied))));
+                return early(request, refused(denied));
             }
             if let Some(refused) = InferenceService::refuse_unless_grpc(request.headers()) {
-                return Box::pin(std::future::ready(Ok(refused.map(Either::Left))));
+                return early(request, refused.map(Either::Left));
             }
             // The router's credentials stay here.
             self.keys.strip(request.headers_mut());
@@ -91,7 +99,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
         } else {
             if request.uri().path().starts_with(MANAGEMENT) {
                 if let Err(denied) = self.keys.check_admin(request.headers(), self.client_cert) {
-                    return Box::pin(std::future::ready(Ok(refused(denied))));
+                    return early(request, refused(denied));
                 }
             }
             let mut routes = self.routes.clone();
@@ -131,7 +139,7 @@ pub async fn serve(
     // (RESOURCE_EXHAUSTED naming the limit); h2 answers 431 with no
     // grpc-status beyond it, so it is far above the limit.
     http2.max_header_list_size(
-        u32::try_from(max_metadata.saturating_mul(4).max(256 * 1024)).unwrap_or(u32::MAX),
+        u32::try_from(super::overload::protocol_header_limit(max_metadata)).unwrap_or(u32::MAX),
     );
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still open after the drain

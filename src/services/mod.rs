@@ -6,15 +6,18 @@
 //! response (`http_error`). The gRPC listener (`listener`) serves
 //! `Inference` (the hot path, written against HTTP/2 bodies) directly and
 //! the tonic services through tonic's routes; the HTTP API (`http`) is axum,
-//! with `openai` serving OpenAI and SGLang HTTP for models whose workers are
-//! SGLang or vLLM gRPC engines. Both listeners accept through `tls`, which
-//! terminates TLS when it is configured.
+//! served by `http_listener`, with `openai` serving OpenAI and SGLang HTTP
+//! for models whose workers are SGLang or vLLM gRPC engines. Both listeners
+//! accept through `tls`, which terminates TLS when it is configured, and
+//! drain the bodies of requests they answer early (`drain`).
 
 pub mod admin;
 mod convert;
 pub mod dashboard;
+mod drain;
 pub mod http;
 mod http_error;
+pub mod http_listener;
 mod inference;
 pub mod listener;
 pub mod metrics;

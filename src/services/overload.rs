@@ -136,6 +136,16 @@ pub fn metadata_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
+/// The header list the protocol layer (h2, hyper's HTTP/1 parser) lets
+/// through to the router's own check, for a router whose limit is
+/// `max_metadata` bytes: four times the limit, and at least 256 KiB. Lists
+/// up to it are refused by [`check_metadata`], naming the limit, in a
+/// status the client reads (gRPC's RESOURCE_EXHAUSTED, HTTP's 431 with a
+/// message); the protocol layer answers a bare 431 only beyond it.
+pub fn protocol_header_limit(max_metadata: usize) -> usize {
+    max_metadata.saturating_mul(4).max(256 * 1024)
+}
+
 /// Why a request's metadata was refused, if it was: over `max` bytes.
 pub fn check_metadata(headers: &http::HeaderMap, max: usize) -> Result<(), String> {
     let size = metadata_bytes(headers);

@@ -290,25 +290,3 @@ async fn handshake(
         }
     }
 }
-
-impl axum::serve::Listener for Accepting {
-    type Io = Io;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Io, Peer) {
-        self.next().await
-    }
-
-    fn local_addr(&self) -> std::io::Result<Peer> {
-        Ok(Peer {
-            addr: self.tcp.local_addr()?,
-            client_cert: false,
-        })
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Accepting>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Accepting>) -> Self {
-        *stream.remote_addr()
-    }
-}

@@ -4,6 +4,7 @@
 //! answer, or send `Generate` as something other than gRPC.
 
 use crate::common::*;
+use std::time::Duration;
 use switchyard::admission::hosts::WorkerHostsConfig;
 use switchyard::pb;
 use switchyard::Config;
@@ -150,25 +151,65 @@ async fn list_workers_pages_through_every_worker_once() {
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn generate_that_is_not_grpc_is_refused_with_415() {
-    let router = start_router().await;
-    let worker = mock("w").await;
-    router.add(&worker.url(), MODEL).await;
-    let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+/// Sends a request over HTTP/2 with `content_type` and a 1 MiB body, of
+/// which only the first bytes go before the answer is read; then the rest.
+/// Returns the answer's status; panics if the stream is reset before the
+/// whole body is sent (a client still uploading would see the reset, not
+/// the answer: curl did, in 19 of 20 tries).
+async fn answer_before_the_body_ends(
+    addr: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+) -> u16 {
+    const BODY: usize = 1 << 20;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
-    let request = http::Request::post("/switchyard.v1.Inference/Generate")
-        .header("content-type", "text/plain")
+    let request = http::Request::post(path)
+        .header("content-type", content_type)
         .header("te", "trailers")
         .body(())
         .unwrap();
     let (response, mut body) = client.send_request(request, false).unwrap();
-    body.send_data(bytes::Bytes::from_static(b"hello"), true)
+    body.send_data(bytes::Bytes::from_static(b"hello"), false)
         .unwrap();
-    let response = response.await.unwrap();
-    assert_eq!(response.status(), 415);
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered before the body ended")
+        .unwrap();
+    let mut left = BODY;
+    while left > 0 {
+        body.reserve_capacity(left);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            std::future::poll_fn(|cx| body.poll_capacity(cx)),
+        )
+        .await
+        .expect("flow-control window opened: the server reads the body");
+        let n = sent.expect("stream open").expect("stream not reset");
+        body.send_data(bytes::Bytes::from(vec![b'x'; n]), n == left)
+            .expect("stream not reset");
+        left -= n;
+    }
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn generate_that_is_not_grpc_is_refused_with_415_while_its_body_is_still_sent() {
+    let router = start_router().await;
+    let worker = mock("w").await;
+    router.add(&worker.url(), MODEL).await;
+    let status = answer_before_the_body_ends(
+        router.addr,
+        "/switchyard.v1.Inference/Generate",
+        "text/plain",
+    )
+    .await;
+    assert_eq!(status, 415);
     assert_eq!(worker.stats().calls(), 0);
+    // The HTTP listener's early answers (here its 404) do the same.
+    let status = answer_before_the_body_ends(router.http_addr, "/nowhere", "text/plain").await;
+    assert_eq!(status, 404);
     router.assert_still_serves().await;
 }
 
@@ -200,8 +241,7 @@ async fn metadata_over_the_limit_is_refused_naming_it_before_any_worker_sees_it(
         err.message()
     );
     // Far over it (33,000 bytes in one field, or 680 small fields): still a
-    // status a gRPC client reads, not HTTP/2's bare 431 (the gRPC listener;
-    // the HTTP listener's HTTP/2 still answers 431 above 16 KiB + 16 KiB).
+    // status a gRPC client reads, not HTTP/2's bare 431.
     let many = || {
         let mut request = tonic::Request::new(request(MODEL, "hi"));
         for i in 0..680 {
@@ -239,22 +279,61 @@ async fn metadata_over_the_limit_is_refused_naming_it_before_any_worker_sees_it(
             );
         }
     }
-    let http = reqwest::Client::new()
-        .post(router.http_url("/generate"))
-        .header("x-big", "a".repeat(20 * 1024))
-        .json(&serde_json::json!({"model": MODEL, "text": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(http.status(), 431);
-    let body: serde_json::Value = http.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("limits.max_metadata_bytes"),
-        "{body}"
-    );
+    // The HTTP listener: a 431 naming the limit, over HTTP/2 and HTTP/1.1,
+    // whether just over it or far over it.
+    let small_fields: Vec<(String, String)> = (0..680)
+        .map(|i| (format!("x-h{i}"), "0123456789".to_string()))
+        .collect();
+    for (what, fields) in [
+        ("20 KiB", vec![("x-big".to_string(), "a".repeat(20 * 1024))]),
+        (
+            "33,000 bytes",
+            vec![("x-big".to_string(), "a".repeat(33_000))],
+        ),
+        ("680 fields", small_fields),
+    ] {
+        let mut http1 = reqwest::Client::new().post(router.http_url("/generate"));
+        let mut http2 = http::Request::post("/generate").header("content-type", "application/json");
+        for (name, value) in &fields {
+            http1 = http1.header(name, value);
+            http2 = http2.header(name, value);
+        }
+        let response = http1
+            .json(&serde_json::json!({"model": MODEL, "text": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 431, "{what} over HTTP/1.1");
+        // hyper's HTTP/1 parser takes 100 fields; past that its 431 has no
+        // message (raising the count costs every request an allocation).
+        if fields.len() <= 100 {
+            let body = response.text().await.unwrap();
+            assert!(
+                body.contains("limits.max_metadata_bytes"),
+                "{what} over HTTP/1.1: {body}"
+            );
+        }
+
+        let tcp = tokio::net::TcpStream::connect(router.http_addr)
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let (response, _) = client.send_request(http2.body(()).unwrap(), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 431, "{what} over HTTP/2");
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("limits.max_metadata_bytes"),
+            "{what} over HTTP/2: {text}"
+        );
+    }
     assert_eq!(worker.stats().calls(), 1, "only the call under the limit");
     router.assert_still_serves().await;
 }

@@ -30,7 +30,7 @@ def main():
     urls = [read_after(p, f"mock-worker {n} listening on") for p, n in zip(workers, ("ha", "hb"))]
     router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--health-interval-ms", "100", "--health-timeout-ms", "80"])
-    read_after(router, "switchyard listening on")
+    grpc = read_after(router, "switchyard listening on")
     http = read_after(router, "switchyard http listening on")
     base = f"http://{http}"
 
@@ -80,6 +80,22 @@ def main():
     except NotFoundError as e:
         assert "missing-model" in str(e), e
     print("ok: openai completions and errors")
+
+    # An answer given before the request's body is in (a 415 on the gRPC
+    # listener, a 404 on the HTTP one) reaches curl while it still uploads
+    # 1 MB over HTTP/2: the body is read and discarded, not reset.
+    body = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"switchyard-big-{os.getpid()}.bin")
+    with open(body, "wb") as f:
+        f.write(b"x" * (1 << 20))
+    try:
+        for addr, path, code in ((grpc, "/switchyard.v1.Inference/Generate", "415"), (http, "/nowhere", "404")):
+            for _ in range(5):
+                got = curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                           "-H", "content-type: text/plain", "--data-binary", f"@{body}", f"http://{addr}{path}")
+                assert got == code, (addr, path, got)
+    finally:
+        os.remove(body)
+    print("ok: curl reads an early 415 / 404 while uploading over HTTP/2")
     print("python HTTP test passed")
 
 
