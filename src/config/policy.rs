@@ -239,13 +239,15 @@ impl CacheAwareConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct KvAwareConfig {
     /// Weight of the work queued ahead, against the prompt's own uncached
-    /// tokens. 0.25, measured (docs/BENCHMARKS.md): a cache hit saves its
+    /// tokens. 0.15, measured (docs/BENCHMARKS.md): a cache hit saves its
     /// tokens for every request behind it too, so a worker holding the
-    /// prefix is worth four times its extra queue; at 1 a replayed trace
-    /// got 87% of the reachable hits, at 0.25 95%, with the same TTFT.
+    /// prefix is worth several times its extra queue; on a replayed trace
+    /// 1 got 87% of the reachable hits, 0.25 91–96%, 0.15 96–97%, all with
+    /// about the same TTFT.
     pub queue_weight: f64,
-    /// Tokens of cost per running request. 4: a running decode slows each
-    /// step a little (its KV is read every step); small beside prefill.
+    /// Tokens of cost per running request. 2.4 (16 × `queue_weight`): a
+    /// running decode slows each step a little (its KV is read every
+    /// step); small beside prefill.
     pub running_weight: f64,
     /// Above this share of KV held by running requests, the engine is near
     /// preempting. 0.9.
@@ -261,8 +263,8 @@ pub struct KvAwareConfig {
 impl Default for KvAwareConfig {
     fn default() -> Self {
         KvAwareConfig {
-            queue_weight: 0.25,
-            running_weight: 4.0,
+            queue_weight: 0.15,
+            running_weight: 2.4,
             usage_limit: 0.9,
             usage_penalty: 65_536.0,
             pending_ttl_ms: 30_000,

@@ -110,27 +110,40 @@ fn matched_tokens(request: &TraceRequest, blocks: usize, engine_block: usize) ->
 pub fn bounds(requests: &[TraceRequest], capacity_tokens: usize, engine_block: usize) -> Bounds {
     let total: usize = requests.iter().map(|r| r.input_length).sum();
     let total = total.max(1) as f64;
+    let matched = matched(requests, capacity_tokens, engine_block);
+    let sum = |pick: fn(&(usize, usize)) -> usize| matched.iter().map(pick).sum::<usize>() as f64;
+    Bounds {
+        infinite: sum(|m| m.0) / total,
+        practical: sum(|m| m.1) / total,
+    }
+}
+
+/// Each request's cached prompt tokens, in whole `engine_block`s, under the
+/// two bounds' caches: (an infinite cache, a single LRU cache of
+/// `capacity_tokens`).
+pub fn matched(
+    requests: &[TraceRequest],
+    capacity_tokens: usize,
+    engine_block: usize,
+) -> Vec<(usize, usize)> {
     // Infinite: every block seen stays.
     let mut seen = HashSet::new();
-    let mut infinite = 0;
-    for r in requests {
-        let k = r.hash_ids.iter().take_while(|h| seen.contains(*h)).count();
-        infinite += matched_tokens(r, k, engine_block);
-        seen.extend(r.hash_ids.iter().copied());
-    }
     // Practical: an LRU of whole trace blocks.
     let capacity = (capacity_tokens / TRACE_BLOCK).max(1);
     let mut lru: BTreeMap<u64, u64> = BTreeMap::new(); // stamp -> block
     let mut stamps: HashMap<u64, u64> = HashMap::new(); // block -> stamp
     let mut clock = 0u64;
-    let mut practical = 0;
+    let mut out = Vec::with_capacity(requests.len());
     for r in requests {
+        let k = r.hash_ids.iter().take_while(|h| seen.contains(*h)).count();
+        let infinite = matched_tokens(r, k, engine_block);
+        seen.extend(r.hash_ids.iter().copied());
         let k = r
             .hash_ids
             .iter()
             .take_while(|h| stamps.contains_key(*h))
             .count();
-        practical += matched_tokens(r, k, engine_block);
+        let practical = matched_tokens(r, k, engine_block);
         for &h in &r.hash_ids {
             if let Some(old) = stamps.insert(h, clock) {
                 lru.remove(&old);
@@ -142,11 +155,9 @@ pub fn bounds(requests: &[TraceRequest], capacity_tokens: usize, engine_block: u
             let Some((_, h)) = lru.pop_first() else { break };
             stamps.remove(&h);
         }
+        out.push((infinite, practical));
     }
-    Bounds {
-        infinite: infinite as f64 / total,
-        practical: practical as f64 / total,
-    }
+    out
 }
 
 #[cfg(test)]
