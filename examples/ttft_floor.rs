@@ -50,9 +50,9 @@ fn main() {
         .next()
         .expect("usage: ttft_floor TRACE [LIMIT] [FLEET_TOKENS]");
     let limit = args.next().map(|l| l.parse().expect("LIMIT: a number"));
-    let fleet: usize = args
-        .next()
-        .map_or(8 * 6200 * BLOCK, |t| t.parse().expect("FLEET_TOKENS: a number"));
+    let fleet: usize = args.next().map_or(8 * 6200 * BLOCK, |t| {
+        t.parse().expect("FLEET_TOKENS: a number")
+    });
     let requests = trace::read(std::path::Path::new(&path), limit).expect("a Mooncake trace");
     let matched = trace::matched(&requests, fleet, BLOCK);
     let physics = Physics::default();
