@@ -89,10 +89,12 @@ fn chat_template_1kib(b: divan::Bencher) {
         ChatMessage {
             role: "system".into(),
             content: "Be brief.".into(),
+            ..Default::default()
         },
         ChatMessage {
             role: "user".into(),
             content: prompt(),
+            ..Default::default()
         },
     ];
     b.bench(|| {

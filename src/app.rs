@@ -6,6 +6,7 @@
 //! `App::serve` runs. Background tasks (health checker, serving reporter)
 //! start in `serve` and stop when it returns.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::store::file::StateFile;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::tokenizer::Tokenizers;
+use crate::tools::ToolFormat;
 use crate::transport::grpc::ChannelConfig;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::transport::tls::WorkerTls;
@@ -97,6 +99,8 @@ pub struct App {
     router: Arc<GrpcRouter>,
     http_router: Arc<HttpRouter>,
     tokenizers: Arc<Tokenizers>,
+    /// Tool-call formats by model, from the config.
+    tool_formats: Arc<HashMap<String, ToolFormat>>,
     health: HealthReporter,
     /// Which hosts may be added as workers.
     hosts: Arc<HostPolicy>,
@@ -177,6 +181,16 @@ impl App {
         );
         // Models without a configured tokenizer get their workers'.
         tokenizers.follow(&registry);
+        let tool_formats = config
+            .tool_parsers
+            .iter()
+            .map(|(model, format)| {
+                format
+                    .parse::<ToolFormat>()
+                    .map(|f| (model.clone(), f))
+                    .map_err(|e| ConfigError::Invalid(format!("tool_parsers.{model}: {e}")))
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         for w in &config.workers {
             let engine = w
                 .engine
@@ -267,6 +281,7 @@ impl App {
             router,
             http_router,
             tokenizers,
+            tool_formats: Arc::new(tool_formats),
             health: HealthReporter::new(),
             hosts,
             server_tls,

@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// workers; repeatable.
     #[arg(long = "tokenizer", value_name = "MODEL=PATH")]
     pub tokenizers: Vec<String>,
+    /// A model's tool-call format, MODEL=FORMAT (hermes, llama3_json or
+    /// mistral), for chat requests with tools (default: detected from the
+    /// model's chat template).
+    #[arg(long = "tool-parser", value_name = "MODEL=FORMAT")]
+    pub tool_parsers: Vec<String>,
     /// How often SGLang and vLLM workers are asked for their load
     /// (GetLoads), in milliseconds; 0 turns it off.
     #[arg(long, value_name = "MS")]
@@ -230,6 +235,19 @@ impl ServeArgs {
                     ))
                 })?;
             config.tokenizers.insert(model.to_string(), path.into());
+        }
+        for t in &self.tool_parsers {
+            let (model, format) = t
+                .split_once('=')
+                .filter(|(m, f)| !m.is_empty() && !f.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "--tool-parser {t:?}: expected MODEL=FORMAT, e.g. --tool-parser qwen=hermes"
+                    ))
+                })?;
+            config
+                .tool_parsers
+                .insert(model.to_string(), format.to_string());
         }
         if let Some(n) = self.worker_threads {
             config.worker_threads = Some(n);

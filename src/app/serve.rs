@@ -117,7 +117,8 @@ impl App {
                     self.registry.clone(),
                     self.router.clone(),
                     self.tokenizers.clone(),
-                ),
+                )
+                .with_tool_formats(self.tool_formats.clone()),
                 (
                     self.config.limits.request_body_idle(),
                     self.config.limits.max_metadata_bytes,

@@ -80,6 +80,11 @@ struct Args {
     /// with the same tokenizer shows real text.
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<std::path::PathBuf>,
+    /// With --tokenizer: generate the tokens of this text instead, once
+    /// (unless the request's max_new_tokens asks for another count): a tool
+    /// call, say, in a model's format.
+    #[arg(long, value_name = "TEXT", requires = "tokenizer")]
+    reply: Option<String>,
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -232,7 +237,11 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match tokenizer.encode(&switchyard::mock::reply_text(&args.name), false) {
+            let text = args
+                .reply
+                .clone()
+                .unwrap_or_else(|| switchyard::mock::reply_text(&args.name));
+            match tokenizer.encode(&text, false) {
                 Ok(ids) => Some(std::sync::Arc::new(ids)),
                 Err(e) => {
                     eprintln!("mock-worker: --tokenizer: {e}");
@@ -247,7 +256,12 @@ async fn main() -> ExitCode {
     }
     let config = MockConfig {
         name: args.name.clone(),
-        tokens: args.tokens,
+        // A given reply is generated once.
+        tokens: match (&args.reply, &reply_ids) {
+            (Some(_), Some(ids)) => u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            _ => args.tokens,
+        },
+        reply_ends: args.reply.is_some(),
         token_delay: Duration::from_millis(args.token_delay_ms),
         fail_rate: args.fail_rate,
         fail_after: args.fail_after,

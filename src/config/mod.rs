@@ -92,6 +92,10 @@ pub struct Config {
     /// `tokenizer.json`), for text and chat requests to workers that take
     /// token ids.
     pub tokenizers: BTreeMap<String, PathBuf>,
+    /// Tool-call formats by model (`hermes`, `llama3_json`, `mistral`), for
+    /// chat requests with `tools`; a model without one has its format
+    /// detected from its chat template.
+    pub tool_parsers: BTreeMap<String, String>,
     /// Load balancing.
     pub policy: PolicyConfig,
     /// Active health checks of workers.
@@ -135,6 +139,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             workers: Vec::new(),
             tokenizers: BTreeMap::new(),
+            tool_parsers: BTreeMap::new(),
             policy: PolicyConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstream: UpstreamConfig::default(),

@@ -80,6 +80,9 @@ pub struct MockConfig {
     /// ...): the tokens of a reply text, so that a router with the model's
     /// tokenizer detokenizes real text.
     pub reply_ids: Option<Arc<Vec<u32>>>,
+    /// A reply that ends by itself: a call that generates all its tokens
+    /// finishes with `stop` (as at the model's end of turn), not `length`.
+    pub reply_ends: bool,
     /// The model path `GetModelInfo` reports (default `/models/NAME`); the
     /// tokenizer directory when the mock has one, as an engine reports the
     /// directory it loaded.
@@ -140,6 +143,7 @@ impl Default for MockConfig {
             warmup: Duration::ZERO,
             reported_waiting: 0,
             reply_ids: None,
+            reply_ends: false,
             model_path: None,
             tls: None,
         }
@@ -458,7 +462,10 @@ async fn stream_tokens<T>(
         sent.fetch_add(1, Ordering::Relaxed);
     }
     if tx
-        .send(encode(Piece::Finish("length", tokens)))
+        .send(encode(Piece::Finish(
+            if config.reply_ends { "stop" } else { "length" },
+            tokens,
+        )))
         .await
         .is_err()
     {

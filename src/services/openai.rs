@@ -9,12 +9,17 @@
 //! server-sent events, one per text delta; stop strings are applied to the
 //! text; usage counts are the engine's. A client that goes away drops the
 //! stream, which sends the engine `Abort`. Parameters this front does not
-//! support are refused with 400 naming them. Tool calling and reasoning
-//! parsers are not supported.
+//! support are refused with 400 naming them. Tool calls (`tools`) are
+//! rendered through the template and read out of the model's text by its
+//! format's parser (`crate::tools`), streamed as OpenAI's `tool_calls`
+//! deltas; reasoning parsers are not supported.
 
+mod chat;
 mod output;
 
+use chat::Message_;
 use output::{complete, sse, Output};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,7 +41,8 @@ use crate::routers::grpc::GrpcRouter;
 use crate::routers::select::{is_known_model, model_engine};
 use crate::routers::translate::Responses;
 use crate::routers::{generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER};
-use crate::tokenizer::{ChatMessage, ModelTokenizer, Tokenizers};
+use crate::tokenizer::{ModelTokenizer, Tokenizers};
+use crate::tools::ToolFormat;
 use crate::transport::grpc::codec::Deframer;
 use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
 
@@ -46,6 +52,8 @@ pub struct EngineFront {
     registry: Arc<WorkerRegistry>,
     router: Arc<GrpcRouter>,
     tokenizers: Arc<Tokenizers>,
+    /// Tool-call formats configured by model.
+    tool_formats: Arc<HashMap<String, ToolFormat>>,
 }
 
 /// Which endpoint a request came to.
@@ -72,6 +80,9 @@ const CHAT_FIELDS: &[&str] = &[
     "stream",
     "stream_options",
     "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ];
 const COMPLETION_FIELDS: &[&str] = &[
     "model",
@@ -137,6 +148,12 @@ struct Fields {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     sampling_params: Option<GenerateSampling>,
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    // `parallel_tool_calls` is accepted and not read: the model's own
+    // output decides how many calls it makes.
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,14 +171,6 @@ struct GenerateSampling {
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
-}
-
-/// A chat message; `content` a string or a list of text parts.
-#[derive(Debug, Deserialize)]
-struct Message_ {
-    role: String,
-    #[serde(default)]
-    content: Value,
 }
 
 /// The names of `object`'s keys not in `known`, for a 400 that names them.
@@ -206,7 +215,15 @@ impl EngineFront {
             registry,
             router,
             tokenizers,
+            tool_formats: Arc::default(),
         }
+    }
+
+    /// With tool-call formats configured by model (others are detected
+    /// from their chat templates).
+    pub fn with_tool_formats(mut self, formats: Arc<HashMap<String, ToolFormat>>) -> Self {
+        self.tool_formats = formats;
+        self
     }
 
     /// Whether any model is served by SGLang or vLLM workers.
@@ -273,13 +290,22 @@ impl EngineFront {
             .tokenizers
             .get(&model)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
-        let (input, sampling) = self.prompt(
-            endpoint,
-            &tokenizer,
-            &model,
-            fields.clone_sampling()?,
-            &fields,
-        )?;
+        let tool_format = match endpoint {
+            Endpoint::Chat => chat::offered(
+                fields.tools.as_ref(),
+                fields.tool_choice.as_ref(),
+                &self.tool_formats,
+                &model,
+                &tokenizer,
+            )?,
+            _ => None,
+        };
+        let mut sampling = fields.clone_sampling()?;
+        if tool_format == Some(ToolFormat::Mistral) {
+            // Its calls open with a special token.
+            sampling.skip_special_tokens = false;
+        }
+        let (input, sampling) = self.prompt(endpoint, &tokenizer, &model, sampling, &fields)?;
         if let Input::TokenIds(ids) = &input {
             self.router
                 .check_prompt(&self.registry.snapshot(), ids.len(), &model)?;
@@ -322,6 +348,7 @@ impl EngineFront {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             include_usage: fields.stream_options.is_some_and(|o| o.include_usage),
+            tools: tool_format,
         };
         let mut response = if fields.stream {
             sse(out, stream).into_response()
@@ -363,15 +390,11 @@ impl EngineFront {
                 let messages = fields
                     .messages
                     .iter()
-                    .map(|m| {
-                        Ok(ChatMessage {
-                            role: m.role.clone(),
-                            content: content_text(&m.content)?,
-                        })
-                    })
+                    .map(chat::message)
                     .collect::<Result<Vec<_>, HttpError>>()?;
+                let offered = fields.tools.as_ref().filter(|t| !t.is_null());
                 let prompt = tokenizer
-                    .apply_chat_template(model, &messages, true)
+                    .apply_chat_template_with_tools(model, &messages, offered, true)
                     .map_err(|e| HttpError::bad_request(e.to_string()))?;
                 // The template writes the special tokens itself.
                 encode(&prompt, false)?
@@ -426,30 +449,5 @@ impl Fields {
             skip_special_tokens: true,
             router_stops: true,
         })
-    }
-}
-
-/// A message's text: a string, or the text parts of a list.
-fn content_text(content: &Value) -> Result<String, HttpError> {
-    match content {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| {
-                match (
-                    p.get("type").and_then(Value::as_str),
-                    p.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(t)) => Ok(t),
-                    _ => Err(HttpError::bad_request(
-                        "only text content parts are supported for gRPC engine workers",
-                    )),
-                }
-            })
-            .collect(),
-        _ => Err(HttpError::bad_request(
-            "message content must be a string or a list of parts",
-        )),
     }
 }

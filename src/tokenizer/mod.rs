@@ -36,13 +36,24 @@ use serde::Serialize;
 pub use detokenizer::Detokenizer;
 pub use error::TokenizerError;
 
-/// One chat message, as templates see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One chat message, as templates see it (Hugging Face's shape: an
+/// assistant's `tool_calls` with their arguments as objects, a tool
+/// message's `tool_call_id` and `name`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text.
     pub content: String,
+    /// An assistant message's tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool message's call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool message's function name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A model's tokenizer and chat template.
@@ -163,6 +174,11 @@ impl ModelTokenizer {
         self.template.is_some()
     }
 
+    /// The model's chat template, if it has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.template.as_deref()
+    }
+
     /// Renders `messages` with the model's chat template (`model` names it
     /// in errors), ending with the assistant's turn opened when
     /// `add_generation_prompt`.
@@ -170,6 +186,19 @@ impl ModelTokenizer {
         &self,
         model: &str,
         messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        self.apply_chat_template_with_tools(model, messages, None, add_generation_prompt)
+    }
+
+    /// [`apply_chat_template`](Self::apply_chat_template) with the tools the
+    /// model may call (OpenAI's `tools`, as Hugging Face templates take
+    /// them: `{"type": "function", "function": {...}}`).
+    pub fn apply_chat_template_with_tools(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
         let template = self
@@ -193,10 +222,8 @@ impl ModelTokenizer {
             .get_template("chat")
             .and_then(|t| {
                 t.render(minijinja::context! {
-                    messages => messages
-                        .iter()
-                        .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
-                        .collect::<Vec<_>>(),
+                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                    tools => tools.map(|t| minijinja::Value::from(minijinja::value::Serde(t))),
                     add_generation_prompt => add_generation_prompt,
                     bos_token => self.bos_token.as_str(),
                     eos_token => self.eos_token.as_str(),

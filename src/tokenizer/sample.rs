@@ -98,10 +98,12 @@ mod tests {
                     ChatMessage {
                         role: "system".into(),
                         content: " Be brief. ".into(),
+                        ..Default::default()
                     },
                     ChatMessage {
                         role: "user".into(),
                         content: "Hello".into(),
+                        ..Default::default()
                     },
                 ],
                 true,

@@ -1,7 +1,9 @@
 //! What the OpenAI front sends back: the engine's stream as OpenAI's
-//! objects, whole (`complete`) or as server-sent events (`sse`).
+//! objects, whole (`complete`) or as server-sent events (`sse`); with tools,
+//! the text passes through the model's tool-call parser first.
 
 use super::*;
+use crate::tools::{self, ToolParser};
 
 /// What the response says about itself.
 #[derive(Debug, Clone)]
@@ -11,11 +13,17 @@ pub(super) struct Output {
     pub(super) model: String,
     pub(super) created: u64,
     pub(super) include_usage: bool,
+    /// The format of the model's tool calls, when the request offers tools.
+    pub(super) tools: Option<ToolFormat>,
 }
 
 /// One translated `switchyard.v1` message's content.
 enum Piece {
     Text(String),
+    /// A tool call starts: its index and function name.
+    Call(usize, String),
+    /// More of a tool call's arguments.
+    Args(usize, String),
     Done {
         finish_reason: String,
         prompt_tokens: u32,
@@ -23,24 +31,60 @@ enum Piece {
     },
 }
 
-/// The pieces of the messages in `bytes`.
-fn pieces(frames: &mut Deframer, bytes: &[u8]) -> Vec<Piece> {
-    frames.push(bytes);
-    let mut out = Vec::new();
-    while let Ok(Some(message)) = frames.next_message() {
-        match pb::GenerateResponse::decode(message).map(|m| m.response) {
-            Ok(Some(pb::generate_response::Response::Chunk(c))) if !c.text.is_empty() => {
-                out.push(Piece::Text(c.text))
-            }
-            Ok(Some(pb::generate_response::Response::Complete(c))) => out.push(Piece::Done {
-                finish_reason: c.finish_reason,
-                prompt_tokens: c.prompt_tokens,
-                completion_tokens: c.completion_tokens,
-            }),
-            _ => {}
+/// Reads the translated stream into pieces.
+struct Reader {
+    frames: Deframer,
+    tools: Option<ToolParser>,
+}
+
+impl Reader {
+    fn new(tools: Option<ToolFormat>) -> Self {
+        Reader {
+            frames: Deframer::default(),
+            tools: tools.map(ToolParser::new),
         }
     }
-    out
+
+    /// The pieces of the messages in `bytes`.
+    fn pieces(&mut self, bytes: &[u8]) -> Vec<Piece> {
+        self.frames.push(bytes);
+        let mut out = Vec::new();
+        while let Ok(Some(message)) = self.frames.next_message() {
+            match pb::GenerateResponse::decode(message).map(|m| m.response) {
+                Ok(Some(pb::generate_response::Response::Chunk(c))) if !c.text.is_empty() => {
+                    match &mut self.tools {
+                        Some(parser) => out.extend(parser.push(&c.text).into_iter().map(piece)),
+                        None => out.push(Piece::Text(c.text)),
+                    }
+                }
+                Ok(Some(pb::generate_response::Response::Complete(c))) => {
+                    let mut finish_reason = c.finish_reason;
+                    if let Some(parser) = &mut self.tools {
+                        out.extend(parser.finish().into_iter().map(piece));
+                        // A model that stopped after calling tools.
+                        if parser.calls() > 0 && matches!(finish_reason.as_str(), "" | "stop") {
+                            finish_reason = "tool_calls".into();
+                        }
+                    }
+                    out.push(Piece::Done {
+                        finish_reason,
+                        prompt_tokens: c.prompt_tokens,
+                        completion_tokens: c.completion_tokens,
+                    })
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn piece(p: tools::Piece) -> Piece {
+    match p {
+        tools::Piece::Text(t) => Piece::Text(t),
+        tools::Piece::Call { index, name } => Piece::Call(index, name),
+        tools::Piece::Args { index, text } => Piece::Args(index, text),
+    }
 }
 
 /// OpenAI's finish reasons: the engine's, with `abort` kept as is.
@@ -56,9 +100,27 @@ impl Output {
         json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
     }
 
+    /// Call `index`'s id.
+    fn call_id(&self, index: usize) -> String {
+        format!("call_{index}_{}", self.id)
+    }
+
     /// One streamed event for `piece` (`text` so far for `/generate`).
     fn event(&self, piece: &Piece, text: &str) -> Vec<Value> {
         match (self.endpoint, piece) {
+            (_, Piece::Call(index, name)) => vec![json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{
+                    "index": index, "id": self.call_id(*index), "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }]}, "finish_reason": null}],
+            })],
+            (_, Piece::Args(index, arguments)) => vec![json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": {"tool_calls": [{
+                    "index": index, "function": {"arguments": arguments},
+                }]}, "finish_reason": null}],
+            })],
             (Endpoint::Chat, Piece::Text(t)) => vec![json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": t}, "finish_reason": null}],
@@ -127,13 +189,37 @@ impl Output {
     }
 
     /// The whole response of a non-streaming request.
-    fn whole(&self, text: &str, finish_reason: &str, prompt: u32, completion: u32) -> Value {
+    fn whole(
+        &self,
+        text: &str,
+        calls: &[(String, String)],
+        finish_reason: &str,
+        (prompt, completion): (u32, u32),
+    ) -> Value {
         match self.endpoint {
-            Endpoint::Chat => json!({
-                "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish(finish_reason)}],
-                "usage": self.usage(prompt, completion),
-            }),
+            Endpoint::Chat => {
+                let mut message = json!({"role": "assistant", "content": text});
+                if !calls.is_empty() {
+                    if text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                    message["tool_calls"] = calls
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, arguments))| {
+                            json!({
+                                "id": self.call_id(i), "type": "function",
+                                "function": {"name": name, "arguments": arguments},
+                            })
+                        })
+                        .collect();
+                }
+                json!({
+                    "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish(finish_reason)}],
+                    "usage": self.usage(prompt, completion),
+                })
+            }
             Endpoint::Completions => json!({
                 "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish(finish_reason)}],
@@ -154,13 +240,13 @@ pub(super) fn sse(
     out: Output,
     stream: impl Stream<Item = Result<Bytes, RouteError>> + Send + 'static,
 ) -> Response {
-    let mut frames = Deframer::default();
+    let mut reader = Reader::new(out.tools);
     let mut text = String::new();
     let events = stream.map(move |item| -> Result<Bytes, Infallible> {
         let mut buf = String::new();
         match item {
             Ok(bytes) => {
-                for piece in pieces(&mut frames, &bytes) {
+                for piece in reader.pieces(&bytes) {
                     if let Piece::Text(t) = &piece {
                         text.push_str(t);
                     }
@@ -197,13 +283,20 @@ pub(super) async fn complete(
     out: Output,
     mut stream: impl Stream<Item = Result<Bytes, RouteError>> + Unpin,
 ) -> Result<(StatusCode, axum::Json<Value>), HttpError> {
-    let mut frames = Deframer::default();
+    let mut reader = Reader::new(out.tools);
     let mut text = String::new();
+    let mut calls: Vec<(String, String)> = Vec::new();
     let mut done = None;
     while let Some(item) = stream.next().await {
-        for piece in pieces(&mut frames, &item?) {
+        for piece in reader.pieces(&item?) {
             match piece {
                 Piece::Text(t) => text.push_str(&t),
+                Piece::Call(_, name) => calls.push((name, String::new())),
+                Piece::Args(index, arguments) => {
+                    if let Some(call) = calls.get_mut(index) {
+                        call.1.push_str(&arguments);
+                    }
+                }
                 Piece::Done {
                     finish_reason,
                     prompt_tokens,
@@ -220,6 +313,6 @@ pub(super) async fn complete(
     })?;
     Ok((
         StatusCode::OK,
-        axum::Json(out.whole(&text, &reason, prompt, completion)),
+        axum::Json(out.whole(&text, &calls, &reason, (prompt, completion))),
     ))
 }

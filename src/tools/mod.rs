@@ -1,0 +1,212 @@
+//! Tool calls in a model's output: each model family writes its calls in a
+//! format of its own, and this module reads them out of the text as it
+//! streams, one file per format behind one parser ([`ToolParser`]).
+//!
+//! A parser takes the detokenized text piece by piece and gives back
+//! [`Piece`]s: text that is the answer's content, a call's start (its
+//! index and name) and its arguments' JSON text in fragments, as they
+//! arrive. It reads a character at a time, so however the text is split
+//! the pieces join to the same result. Text that looks like a call but is
+//! not one (no name, a broken object) is given back as content; a call
+//! already announced keeps the arguments sent, and what follows its broken
+//! object is content.
+//!
+//! Formats ([`ToolFormat`]), chosen per model in the config (`[tool_parsers]`)
+//! or detected from its chat template:
+//! - `hermes`: `<tool_call>{"name": …, "arguments": …}</tool_call>`, repeated
+//!   (Qwen 2.5 and 3, Hermes 2 and 3, and the many models trained on them);
+//! - `llama3_json`: the whole answer a JSON object `{"name": …,
+//!   "parameters": …}` (or several, split by `;`), optionally after
+//!   `<|python_tag|>` (Llama 3.1, 3.2, 3.3);
+//! - `mistral`: `[TOOL_CALLS]` then a JSON array of calls (Mistral 7B v0.3,
+//!   Mixtral 8x22B, Mistral Small and Nemo).
+
+mod framing;
+mod hermes;
+mod llama3;
+mod mistral;
+mod object;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One piece of parsed output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The answer's content.
+    Text(String),
+    /// A call starts.
+    Call {
+        /// Its number in the response, from 0.
+        index: usize,
+        /// The function's name.
+        name: String,
+    },
+    /// More of a call's arguments.
+    Args {
+        /// The call's number.
+        index: usize,
+        /// JSON text, to be appended to what came before.
+        text: String,
+    },
+}
+
+/// A format tool calls are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolFormat {
+    /// `<tool_call>` JSON `</tool_call>`: Qwen 2.5 / 3, Hermes.
+    Hermes,
+    /// A bare JSON object with `parameters`: Llama 3.x.
+    Llama3Json,
+    /// `[TOOL_CALLS]` and a JSON array: Mistral.
+    Mistral,
+}
+
+impl ToolFormat {
+    /// Every format, in the order detection tries them.
+    pub const ALL: [ToolFormat; 3] = [
+        ToolFormat::Hermes,
+        ToolFormat::Mistral,
+        ToolFormat::Llama3Json,
+    ];
+
+    /// Its name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ToolFormat::Hermes => "hermes",
+            ToolFormat::Llama3Json => "llama3_json",
+            ToolFormat::Mistral => "mistral",
+        }
+    }
+
+    /// The format a chat template writes tool calls in, if it shows one:
+    /// the markers each family's templates render calls with.
+    pub fn detect(template: &str) -> Option<ToolFormat> {
+        if template.contains("<tool_call>") {
+            Some(ToolFormat::Hermes)
+        } else if template.contains("[TOOL_CALLS]") {
+            Some(ToolFormat::Mistral)
+        } else if template.contains("<|python_tag|>") || template.contains("ipython") {
+            Some(ToolFormat::Llama3Json)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for ToolFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ToolFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ToolFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown tool-call format {s:?}: use {}",
+                    ToolFormat::ALL.map(ToolFormat::name).join(", ")
+                )
+            })
+    }
+}
+
+/// Collects pieces, joining neighbours of the same kind.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pieces: Vec<Piece>,
+}
+
+impl Out {
+    fn text(&mut self, s: &str) {
+        if s.is_empty() {
+            return;
+        }
+        match self.pieces.last_mut() {
+            Some(Piece::Text(t)) => t.push_str(s),
+            _ => self.pieces.push(Piece::Text(s.to_string())),
+        }
+    }
+
+    fn text_char(&mut self, c: char) {
+        match self.pieces.last_mut() {
+            Some(Piece::Text(t)) => t.push(c),
+            _ => self.pieces.push(Piece::Text(c.to_string())),
+        }
+    }
+
+    fn call(&mut self, index: usize, name: &str) {
+        self.pieces.push(Piece::Call {
+            index,
+            name: name.to_string(),
+        });
+    }
+
+    fn args(&mut self, index: usize, c: char) {
+        match self.pieces.last_mut() {
+            Some(Piece::Args { index: i, text }) if *i == index => text.push(c),
+            _ => self.pieces.push(Piece::Args {
+                index,
+                text: c.to_string(),
+            }),
+        }
+    }
+
+    fn args_str(&mut self, index: usize, s: &str) {
+        match self.pieces.last_mut() {
+            Some(Piece::Args { index: i, text }) if *i == index => text.push_str(s),
+            _ => self.pieces.push(Piece::Args {
+                index,
+                text: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Reads one response's tool calls as its text streams.
+#[derive(Debug)]
+pub struct ToolParser {
+    inner: framing::Framing,
+}
+
+impl ToolParser {
+    /// A parser for one response in `format`.
+    pub fn new(format: ToolFormat) -> Self {
+        let spec = match format {
+            ToolFormat::Hermes => hermes::SPEC,
+            ToolFormat::Llama3Json => llama3::SPEC,
+            ToolFormat::Mistral => mistral::SPEC,
+        };
+        ToolParser {
+            inner: framing::Framing::new(spec),
+        }
+    }
+
+    /// The pieces `text`, the next of the response, makes.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        let mut out = Out::default();
+        for c in text.chars() {
+            self.inner.feed(c, &mut out);
+        }
+        out.pieces
+    }
+
+    /// The pieces held back for the end: the response is complete.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let mut out = Out::default();
+        self.inner.finish(&mut out);
+        out.pieces
+    }
+
+    /// Calls announced so far.
+    pub fn calls(&self) -> usize {
+        self.inner.calls()
+    }
+}

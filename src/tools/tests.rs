@@ -1,0 +1,216 @@
+use super::*;
+use proptest::prelude::*;
+
+/// A response's content and calls (name, arguments), joined from pieces.
+fn joined(pieces: impl IntoIterator<Item = Piece>) -> (String, Vec<(String, String)>) {
+    let mut text = String::new();
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => text.push_str(&t),
+            Piece::Call { index, name } => {
+                assert_eq!(index, calls.len(), "calls are numbered in order");
+                calls.push((name, String::new()));
+            }
+            Piece::Args { index, text } => calls[index].1.push_str(&text),
+        }
+    }
+    (text, calls)
+}
+
+fn parse(format: ToolFormat, chunks: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut parser = ToolParser::new(format);
+    let mut pieces = Vec::new();
+    for chunk in chunks {
+        pieces.extend(parser.push(chunk));
+    }
+    pieces.extend(parser.finish());
+    joined(pieces)
+}
+
+fn call(name: &str, args: &str) -> (String, String) {
+    (name.to_string(), args.to_string())
+}
+
+#[test]
+fn hermes_reads_calls_after_content_and_drops_the_space_around_them() {
+    let out = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\n";
+    let (text, calls) = parse(ToolFormat::Hermes, &[out]);
+    assert_eq!(text, "Let me check.");
+    assert_eq!(
+        calls,
+        vec![
+            call("get_weather", "{\"city\": \"Paris\", \"unit\": \"c\"}"),
+            call("get_time", "{}")
+        ]
+    );
+}
+
+#[test]
+fn plain_text_is_content_exactly() {
+    for format in ToolFormat::ALL {
+        let (text, calls) = parse(format, &["Hello ", "there, <b>friend</b> [1]. \n"]);
+        assert_eq!(text, "Hello there, <b>friend</b> [1]. \n", "{format}");
+        assert!(calls.is_empty());
+    }
+}
+
+#[test]
+fn what_looks_like_a_call_but_is_not_is_content() {
+    // No name; not an object; a broken object; an unfinished one.
+    for out in [
+        "<tool_call>{\"arguments\": {}}</tool_call>",
+        "<tool_call>not json</tool_call>",
+        "<tool_call>{\"name\" 12}",
+        "<tool_call>{\"name\": \"f\"",
+    ] {
+        let (text, calls) = parse(ToolFormat::Hermes, &[out]);
+        if out.ends_with("\"f\"") {
+            // The name was read: the call stands, with empty arguments
+            // never sent; what was read of it is not repeated as content.
+            assert_eq!(calls.len(), 1, "{out}");
+            continue;
+        }
+        assert!(calls.is_empty(), "{out}: {calls:?}");
+        assert_eq!(text, out, "{out}");
+    }
+}
+
+#[test]
+fn arguments_before_the_name_and_quoted_arguments_are_read() {
+    let (_, calls) = parse(
+        ToolFormat::Hermes,
+        &["<tool_call>{\"arguments\": {\"a\": [1, {\"b\": \"}\"}]}, \"name\": \"f\"}</tool_call>"],
+    );
+    assert_eq!(calls, vec![call("f", "{\"a\": [1, {\"b\": \"}\"}]}")]);
+    let (_, calls) = parse(
+        ToolFormat::Hermes,
+        &["<tool_call>{\"name\": \"f\", \"arguments\": \"{\\\"x\\\": 1}\"}</tool_call>"],
+    );
+    assert_eq!(calls, vec![call("f", "{\"x\": 1}")]);
+}
+
+#[test]
+fn llama3_reads_a_bare_object_with_parameters_and_several_split_by_semicolons() {
+    let (text, calls) = parse(
+        ToolFormat::Llama3Json,
+        &["<|python_tag|>{\"name\": \"a\", \"parameters\": {\"x\": 1}}; {\"name\": \"b\", \"parameters\": {}}"],
+    );
+    assert_eq!(text, "");
+    assert_eq!(calls, vec![call("a", "{\"x\": 1}"), call("b", "{}")]);
+    // Content that merely contains braces later is content.
+    let (text, calls) = parse(
+        ToolFormat::Llama3Json,
+        &["Use {\"name\": \"a\"} like this."],
+    );
+    assert_eq!(text, "Use {\"name\": \"a\"} like this.");
+    assert!(calls.is_empty());
+}
+
+#[test]
+fn mistral_reads_the_array_after_its_marker() {
+    let (text, calls) = parse(
+        ToolFormat::Mistral,
+        &["[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"q\": \"x y\"}}, {\"name\": \"b\", \"arguments\": {\"n\": 2}}]"],
+    );
+    assert_eq!(text, "");
+    assert_eq!(
+        calls,
+        vec![call("a", "{\"q\": \"x y\"}"), call("b", "{\"n\": 2}")]
+    );
+}
+
+#[test]
+fn arguments_stream_as_they_arrive() {
+    let mut parser = ToolParser::new(ToolFormat::Hermes);
+    assert_eq!(
+        parser.push("<tool_call>\n{\"name\": \"f\", \"argu"),
+        vec![Piece::Call {
+            index: 0,
+            name: "f".into()
+        }]
+    );
+    assert_eq!(
+        parser.push("ments\": {\"city\": \"Pa"),
+        vec![Piece::Args {
+            index: 0,
+            text: "{\"city\": \"Pa".into()
+        }]
+    );
+    assert_eq!(
+        parser.push("ris\"}}\n</tool_call>"),
+        vec![Piece::Args {
+            index: 0,
+            text: "ris\"}".into()
+        }]
+    );
+    assert_eq!(parser.finish(), vec![]);
+    assert_eq!(parser.calls(), 1);
+}
+
+#[test]
+fn formats_are_detected_from_templates_and_named_in_the_config() {
+    assert_eq!(
+        ToolFormat::detect("{{- '<tool_call>\\n' }}"),
+        Some(ToolFormat::Hermes)
+    );
+    assert_eq!(
+        ToolFormat::detect("[TOOL_CALLS] {{ x }}"),
+        Some(ToolFormat::Mistral)
+    );
+    assert_eq!(
+        ToolFormat::detect("Environment: ipython"),
+        Some(ToolFormat::Llama3Json)
+    );
+    assert_eq!(ToolFormat::detect("{{ message.content }}"), None);
+    for format in ToolFormat::ALL {
+        assert_eq!(format.name().parse::<ToolFormat>(), Ok(format));
+    }
+    let err = "qwen".parse::<ToolFormat>().unwrap_err();
+    assert!(err.contains("hermes, mistral, llama3_json"), "{err}");
+}
+
+/// Splits `s` at the given character positions.
+fn split(s: &str, cuts: &[usize]) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (chars.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut last = 0;
+    for c in cuts.into_iter().chain([chars.len()]) {
+        out.push(chars[last..c].iter().collect());
+        last = c;
+    }
+    out
+}
+
+const SAMPLES: &[(ToolFormat, &str)] = &[
+    (ToolFormat::Hermes, "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Zürich\", \"days\": [1, 2]}}\n</tool_call>\n<tool_call>\n{\"name\": \"f\", \"arguments\": \"{}\"}\n</tool_call>"),
+    (ToolFormat::Hermes, "<tool_call>{\"name\": 3}</tool_call> <tool_ca <tool_call>x"),
+    (ToolFormat::Llama3Json, " <|python_tag|>{\"name\": \"a\", \"parameters\": {\"s\": \"\\\"}\"}} ; {\"name\": \"b\", \"parameters\": {}} tail"),
+    (ToolFormat::Mistral, "ok [TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"k\": null}}, {\"name\": \"b\", \"arguments\": {}}] after"),
+    (ToolFormat::Mistral, "[TOOL_CALLS] {oops} [TOOL_CALLS"),
+];
+
+proptest! {
+    /// However the text arrives, it parses to the same content and calls.
+    #[test]
+    fn any_split_parses_as_the_whole(sample in 0..SAMPLES.len(), cuts in proptest::collection::vec(0usize..400, 0..12)) {
+        let (format, out) = SAMPLES[sample];
+        let whole = parse(format, &[out]);
+        let parts = split(out, &cuts);
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        prop_assert_eq!(parse(format, &refs), whole);
+    }
+
+    /// Any text: no panic, and the content and calls account for it.
+    #[test]
+    fn arbitrary_text_never_panics(format in 0..3usize, text in "[a-z{}\\[\\]\":,; <>/_\\\\]{0,80}") {
+        let format = ToolFormat::ALL[format];
+        let whole = parse(format, &[&text]);
+        let chars: Vec<char> = text.chars().collect();
+        let parts: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        prop_assert_eq!(parse(format, &refs), whole);
+    }
+}
