@@ -63,7 +63,8 @@ fn index() -> KvIndex {
                             parent_block_hash: parent,
                             ..Default::default()
                         })),
-                    }],
+                    }
+                    .into()],
                 );
                 parent = Some(h);
             }

@@ -17,7 +17,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use super::hash::{self, BuildPrehashed};
-use crate::pb::smg::grpc::common as smg;
+use super::wire;
 
 /// The engine's load, as its last record said.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -106,14 +106,16 @@ impl KvIndex {
     }
 
     /// Applies an engine's events for `worker`.
-    pub fn apply(&self, worker: u64, events: &[smg::KvCacheEvent]) -> Applied {
-        use smg::kv_cache_event::Data;
+    pub fn apply(&self, worker: u64, events: &[wire::Event]) -> Applied {
+        use wire::Data;
         let mut applied = Applied::default();
+        // One buffer for every block's token ids.
+        let mut tokens = Vec::new();
         let mut inner = self.write();
         for event in events {
             match &event.data {
                 Some(Data::Stored(stored)) => {
-                    applied.orphans += inner.store(worker, stored);
+                    applied.orphans += inner.store(worker, stored, &mut tokens);
                 }
                 Some(Data::Removed(removed)) => {
                     for h in &removed.block_hashes {
@@ -236,7 +238,7 @@ impl KvIndex {
 }
 
 impl Inner {
-    fn store(&mut self, worker: u64, stored: &smg::KvBlocksStored) -> u64 {
+    fn store(&mut self, worker: u64, stored: &wire::Stored, tokens: &mut Vec<u32>) -> u64 {
         let w = self.workers.entry(worker).or_default();
         let mut parent = match stored.parent_block_hash {
             None => hash::ROOT,
@@ -246,14 +248,18 @@ impl Inner {
             },
         };
         for block in &stored.blocks {
-            if w.block_size == 0 {
-                w.block_size = block.token_ids.len();
+            if !block.tokens(tokens) {
+                // Token ids that are not ids: nothing after can match.
+                break;
             }
-            if block.token_ids.is_empty() || block.token_ids.len() != w.block_size {
+            if w.block_size == 0 {
+                w.block_size = tokens.len();
+            }
+            if tokens.is_empty() || tokens.len() != w.block_size {
                 // A partial block ends what a prefix can match.
                 break;
             }
-            let h = hash::block(parent, &block.token_ids);
+            let h = hash::block(parent, tokens);
             w.engine.insert(block.block_hash, h);
             let holders = self.blocks.entry(h).or_default();
             if !holders.confirmed.contains(&worker) {

@@ -203,7 +203,7 @@ async fn stream(kv: &KvEvents, worker: &Worker, cursor: &mut Option<u64>) -> End
                 Ok(None) => break,
                 Err(_) => return Ended::Dropped(Failure::Protocol),
             };
-            let Ok(batch) = smg::KvEventBatch::decode(message) else {
+            let Ok(batch) = super::wire::Batch::decode_any(&message) else {
                 return Ended::Dropped(Failure::BadReply("KvEventBatch"));
             };
             stats.set_state(StreamState::Live);

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::kv::hash;
+use crate::pb::smg::grpc::common as smg;
 
 const B: usize = 4;
 
@@ -107,7 +108,7 @@ proptest! {
                     let h = next_hash;
                     next_hash += 1;
                     live.insert(h, prefix);
-                    let applied = index.apply(w, &[stored(h, parent, tokens)]);
+                    let applied = index.apply(w, &[stored(h, parent, tokens).into()]);
                     prop_assert_eq!(applied.orphans, 0);
                 }
                 Op::Remove(w, i) => {
@@ -116,12 +117,12 @@ proptest! {
                     keys.sort();
                     if let Some(&h) = keys.get(i % keys.len().max(1)) {
                         live.remove(&h);
-                        index.apply(w, &[removed(h)]);
+                        index.apply(w, &[removed(h).into()]);
                     }
                 }
                 Op::Clear(w) => {
                     model.live.remove(&w);
-                    index.apply(w, &[cleared()]);
+                    index.apply(w, &[cleared().into()]);
                 }
                 Op::Lookup(w, d, change) => {
                     // A prompt along one of w's chains (or made up), maybe
@@ -151,7 +152,7 @@ proptest! {
 #[test]
 fn an_unknown_parent_is_an_orphan_and_stores_nothing() {
     let index = KvIndex::new(Duration::from_secs(60));
-    let applied = index.apply(7, &[stored(5, Some(99), vec![1, 2, 3, 4])]);
+    let applied = index.apply(7, &[stored(5, Some(99), vec![1, 2, 3, 4]).into()]);
     assert_eq!(applied.orphans, 1);
     assert_eq!(index.blocks(7), 0);
 }
@@ -165,9 +166,9 @@ fn pending_blocks_count_until_confirmed_removed_or_expired() {
     index.record(1, &hashes, 8);
     assert_eq!(index.overlap(&hashes, &[1, 2]), vec![2, 0]);
     // The engine confirms the first block and later evicts it.
-    index.apply(1, &[stored(10, None, prompt[..4].to_vec())]);
+    index.apply(1, &[stored(10, None, prompt[..4].to_vec()).into()]);
     assert_eq!(index.overlap(&hashes, &[1]), vec![2]);
-    index.apply(1, &[removed(10)]);
+    index.apply(1, &[removed(10).into()]);
     assert_eq!(
         index.overlap(&hashes, &[1]),
         vec![0],
@@ -183,7 +184,7 @@ fn pending_blocks_count_until_confirmed_removed_or_expired() {
 #[test]
 fn a_forgotten_worker_leaves_nothing_behind() {
     let index = KvIndex::new(Duration::from_secs(60));
-    index.apply(3, &[stored(1, None, vec![1, 2, 3, 4])]);
+    index.apply(3, &[stored(1, None, vec![1, 2, 3, 4]).into()]);
     let mut hashes = Vec::new();
     hash::chain(&[9, 9, 9, 9], B, &mut hashes);
     index.record(3, &hashes, 4);
