@@ -158,12 +158,21 @@ impl KvIndex {
         }
     }
 
-    /// `worker`'s last load and the uncached tokens sent to it since.
-    pub fn load(&self, worker: u64) -> Option<(EngineLoad, u64)> {
+    /// `worker`'s last load (none before its first record) and the
+    /// uncached tokens this router sent it since (without a record, those
+    /// sent within the pending TTL: a worker whose stream is not live yet
+    /// must not look idle however much it was sent).
+    pub fn load(&self, worker: u64) -> Option<(Option<EngineLoad>, u64)> {
         let inner = self.read();
         let w = inner.workers.get(&worker)?;
-        let (load, _) = w.load?;
-        Some((load, w.recent.iter().map(|(_, t)| t).sum()))
+        let since = Instant::now().checked_sub(self.pending_ttl);
+        let recent = w
+            .recent
+            .iter()
+            .filter(|(at, _)| w.load.is_some() || since.is_none_or(|s| *at >= s))
+            .map(|(_, t)| t)
+            .sum();
+        Some((w.load.map(|(load, _)| load), recent))
     }
 
     /// Tokens per block `worker` stores (`None` before its first block).
@@ -222,6 +231,17 @@ impl KvIndex {
         let mut inner = self.write();
         inner.expire(now);
         let w = inner.workers.entry(worker).or_default();
+        if w.load.is_none() {
+            // No record clears them: keep the pending TTL's worth.
+            let since = now.checked_sub(self.pending_ttl);
+            while w
+                .recent
+                .front()
+                .is_some_and(|(at, _)| since.is_some_and(|s| *at < s))
+            {
+                w.recent.pop_front();
+            }
+        }
         w.recent.push_back((now, uncached));
         for &h in hashes {
             let holders = inner.blocks.entry(h).or_default();

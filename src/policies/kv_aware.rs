@@ -80,12 +80,14 @@ impl KvAware {
                 let cached = (d * block).min(len.saturating_sub(1));
                 let uncached = (len - cached) as f64;
                 let (queued, running, usage) = match self.events.index().load(w.ordinal()) {
-                    Some((load, recent)) => (
+                    Some((Some(load), recent)) => (
                         f64::from(load.queued_tokens.unwrap_or(0)) + recent as f64,
                         f64::from(load.running),
                         load.active_usage,
                     ),
-                    // No record yet: this router's own calls are all it knows.
+                    // No record yet (its stream is not live): what this
+                    // router sent it lately, and its calls in flight.
+                    Some((None, recent)) => (recent as f64, f64::from(w.load()), 0.0),
                     None => (0.0, f64::from(w.load()), 0.0),
                 };
                 let pressure = if usage > c.usage_limit {

@@ -193,3 +193,23 @@ fn a_forgotten_worker_leaves_nothing_behind() {
     assert_eq!(index.size().0, 0);
     assert_eq!(index.blocks(3), 0);
 }
+
+#[test]
+fn a_worker_without_load_records_counts_what_was_sent_to_it() {
+    // Its stream not live yet: the policy must not see it as idle.
+    let index = KvIndex::new(Duration::from_secs(30));
+    assert_eq!(index.load(1), None);
+    index.record(1, &[], 12_000);
+    index.record(1, &[], 500);
+    assert_eq!(index.load(1), Some((None, 12_500)));
+    // A record counts what reached the engine before it.
+    let load = EngineLoad {
+        running: 2,
+        queued_tokens: Some(300),
+        ..Default::default()
+    };
+    index.set_load(1, load);
+    assert_eq!(index.load(1), Some((Some(load), 0)));
+    index.record(1, &[], 40);
+    assert_eq!(index.load(1), Some((Some(load), 40)));
+}
