@@ -187,8 +187,15 @@ async fn stops_completions_generate_and_bad_parameters() {
             "n must be 1",
         ),
         (
-            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "tools": []}),
-            "tools",
+            // The sample tokenizer's template shows no tool-call format.
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "--tool-parser sg=",
+        ),
+        (
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function"}]}),
+            "tools[0]",
         ),
     ] {
         let (status, text) = post(&s.router, "/v1/chat/completions", body).await;
