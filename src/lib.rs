@@ -27,7 +27,7 @@
 //! - [`discovery`]: workers from Kubernetes pods (`kube`'s list-and-watch), this router's own.
 //! - [`worker`]: the domain: `Worker`, `WorkerSpec`, its `Endpoint` and engine handle, the `WorkerRegistry` (its snapshot and errors), registry events, load guards, circuit breakers, per-worker call counters (`stats`).
 //! - [`policies`]: the `Policy` contract and factory, one file per policy, the radix tree.
-//! - [`kv`]: routing on the engines' own KV events: the router's chained block hash, the index (confirmed and pending blocks, engine loads), one `SubscribeKvEvents` stream per engine worker (resume, resync).
+//! - [`kv`]: routing on the engines' own KV events: the router's chained block hash, the index (confirmed and pending blocks, engine loads), one `SubscribeKvEvents` stream per engine worker (resume, resync), decoded without a vector per block (`wire`).
 //! - [`replay`]: `switchyard bench replay|plot`: a Mooncake-format trace replayed against a router, TTFT and hit rates measured.
 //! - [`routers`]: `RouteError`, selection and retries from one snapshot per call (`select`), one PD dispatch (`pd`), one attempt's load and abort (`attempt`), running calls (`call`, with `chunk_clock` timing relayed chunks), the `switchyard.v1` ↔ engine translation (`translate`), `grpc` and `http` routers.
 //! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
