@@ -226,25 +226,11 @@ impl ServeArgs {
             ));
         }
         for t in &self.tokenizers {
-            let (model, path) = t
-                .split_once('=')
-                .filter(|(m, p)| !m.is_empty() && !p.is_empty())
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "--tokenizer {t:?}: expected MODEL=PATH, e.g. --tokenizer llama=/models/llama"
-                    ))
-                })?;
+            let (model, path) = model_pair(t, "--tokenizer", "MODEL=PATH", "llama=/models/llama")?;
             config.tokenizers.insert(model.to_string(), path.into());
         }
         for t in &self.tool_parsers {
-            let (model, format) = t
-                .split_once('=')
-                .filter(|(m, f)| !m.is_empty() && !f.is_empty())
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "--tool-parser {t:?}: expected MODEL=FORMAT, e.g. --tool-parser qwen=hermes"
-                    ))
-                })?;
+            let (model, format) = model_pair(t, "--tool-parser", "MODEL=FORMAT", "qwen=hermes")?;
             config
                 .tool_parsers
                 .insert(model.to_string(), format.to_string());
@@ -302,6 +288,23 @@ pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
         .or(resolved.first())
         .copied()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// A `MODEL=VALUE` flag's two halves, both non-empty.
+fn model_pair<'a>(
+    given: &'a str,
+    flag: &str,
+    shape: &str,
+    example: &str,
+) -> Result<(&'a str, &'a str), ConfigError> {
+    given
+        .split_once('=')
+        .filter(|(m, v)| !m.is_empty() && !v.is_empty())
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "{flag} {given:?}: expected {shape}, e.g. {flag} {example}"
+            ))
+        })
 }
 
 #[cfg(test)]
