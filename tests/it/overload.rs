@@ -90,11 +90,14 @@ async fn no_permit_outlives_its_call_after_10000_cancelled_calls() {
 }
 
 /// Waits until every cancelled call has let go of the worker (its load,
-/// counted by the router, is back to 0), then holds `n` calls at once: each
-/// is admitted, none refused. The worker's own count of arrivals cannot
-/// say this: calls of the cancelled storm the router had already sent keep
-/// arriving for a while on a busy machine. A permit that leaked would get
-/// one of the `n` refused (`RESOURCE_EXHAUSTED`), which fails the test.
+/// counted by the router, is back to 0), then holds `n` calls at once until
+/// all are admitted. The worker's own count of arrivals cannot say this:
+/// calls of the cancelled storm the router had already sent keep arriving
+/// for a while on a busy machine, and a cancelled call's permit can outlive
+/// its hold on the worker by a moment. So a call refused
+/// (`RESOURCE_EXHAUSTED`) is sent again; a permit that leaked never comes
+/// back, and the `n` calls are then never all admitted, which fails the
+/// test.
 async fn eventually_admitted(
     router: &Router,
     worker: &switchyard::mock::MockWorker,
@@ -114,25 +117,28 @@ async fn eventually_admitted(
         || async { in_flight().await == 0 },
     )
     .await;
-    let calls: Vec<_> = (0..n)
-        .map(|_| {
-            let mut client = router.inference();
-            tokio::spawn(async move {
-                let _ = client.generate(request(MODEL, "hold")).await;
-            })
+    let send = || {
+        let mut client = router.inference();
+        tokio::spawn(async move {
+            let _ = client.generate(request(MODEL, "hold")).await;
         })
-        .collect();
-    eventually(
-        Duration::from_secs(30),
-        "the held calls are all admitted and reach the worker",
-        || async { in_flight().await == n as u32 || calls.iter().any(|c| c.is_finished()) },
-    )
-    .await;
-    // The worker hangs: a call that ended was refused.
-    assert!(
-        calls.iter().all(|c| !c.is_finished()),
-        "{n} calls are not all admitted: permits leaked"
-    );
+    };
+    let mut calls: Vec<_> = (0..n).map(|_| send()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // The worker hangs: a call that ended was refused.
+        if in_flight().await == n as u32 && calls.iter().all(|c| !c.is_finished()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} calls are not all admitted within 30 s: permits leaked"
+        );
+        for call in calls.iter_mut().filter(|c| c.is_finished()) {
+            *call = send();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     calls
 }
 
