@@ -21,13 +21,13 @@ use crate::routers::grpc::GrpcRouter;
 use crate::routers::http::HttpRouter;
 use crate::routers::rooms::BootstrapRooms;
 use crate::routers::select::Retries;
+use crate::services::openai::Formats;
 use crate::services::tls::ServerTls;
 use crate::store::etcd::SharedRegistry;
 use crate::store::file::StateFile;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::tokenizer::Tokenizers;
-use crate::tools::ToolFormat;
 use crate::transport::grpc::ChannelConfig;
 use crate::transport::http1::{HttpClient, HttpClientConfig};
 use crate::transport::tls::WorkerTls;
@@ -99,8 +99,8 @@ pub struct App {
     router: Arc<GrpcRouter>,
     http_router: Arc<HttpRouter>,
     tokenizers: Arc<Tokenizers>,
-    /// Tool-call formats by model, from the config.
-    tool_formats: Arc<HashMap<String, ToolFormat>>,
+    /// Tool-call and reasoning formats by model, from the config.
+    formats: Arc<Formats>,
     health: HealthReporter,
     /// Which hosts may be added as workers.
     hosts: Arc<HostPolicy>,
@@ -181,16 +181,10 @@ impl App {
         );
         // Models without a configured tokenizer get their workers'.
         tokenizers.follow(&registry);
-        let tool_formats = config
-            .tool_parsers
-            .iter()
-            .map(|(model, format)| {
-                format
-                    .parse::<ToolFormat>()
-                    .map(|f| (model.clone(), f))
-                    .map_err(|e| ConfigError::Invalid(format!("tool_parsers.{model}: {e}")))
-            })
-            .collect::<Result<HashMap<_, _>, _>>()?;
+        let formats = Formats {
+            tools: parse_formats(&config.tool_parsers, "tool_parsers")?,
+            reasoning: parse_formats(&config.reasoning_parsers, "reasoning_parsers")?,
+        };
         for w in &config.workers {
             let engine = w
                 .engine
@@ -281,7 +275,7 @@ impl App {
             router,
             http_router,
             tokenizers,
-            tool_formats: Arc::new(tool_formats),
+            formats: Arc::new(formats),
             health: HealthReporter::new(),
             hosts,
             server_tls,
@@ -345,4 +339,21 @@ fn worker_tls(config: &WorkerTlsConfig) -> Result<Option<WorkerTls>, ConfigError
     WorkerTls::new(config.ca.as_deref(), identity)
         .map(Some)
         .map_err(|e| ConfigError::Invalid(format!("worker_tls: {e}")))
+}
+
+/// A config section of formats by model (`[tool_parsers]`,
+/// `[reasoning_parsers]`), each parsed, or an error naming the entry.
+fn parse_formats<F: std::str::FromStr<Err = String>>(
+    section: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Result<HashMap<String, F>, ConfigError> {
+    section
+        .iter()
+        .map(|(model, format)| {
+            format
+                .parse::<F>()
+                .map(|f| (model.clone(), f))
+                .map_err(|e| ConfigError::Invalid(format!("{name}.{model}: {e}")))
+        })
+        .collect()
 }

@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// model's chat template).
     #[arg(long = "tool-parser", value_name = "MODEL=FORMAT")]
     pub tool_parsers: Vec<String>,
+    /// A model's reasoning format, MODEL=FORMAT (qwen3, deepseek-r1 or
+    /// kimi), for splitting its thought into reasoning_content (default:
+    /// detected from the model's chat template).
+    #[arg(long = "reasoning-parser", value_name = "MODEL=FORMAT")]
+    pub reasoning_parsers: Vec<String>,
     /// How often SGLang and vLLM workers are asked for their load
     /// (GetLoads), in milliseconds; 0 turns it off.
     #[arg(long, value_name = "MS")]
@@ -233,6 +238,13 @@ impl ServeArgs {
             let (model, format) = model_pair(t, "--tool-parser", "MODEL=FORMAT", "qwen=hermes")?;
             config
                 .tool_parsers
+                .insert(model.to_string(), format.to_string());
+        }
+        for t in &self.reasoning_parsers {
+            let (model, format) =
+                model_pair(t, "--reasoning-parser", "MODEL=FORMAT", "r1=deepseek-r1")?;
+            config
+                .reasoning_parsers
                 .insert(model.to_string(), format.to_string());
         }
         if let Some(n) = self.worker_threads {

@@ -32,6 +32,7 @@
 //! - [`routers`]: `RouteError`, selection and retries from one snapshot per call (`select`), one PD dispatch (`pd`), one attempt's load and abort (`attempt`), running calls (`call`, with `chunk_clock` timing relayed chunks), the `switchyard.v1` ↔ engine translation (`translate`), `grpc` and `http` routers.
 //! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
+//! - [`reasoning`]: a reasoning model's thought split from its answer as the text streams (`<think>` tags and Kimi's), chosen per model or detected from its chat template.
 //! - [`tools`]: tool calls read out of a model's streaming text, one file per format (Hermes/Qwen, Llama 3 JSON, Mistral), chosen per model or detected from its chat template.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP: a span per call, PD sides as children, `traceparent` to workers.
@@ -61,6 +62,7 @@ pub mod kv;
 pub mod mock;
 pub mod pb;
 pub mod policies;
+pub mod reasoning;
 pub mod replay;
 pub mod routers;
 pub mod services;

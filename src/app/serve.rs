@@ -118,7 +118,7 @@ impl App {
                     self.router.clone(),
                     self.tokenizers.clone(),
                 )
-                .with_tool_formats(self.tool_formats.clone()),
+                .with_formats(self.formats.clone()),
                 (
                     self.config.limits.request_body_idle(),
                     self.config.limits.max_metadata_bytes,

@@ -96,6 +96,10 @@ pub struct Config {
     /// chat requests with `tools`; a model without one has its format
     /// detected from its chat template.
     pub tool_parsers: BTreeMap<String, String>,
+    /// Reasoning formats by model (`qwen3`, `deepseek-r1`, `kimi`), for
+    /// splitting a reasoning model's thought out of chat answers; a model
+    /// without one has its format detected from its chat template.
+    pub reasoning_parsers: BTreeMap<String, String>,
     /// Load balancing.
     pub policy: PolicyConfig,
     /// Active health checks of workers.
@@ -140,6 +144,7 @@ impl Default for Config {
             workers: Vec::new(),
             tokenizers: BTreeMap::new(),
             tool_parsers: BTreeMap::new(),
+            reasoning_parsers: BTreeMap::new(),
             policy: PolicyConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstream: UpstreamConfig::default(),

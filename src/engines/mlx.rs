@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::seam::{EngineSeam, Method, PdStyle, Prompt, RankLoad, RequestView};
-use super::translate::{Input, Sampling, TranslateError};
+use super::translate::{logit_bias, Input, Sampling, TranslateError};
 use crate::pb::{self, mlx_engine as mlx};
 use crate::transport::Failure;
 use crate::worker::{Engine, EngineName, ModelFacts};
@@ -140,6 +140,19 @@ impl EngineSeam for Mlx {
                 engine,
             });
         }
+        // MLX's protocol has no constraint and no minimum length.
+        if sampling.constraint.is_some() {
+            return Err(TranslateError::Unsupported {
+                field: "response_format (MLX's protocol has no structured output)",
+                engine,
+            });
+        }
+        if sampling.min_tokens.is_some() {
+            return Err(TranslateError::Unsupported {
+                field: "min_tokens",
+                engine,
+            });
+        }
         let input = match input {
             Input::TokenIds(ids) => mlx::generate_request::Input::Tokenized(mlx::TokenizedInput {
                 original_text: String::new(),
@@ -174,8 +187,14 @@ impl EngineSeam for Mlx {
                 temperature: sampling.temperature,
                 top_p: sampling.top_p.unwrap_or(1.0),
                 top_k,
-                repetition_penalty: 1.0,
+                min_p: sampling.min_p.unwrap_or(0.0),
+                frequency_penalty: sampling.frequency_penalty.unwrap_or(0.0),
+                presence_penalty: sampling.presence_penalty.unwrap_or(0.0),
+                repetition_penalty: sampling.repetition_penalty.unwrap_or(1.0),
                 max_tokens: sampling.max_tokens,
+                stop_token_ids: sampling.stop_token_ids.clone(),
+                ignore_eos: sampling.ignore_eos,
+                logit_bias: logit_bias(sampling, engine)?,
                 seed,
                 ..Default::default()
             }),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::seam::{EngineSeam, Method, PdStyle, Prompt, RankLoad, RequestView};
-use super::translate::{Input, Sampling, TranslateError};
+use super::translate::{Constraint, Input, Sampling, TranslateError};
 use crate::pb::{self, sglang_scheduler as sglang};
 use crate::transport::Failure;
 use crate::worker::{Engine, EngineName, ModelFacts};
@@ -208,9 +208,30 @@ impl EngineSeam for Sglang {
                 temperature: sampling.temperature.unwrap_or(1.0),
                 top_p: sampling.top_p.unwrap_or(1.0),
                 top_k: sampling.top_k.unwrap_or(-1),
-                repetition_penalty: 1.0,
+                min_p: sampling.min_p.unwrap_or(0.0),
+                frequency_penalty: sampling.frequency_penalty.unwrap_or(0.0),
+                presence_penalty: sampling.presence_penalty.unwrap_or(0.0),
+                repetition_penalty: sampling.repetition_penalty.unwrap_or(1.0),
                 max_new_tokens: sampling.max_tokens,
+                min_new_tokens: sampling.min_tokens.unwrap_or(0),
                 stop: sampling.stop.clone(),
+                stop_token_ids: sampling.stop_token_ids.clone(),
+                ignore_eos: sampling.ignore_eos,
+                logit_bias: sampling
+                    .logit_bias
+                    .iter()
+                    .map(|(id, bias)| (id.to_string(), *bias))
+                    .collect(),
+                constraint: sampling.constraint.as_ref().map(|c| {
+                    use sglang::sampling_params::Constraint as C;
+                    match c {
+                        // SGLang's JSON mode is the schema of any object.
+                        Constraint::JsonObject => C::JsonSchema(r#"{"type":"object"}"#.into()),
+                        Constraint::JsonSchema(s) => C::JsonSchema(s.clone()),
+                        Constraint::Regex(r) => C::Regex(r.clone()),
+                        Constraint::Grammar(g) => C::EbnfGrammar(g.clone()),
+                    }
+                }),
                 skip_special_tokens: sampling.skip_special_tokens,
                 spaces_between_special_tokens: true,
                 n: 1,

@@ -85,4 +85,57 @@ pub struct Sampling {
     /// model's tokenizer): an engine that cannot stop on strings may leave
     /// them to it.
     pub router_stops: bool,
+    /// Smallest probability, relative to the likeliest token's.
+    pub min_p: Option<f32>,
+    /// OpenAI's frequency penalty (−2 to 2).
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI's presence penalty (−2 to 2).
+    pub presence_penalty: Option<f32>,
+    /// Repetition penalty (1 is off).
+    pub repetition_penalty: Option<f32>,
+    /// Fewest tokens to generate before a stop counts.
+    pub min_tokens: Option<u32>,
+    /// Token ids that stop generation.
+    pub stop_token_ids: Vec<u32>,
+    /// Go on past the end-of-sequence token.
+    pub ignore_eos: bool,
+    /// Bias added to these tokens' logits.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// What the output must match, enforced by the engine.
+    pub constraint: Option<Constraint>,
+}
+
+/// A constraint on the output the engine enforces while decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constraint {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching this schema (its JSON text).
+    JsonSchema(String),
+    /// Text matching this regular expression.
+    Regex(String),
+    /// Text in this EBNF grammar.
+    Grammar(String),
+}
+
+/// `logit_bias` keyed by `i32` token id, as vLLM's and MLX's protocols take
+/// it.
+pub(crate) fn logit_bias(
+    sampling: &Sampling,
+    engine: Engine,
+) -> Result<std::collections::HashMap<i32, f32>, TranslateError> {
+    sampling
+        .logit_bias
+        .iter()
+        .map(|(id, bias)| {
+            i32::try_from(*id)
+                .map(|id| (id, *bias))
+                .map_err(|_| TranslateError::OutOfRange {
+                    field: "logit_bias",
+                    value: id.to_string(),
+                    engine,
+                    range: "token ids 0 to 2147483647",
+                })
+        })
+        .collect()
 }

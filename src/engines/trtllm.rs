@@ -12,7 +12,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::seam::{EngineSeam, Method, PdStyle, Prompt, RankLoad, RequestView};
-use super::translate::{Input, Sampling, TranslateError};
+use super::translate::{Constraint, Input, Sampling, TranslateError};
 use crate::pb::{self, trtllm};
 use crate::transport::Failure;
 use crate::worker::{Engine, EngineName, ModelFacts};
@@ -151,6 +151,14 @@ impl EngineSeam for Trtllm {
                 ))
             }
         };
+        // Its bias is a whole-vocabulary tensor, which the router cannot
+        // size.
+        if !sampling.logit_bias.is_empty() {
+            return Err(TranslateError::Unsupported {
+                field: "logit_bias",
+                engine: self.engine(),
+            });
+        }
         Ok(trtllm::GenerateRequest {
             request_id: request_id.to_string(),
             tokenized: Some(trtllm::TokenizedInput {
@@ -165,11 +173,31 @@ impl EngineSeam for Trtllm {
                 top_p: sampling.top_p,
                 seed: sampling.seed,
                 temperature: sampling.temperature,
+                min_p: sampling.min_p,
+                min_tokens: sampling.min_tokens,
+                frequency_penalty: sampling.frequency_penalty,
+                presence_penalty: sampling.presence_penalty,
+                repetition_penalty: sampling.repetition_penalty,
                 ..Default::default()
             }),
             max_tokens: sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             streaming: true,
             stop: sampling.stop.clone(),
+            stop_token_ids: sampling.stop_token_ids.clone(),
+            ignore_eos: sampling.ignore_eos,
+            guided_decoding: sampling.constraint.as_ref().map(|c| {
+                use trtllm::guided_decoding_params::GuideType as G;
+                let (kind, guide) = match c {
+                    Constraint::JsonObject => (G::Json, String::new()),
+                    Constraint::JsonSchema(s) => (G::JsonSchema, s.clone()),
+                    Constraint::Regex(r) => (G::Regex, r.clone()),
+                    Constraint::Grammar(g) => (G::EbnfGrammar, g.clone()),
+                };
+                trtllm::GuidedDecodingParams {
+                    guide_type: kind as i32,
+                    guide,
+                }
+            }),
             ..Default::default()
         }
         .encode_to_vec()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::seam::{EngineSeam, Method, PdStyle, Prompt, RankLoad, RequestView};
-use super::translate::{Input, Sampling, TranslateError};
+use super::translate::{logit_bias, Constraint, Input, Sampling, TranslateError};
 use crate::pb::{self, vllm_engine as vllm};
 use crate::transport::Failure;
 use crate::worker::{Engine, EngineName, ModelFacts};
@@ -225,9 +225,25 @@ impl EngineSeam for Vllm {
                 temperature: sampling.temperature,
                 top_p: sampling.top_p.unwrap_or(1.0),
                 top_k,
-                repetition_penalty: 1.0,
+                min_p: sampling.min_p.unwrap_or(0.0),
+                frequency_penalty: sampling.frequency_penalty.unwrap_or(0.0),
+                presence_penalty: sampling.presence_penalty.unwrap_or(0.0),
+                repetition_penalty: sampling.repetition_penalty.unwrap_or(1.0),
                 max_tokens: sampling.max_tokens,
+                min_tokens: sampling.min_tokens.unwrap_or(0),
                 stop: sampling.stop.clone(),
+                stop_token_ids: sampling.stop_token_ids.clone(),
+                ignore_eos: sampling.ignore_eos,
+                logit_bias: logit_bias(sampling, engine)?,
+                constraint: sampling.constraint.as_ref().map(|c| {
+                    use vllm::sampling_params::Constraint as C;
+                    match c {
+                        Constraint::JsonObject => C::JsonObject(true),
+                        Constraint::JsonSchema(s) => C::JsonSchema(s.clone()),
+                        Constraint::Regex(r) => C::Regex(r.clone()),
+                        Constraint::Grammar(g) => C::Grammar(g.clone()),
+                    }
+                }),
                 skip_special_tokens: sampling.skip_special_tokens,
                 spaces_between_special_tokens: true,
                 n: 1,

@@ -9,16 +9,21 @@
 //! server-sent events, one per text delta; stop strings are applied to the
 //! text; usage counts are the engine's. A client that goes away drops the
 //! stream, which sends the engine `Abort`. Parameters this front does not
-//! support are refused with 400 naming them. Tool calls (`tools`) are
-//! rendered through the template and read out of the model's text by its
-//! format's parser (`crate::tools`), streamed as OpenAI's `tool_calls`
-//! deltas; reasoning parsers are not supported.
+//! support are refused with 400 naming them. Sampling fields and output
+//! constraints (`response_format`, SGLang's `regex` / `ebnf`) go to the
+//! engine's own fields (`request`), which enforces them. Tool calls
+//! (`tools`) are rendered through the template and read out of the model's
+//! text by its format's parser (`crate::tools`), streamed as OpenAI's
+//! `tool_calls` deltas; `tool_choice` `required` or a named function
+//! constrains the output to calls instead (`chat`). A reasoning model's
+//! thought is split into `reasoning_content` (`crate::reasoning`).
 
 mod chat;
 mod output;
+mod request;
 
-use chat::Message_;
-use output::{complete, sse, Output};
+use output::{complete, sse, Output, Parsers};
+use request::{check_fields, Fields};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,20 +34,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use prost::Message;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::{Stream, StreamExt};
 
 use super::http_error::HttpError;
 use crate::engines;
-use crate::engines::translate::{Input, Sampling};
+use crate::engines::translate::{Constraint, Input};
 use crate::pb;
+use crate::reasoning::{ReasoningFormat, ReasoningParser};
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::select::{is_known_model, model_engine};
 use crate::routers::translate::Responses;
 use crate::routers::{generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER};
 use crate::tokenizer::{ModelTokenizer, Tokenizers};
-use crate::tools::ToolFormat;
+use crate::tools::{ToolFormat, ToolParser};
 use crate::transport::grpc::codec::Deframer;
 use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
 
@@ -52,8 +57,18 @@ pub struct EngineFront {
     registry: Arc<WorkerRegistry>,
     router: Arc<GrpcRouter>,
     tokenizers: Arc<Tokenizers>,
-    /// Tool-call formats configured by model.
-    tool_formats: Arc<HashMap<String, ToolFormat>>,
+    /// Output formats configured by model.
+    formats: Arc<Formats>,
+}
+
+/// The formats of models' output, configured by model (a model not listed
+/// has its formats detected from its chat template).
+#[derive(Debug, Clone, Default)]
+pub struct Formats {
+    /// Tool-call formats (`[tool_parsers]`, `--tool-parser`).
+    pub tools: HashMap<String, ToolFormat>,
+    /// Reasoning formats (`[reasoning_parsers]`, `--reasoning-parser`).
+    pub reasoning: HashMap<String, ReasoningFormat>,
 }
 
 /// Which endpoint a request came to.
@@ -65,142 +80,6 @@ pub enum Endpoint {
     Completions,
     /// `/generate` (SGLang's shape).
     Generate,
-}
-
-const CHAT_FIELDS: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "n",
-    "stop",
-    "seed",
-    "stream",
-    "stream_options",
-    "user",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-];
-const COMPLETION_FIELDS: &[&str] = &[
-    "model",
-    "prompt",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "n",
-    "stop",
-    "seed",
-    "stream",
-    "stream_options",
-    "user",
-];
-const GENERATE_FIELDS: &[&str] = &[
-    "model",
-    "text",
-    "input_ids",
-    "sampling_params",
-    "stream",
-    "rid",
-];
-const GENERATE_SAMPLING: &[&str] = &[
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop",
-    "skip_special_tokens",
-    "seed",
-];
-
-/// A request's fields, whichever endpoint it came to.
-#[derive(Debug, Default, Deserialize)]
-struct Fields {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    messages: Vec<Message_>,
-    #[serde(default)]
-    prompt: Option<Value>,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    input_ids: Option<Vec<u32>>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    n: Option<u32>,
-    #[serde(default)]
-    stop: Option<Value>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    sampling_params: Option<GenerateSampling>,
-    #[serde(default)]
-    tools: Option<Value>,
-    #[serde(default)]
-    tool_choice: Option<Value>,
-    // `parallel_tool_calls` is accepted and not read: the model's own
-    // output decides how many calls it makes.
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct GenerateSampling {
-    max_new_tokens: Option<u32>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<i32>,
-    stop: Option<Value>,
-    skip_special_tokens: Option<bool>,
-    seed: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-/// The names of `object`'s keys not in `known`, for a 400 that names them.
-fn unsupported(object: &serde_json::Map<String, Value>, known: &[&str]) -> Option<String> {
-    let extra: Vec<&str> = object
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !known.contains(k))
-        .collect();
-    (!extra.is_empty()).then(|| extra.join(", "))
-}
-
-/// `stop`: a string or a list of strings.
-fn stops(value: Option<Value>) -> Result<Vec<String>, HttpError> {
-    match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s]),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                _ => Err(HttpError::bad_request(
-                    "stop must be a string or a list of strings",
-                )),
-            })
-            .collect(),
-        Some(_) => Err(HttpError::bad_request(
-            "stop must be a string or a list of strings",
-        )),
-    }
 }
 
 impl EngineFront {
@@ -215,14 +94,14 @@ impl EngineFront {
             registry,
             router,
             tokenizers,
-            tool_formats: Arc::default(),
+            formats: Arc::default(),
         }
     }
 
-    /// With tool-call formats configured by model (others are detected
-    /// from their chat templates).
-    pub fn with_tool_formats(mut self, formats: Arc<HashMap<String, ToolFormat>>) -> Self {
-        self.tool_formats = formats;
+    /// With output formats configured by model (others are detected from
+    /// their chat templates).
+    pub fn with_formats(mut self, formats: Arc<Formats>) -> Self {
+        self.formats = formats;
         self
     }
 
@@ -261,25 +140,7 @@ impl EngineFront {
     ) -> Result<Response, HttpError> {
         let object: serde_json::Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| HttpError::bad_request(format!("the body is not a JSON object: {e}")))?;
-        let known = match endpoint {
-            Endpoint::Chat => CHAT_FIELDS,
-            Endpoint::Completions => COMPLETION_FIELDS,
-            Endpoint::Generate => GENERATE_FIELDS,
-        };
-        if let Some(extra) = unsupported(&object, known) {
-            return Err(HttpError::bad_request(format!(
-                "unsupported parameter(s) for a model served by {engine} gRPC workers: {extra} (supported: {})",
-                known.join(", ")
-            )));
-        }
-        if let Some(Value::Object(sp)) = object.get("sampling_params") {
-            if let Some(extra) = unsupported(sp, GENERATE_SAMPLING) {
-                return Err(HttpError::bad_request(format!(
-                    "unsupported sampling_params: {extra} (supported: {})",
-                    GENERATE_SAMPLING.join(", ")
-                )));
-            }
-        }
+        check_fields(&object, endpoint, engine)?;
         let fields: Fields = serde_json::from_value(Value::Object(object))
             .map_err(|e| HttpError::bad_request(format!("invalid request: {e}")))?;
         if fields.n.is_some_and(|n| n != 1) {
@@ -290,22 +151,38 @@ impl EngineFront {
             .tokenizers
             .get(&model)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
-        let tool_format = match endpoint {
-            Endpoint::Chat => chat::offered(
-                fields.tools.as_ref(),
-                fields.tool_choice.as_ref(),
-                &self.tool_formats,
-                &model,
-                &tokenizer,
-            )?,
+        let mut sampling = fields.sampling()?;
+        let calls = match endpoint {
+            Endpoint::Chat => chat::offered(&fields, &self.formats.tools, &model, &tokenizer)?,
             _ => None,
         };
-        let mut sampling = fields.clone_sampling()?;
-        if tool_format == Some(ToolFormat::Mistral) {
-            // Its calls open with a special token.
-            sampling.skip_special_tokens = false;
-        }
-        let (input, sampling) = self.prompt(endpoint, &tokenizer, &model, sampling, &fields)?;
+        let tools = match calls {
+            Some(chat::Calls::Format(format)) => {
+                if format == ToolFormat::Mistral {
+                    // Its calls open with a special token.
+                    sampling.skip_special_tokens = false;
+                }
+                Some(ToolParser::new(format))
+            }
+            Some(chat::Calls::Constrained { parser, schema }) => {
+                if sampling.constraint.is_some() {
+                    return Err(HttpError::bad_request(
+                        "tool_choice \"required\" or a named function constrains the output itself: leave out response_format",
+                    ));
+                }
+                sampling.constraint = Some(Constraint::JsonSchema(schema));
+                Some(parser)
+            }
+            None => None,
+        };
+        let (input, rendered) = self.prompt(endpoint, &tokenizer, &model, &fields)?;
+        let reasoning = match (endpoint, &rendered) {
+            (Endpoint::Chat, Some(prompt)) => {
+                chat::reasoning(&fields, &self.formats.reasoning, &model, &tokenizer)
+                    .map(|format| ReasoningParser::new(format, prompt))
+            }
+            _ => None,
+        };
         if let Input::TokenIds(ids) = &input {
             self.router
                 .check_prompt(&self.registry.snapshot(), ids.len(), &model)?;
@@ -348,7 +225,8 @@ impl EngineFront {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             include_usage: fields.stream_options.is_some_and(|o| o.include_usage),
-            tools: tool_format,
+            reasoning: reasoning.is_some(),
+            parsers: Parsers { tools, reasoning },
         };
         let mut response = if fields.stream {
             sse(out, stream).into_response()
@@ -368,15 +246,14 @@ impl EngineFront {
         Ok(response)
     }
 
-    /// The prompt as token ids, and the sampling parameters.
+    /// The prompt as token ids, and a chat prompt's rendered text.
     fn prompt(
         &self,
         endpoint: Endpoint,
         tokenizer: &ModelTokenizer,
         model: &str,
-        sampling: Sampling,
         fields: &Fields,
-    ) -> Result<(Input, Sampling), HttpError> {
+    ) -> Result<(Input, Option<String>), HttpError> {
         let encode = |text: &str, special: bool| {
             tokenizer
                 .encode(text, special)
@@ -394,10 +271,17 @@ impl EngineFront {
                     .collect::<Result<Vec<_>, HttpError>>()?;
                 let offered = fields.tools.as_ref().filter(|t| !t.is_null());
                 let prompt = tokenizer
-                    .apply_chat_template_with_tools(model, &messages, offered, true)
+                    .apply_chat_template_with(
+                        model,
+                        &messages,
+                        offered,
+                        &chat::template_kwargs(fields)?,
+                        true,
+                    )
                     .map_err(|e| HttpError::bad_request(e.to_string()))?;
                 // The template writes the special tokens itself.
-                encode(&prompt, false)?
+                let ids = encode(&prompt, false)?;
+                return Ok((Input::TokenIds(ids), Some(prompt)));
             }
             Endpoint::Completions => match &fields.prompt {
                 Some(Value::String(p)) => encode(p, true)?,
@@ -421,33 +305,6 @@ impl EngineFront {
                 _ => return Err(HttpError::bad_request("give one of text or input_ids")),
             },
         };
-        Ok((Input::TokenIds(ids), sampling))
-    }
-}
-
-impl Fields {
-    fn clone_sampling(&self) -> Result<Sampling, HttpError> {
-        if let Some(sp) = &self.sampling_params {
-            return Ok(Sampling {
-                temperature: sp.temperature,
-                top_p: sp.top_p,
-                top_k: sp.top_k,
-                max_tokens: sp.max_new_tokens,
-                stop: stops(sp.stop.clone())?,
-                seed: sp.seed,
-                skip_special_tokens: sp.skip_special_tokens.unwrap_or(true),
-                router_stops: true,
-            });
-        }
-        Ok(Sampling {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: None,
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            stop: stops(self.stop.clone())?,
-            seed: self.seed,
-            skip_special_tokens: true,
-            router_stops: true,
-        })
+        Ok((Input::TokenIds(ids), None))
     }
 }

@@ -54,6 +54,10 @@ pub struct ChatMessage {
     /// A tool message's function name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant message's reasoning (templates that show earlier
+    /// thoughts read it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 /// A model's tokenizer and chat template.
@@ -191,6 +195,22 @@ impl ModelTokenizer {
         self.apply_chat_template_with_tools(model, messages, None, add_generation_prompt)
     }
 
+    /// [`apply_chat_template_with_tools`](Self::apply_chat_template_with_tools)
+    /// with more variables for the template (a request's
+    /// `chat_template_kwargs`, such as `enable_thinking`, and its
+    /// `reasoning_effort`); they do not replace the messages, the tools or
+    /// the special tokens.
+    pub fn apply_chat_template_with(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        self.render(model, messages, tools, extra, add_generation_prompt)
+    }
+
     /// [`apply_chat_template`](Self::apply_chat_template) with the tools the
     /// model may call (OpenAI's `tools`, as Hugging Face templates take
     /// them: `{"type": "function", "function": {...}}`).
@@ -199,6 +219,23 @@ impl ModelTokenizer {
         model: &str,
         messages: &[ChatMessage],
         tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        self.render(
+            model,
+            messages,
+            tools,
+            &serde_json::Map::new(),
+            add_generation_prompt,
+        )
+    }
+
+    fn render(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        extra: &serde_json::Map<String, serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
         let template = self
@@ -227,6 +264,7 @@ impl ModelTokenizer {
                     add_generation_prompt => add_generation_prompt,
                     bos_token => self.bos_token.as_str(),
                     eos_token => self.eos_token.as_str(),
+                    ..minijinja::Value::from(minijinja::value::Serde(extra))
                 })
             })
             .map_err(|e| TokenizerError::Template(e.to_string()))?;

@@ -120,6 +120,30 @@ mod tests {
         assert_eq!(ids[0], start[0]);
     }
 
+    #[test]
+    fn the_requests_template_variables_reach_the_template_and_replace_nothing() {
+        let mut t = Arc::into_inner(sample()).unwrap();
+        t.template = Some(
+            "{{ messages | length }} {{ enable_thinking }} {{ reasoning_effort }}{% if add_generation_prompt %} +{% endif %}".into(),
+        );
+        let user = ChatMessage {
+            role: "user".into(),
+            content: "Hi".into(),
+            ..Default::default()
+        };
+        let extra = serde_json::json!({
+            "enable_thinking": false,
+            "reasoning_effort": "low",
+            "messages": [1, 2, 3],
+            "add_generation_prompt": false,
+        });
+        let prompt = t
+            .apply_chat_template_with("m", &[user], None, extra.as_object().unwrap(), true)
+            .unwrap();
+        // Booleans print as Python prints them, as in Jinja.
+        assert_eq!(prompt, "1 False low +");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// Streaming any token sequence in any chunking gives the text of

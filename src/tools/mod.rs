@@ -20,7 +20,12 @@
 //!   `<|python_tag|>` (Llama 3.1, 3.2, 3.3);
 //! - `mistral`: `[TOOL_CALLS]` then a JSON array of calls (Mistral 7B v0.3,
 //!   Mixtral 8x22B, Mistral Small and Nemo).
+//!
+//! Output the engine was constrained to write as calls (`tool_choice`
+//! `required` or a named function) is read by [`ToolParser::array`] and
+//! [`ToolParser::named`] (`forced`).
 
+mod forced;
 mod framing;
 mod hermes;
 mod llama3;
@@ -173,7 +178,13 @@ impl Out {
 /// Reads one response's tool calls as its text streams.
 #[derive(Debug)]
 pub struct ToolParser {
-    inner: framing::Framing,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Framed(framing::Framing),
+    Named(forced::Named),
 }
 
 impl ToolParser {
@@ -185,15 +196,36 @@ impl ToolParser {
             ToolFormat::Mistral => mistral::SPEC,
         };
         ToolParser {
-            inner: framing::Framing::new(spec),
+            inner: Inner::Framed(framing::Framing::new(spec)),
+        }
+    }
+
+    /// A parser for output constrained to a JSON array of calls
+    /// (`tool_choice: required`).
+    pub fn array() -> Self {
+        ToolParser {
+            inner: Inner::Framed(framing::Framing::new(forced::ARRAY)),
+        }
+    }
+
+    /// A parser for output constrained to the arguments of `name` (a named
+    /// `tool_choice`).
+    pub fn named(name: &str) -> Self {
+        ToolParser {
+            inner: Inner::Named(forced::Named::new(name)),
         }
     }
 
     /// The pieces `text`, the next of the response, makes.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
         let mut out = Out::default();
-        for c in text.chars() {
-            self.inner.feed(c, &mut out);
+        match &mut self.inner {
+            Inner::Framed(framing) => {
+                for c in text.chars() {
+                    framing.feed(c, &mut out);
+                }
+            }
+            Inner::Named(named) => named.push(text, &mut out),
         }
         out.pieces
     }
@@ -201,12 +233,18 @@ impl ToolParser {
     /// The pieces held back for the end: the response is complete.
     pub fn finish(&mut self) -> Vec<Piece> {
         let mut out = Out::default();
-        self.inner.finish(&mut out);
+        match &mut self.inner {
+            Inner::Framed(framing) => framing.finish(&mut out),
+            Inner::Named(named) => named.finish(&mut out),
+        }
         out.pieces
     }
 
     /// Calls announced so far.
     pub fn calls(&self) -> usize {
-        self.inner.calls()
+        match &self.inner {
+            Inner::Framed(framing) => framing.calls(),
+            Inner::Named(_) => 1,
+        }
     }
 }

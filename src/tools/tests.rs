@@ -192,6 +192,49 @@ const SAMPLES: &[(ToolFormat, &str)] = &[
     (ToolFormat::Mistral, "[TOOL_CALLS] {oops} [TOOL_CALLS"),
 ];
 
+fn parse_with(mut parser: ToolParser, chunks: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut pieces = Vec::new();
+    for chunk in chunks {
+        pieces.extend(parser.push(chunk));
+    }
+    pieces.extend(parser.finish());
+    joined(pieces)
+}
+
+#[test]
+fn output_constrained_to_an_array_of_calls_is_read_as_calls() {
+    let out = "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}, {\"name\": \"get_time\", \"parameters\": {}}]";
+    let whole = parse_with(ToolParser::array(), &[out]);
+    assert_eq!(
+        whole,
+        (
+            String::new(),
+            vec![
+                call("get_weather", "{\"city\": \"Oslo\"}"),
+                call("get_time", "{}")
+            ]
+        )
+    );
+    let chars: Vec<String> = out.chars().map(String::from).collect();
+    let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
+    assert_eq!(parse_with(ToolParser::array(), &refs), whole);
+}
+
+#[test]
+fn output_constrained_to_one_functions_arguments_is_that_call() {
+    let (text, calls) = parse_with(
+        ToolParser::named("get_weather"),
+        &["{\"city\"", ": \"Oslo\"}"],
+    );
+    assert_eq!(text, "");
+    assert_eq!(calls, vec![call("get_weather", "{\"city\": \"Oslo\"}")]);
+    // Nothing written: a call without arguments.
+    assert_eq!(
+        parse_with(ToolParser::named("now"), &[]),
+        (String::new(), vec![call("now", "{}")])
+    );
+}
+
 proptest! {
     /// However the text arrives, it parses to the same content and calls.
     #[test]

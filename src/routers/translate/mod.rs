@@ -78,6 +78,7 @@ pub fn request(
         seed: s.seed,
         skip_special_tokens: true,
         router_stops: tokenizer_ok,
+        ..Sampling::default()
     };
     let stops = sampling.stop.clone();
     let message = match engine.is_switchyard() {

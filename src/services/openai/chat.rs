@@ -1,81 +1,179 @@
-//! A chat request's messages and tools: `tools`, `tool_choice` and
-//! `parallel_tool_calls` checked, the model's tool-call format chosen, and
-//! messages (text content, calls and their results) made ready for the
-//! template.
+//! A chat request's messages, tools and reasoning: `tools`, `tool_choice`
+//! and `parallel_tool_calls` checked and the way calls are read chosen (the
+//! model's format, or a constraint), the model's reasoning format chosen,
+//! the template's variables, and messages (text content, calls and their
+//! results, earlier thoughts) made ready for the template.
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
+use super::request::Fields;
+use crate::reasoning::ReasoningFormat;
 use crate::services::HttpError;
 use crate::tokenizer::{ChatMessage, ModelTokenizer};
-use crate::tools::ToolFormat;
+use crate::tools::{ToolFormat, ToolParser};
 
-/// The tools a chat request offers, and the format its model's calls come
-/// in: `None` when it offers none (or `tool_choice` is `none`).
+/// How a chat request's tool calls are read out of the output.
+pub(super) enum Calls {
+    /// In the model's own format, when it chooses to call (`auto`).
+    Format(ToolFormat),
+    /// The output constrained to calls (`required`, a named function): the
+    /// engine enforces `schema`, `parser` reads what it allows.
+    Constrained { parser: ToolParser, schema: String },
+}
+
+/// The tools a chat request offers and how its calls are read: `None` when
+/// it offers none (or `tool_choice` is `none`).
 pub(super) fn offered(
-    tools: Option<&Value>,
-    tool_choice: Option<&Value>,
+    fields: &Fields,
     formats: &HashMap<String, ToolFormat>,
     model: &str,
     tokenizer: &ModelTokenizer,
-) -> Result<Option<ToolFormat>, HttpError> {
-    let listed = match tools {
-        None | Some(Value::Null) => 0,
+) -> Result<Option<Calls>, HttpError> {
+    let tools: &[Value] = match &fields.tools {
+        None | Some(Value::Null) => &[],
         Some(Value::Array(tools)) => {
             for (i, tool) in tools.iter().enumerate() {
-                let named = tool.get("type").and_then(Value::as_str) == Some("function")
-                    && tool
-                        .get("function")
-                        .and_then(|f| f.get("name"))
-                        .and_then(Value::as_str)
-                        .is_some_and(|n| !n.is_empty());
-                if !named {
+                if function_name(tool).is_none() {
                     return Err(HttpError::bad_request(format!(
                         "tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ..., \"parameters\": ...}}}}"
                     )));
                 }
             }
-            tools.len()
+            tools
         }
         Some(_) => return Err(HttpError::bad_request("tools must be a list")),
     };
-    match tool_choice {
+    let choice_error = || {
+        HttpError::bad_request(
+            "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+        )
+    };
+    match &fields.tool_choice {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == "none" => return Ok(None),
         Some(Value::String(s)) if s == "auto" => {}
         Some(Value::String(s)) if s == "required" => {
-            return Err(HttpError::bad_request(
-                "tool_choice \"required\" needs constrained decoding, which this router does not send yet: use \"auto\"",
-            ))
+            if tools.is_empty() {
+                return Err(HttpError::bad_request(
+                    "tool_choice \"required\" needs tools",
+                ));
+            }
+            let single = fields.parallel_tool_calls == Some(false);
+            return Ok(Some(Calls::Constrained {
+                parser: ToolParser::array(),
+                schema: required_schema(tools, single).to_string(),
+            }));
         }
-        Some(Value::Object(_)) => {
-            return Err(HttpError::bad_request(
-                "tool_choice naming a function needs constrained decoding, which this router does not send yet: use \"auto\"",
-            ))
+        Some(choice @ Value::Object(_)) => {
+            let name = choice
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(choice_error)?;
+            let tool = tools
+                .iter()
+                .find(|t| function_name(t) == Some(name))
+                .ok_or_else(|| {
+                    HttpError::bad_request(format!(
+                        "tool_choice names {name:?}, which is not among the tools"
+                    ))
+                })?;
+            return Ok(Some(Calls::Constrained {
+                parser: ToolParser::named(name),
+                schema: parameters(tool).to_string(),
+            }));
         }
-        Some(_) => {
-            return Err(HttpError::bad_request(
-                "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", ...}",
-            ))
-        }
+        Some(_) => return Err(choice_error()),
     }
-    if listed == 0 {
+    if tools.is_empty() {
         return Ok(None);
     }
     let format = formats
         .get(model)
         .copied()
         .or_else(|| tokenizer.chat_template().and_then(ToolFormat::detect));
-    format.map(Some).ok_or_else(|| {
+    format.map(|f| Some(Calls::Format(f))).ok_or_else(|| {
         HttpError::bad_request(format!(
             "model {model:?} has no known tool-call format (its chat template shows none): \
-             set one with --tool-parser {model}=FORMAT or [tool_parsers] in the config ({})",
+             set one with --tool-parser {model}=FORMAT or [tool_parsers] in the config ({}), \
+             or use tool_choice \"required\" or a named function",
             ToolFormat::ALL.map(ToolFormat::name).join(", ")
         ))
     })
+}
+
+/// A tool's function name, if it is a function with one.
+fn function_name(tool: &Value) -> Option<&str> {
+    if tool.get("type").and_then(Value::as_str) != Some("function") {
+        return None;
+    }
+    tool.pointer("/function/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+}
+
+/// A tool's parameters' schema (any object when it gives none).
+fn parameters(tool: &Value) -> Value {
+    tool.pointer("/function/parameters")
+        .filter(|p| p.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}))
+}
+
+/// The output `tool_choice: required` allows: a JSON array of at least one
+/// call `{"name": ..., "parameters": ...}` of an offered tool (one at most
+/// when `parallel_tool_calls` is false), as vLLM constrains it.
+fn required_schema(tools: &[Value], single: bool) -> Value {
+    let calls: Vec<Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let name = function_name(t)?;
+            Some(json!({
+                "type": "object",
+                "properties": {"name": {"type": "string", "enum": [name]}, "parameters": parameters(t)},
+                "required": ["name", "parameters"],
+            }))
+        })
+        .collect();
+    let mut schema = json!({"type": "array", "minItems": 1, "items": {"anyOf": calls}});
+    if single {
+        schema["maxItems"] = json!(1);
+    }
+    schema
+}
+
+/// The model's reasoning format, unless the request asks for the thought
+/// to stay in the content (`separate_reasoning: false`).
+pub(super) fn reasoning(
+    fields: &Fields,
+    formats: &HashMap<String, ReasoningFormat>,
+    model: &str,
+    tokenizer: &ModelTokenizer,
+) -> Option<ReasoningFormat> {
+    if fields.separate_reasoning == Some(false) {
+        return None;
+    }
+    formats
+        .get(model)
+        .copied()
+        .or_else(|| tokenizer.chat_template().and_then(ReasoningFormat::detect))
+}
+
+/// The request's variables for the template: `chat_template_kwargs` (such
+/// as `enable_thinking`) and `reasoning_effort`.
+pub(super) fn template_kwargs(fields: &Fields) -> Result<Map<String, Value>, HttpError> {
+    let mut kwargs = fields.chat_template_kwargs.clone().unwrap_or_default();
+    if let Some(effort) = &fields.reasoning_effort {
+        if !["none", "minimal", "low", "medium", "high"].contains(&effort.as_str()) {
+            return Err(HttpError::bad_request(
+                "reasoning_effort must be one of none, minimal, low, medium, high",
+            ));
+        }
+        kwargs.insert("reasoning_effort".into(), Value::String(effort.clone()));
+    }
+    Ok(kwargs)
 }
 
 /// A request message as the template sees it: an assistant's calls with
@@ -114,6 +212,7 @@ pub(super) fn message(m: &Message_) -> Result<ChatMessage, HttpError> {
         tool_calls,
         tool_call_id: m.tool_call_id.clone(),
         name: m.name.clone(),
+        reasoning_content: m.reasoning_content.clone(),
     })
 }
 
@@ -129,6 +228,8 @@ pub(super) struct Message_ {
     pub(super) tool_call_id: Option<String>,
     #[serde(default)]
     pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) reasoning_content: Option<String>,
 }
 
 /// A message's text: a string, or the text parts of a list.

@@ -1,25 +1,40 @@
 //! What the OpenAI front sends back: the engine's stream as OpenAI's
-//! objects, whole (`complete`) or as server-sent events (`sse`); with tools,
-//! the text passes through the model's tool-call parser first.
+//! objects, whole (`complete`) or as server-sent events (`sse`). The text
+//! passes through the model's reasoning parser (the thought split out),
+//! then, with tools, through its tool-call parser.
 
 use super::*;
-use crate::tools::{self, ToolParser};
+use crate::reasoning;
+use crate::tools;
 
 /// What the response says about itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Output {
     pub(super) endpoint: Endpoint,
     pub(super) id: String,
     pub(super) model: String,
     pub(super) created: u64,
     pub(super) include_usage: bool,
-    /// The format of the model's tool calls, when the request offers tools.
-    pub(super) tools: Option<ToolFormat>,
+    /// The model's thought is split out (`reasoning_content`).
+    pub(super) reasoning: bool,
+    /// The parsers of this response's text.
+    pub(super) parsers: Parsers,
+}
+
+/// The parsers one response's text passes through.
+#[derive(Debug, Default)]
+pub(super) struct Parsers {
+    /// Tool calls, when the request offers tools.
+    pub(super) tools: Option<ToolParser>,
+    /// The thought, for a reasoning model.
+    pub(super) reasoning: Option<ReasoningParser>,
 }
 
 /// One translated `switchyard.v1` message's content.
 enum Piece {
     Text(String),
+    /// More of the model's thought.
+    Reasoning(String),
     /// A tool call starts: its index and function name.
     Call(usize, String),
     /// More of a tool call's arguments.
@@ -34,14 +49,38 @@ enum Piece {
 /// Reads the translated stream into pieces.
 struct Reader {
     frames: Deframer,
-    tools: Option<ToolParser>,
+    parsers: Parsers,
 }
 
 impl Reader {
-    fn new(tools: Option<ToolFormat>) -> Self {
+    fn new(parsers: Parsers) -> Self {
         Reader {
             frames: Deframer::default(),
-            tools: tools.map(ToolParser::new),
+            parsers,
+        }
+    }
+
+    /// `text` through the parsers, or `end` of it (`finish`).
+    fn parse(&mut self, text: &str, end: bool, out: &mut Vec<Piece>) {
+        let split = match &mut self.parsers.reasoning {
+            Some(r) if end => r.finish(),
+            Some(r) => r.push(text),
+            None if end => Vec::new(),
+            None => vec![reasoning::Piece::Text(text.to_string())],
+        };
+        for p in split {
+            match p {
+                reasoning::Piece::Reasoning(r) => out.push(Piece::Reasoning(r)),
+                reasoning::Piece::Text(t) => match &mut self.parsers.tools {
+                    Some(parser) => out.extend(parser.push(&t).into_iter().map(piece)),
+                    None => out.push(Piece::Text(t)),
+                },
+            }
+        }
+        if end {
+            if let Some(parser) = &mut self.parsers.tools {
+                out.extend(parser.finish().into_iter().map(piece));
+            }
         }
     }
 
@@ -52,19 +91,19 @@ impl Reader {
         while let Ok(Some(message)) = self.frames.next_message() {
             match pb::GenerateResponse::decode(message).map(|m| m.response) {
                 Ok(Some(pb::generate_response::Response::Chunk(c))) if !c.text.is_empty() => {
-                    match &mut self.tools {
-                        Some(parser) => out.extend(parser.push(&c.text).into_iter().map(piece)),
-                        None => out.push(Piece::Text(c.text)),
+                    if self.parsers.tools.is_none() && self.parsers.reasoning.is_none() {
+                        out.push(Piece::Text(c.text));
+                    } else {
+                        self.parse(&c.text, false, &mut out);
                     }
                 }
                 Ok(Some(pb::generate_response::Response::Complete(c))) => {
                     let mut finish_reason = c.finish_reason;
-                    if let Some(parser) = &mut self.tools {
-                        out.extend(parser.finish().into_iter().map(piece));
-                        // A model that stopped after calling tools.
-                        if parser.calls() > 0 && matches!(finish_reason.as_str(), "" | "stop") {
-                            finish_reason = "tool_calls".into();
-                        }
+                    self.parse("", true, &mut out);
+                    // A model that stopped after calling tools.
+                    let called = self.parsers.tools.as_ref().is_some_and(|p| p.calls() > 0);
+                    if called && matches!(finish_reason.as_str(), "" | "stop") {
+                        finish_reason = "tool_calls".into();
                     }
                     out.push(Piece::Done {
                         finish_reason,
@@ -120,6 +159,10 @@ impl Output {
                 "choices": [{"index": 0, "delta": {"tool_calls": [{
                     "index": index, "function": {"arguments": arguments},
                 }]}, "finish_reason": null}],
+            })],
+            (_, Piece::Reasoning(t)) => vec![json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": t}, "finish_reason": null}],
             })],
             (Endpoint::Chat, Piece::Text(t)) => vec![json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -192,6 +235,7 @@ impl Output {
     fn whole(
         &self,
         text: &str,
+        thought: &str,
         calls: &[(String, String)],
         finish_reason: &str,
         (prompt, completion): (u32, u32),
@@ -199,6 +243,12 @@ impl Output {
         match self.endpoint {
             Endpoint::Chat => {
                 let mut message = json!({"role": "assistant", "content": text});
+                if self.reasoning {
+                    message["reasoning_content"] = match thought {
+                        "" => Value::Null,
+                        t => Value::String(t.to_string()),
+                    };
+                }
                 if !calls.is_empty() {
                     if text.is_empty() {
                         message["content"] = Value::Null;
@@ -237,10 +287,10 @@ impl Output {
 /// Streams the response as server-sent events, ending with `[DONE]`; an
 /// error mid-stream becomes an `error` event.
 pub(super) fn sse(
-    out: Output,
+    mut out: Output,
     stream: impl Stream<Item = Result<Bytes, RouteError>> + Send + 'static,
 ) -> Response {
-    let mut reader = Reader::new(out.tools);
+    let mut reader = Reader::new(std::mem::take(&mut out.parsers));
     let mut text = String::new();
     let events = stream.map(move |item| -> Result<Bytes, Infallible> {
         let mut buf = String::new();
@@ -280,17 +330,19 @@ pub(super) fn sse(
 
 /// Reads the whole stream into one JSON response.
 pub(super) async fn complete(
-    out: Output,
+    mut out: Output,
     mut stream: impl Stream<Item = Result<Bytes, RouteError>> + Unpin,
 ) -> Result<(StatusCode, axum::Json<Value>), HttpError> {
-    let mut reader = Reader::new(out.tools);
+    let mut reader = Reader::new(std::mem::take(&mut out.parsers));
     let mut text = String::new();
+    let mut thought = String::new();
     let mut calls: Vec<(String, String)> = Vec::new();
     let mut done = None;
     while let Some(item) = stream.next().await {
         for piece in reader.pieces(&item?) {
             match piece {
                 Piece::Text(t) => text.push_str(&t),
+                Piece::Reasoning(t) => thought.push_str(&t),
                 Piece::Call(_, name) => calls.push((name, String::new())),
                 Piece::Args(index, arguments) => {
                     if let Some(call) = calls.get_mut(index) {
@@ -313,6 +365,6 @@ pub(super) async fn complete(
     })?;
     Ok((
         StatusCode::OK,
-        axum::Json(out.whole(&text, &calls, &reason, (prompt, completion))),
+        axum::Json(out.whole(&text, &thought, &calls, &reason, (prompt, completion))),
     ))
 }
