@@ -107,6 +107,7 @@ async fn generate(
         .unwrap_or_default()
         .to_string();
     let seen = SeenRequest {
+        sampling: None,
         token_ids: Vec::new(),
         kv_transfer_params: None,
         request_id: request_id.clone(),

@@ -27,6 +27,7 @@ impl Inference for MockService {
             .map_err(|e| Status::invalid_argument(format!("not a GenerateRequest: {e}")))?;
         let echo = unknown_fields(&body, KNOWN_REQUEST_FIELDS).map_err(Status::invalid_argument)?;
         let seen = SeenRequest {
+            sampling: None,
             request_id: view.request_id.clone(),
             model: view.model.clone(),
             x_request_id: metadata

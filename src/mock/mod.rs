@@ -172,6 +172,9 @@ pub struct SeenRequest {
     pub token_ids: Vec<u32>,
     /// vLLM's `kv_transfer_params_json`, if set.
     pub kv_transfer_params: Option<String>,
+    /// The engine's own `SamplingParams` as received, encoded (SGLang's and
+    /// vLLM's protocols), for tests to decode in the engine's types.
+    pub sampling: Option<Bytes>,
 }
 
 /// Counters and records, shared with whoever started the mock.

@@ -317,3 +317,192 @@ async fn without_a_configured_tokenizer_the_workers_is_fetched_and_used() {
     )
     .await;
 }
+
+/// The engine's own `SamplingParams` the mock received last.
+fn last_sampling<M: prost::Message + Default>(w: &MockWorker) -> M {
+    let seen = w.stats().seen();
+    let bytes = seen.last().unwrap().sampling.clone().unwrap();
+    M::decode(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn sampling_fields_and_constraints_reach_the_engine_as_its_own_fields() {
+    use switchyard::pb::{sglang_scheduler as sgl, vllm_engine as vllm};
+    let s = setup(&["sg", "vl"]).await;
+    let sg = engine(&s, "sg-1", MockEngine::Sglang, "sg", MockRole::Regular, 0).await;
+    let vl = engine(&s, "vl-1", MockEngine::Vllm, "vl", MockRole::Regular, 0).await;
+    let ask = json!([{"role": "user", "content": "Hi"}]);
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "sg", "messages": ask, "top_k": 5, "min_p": 0.125,
+               "presence_penalty": 0.5, "frequency_penalty": -0.25, "repetition_penalty": 1.5,
+               "logit_bias": {"7": 5, "9": -100}, "stop_token_ids": [3], "ignore_eos": true,
+               "min_tokens": 2,
+               "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: sgl::SamplingParams = last_sampling(&sg);
+    assert_eq!((p.top_k, p.min_p), (5, 0.125));
+    assert_eq!(
+        (
+            p.presence_penalty,
+            p.frequency_penalty,
+            p.repetition_penalty
+        ),
+        (0.5, -0.25, 1.5)
+    );
+    assert_eq!(p.logit_bias.get("7"), Some(&5.0));
+    assert_eq!(p.logit_bias.get("9"), Some(&-100.0));
+    assert_eq!(
+        (p.stop_token_ids.as_slice(), p.ignore_eos, p.min_new_tokens),
+        (&[3][..], true, 2)
+    );
+    let Some(sgl::sampling_params::Constraint::JsonSchema(sent)) = p.constraint else {
+        panic!("no schema sent: {:?}", p.constraint)
+    };
+    assert_eq!(serde_json::from_str::<Value>(&sent).unwrap(), schema);
+
+    // Unset fields keep the engine's neutral values.
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "sg", "messages": ask}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: sgl::SamplingParams = last_sampling(&sg);
+    assert_eq!(
+        (p.top_k, p.min_p, p.repetition_penalty, p.presence_penalty),
+        (-1, 0.0, 1.0, 0.0)
+    );
+    assert!(p.constraint.is_none() && p.logit_bias.is_empty());
+
+    // vLLM: its own JSON mode; SGLang's regex through /generate.
+    let (status, body) = post(
+        &s.router,
+        "/v1/completions",
+        json!({"model": "vl", "prompt": "Hi", "seed": 7, "response_format": {"type": "json_object"},
+               "logit_bias": {"11": 1.5}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: vllm::SamplingParams = last_sampling(&vl);
+    assert_eq!(p.seed, Some(7));
+    assert_eq!(p.logit_bias.get(&11), Some(&1.5));
+    assert_eq!(
+        p.constraint,
+        Some(vllm::sampling_params::Constraint::JsonObject(true))
+    );
+    let (status, body) = post(
+        &s.router,
+        "/generate",
+        json!({"model": "sg", "text": "Hi", "sampling_params": {"regex": "[0-9]+", "min_new_tokens": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: sgl::SamplingParams = last_sampling(&sg);
+    assert_eq!(
+        p.constraint,
+        Some(sgl::sampling_params::Constraint::Regex("[0-9]+".into()))
+    );
+
+    // A named tool_choice: the function's parameters constrain the output,
+    // and what the engine writes is that call's arguments.
+    let weather =
+        json!({"type": "function", "function": {"name": "get_weather", "parameters": schema}});
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "vl", "messages": ask, "tools": [weather],
+               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: vllm::SamplingParams = last_sampling(&vl);
+    let Some(vllm::sampling_params::Constraint::JsonSchema(sent)) = p.constraint else {
+        panic!("no schema sent: {:?}", p.constraint)
+    };
+    assert_eq!(serde_json::from_str::<Value>(&sent).unwrap(), schema);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], reply_text("vl-1"));
+    // The mock stops at its token count: the engine's `length` stands (the
+    // call may be cut short), only a `stop` becomes `tool_calls`.
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+
+    // `required`, one call at most: an array of calls of the offered tools.
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "sg", "messages": ask, "tools": [weather], "tool_choice": "required",
+               "parallel_tool_calls": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: sgl::SamplingParams = last_sampling(&sg);
+    let Some(sgl::sampling_params::Constraint::JsonSchema(sent)) = p.constraint else {
+        panic!("no schema sent: {:?}", p.constraint)
+    };
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(
+        (
+            sent["type"].as_str(),
+            sent["minItems"].as_u64(),
+            sent["maxItems"].as_u64()
+        ),
+        (Some("array"), Some(1), Some(1))
+    );
+    assert_eq!(
+        sent["items"]["anyOf"][0]["properties"]["name"]["enum"],
+        json!(["get_weather"])
+    );
+    assert_eq!(
+        sent["items"]["anyOf"][0]["properties"]["parameters"],
+        schema
+    );
+
+    let calls_before = sg.stats().calls();
+    for (body, needle) in [
+        (json!({"logit_bias": {"x": 1}}), "is not a token id"),
+        (json!({"logit_bias": {"1": 200}}), "from -100 to 100"),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format must be",
+        ),
+        (
+            json!({"response_format": {"type": "json_object"}, "regex": "a"}),
+            "at most one of",
+        ),
+        (json!({"tool_choice": "required"}), "needs tools"),
+        (
+            json!({"tools": [weather], "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "which is not among the tools",
+        ),
+        (
+            json!({"tools": [weather], "tool_choice": "required", "response_format": {"type": "json_object"}}),
+            "leave out response_format",
+        ),
+        (
+            json!({"reasoning_effort": "extreme"}),
+            "reasoning_effort must be",
+        ),
+        (json!({"seed": 1}), "seed"),
+    ] {
+        let mut body = body;
+        body["model"] = json!("sg");
+        body["messages"] = ask.clone();
+        let (status, text) = post(&s.router, "/v1/chat/completions", body).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert_eq!(
+        sg.stats().calls(),
+        calls_before,
+        "nothing refused reached the engine"
+    );
+}

@@ -41,6 +41,7 @@ pub(super) fn seen(
         disaggregated,
         token_ids,
         kv_transfer_params,
+        sampling: None,
     }
 }
 

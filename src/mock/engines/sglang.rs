@@ -33,13 +33,17 @@ impl sgl::sglang_scheduler_server::SglangScheduler for MockService {
                 bootstrap_port: u32::try_from(p.bootstrap_port).unwrap_or(0),
                 bootstrap_room: u64::try_from(p.bootstrap_room).unwrap_or(0),
             });
-        let record = seen(
+        let mut record = seen(
             &metadata,
             &request.request_id,
             token_ids,
             params.clone(),
             None,
         );
+        record.sampling = request
+            .sampling_params
+            .as_ref()
+            .map(|p| prost::Message::encode_to_vec(p).into());
         let config = self.admit(record, params.as_ref()).await?;
         let tokens = Self::max_tokens(
             &config,

@@ -48,13 +48,17 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
             }
             _ => (None, None),
         };
-        let record = seen(
+        let mut record = seen(
             &metadata,
             &request.request_id,
             token_ids,
             params.clone(),
             kv,
         );
+        record.sampling = request
+            .sampling_params
+            .as_ref()
+            .map(|p| prost::Message::encode_to_vec(p).into());
         let config = self.admit(record, params.as_ref()).await?;
         let mut tokens = Self::max_tokens(
             &config,
