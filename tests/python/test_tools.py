@@ -11,8 +11,12 @@ content beside them, `finish_reason: tool_calls`), streamed as OpenAI's
 incremental deltas that join to the same calls, a second turn carrying the
 call and its result (an agent loop), a format given by `--tool-parser`
 (Llama 3's JSON), a model whose format is unknown refused with 400 naming
-the flag, and text that looks like a call but is not one returned as
-content.
+the flag, text that looks like a call but is not one returned as content;
+a reasoning model (a Qwen3-shaped template) whose thought comes back in
+`reasoning_content` before its call, whole and streamed, with
+`separate_reasoning` and `chat_template_kwargs` (`enable_thinking`); and
+`tool_choice` `required` or a named function, whose constrained output
+(written here by the mock as the engine would) is read as calls.
 
 Run with: python3 tests/python/test_tools.py   (after cargo build --bins)
 """
@@ -58,6 +62,19 @@ HERMES_REPLY = ("Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"argum
                 "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>")
 LLAMA_REPLY = "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}"
 NOT_A_CALL = "<tool_call>\n{\"city\": \"Paris\"}\n</tool_call> is how I would call it."
+# Written for this test in the shape of Qwen3's template: earlier thoughts
+# stripped at `</think>`, and `enable_thinking: false` writes an empty one.
+THINKER = HERMES.replace(
+    "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>",
+    "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content.split('</think>')[-1] }}<|im_end|>").replace(
+    "<|im_start|>assistant\n{% endif %}",
+    "<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}")
+THOUGHT = "The user wants the weather.\nI should call get_weather."
+THINKER_REPLY = ("<think>\n" + THOUGHT + "\n</think>\n\n<tool_call>\n"
+                 "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Bern\"}}\n</tool_call>")
+FORCED_ARGS = "{\"city\": \"Oslo\"}"
+REQUIRED_REPLY = "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"
 
 
 def make_tokenizer(directory, template):
@@ -68,7 +85,8 @@ def make_tokenizer(directory, template):
     trainer = trainers.BpeTrainer(
         vocab_size=600, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], show_progress=False)
-    tok.train_from_iterator([HERMES_REPLY, LLAMA_REPLY, NOT_A_CALL, json.dumps(WEATHER)], trainer=trainer)
+    tok.train_from_iterator([HERMES_REPLY, LLAMA_REPLY, NOT_A_CALL, THINKER_REPLY, REQUIRED_REPLY,
+                            json.dumps(WEATHER)], trainer=trainer)
     tok.save(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "chat_template": template}, f)
@@ -82,13 +100,16 @@ def engine(name, kind, directory, reply):
     return read_after(proc, f"mock-worker {name} listening on")
 
 
-def streamed(stream):
-    """Content, calls by index (id, name, argument fragments) and the finish reason of a stream."""
+def streamed(stream, thought=None):
+    """Content, calls by index (id, name, argument fragments) and the finish reason of a stream
+    (and the reasoning deltas' text, appended to `thought` when given)."""
     content, calls, finish = "", {}, None
     for chunk in stream:
         for choice in chunk.choices:
             delta = choice.delta
             content += delta.content or ""
+            if thought is not None:
+                thought.append((delta.model_extra or {}).get("reasoning_content") or "")
             for call in delta.tool_calls or []:
                 entry = calls.setdefault(call.index, {"id": None, "name": None, "fragments": []})
                 if call.id:
@@ -104,17 +125,24 @@ def streamed(stream):
 def main():
     root = tempfile.mkdtemp()
     hermes_dir, plain_dir = os.path.join(root, "hermes"), os.path.join(root, "plain")
+    thinker_dir = os.path.join(root, "thinker")
     make_tokenizer(hermes_dir, HERMES)
     make_tokenizer(plain_dir, PLAIN)
+    make_tokenizer(thinker_dir, THINKER)
     urls = [
         engine("qwen", "sglang", hermes_dir, HERMES_REPLY),
         engine("llama", "vllm", plain_dir, LLAMA_REPLY),
         engine("plain", "sglang", plain_dir, "no tools here"),
         engine("liar", "sglang", hermes_dir, NOT_A_CALL),
+        engine("thinker", "vllm", thinker_dir, THINKER_REPLY),
+        engine("named", "sglang", plain_dir, FORCED_ARGS),
+        engine("required", "vllm", plain_dir, REQUIRED_REPLY),
     ]
     router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--tokenizer", f"qwen={hermes_dir}", "--tokenizer", f"llama={plain_dir}",
                     "--tokenizer", f"plain={plain_dir}", "--tokenizer", f"liar={hermes_dir}",
+                    "--tokenizer", f"thinker={thinker_dir}", "--tokenizer", f"named={plain_dir}",
+                    "--tokenizer", f"required={plain_dir}",
                     "--tool-parser", "llama=llama3_json",
                     *[a for url in urls for a in ("--worker", url)]])
     read_after(router, "switchyard listening on")
@@ -191,6 +219,46 @@ def main():
                                         out.choices[0].finish_reason)
             assert content == NOT_A_CALL and not got and finish == "stop", (content, got, finish)
         print("ok: text that looks like a call but names no function is content, whole")
+
+        out = client.chat.completions.create(model="thinker", messages=ask, tools=[WEATHER])
+        message = out.choices[0].message
+        assert message.model_extra.get("reasoning_content") == THOUGHT, message
+        assert not message.content and out.choices[0].finish_reason == "tool_calls", message
+        assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == [
+            ("get_weather", {"city": "Bern"})], message.tool_calls
+        thought = []
+        content, got, finish = streamed(client.chat.completions.create(
+            model="thinker", messages=ask, tools=[WEATHER], stream=True), thought)
+        assert "".join(thought) == THOUGHT and len([t for t in thought if t]) > 1, thought
+        assert not content and finish == "tool_calls", (content, finish)
+        assert [(c["name"], json.loads("".join(c["fragments"]))) for c in got.values()] == [
+            ("get_weather", {"city": "Bern"})], got
+        print("ok: a reasoning model's thought in reasoning_content (detected from the template), whole and "
+              "streamed, its tool call after it parsed")
+
+        whole = client.chat.completions.create(model="thinker", messages=ask, extra_body={"separate_reasoning": False})
+        assert whole.choices[0].message.content == THINKER_REPLY, whole.choices[0].message
+        off = client.chat.completions.create(model="thinker", messages=ask,
+                                             extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        assert off.usage.prompt_tokens > whole.usage.prompt_tokens, "enable_thinking reached the template"
+        print("ok: separate_reasoning false keeps the thought in the content; chat_template_kwargs reach the template")
+
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        for stream in (False, True):
+            for model, choice, expected in (("named", named, [("get_weather", {"city": "Oslo"})]),
+                                            ("required", "required", [("get_weather", {"city": "Oslo"})])):
+                out = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER],
+                                                     tool_choice=choice, stream=stream)
+                if stream:
+                    content, got, finish = streamed(out)
+                    calls = [(c["name"], json.loads("".join(c["fragments"]))) for _, c in sorted(got.items())]
+                else:
+                    content, finish = out.choices[0].message.content, out.choices[0].finish_reason
+                    calls = [(c.function.name, json.loads(c.function.arguments))
+                             for c in out.choices[0].message.tool_calls]
+                assert calls == expected and not content, (model, stream, calls, content)
+        print("ok: tool_choice required and a named function (the engine constrained): the output read as calls, "
+              "on a model with no tool-call format of its own")
         print("python tools test passed")
     finally:
         stop_all()
