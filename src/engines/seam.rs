@@ -72,6 +72,7 @@ macro_rules! engine_response {
                     finish_reason: c.finish_reason,
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
+                    cached_tokens: c.cached_tokens,
                 })),
                 c.prompt_tokens,
             ),

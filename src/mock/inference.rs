@@ -77,6 +77,7 @@ impl Inference for MockService {
                     finish_reason: reason.into(),
                     prompt_tokens,
                     completion_tokens: completion,
+                    cached_tokens: 0,
                 }),
                 Piece::Fail(message) => return Err(Status::internal(message)),
             };

@@ -506,3 +506,63 @@ async fn sampling_fields_and_constraints_reach_the_engine_as_its_own_fields() {
         "nothing refused reached the engine"
     );
 }
+
+#[tokio::test]
+async fn usage_counts_the_prompt_tokens_the_engine_found_cached() {
+    use switchyard::mock::sim::{SchedConfig, SimConfig, SimWorker};
+    let s = setup(&["sim"]).await;
+    let reply = s.tokenizer.encode(&reply_text("sim"), false).unwrap();
+    let sim = SimWorker::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            sched: SchedConfig {
+                block_size: 16,
+                ..SchedConfig::default()
+            },
+            speedup_ratio: 100.0,
+            model: "sim".into(),
+            reply_ids: Some(Arc::new(reply)),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.router
+        .try_add_spec(pb::WorkerSpec {
+            url: sim.url(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ask = json!({"model": "sim", "max_tokens": 3,
+        "messages": [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. ".repeat(20)}]});
+    let (status, body) = post(&s.router, "/v1/chat/completions", ask.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 32, "{prompt} prompt tokens");
+
+    // The same prompt again: its whole blocks are in the engine's cache.
+    let (status, body) = post(&s.router, "/v1/chat/completions", ask.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let second: Value = serde_json::from_str(&body).unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached >= prompt / 16 * 16 - 16 && cached < prompt,
+        "{cached} of {prompt}"
+    );
+
+    let mut streamed = ask;
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (status, body) = post(&s.router, "/v1/chat/completions", streamed).await;
+    assert_eq!(status, 200, "{body}");
+    let last = events(&body).pop().unwrap();
+    assert_eq!(
+        last["usage"]["prompt_tokens_details"]["cached_tokens"],
+        cached
+    );
+}

@@ -207,6 +207,7 @@ impl Responses {
                         finish_reason: "stop".into(),
                         prompt_tokens: text.prompt_tokens,
                         completion_tokens: text.completion_tokens,
+                        cached_tokens: 0,
                     });
                     vec![
                         self.respond(Some(R::Chunk(chunk))),

@@ -41,9 +41,17 @@ enum Piece {
     Args(usize, String),
     Done {
         finish_reason: String,
-        prompt_tokens: u32,
-        completion_tokens: u32,
+        usage: Usage,
     },
+}
+
+/// A response's token counts, as the engine gave them.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    prompt: u32,
+    completion: u32,
+    /// Prompt tokens found in the engine's prefix cache.
+    cached: u32,
 }
 
 /// Reads the translated stream into pieces.
@@ -107,8 +115,11 @@ impl Reader {
                     }
                     out.push(Piece::Done {
                         finish_reason,
-                        prompt_tokens: c.prompt_tokens,
-                        completion_tokens: c.completion_tokens,
+                        usage: Usage {
+                            prompt: c.prompt_tokens,
+                            completion: c.completion_tokens,
+                            cached: c.cached_tokens,
+                        },
                     })
                 }
                 _ => {}
@@ -135,8 +146,9 @@ fn finish(reason: &str) -> &str {
 }
 
 impl Output {
-    fn usage(&self, prompt: u32, completion: u32) -> Value {
-        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    fn usage(&self, u: &Usage) -> Value {
+        json!({"prompt_tokens": u.prompt, "completion_tokens": u.completion, "total_tokens": u.prompt + u.completion,
+               "prompt_tokens_details": {"cached_tokens": u.cached}})
     }
 
     /// Call `index`'s id.
@@ -172,8 +184,7 @@ impl Output {
                 Endpoint::Chat,
                 Piece::Done {
                     finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
+                    usage,
                 },
             ) => {
                 let mut events = vec![json!({
@@ -183,7 +194,7 @@ impl Output {
                 if self.include_usage {
                     events.push(json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                        "choices": [], "usage": self.usage(*prompt_tokens, *completion_tokens),
+                        "choices": [], "usage": self.usage(usage),
                     }));
                 }
                 events
@@ -196,8 +207,7 @@ impl Output {
                 Endpoint::Completions,
                 Piece::Done {
                     finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
+                    usage,
                 },
             ) => {
                 let mut events = vec![json!({
@@ -207,7 +217,7 @@ impl Output {
                 if self.include_usage {
                     events.push(json!({
                         "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                        "choices": [], "usage": self.usage(*prompt_tokens, *completion_tokens),
+                        "choices": [], "usage": self.usage(usage),
                     }));
                 }
                 events
@@ -220,13 +230,13 @@ impl Output {
                 Endpoint::Generate,
                 Piece::Done {
                     finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
+                    usage,
                 },
             ) => vec![json!({
                 "text": text,
                 "meta_info": {"id": self.id, "finish_reason": {"type": finish(finish_reason)},
-                              "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                              "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
+                              "cached_tokens": usage.cached},
             })],
         }
     }
@@ -238,7 +248,7 @@ impl Output {
         thought: &str,
         calls: &[(String, String)],
         finish_reason: &str,
-        (prompt, completion): (u32, u32),
+        usage: &Usage,
     ) -> Value {
         match self.endpoint {
             Endpoint::Chat => {
@@ -267,18 +277,19 @@ impl Output {
                 json!({
                     "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish(finish_reason)}],
-                    "usage": self.usage(prompt, completion),
+                    "usage": self.usage(usage),
                 })
             }
             Endpoint::Completions => json!({
                 "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish(finish_reason)}],
-                "usage": self.usage(prompt, completion),
+                "usage": self.usage(usage),
             }),
             Endpoint::Generate => json!({
                 "text": text,
                 "meta_info": {"id": self.id, "finish_reason": {"type": finish(finish_reason)},
-                              "prompt_tokens": prompt, "completion_tokens": completion},
+                              "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
+                              "cached_tokens": usage.cached},
             }),
         }
     }
@@ -351,13 +362,12 @@ pub(super) async fn complete(
                 }
                 Piece::Done {
                     finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
-                } => done = Some((finish_reason, prompt_tokens, completion_tokens)),
+                    usage,
+                } => done = Some((finish_reason, usage)),
             }
         }
     }
-    let (reason, prompt, completion) = done.ok_or_else(|| {
+    let (reason, usage) = done.ok_or_else(|| {
         HttpError::new(
             StatusCode::BAD_GATEWAY,
             "the worker's stream ended without a completion",
@@ -365,6 +375,6 @@ pub(super) async fn complete(
     })?;
     Ok((
         StatusCode::OK,
-        axum::Json(out.whole(&text, &thought, &calls, &reason, (prompt, completion))),
+        axum::Json(out.whole(&text, &thought, &calls, &reason, &usage)),
     ))
 }
