@@ -23,6 +23,7 @@ mod output;
 mod request;
 
 use output::{complete, sse, Output, Parsers};
+pub use request::Endpoint;
 use request::{check_fields, Fields};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -69,17 +70,6 @@ pub struct Formats {
     pub tools: HashMap<String, ToolFormat>,
     /// Reasoning formats (`[reasoning_parsers]`, `--reasoning-parser`).
     pub reasoning: HashMap<String, ReasoningFormat>,
-}
-
-/// Which endpoint a request came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/chat/completions`.
-    Chat,
-    /// `/v1/completions`.
-    Completions,
-    /// `/generate` (SGLang's shape).
-    Generate,
 }
 
 impl EngineFront {

@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::request::Fields;
+use super::request::{Fields, Message_};
 use crate::reasoning::ReasoningFormat;
 use crate::services::HttpError;
 use crate::tokenizer::{ChatMessage, ModelTokenizer};
@@ -214,22 +213,6 @@ pub(super) fn message(m: &Message_) -> Result<ChatMessage, HttpError> {
         name: m.name.clone(),
         reasoning_content: m.reasoning_content.clone(),
     })
-}
-
-/// A chat message; `content` a string or a list of text parts.
-#[derive(Debug, Deserialize)]
-pub(super) struct Message_ {
-    pub(super) role: String,
-    #[serde(default)]
-    pub(super) content: Value,
-    #[serde(default)]
-    pub(super) tool_calls: Option<Value>,
-    #[serde(default)]
-    pub(super) tool_call_id: Option<String>,
-    #[serde(default)]
-    pub(super) name: Option<String>,
-    #[serde(default)]
-    pub(super) reasoning_content: Option<String>,
 }
 
 /// A message's text: a string, or the text parts of a list.

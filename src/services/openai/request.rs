@@ -5,9 +5,19 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::chat::Message_;
 use crate::engines::translate::{Constraint, Sampling};
 use crate::services::HttpError;
+
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+    /// `/generate` (SGLang's shape).
+    Generate,
+}
 
 /// Sampling fields the chat and completion endpoints share (OpenAI's, and
 /// the vLLM and SGLang extensions clients send them with).
@@ -76,11 +86,11 @@ const GENERATE_SAMPLING: &[&str] = &[
 ];
 
 /// The fields an endpoint takes.
-pub(super) fn known(endpoint: super::Endpoint) -> Vec<&'static str> {
+pub(super) fn known(endpoint: Endpoint) -> Vec<&'static str> {
     match endpoint {
-        super::Endpoint::Chat => [SAMPLING_FIELDS, CHAT_ONLY].concat(),
-        super::Endpoint::Completions => [SAMPLING_FIELDS, COMPLETION_ONLY].concat(),
-        super::Endpoint::Generate => GENERATE_FIELDS.to_vec(),
+        Endpoint::Chat => [SAMPLING_FIELDS, CHAT_ONLY].concat(),
+        Endpoint::Completions => [SAMPLING_FIELDS, COMPLETION_ONLY].concat(),
+        Endpoint::Generate => GENERATE_FIELDS.to_vec(),
     }
 }
 
@@ -88,7 +98,7 @@ pub(super) fn known(endpoint: super::Endpoint) -> Vec<&'static str> {
 /// `/generate`, unknown `sampling_params`).
 pub(super) fn check_fields(
     object: &Map<String, Value>,
-    endpoint: super::Endpoint,
+    endpoint: Endpoint,
     engine: impl std::fmt::Display,
 ) -> Result<(), HttpError> {
     let known = known(endpoint);
@@ -306,4 +316,20 @@ impl Fields {
             constraint: constraints.pop(),
         })
     }
+}
+
+/// A chat message; `content` a string or a list of text parts.
+#[derive(Debug, Deserialize)]
+pub(super) struct Message_ {
+    pub(super) role: String,
+    #[serde(default)]
+    pub(super) content: Value,
+    #[serde(default)]
+    pub(super) tool_calls: Option<Value>,
+    #[serde(default)]
+    pub(super) tool_call_id: Option<String>,
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) reasoning_content: Option<String>,
 }
