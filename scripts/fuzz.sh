@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${1:-5}
-TARGETS=${TARGETS:-worker_url inbound_generate http_input grpc_framing grpc_timeout radix_tree tool_parser}
+TARGETS=${TARGETS:-worker_url inbound_generate http_input grpc_framing grpc_timeout radix_tree tool_parser reasoning_parser}
 
 rustup toolchain list | grep -q '^nightly' || {
   echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2

@@ -1,14 +1,19 @@
-//! The tool-call parsers: any text, in any format, split anywhere, parses
-//! without a panic to the same content and calls as the whole text; every
-//! call's pieces arrive in order (its start before its arguments).
+//! The tool-call parsers: any text, in any format (and as the output of a
+//! constrained `tool_choice`), split anywhere, parses without a panic to the
+//! same content and calls as the whole text; every call's pieces arrive in
+//! order (its start before its arguments).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::tools::{Piece, ToolFormat, ToolParser};
 
 /// Content and calls (name, arguments) joined from a response's pieces.
-fn joined(format: ToolFormat, parts: &[&str]) -> (String, Vec<(String, String)>) {
-    let mut parser = ToolParser::new(format);
+fn joined(format: usize, parts: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut parser = match ToolFormat::ALL.get(format) {
+        Some(f) => ToolParser::new(*f),
+        None if format == ToolFormat::ALL.len() => ToolParser::array(),
+        None => ToolParser::named("f"),
+    };
     let mut text = String::new();
     let mut calls: Vec<(String, String)> = Vec::new();
     let pieces = parts
@@ -32,7 +37,8 @@ fn joined(format: ToolFormat, parts: &[&str]) -> (String, Vec<(String, String)>)
 
 fuzz_target!(|input: (u8, &str, Vec<u16>)| {
     let (format, text, cuts) = input;
-    let format = ToolFormat::ALL[usize::from(format) % ToolFormat::ALL.len()];
+    // The formats, then `required`'s array and a named function.
+    let format = usize::from(format) % (ToolFormat::ALL.len() + 2);
     let whole = joined(format, &[text]);
     let mut bounds: Vec<usize> = cuts
         .iter()
