@@ -7,8 +7,9 @@
 //! config file (`[auth]`) or the environment (`SWITCHYARD_ADMIN_KEYS`,
 //! `SWITCHYARD_CLIENT_KEYS`, comma-separated), never from the command line,
 //! where any user of the machine can read them. A client sends one as
-//! `authorization: Bearer KEY` (gRPC metadata or HTTP header); without one,
-//! where one is needed, the call is refused with `UNAUTHENTICATED` / 401.
+//! `authorization: Bearer KEY` (gRPC metadata or HTTP header), or as
+//! `x-api-key: KEY` as Anthropic's clients do; without one, where one is
+//! needed, the call is refused with `UNAUTHENTICATED` / 401.
 //!
 //! A role with no keys configured is open. Worker management open means
 //! anyone who reaches the port can redirect all traffic, so the router
@@ -43,8 +44,10 @@ pub enum Role {
 /// Why a call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    /// No `authorization: Bearer` key.
-    #[error("this call needs an API key: send `authorization: Bearer <key>`")]
+    /// No `authorization: Bearer` (or `x-api-key`) key.
+    #[error(
+        "this call needs an API key: send `authorization: Bearer <key>` (or `x-api-key: <key>`)"
+    )]
     Missing,
     /// A key that is none of the configured ones.
     #[error("the API key is not valid")]
@@ -154,9 +157,11 @@ impl Keys {
         if self.is_open(role) {
             return Ok(());
         }
+        // Anthropic's clients send the key as `x-api-key`.
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|v| bearer_key(v.as_bytes()))
+            .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))
             .map(|k| k.trim_ascii())
             .filter(|k| !k.is_empty())
             .ok_or(Denied::Missing)?;
@@ -296,6 +301,29 @@ mod tests {
                 "byte {at}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_in_x_api_key_is_checked_like_a_bearer_key() {
+        let k = keys();
+        let with = |key: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-api-key", key.parse().unwrap());
+            h
+        };
+        assert_eq!(
+            k.check(&with("client-key-0123456789"), Role::Client),
+            Ok(())
+        );
+        assert_eq!(
+            k.check(&with("client-key-0123456789"), Role::Admin),
+            Err(Denied::NotAdmin)
+        );
+        assert_eq!(k.check(&with("nope"), Role::Client), Err(Denied::Invalid));
+        // A bearer key, when both are sent, is the one checked.
+        let mut both = bearer("wrong-key-0123456789");
+        both.insert("x-api-key", "client-key-0123456789".parse().unwrap());
+        assert_eq!(k.check(&both, Role::Client), Err(Denied::Invalid));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The one mapping from Switchyard's errors to HTTP responses: a status code
 //! and an OpenAI-style JSON body, `{"error": {"message", "type", "code"}}`,
-//! which OpenAI clients surface as-is. Internal details are logged, not sent.
+//! which OpenAI clients surface as-is, with `"type": "error"` beside it so
+//! it is Anthropic's shape too (`{"type": "error", "error": {"type",
+//! "message"}}`). Internal details are logged, not sent.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -60,6 +62,7 @@ impl IntoResponse for HttpError {
             _ => "internal_error",
         };
         let body = serde_json::json!({
+            "type": "error",
             "error": { "message": self.message, "type": kind, "code": self.status.as_u16() }
         });
         let mut response = (self.status, Json(body)).into_response();

@@ -18,6 +18,8 @@
 //! constrains the output to calls instead (`chat`). A reasoning model's
 //! thought is split into `reasoning_content` (`crate::reasoning`).
 
+mod anthropic;
+mod anthropic_output;
 mod chat;
 mod output;
 mod request;
@@ -130,6 +132,16 @@ impl EngineFront {
     ) -> Result<Response, HttpError> {
         let object: serde_json::Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| HttpError::bad_request(format!("the body is not a JSON object: {e}")))?;
+        // Anthropic's Messages API: the chat request it means, answered in
+        // its shape.
+        let (object, anthropic) = match endpoint {
+            Endpoint::Messages => (anthropic::to_chat(object, false)?, true),
+            Endpoint::CountTokens => {
+                return self.count_tokens(anthropic::to_chat(object, true)?);
+            }
+            _ => (object, false),
+        };
+        let endpoint = if anthropic { Endpoint::Chat } else { endpoint };
         check_fields(&object, endpoint, engine)?;
         let fields: Fields = serde_json::from_value(Value::Object(object))
             .map_err(|e| HttpError::bad_request(format!("invalid request: {e}")))?;
@@ -173,6 +185,10 @@ impl EngineFront {
             }
             _ => None,
         };
+        let prompt_tokens = match &input {
+            Input::TokenIds(ids) => ids.len(),
+            Input::Text(_) => 0,
+        };
         if let Input::TokenIds(ids) = &input {
             self.router
                 .check_prompt(&self.registry.snapshot(), ids.len(), &model)?;
@@ -202,14 +218,11 @@ impl EngineFront {
         );
         let out = Output {
             endpoint,
-            id: format!(
-                "{}-{request_id}",
-                if endpoint == Endpoint::Chat {
-                    "chatcmpl"
-                } else {
-                    "cmpl"
-                }
-            ),
+            id: match (anthropic, endpoint) {
+                (true, _) => format!("msg_{request_id}"),
+                (false, Endpoint::Chat) => format!("chatcmpl-{request_id}"),
+                _ => format!("cmpl-{request_id}"),
+            },
             model,
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -218,10 +231,13 @@ impl EngineFront {
             reasoning: reasoning.is_some(),
             parsers: Parsers { tools, reasoning },
         };
-        let mut response = if fields.stream {
-            sse(out, stream).into_response()
-        } else {
-            complete(out, stream).await?.into_response()
+        let mut response = match (anthropic, fields.stream) {
+            (true, true) => anthropic_output::sse(out, prompt_tokens, stream),
+            (true, false) => anthropic_output::complete(out, stream)
+                .await?
+                .into_response(),
+            (false, true) => sse(out, stream).into_response(),
+            (false, false) => complete(out, stream).await?.into_response(),
         };
         for name in [
             "x-request-id",
@@ -234,6 +250,23 @@ impl EngineFront {
             }
         }
         Ok(response)
+    }
+
+    /// Anthropic's `count_tokens`: the prompt's length once rendered (tools
+    /// included) and tokenized; nothing is sent to a worker.
+    fn count_tokens(&self, object: serde_json::Map<String, Value>) -> Result<Response, HttpError> {
+        let fields: Fields = serde_json::from_value(Value::Object(object))
+            .map_err(|e| HttpError::bad_request(format!("invalid request: {e}")))?;
+        let tokenizer = self
+            .tokenizers
+            .get(&fields.model)
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+        let (input, _) = self.prompt(Endpoint::Chat, &tokenizer, &fields.model, &fields)?;
+        let n = match input {
+            Input::TokenIds(ids) => ids.len(),
+            Input::Text(_) => 0,
+        };
+        Ok(axum::Json(json!({"input_tokens": n})).into_response())
     }
 
     /// The prompt as token ids, and a chat prompt's rendered text.
@@ -250,7 +283,7 @@ impl EngineFront {
                 .map_err(|e| HttpError::bad_request(e.to_string()))
         };
         let ids = match endpoint {
-            Endpoint::Chat => {
+            Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
                 if fields.messages.is_empty() {
                     return Err(HttpError::bad_request("messages must not be empty"));
                 }

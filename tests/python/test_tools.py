@@ -23,7 +23,6 @@ Run with: python3 tests/python/test_tools.py   (after cargo build --bins)
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -93,10 +92,8 @@ def make_tokenizer(directory, template):
 
 
 def engine(name, kind, directory, reply):
-    proc = subprocess.Popen(
-        [MOCK_WORKER, "--engine", kind, "--name", name, "--model", name, "--tokenizer", directory,
-         "--reply", reply],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([MOCK_WORKER, "--engine", kind, "--name", name, "--model", name, "--tokenizer", directory,
+                  "--reply", reply])
     return read_after(proc, f"mock-worker {name} listening on")
 
 

@@ -57,7 +57,13 @@ impl MockService {
     }
 
     pub(super) fn max_tokens(config: &MockConfig, requested: Option<u32>) -> u32 {
-        requested.filter(|n| *n > 0).unwrap_or(config.tokens)
+        match requested.filter(|n| *n > 0) {
+            // A reply that ends by itself ends there, as at the model's end
+            // of turn, however many tokens were allowed.
+            Some(n) if config.reply_ends => n.min(config.tokens),
+            Some(n) => n,
+            None => config.tokens,
+        }
     }
 
     /// Model facts, the same for both engines.

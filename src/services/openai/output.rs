@@ -31,7 +31,7 @@ pub(super) struct Parsers {
 }
 
 /// One translated `switchyard.v1` message's content.
-enum Piece {
+pub(super) enum Piece {
     Text(String),
     /// More of the model's thought.
     Reasoning(String),
@@ -47,21 +47,21 @@ enum Piece {
 
 /// A response's token counts, as the engine gave them.
 #[derive(Debug, Clone, Copy)]
-struct Usage {
-    prompt: u32,
-    completion: u32,
+pub(super) struct Usage {
+    pub(super) prompt: u32,
+    pub(super) completion: u32,
     /// Prompt tokens found in the engine's prefix cache.
-    cached: u32,
+    pub(super) cached: u32,
 }
 
 /// Reads the translated stream into pieces.
-struct Reader {
+pub(super) struct Reader {
     frames: Deframer,
     parsers: Parsers,
 }
 
 impl Reader {
-    fn new(parsers: Parsers) -> Self {
+    pub(super) fn new(parsers: Parsers) -> Self {
         Reader {
             frames: Deframer::default(),
             parsers,
@@ -93,7 +93,7 @@ impl Reader {
     }
 
     /// The pieces of the messages in `bytes`.
-    fn pieces(&mut self, bytes: &[u8]) -> Vec<Piece> {
+    pub(super) fn pieces(&mut self, bytes: &[u8]) -> Vec<Piece> {
         self.frames.push(bytes);
         let mut out = Vec::new();
         while let Ok(Some(message)) = self.frames.next_message() {
@@ -176,12 +176,14 @@ impl Output {
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": t}, "finish_reason": null}],
             })],
-            (Endpoint::Chat, Piece::Text(t)) => vec![json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": t}, "finish_reason": null}],
-            })],
+            (Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens, Piece::Text(t)) => {
+                vec![json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": t}, "finish_reason": null}],
+                })]
+            }
             (
-                Endpoint::Chat,
+                Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens,
                 Piece::Done {
                     finish_reason,
                     usage,
@@ -251,7 +253,8 @@ impl Output {
         usage: &Usage,
     ) -> Value {
         match self.endpoint {
-            Endpoint::Chat => {
+            // (Anthropic's are written by `anthropic_output`.)
+            Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
                 let mut message = json!({"role": "assistant", "content": text});
                 if self.reasoning {
                     message["reasoning_content"] = match thought {

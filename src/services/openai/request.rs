@@ -17,6 +17,11 @@ pub enum Endpoint {
     Completions,
     /// `/generate` (SGLang's shape).
     Generate,
+    /// `/v1/messages` (Anthropic's Messages API; served as the chat
+    /// request it means).
+    Messages,
+    /// `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 /// Sampling fields the chat and completion endpoints share (OpenAI's, and
@@ -88,7 +93,10 @@ const GENERATE_SAMPLING: &[&str] = &[
 /// The fields an endpoint takes.
 pub(super) fn known(endpoint: Endpoint) -> Vec<&'static str> {
     match endpoint {
-        Endpoint::Chat => [SAMPLING_FIELDS, CHAT_ONLY].concat(),
+        // Anthropic's requests are checked as the chat requests they become.
+        Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
+            [SAMPLING_FIELDS, CHAT_ONLY].concat()
+        }
         Endpoint::Completions => [SAMPLING_FIELDS, COMPLETION_ONLY].concat(),
         Endpoint::Generate => GENERATE_FIELDS.to_vec(),
     }
