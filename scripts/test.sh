@@ -45,6 +45,7 @@ fi
 .venv/bin/python tests/python/test_openai_engines.py
 .venv/bin/python tests/python/test_tools.py
 .venv/bin/python tests/python/test_anthropic.py
+.venv/bin/python tests/python/test_responses.py
 .venv/bin/python tests/python/test_auth.py
 .venv/bin/python tests/python/test_tls.py
 .venv/bin/python tests/python/test_metrics.py

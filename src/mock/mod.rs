@@ -466,7 +466,12 @@ async fn stream_tokens<T>(
     }
     if tx
         .send(encode(Piece::Finish(
-            if config.reply_ends { "stop" } else { "length" },
+            // The whole reply: its end of turn; fewer: cut at the limit.
+            if config.reply_ends && tokens == config.tokens {
+                "stop"
+            } else {
+                "length"
+            },
             tokens,
         )))
         .await

@@ -89,6 +89,7 @@ pub fn routes(
         .route("/generate", post(generate))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
@@ -105,7 +106,7 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> HttpError
         StatusCode::NOT_FOUND,
         format!(
             "no route {method} {}: the API serves /generate, /v1/completions, \
-             /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/models, \
+             /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models, \
              /health, /readiness and /workers",
             uri.path()
         ),
@@ -273,6 +274,10 @@ async fn completions(State(s): State<HttpState>, request: Request) -> Response {
 
 async fn chat_completions(State(s): State<HttpState>, request: Request) -> Response {
     forward(&s, "/v1/chat/completions", Endpoint::Chat, request).await
+}
+
+async fn responses(State(s): State<HttpState>, request: Request) -> Response {
+    forward(&s, "/v1/responses", Endpoint::Responses, request).await
 }
 
 async fn messages(State(s): State<HttpState>, request: Request) -> Response {

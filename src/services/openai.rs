@@ -23,6 +23,8 @@ mod anthropic_output;
 mod chat;
 mod output;
 mod request;
+mod responses;
+mod responses_output;
 
 use output::{complete, sse, Output, Parsers};
 pub use request::Endpoint;
@@ -62,6 +64,16 @@ pub struct EngineFront {
     tokenizers: Arc<Tokenizers>,
     /// Output formats configured by model.
     formats: Arc<Formats>,
+}
+
+/// The API a request came in, and so the shape of its answer.
+enum Wire {
+    /// OpenAI's chat and completions, SGLang's `/generate`.
+    OpenAi,
+    /// Anthropic's Messages.
+    Anthropic,
+    /// OpenAI's Responses, with the request's fields the response echoes.
+    Responses(serde_json::Map<String, Value>),
 }
 
 /// The formats of models' output, configured by model (a model not listed
@@ -134,14 +146,22 @@ impl EngineFront {
             .map_err(|e| HttpError::bad_request(format!("the body is not a JSON object: {e}")))?;
         // Anthropic's Messages API: the chat request it means, answered in
         // its shape.
-        let (object, anthropic) = match endpoint {
-            Endpoint::Messages => (anthropic::to_chat(object, false)?, true),
+        // So is OpenAI's Responses API.
+        let (object, wire) = match endpoint {
+            Endpoint::Messages => (anthropic::to_chat(object, false)?, Wire::Anthropic),
+            Endpoint::Responses => {
+                let (chat, echo) = responses::to_chat(object)?;
+                (chat, Wire::Responses(echo))
+            }
             Endpoint::CountTokens => {
                 return self.count_tokens(anthropic::to_chat(object, true)?);
             }
-            _ => (object, false),
+            _ => (object, Wire::OpenAi),
         };
-        let endpoint = if anthropic { Endpoint::Chat } else { endpoint };
+        let endpoint = match wire {
+            Wire::OpenAi => endpoint,
+            _ => Endpoint::Chat,
+        };
         check_fields(&object, endpoint, engine)?;
         let fields: Fields = serde_json::from_value(Value::Object(object))
             .map_err(|e| HttpError::bad_request(format!("invalid request: {e}")))?;
@@ -218,9 +238,10 @@ impl EngineFront {
         );
         let out = Output {
             endpoint,
-            id: match (anthropic, endpoint) {
-                (true, _) => format!("msg_{request_id}"),
-                (false, Endpoint::Chat) => format!("chatcmpl-{request_id}"),
+            id: match (&wire, endpoint) {
+                (Wire::Anthropic, _) => format!("msg_{request_id}"),
+                (Wire::Responses(_), _) => format!("resp_{request_id}"),
+                (Wire::OpenAi, Endpoint::Chat) => format!("chatcmpl-{request_id}"),
                 _ => format!("cmpl-{request_id}"),
             },
             model,
@@ -231,13 +252,17 @@ impl EngineFront {
             reasoning: reasoning.is_some(),
             parsers: Parsers { tools, reasoning },
         };
-        let mut response = match (anthropic, fields.stream) {
-            (true, true) => anthropic_output::sse(out, prompt_tokens, stream),
-            (true, false) => anthropic_output::complete(out, stream)
+        let mut response = match (wire, fields.stream) {
+            (Wire::Anthropic, true) => anthropic_output::sse(out, prompt_tokens, stream),
+            (Wire::Anthropic, false) => anthropic_output::complete(out, stream)
                 .await?
                 .into_response(),
-            (false, true) => sse(out, stream).into_response(),
-            (false, false) => complete(out, stream).await?.into_response(),
+            (Wire::Responses(echo), true) => responses_output::sse(out, echo, stream),
+            (Wire::Responses(echo), false) => responses_output::complete(out, echo, stream)
+                .await?
+                .into_response(),
+            (Wire::OpenAi, true) => sse(out, stream).into_response(),
+            (Wire::OpenAi, false) => complete(out, stream).await?.into_response(),
         };
         for name in [
             "x-request-id",
@@ -283,7 +308,7 @@ impl EngineFront {
                 .map_err(|e| HttpError::bad_request(e.to_string()))
         };
         let ids = match endpoint {
-            Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens => {
                 if fields.messages.is_empty() {
                     return Err(HttpError::bad_request("messages must not be empty"));
                 }

@@ -176,14 +176,17 @@ impl Output {
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": t}, "finish_reason": null}],
             })],
-            (Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens, Piece::Text(t)) => {
+            (
+                Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens,
+                Piece::Text(t),
+            ) => {
                 vec![json!({
                     "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": t}, "finish_reason": null}],
                 })]
             }
             (
-                Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens,
+                Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens,
                 Piece::Done {
                     finish_reason,
                     usage,
@@ -253,8 +256,8 @@ impl Output {
         usage: &Usage,
     ) -> Value {
         match self.endpoint {
-            // (Anthropic's are written by `anthropic_output`.)
-            Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
+            // (Anthropic's and Responses' are written by their own modules.)
+            Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens => {
                 let mut message = json!({"role": "assistant", "content": text});
                 if self.reasoning {
                     message["reasoning_content"] = match thought {

@@ -22,6 +22,9 @@ pub enum Endpoint {
     Messages,
     /// `/v1/messages/count_tokens`.
     CountTokens,
+    /// `/v1/responses` (OpenAI's Responses API, stateless; served as the
+    /// chat request it means).
+    Responses,
 }
 
 /// Sampling fields the chat and completion endpoints share (OpenAI's, and
@@ -94,7 +97,7 @@ const GENERATE_SAMPLING: &[&str] = &[
 pub(super) fn known(endpoint: Endpoint) -> Vec<&'static str> {
     match endpoint {
         // Anthropic's requests are checked as the chat requests they become.
-        Endpoint::Chat | Endpoint::Messages | Endpoint::CountTokens => {
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens => {
             [SAMPLING_FIELDS, CHAT_ONLY].concat()
         }
         Endpoint::Completions => [SAMPLING_FIELDS, COMPLETION_ONLY].concat(),
