@@ -13,7 +13,12 @@
 #   TARGETS="switchyard smg"; SMG=path to an `smg` binary, else it is
 #   pip-installed into bench/.smg-venv; PERF=1 needs Linux perf;
 #   SEQUENTIAL=N: instead of the load generator, N requests one after
-#   another from bench/chat_cpu.py, each router's CPU net of its idle CPU)
+#   another from bench/chat_cpu.py, each router's CPU net of its idle CPU;
+#   TOOLS=1 with SEQUENTIAL: the tokenizer's template renders tools
+#   (Hermes/Qwen style), the engine's reply is a tool call, and each router
+#   is measured twice: the request without tools (the call is plain text)
+#   and with a tool offered (the call parsed into tool_calls; smg with
+#   --tool-call-parser qwen))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +36,31 @@ cargo build --release --bins --example loadgen --example sample_tokenizer
 . bench/lib.sh
 target/release/examples/sample_tokenizer "$WORK/tok" >/dev/null
 export RUST_LOG=warn
+REPLY=(--tokens "$TOKENS")
+SMG_TOOLS=()
+if [ "${TOOLS:-0}" = 1 ]; then
+  # A Hermes/Qwen-style template that renders the tools, and a reply that
+  # calls one.
+  python3 - "$WORK/tok/tokenizer_config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+config = json.load(open(path))
+config["chat_template"] = (
+    "{%- if tools %}<|im_start|>system\nYou may call these functions:\n"
+    "{%- for tool in tools %}\n{{ tool.function | tojson }}{%- endfor %}\n"
+    "Call one as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\n{% endif %}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+json.dump(config, open(path, "w"))
+PY
+  REPLY=(--reply "Let me look that up.
+<tool_call>
+{\"name\": \"get_weather\", \"arguments\": {\"city\": \"San Francisco\", \"unit\": \"celsius\", \"days\": 3}}
+</tool_call>")
+  SMG_TOOLS=(--tool-call-parser qwen)
+fi
 target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --engine sglang --model chat \
-  --tokenizer "$WORK/tok" --tokens "$TOKENS" >"$WORK/worker.log" 2>&1 &
+  --tokenizer "$WORK/tok" "${REPLY[@]}" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 wait_port "$WORKER_PORT"
 target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
@@ -47,7 +75,7 @@ if [[ " $TARGETS " == *" smg "* ]]; then
     SMG=$PWD/bench/.smg-venv/bin/smg
   fi
   (cd "$WORK" && exec "$SMG" launch --host 127.0.0.1 --port "$SMG_PORT" \
-    --worker-urls "grpc://127.0.0.1:$WORKER_PORT" --policy round_robin >"$WORK/smg.log" 2>&1) &
+    --worker-urls "grpc://127.0.0.1:$WORKER_PORT" --policy round_robin "${SMG_TOOLS[@]}" >"$WORK/smg.log" 2>&1) &
   PIDS+=($!)
   SMG_PID=$!
   for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$SMG_PORT") 2>/dev/null && break; sleep 0.1; done
@@ -78,7 +106,12 @@ for target in $TARGETS; do
     smg) port=$SMG_PORT; pid=$SMG_PID ;;
   esac
   if [ -n "${SEQUENTIAL:-}" ]; then
-    echo "$target: $(python3 bench/chat_cpu.py "$pid" "$port" "$SEQUENTIAL" "$TOKENS")"
+    if [ "${TOOLS:-0}" = 1 ]; then
+      echo "$target, no tools: $(python3 bench/chat_cpu.py "$pid" "$port" "$SEQUENTIAL" 512)"
+      echo "$target, a tool offered and called: $(python3 bench/chat_cpu.py "$pid" "$port" "$SEQUENTIAL" 512 tools)"
+    else
+      echo "$target: $(python3 bench/chat_cpu.py "$pid" "$port" "$SEQUENTIAL" "$TOKENS")"
+    fi
     continue
   fi
   load "$port" 2 >/dev/null

@@ -11,7 +11,10 @@ left is the CPU the requests cost. Requests that stall do not inflate the
 figure, since a stall costs no CPU and its wall time is charged to the
 idle window too.
 
-Usage: python3 bench/chat_cpu.py PID PORT [REQUESTS] [MAX_TOKENS]
+With `tools` as the fifth argument each request offers a tool
+(`get_weather`) and its response must carry a parsed call.
+
+Usage: python3 bench/chat_cpu.py PID PORT [REQUESTS] [MAX_TOKENS] [tools]
 (bench/chat.sh SEQUENTIAL=N runs it against both routers.)
 """
 import http.client
@@ -37,21 +40,31 @@ def main():
     pid, port = int(sys.argv[1]), int(sys.argv[2])
     requests = int(sys.argv[3]) if len(sys.argv) > 3 else 500
     max_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+    tools = len(sys.argv) > 5 and sys.argv[5] == "tools"
     conn = http.client.HTTPConnection("127.0.0.1", port)
     stalls, events = 0, 0
     start_cpu, start = cpu_seconds(pid), time.monotonic()
     for i in range(requests):
-        body = json.dumps({
+        request = {
             "model": "chat",
             "messages": [{"role": "user", "content": prompt(i)}],
             "max_tokens": max_tokens,
             "stream": True,
-        })
+        }
+        if tools:
+            request["tools"] = [{"type": "function", "function": {
+                "name": "get_weather", "description": "The weather in a city.",
+                "parameters": {"type": "object", "properties": {
+                    "city": {"type": "string"}, "unit": {"type": "string"}, "days": {"type": "integer"}},
+                    "required": ["city"]}}}]
+        body = json.dumps(request)
         t = time.monotonic()
         conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
         response = conn.getresponse()
         data = response.read()
         assert response.status == 200, (response.status, data[:200])
+        if tools:
+            assert b'"tool_calls"' in data and b"get_weather" in data, data[-600:]
         events += data.count(b"data: ")
         stalls += time.monotonic() - t > 1.0
     busy_cpu, wall = cpu_seconds(pid) - start_cpu, time.monotonic() - start

@@ -105,9 +105,9 @@ pub struct ServeArgs {
     /// model's chat template).
     #[arg(long = "tool-parser", value_name = "MODEL=FORMAT")]
     pub tool_parsers: Vec<String>,
-    /// A model's reasoning format, MODEL=FORMAT (qwen3, deepseek-r1 or
-    /// kimi), for splitting its thought into reasoning_content (default:
-    /// detected from the model's chat template).
+    /// A model's reasoning format, MODEL=FORMAT (qwen3, deepseek-r1, kimi
+    /// or gpt-oss), for splitting its thought into reasoning_content
+    /// (default: detected from the model's chat template).
     #[arg(long = "reasoning-parser", value_name = "MODEL=FORMAT")]
     pub reasoning_parsers: Vec<String>,
     /// How often SGLang and vLLM workers are asked for their load

@@ -96,7 +96,7 @@ pub struct Config {
     /// chat requests with `tools`; a model without one has its format
     /// detected from its chat template.
     pub tool_parsers: BTreeMap<String, String>,
-    /// Reasoning formats by model (`qwen3`, `deepseek-r1`, `kimi`), for
+    /// Reasoning formats by model (`qwen3`, `deepseek-r1`, `kimi`, `gpt-oss`), for
     /// splitting a reasoning model's thought out of chat answers; a model
     /// without one has its format detected from its chat template.
     pub reasoning_parsers: BTreeMap<String, String>,

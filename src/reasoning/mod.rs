@@ -10,7 +10,9 @@
 //! - `deepseek-r1`: the same tags, and the answer starts inside the thought
 //!   even when the opening tag is not written (DeepSeek R1 and its
 //!   distillations, whose templates or weights leave it out);
-//! - `kimi`: `◁think▷` … `◁/think▷` (Kimi VL and K1.5 thinking models).
+//! - `kimi`: `◁think▷` … `◁/think▷` (Kimi VL and K1.5 thinking models);
+//! - `gpt-oss`: harmony's channels (gpt-oss), which carry the model's tool
+//!   calls too and are read by their own parser ([`harmony`]).
 //!
 //! Whether the output starts inside the thought is read from the rendered
 //! prompt: a template that opens the thought itself (ends the prompt with
@@ -23,6 +25,7 @@
 //! the pieces join to the same result. Whitespace at the start and end of
 //! the thought, and between the thought and the answer, is dropped.
 
+pub mod harmony;
 #[cfg(test)]
 mod tests;
 
@@ -38,11 +41,14 @@ pub enum ReasoningFormat {
     DeepSeekR1,
     /// `◁think▷` … `◁/think▷`.
     Kimi,
+    /// Harmony's channels (gpt-oss): read by [`harmony::HarmonyParser`].
+    Harmony,
 }
 
 impl ReasoningFormat {
     /// Every format, in the order detection tries them.
-    pub const ALL: [ReasoningFormat; 3] = [
+    pub const ALL: [ReasoningFormat; 4] = [
+        ReasoningFormat::Harmony,
         ReasoningFormat::Kimi,
         ReasoningFormat::Qwen3,
         ReasoningFormat::DeepSeekR1,
@@ -54,6 +60,7 @@ impl ReasoningFormat {
             ReasoningFormat::Qwen3 => "qwen3",
             ReasoningFormat::DeepSeekR1 => "deepseek-r1",
             ReasoningFormat::Kimi => "kimi",
+            ReasoningFormat::Harmony => "gpt-oss",
         }
     }
 
@@ -61,13 +68,17 @@ impl ReasoningFormat {
         match self {
             ReasoningFormat::Qwen3 | ReasoningFormat::DeepSeekR1 => ("<think>", "</think>"),
             ReasoningFormat::Kimi => ("◁think▷", "◁/think▷"),
+            // Harmony's thought, as tags (its own parser reads the rest).
+            ReasoningFormat::Harmony => ("<|channel|>analysis<|message|>", "<|end|>"),
         }
     }
 
     /// The format a chat template's reasoning comes in, if it shows one:
     /// the closing tag the template strips from earlier turns or writes.
     pub fn detect(template: &str) -> Option<ReasoningFormat> {
-        if template.contains("◁/think▷") {
+        if template.contains("<|channel|>") {
+            Some(ReasoningFormat::Harmony)
+        } else if template.contains("◁/think▷") {
             Some(ReasoningFormat::Kimi)
         } else if template.contains("</think>") {
             Some(ReasoningFormat::Qwen3)

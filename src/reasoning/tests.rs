@@ -136,6 +136,87 @@ fn formats_are_detected_from_templates_and_named_in_the_config() {
     assert!(err.contains("deepseek-r1"), "{err}");
 }
 
+fn harmony(tools: bool, chunks: &[&str]) -> (String, String, Vec<(String, String)>) {
+    use harmony::{HarmonyParser, Piece as H};
+    let mut parser = HarmonyParser::new(tools);
+    let mut pieces = Vec::new();
+    for chunk in chunks {
+        pieces.extend(parser.push(chunk));
+    }
+    pieces.extend(parser.finish());
+    let (mut thought, mut answer, mut calls) = (String::new(), String::new(), Vec::new());
+    for piece in pieces {
+        match piece {
+            H::Reasoning(r) => thought.push_str(&r),
+            H::Text(t) => answer.push_str(&t),
+            H::Call { index, name } => {
+                assert_eq!(index, calls.len());
+                calls.push((name, String::new()));
+            }
+            H::Args { index, text } => calls[index].1.push_str(&text),
+        }
+    }
+    (thought, answer, calls)
+}
+
+const HARMONY_CALL: &str = "<|channel|>analysis<|message|>Need the weather tool.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>";
+const HARMONY_ANSWER: &str = "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>It is 4.<|return|>";
+
+#[test]
+fn harmony_channels_are_thought_answer_and_calls() {
+    assert_eq!(
+        harmony(true, &[HARMONY_CALL]),
+        (
+            "Need the weather tool.".into(),
+            String::new(),
+            vec![("get_weather".into(), "{\"city\":\"Paris\"}".into())]
+        )
+    );
+    assert_eq!(
+        harmony(false, &[HARMONY_ANSWER]),
+        ("Easy.".into(), "It is 4.".into(), vec![])
+    );
+    // The recipient in the role part; no end marker before the next message.
+    let out = "<|channel|>analysis<|message|>a<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}<|call|>";
+    assert_eq!(
+        harmony(true, &[out]),
+        ("a".into(), String::new(), vec![("f".into(), "{}".into())])
+    );
+}
+
+#[test]
+fn harmony_without_tools_or_markers_is_answer() {
+    // No tools offered: a call's body is answer text.
+    assert_eq!(
+        harmony(false, &[HARMONY_CALL]),
+        (
+            "Need the weather tool.".into(),
+            "{\"city\":\"Paris\"}".into(),
+            vec![]
+        )
+    );
+    // Special tokens left out of the text: all answer, exactly.
+    let plain = "analysisEasy.assistantfinalIt is 4.";
+    assert_eq!(
+        harmony(true, &[plain]),
+        (String::new(), plain.into(), vec![])
+    );
+    // Something that looks like a marker in a body is body.
+    let out = "<|channel|>final<|message|>Use <|x|> or <b>.<|return|>";
+    assert_eq!(
+        harmony(false, &[out]),
+        (String::new(), "Use <|x|> or <b>.".into(), vec![])
+    );
+}
+
+#[test]
+fn harmony_is_detected_from_its_template() {
+    assert_eq!(
+        ReasoningFormat::detect("{{ '<|start|>assistant<|channel|>final<|message|>' }}"),
+        Some(ReasoningFormat::Harmony)
+    );
+}
+
 fn chunks(text: &str, cuts: &[usize]) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (chars.len() + 1)).collect();
@@ -165,5 +246,18 @@ proptest! {
             let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
             prop_assert_eq!(split(format, prompt, &refs), whole);
         }
+    }
+
+    /// The same for harmony: any split reads as the whole.
+    #[test]
+    fn any_split_of_harmony_reads_the_same(
+        text in "(<\\|channel\\|>|<\\|start\\|>|<\\|message\\|>|<\\|end\\|>|<\\|call\\|>|analysis|final|commentary to=functions.f |<\\||[a-c ]){0,30}",
+        cuts in proptest::collection::vec(0usize..300, 0..8),
+        tools in any::<bool>(),
+    ) {
+        let whole = harmony(tools, &[&text]);
+        let parts = chunks(&text, &cuts);
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        prop_assert_eq!(harmony(tools, &refs), whole);
     }
 }

@@ -26,10 +26,10 @@ mod request;
 mod responses;
 mod responses_output;
 
+pub use chat::Formats;
 use output::{complete, sse, Output, Parsers};
 pub use request::Endpoint;
 use request::{check_fields, Fields};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,15 +44,13 @@ use tokio_stream::{Stream, StreamExt};
 
 use super::http_error::HttpError;
 use crate::engines;
-use crate::engines::translate::{Constraint, Input};
+use crate::engines::translate::Input;
 use crate::pb;
-use crate::reasoning::{ReasoningFormat, ReasoningParser};
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::select::{is_known_model, model_engine};
 use crate::routers::translate::Responses;
 use crate::routers::{generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER};
 use crate::tokenizer::{ModelTokenizer, Tokenizers};
-use crate::tools::{ToolFormat, ToolParser};
 use crate::transport::grpc::codec::Deframer;
 use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
 
@@ -74,16 +72,6 @@ enum Wire {
     Anthropic,
     /// OpenAI's Responses, with the request's fields the response echoes.
     Responses(serde_json::Map<String, Value>),
-}
-
-/// The formats of models' output, configured by model (a model not listed
-/// has its formats detected from its chat template).
-#[derive(Debug, Clone, Default)]
-pub struct Formats {
-    /// Tool-call formats (`[tool_parsers]`, `--tool-parser`).
-    pub tools: HashMap<String, ToolFormat>,
-    /// Reasoning formats (`[reasoning_parsers]`, `--reasoning-parser`).
-    pub reasoning: HashMap<String, ReasoningFormat>,
 }
 
 impl EngineFront {
@@ -174,36 +162,12 @@ impl EngineFront {
             .get(&model)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
         let mut sampling = fields.sampling()?;
-        let calls = match endpoint {
-            Endpoint::Chat => chat::offered(&fields, &self.formats.tools, &model, &tokenizer)?,
-            _ => None,
-        };
-        let tools = match calls {
-            Some(chat::Calls::Format(format)) => {
-                if format == ToolFormat::Mistral {
-                    // Its calls open with a special token.
-                    sampling.skip_special_tokens = false;
-                }
-                Some(ToolParser::new(format))
-            }
-            Some(chat::Calls::Constrained { parser, schema }) => {
-                if sampling.constraint.is_some() {
-                    return Err(HttpError::bad_request(
-                        "tool_choice \"required\" or a named function constrains the output itself: leave out response_format",
-                    ));
-                }
-                sampling.constraint = Some(Constraint::JsonSchema(schema));
-                Some(parser)
-            }
-            None => None,
-        };
         let (input, rendered) = self.prompt(endpoint, &tokenizer, &model, &fields)?;
-        let reasoning = match (endpoint, &rendered) {
+        let parsers = match (endpoint, &rendered) {
             (Endpoint::Chat, Some(prompt)) => {
-                chat::reasoning(&fields, &self.formats.reasoning, &model, &tokenizer)
-                    .map(|format| ReasoningParser::new(format, prompt))
+                chat::parsers(&fields, &self.formats, &tokenizer, prompt, &mut sampling)?
             }
-            _ => None,
+            _ => Parsers::default(),
         };
         let prompt_tokens = match &input {
             Input::TokenIds(ids) => ids.len(),
@@ -233,9 +197,11 @@ impl EngineFront {
             }
         }
         let (worker_headers, stream) = self.router.generate(engine, metadata, message).await?;
-        let stream = stream.translated(
-            Responses::new(engine, request_id.clone()).with_text(tokenizer, sampling.stop.clone()),
-        );
+        let stream = stream.translated(Responses::new(engine, request_id.clone()).with_text(
+            tokenizer,
+            sampling.stop.clone(),
+            sampling.skip_special_tokens,
+        ));
         let out = Output {
             endpoint,
             id: match (&wire, endpoint) {
@@ -249,8 +215,8 @@ impl EngineFront {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             include_usage: fields.stream_options.is_some_and(|o| o.include_usage),
-            reasoning: reasoning.is_some(),
-            parsers: Parsers { tools, reasoning },
+            reasoning: parsers.reasoning.is_some() || parsers.harmony.is_some(),
+            parsers,
         };
         let mut response = match (wire, fields.stream) {
             (Wire::Anthropic, true) => anthropic_output::sse(out, prompt_tokens, stream),

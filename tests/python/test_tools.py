@@ -74,18 +74,37 @@ THINKER_REPLY = ("<think>\n" + THOUGHT + "\n</think>\n\n<tool_call>\n"
                  "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Bern\"}}\n</tool_call>")
 FORCED_ARGS = "{\"city\": \"Oslo\"}"
 REQUIRED_REPLY = "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"
+# Written for this test in the shape of gpt-oss's harmony template: messages
+# between special tokens, the assistant's calls as commentary addressed to
+# the function; the prompt ends with the assistant's turn opened.
+HARMONY_SPECIALS = ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|call|>", "<|return|>",
+                    "<|constrain|>"]
+GPT_OSS = (
+    "{%- if tools %}<|start|>developer<|message|># Tools\n{{ tools | tojson }}<|end|>{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' and m.tool_calls %}{%- for c in m.tool_calls %}<|start|>assistant"
+    "<|channel|>commentary to=functions.{{ c.function.name }} <|constrain|>json<|message|>"
+    "{{ c.function.arguments | tojson }}<|call|>{%- endfor %}"
+    "{%- elif m.role == 'tool' %}<|start|>functions.{{ m.name }} to=assistant<|channel|>commentary"
+    "<|message|>{{ m.content }}<|end|>"
+    "{%- else %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{%- endif %}"
+    "{%- endfor %}{%- if add_generation_prompt %}<|start|>assistant{% endif %}"
+)
+HARMONY_THOUGHT = "Need the weather in Rome."
+HARMONY_REPLY = ("<|channel|>analysis<|message|>" + HARMONY_THOUGHT + "<|end|><|start|>assistant<|channel|>"
+                 "commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Rome\"}<|call|>")
 
 
-def make_tokenizer(directory, template):
+def make_tokenizer(directory, template, specials=()):
     os.makedirs(directory, exist_ok=True)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=600, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], show_progress=False)
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", *specials], show_progress=False)
     tok.train_from_iterator([HERMES_REPLY, LLAMA_REPLY, NOT_A_CALL, THINKER_REPLY, REQUIRED_REPLY,
-                            json.dumps(WEATHER)], trainer=trainer)
+                            HARMONY_REPLY, json.dumps(WEATHER)], trainer=trainer)
     tok.save(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "chat_template": template}, f)
@@ -122,7 +141,8 @@ def streamed(stream, thought=None):
 def main():
     root = tempfile.mkdtemp()
     hermes_dir, plain_dir = os.path.join(root, "hermes"), os.path.join(root, "plain")
-    thinker_dir = os.path.join(root, "thinker")
+    thinker_dir, oss_dir = os.path.join(root, "thinker"), os.path.join(root, "oss")
+    make_tokenizer(oss_dir, GPT_OSS, HARMONY_SPECIALS)
     make_tokenizer(hermes_dir, HERMES)
     make_tokenizer(plain_dir, PLAIN)
     make_tokenizer(thinker_dir, THINKER)
@@ -134,12 +154,13 @@ def main():
         engine("thinker", "vllm", thinker_dir, THINKER_REPLY),
         engine("named", "sglang", plain_dir, FORCED_ARGS),
         engine("required", "vllm", plain_dir, REQUIRED_REPLY),
+        engine("oss", "vllm", oss_dir, HARMONY_REPLY),
     ]
     router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--tokenizer", f"qwen={hermes_dir}", "--tokenizer", f"llama={plain_dir}",
                     "--tokenizer", f"plain={plain_dir}", "--tokenizer", f"liar={hermes_dir}",
                     "--tokenizer", f"thinker={thinker_dir}", "--tokenizer", f"named={plain_dir}",
-                    "--tokenizer", f"required={plain_dir}",
+                    "--tokenizer", f"required={plain_dir}", "--tokenizer", f"oss={oss_dir}",
                     "--tool-parser", "llama=llama3_json",
                     *[a for url in urls for a in ("--worker", url)]])
     read_after(router, "switchyard listening on")
@@ -256,6 +277,29 @@ def main():
                 assert calls == expected and not content, (model, stream, calls, content)
         print("ok: tool_choice required and a named function (the engine constrained): the output read as calls, "
               "on a model with no tool-call format of its own")
+
+        out = client.chat.completions.create(model="oss", messages=ask, tools=[WEATHER])
+        message = out.choices[0].message
+        assert message.model_extra.get("reasoning_content") == HARMONY_THOUGHT and not message.content, message
+        assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == [
+            ("get_weather", {"city": "Rome"})] and out.choices[0].finish_reason == "tool_calls", message
+        thought = []
+        content, got, finish = streamed(client.chat.completions.create(
+            model="oss", messages=ask, tools=[WEATHER], stream=True), thought)
+        assert "".join(thought) == HARMONY_THOUGHT and not content and finish == "tool_calls", (thought, content)
+        assert [(c["name"], json.loads("".join(c["fragments"]))) for c in got.values()] == [
+            ("get_weather", {"city": "Rome"})], got
+        second = ask + [
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "{\"temp\": 21}"}]
+        again = client.chat.completions.create(model="oss", messages=second, tools=[WEATHER])
+        assert again.usage.prompt_tokens > out.usage.prompt_tokens, "the call and its result rendered"
+        plain = client.chat.completions.create(model="oss", messages=ask)
+        assert plain.choices[0].message.content == "{\"city\": \"Rome\"}", plain.choices[0].message
+        assert plain.choices[0].message.tool_calls is None, "no tools offered: a call's body is content"
+        print("ok: gpt-oss harmony (detected from the template): the analysis channel as reasoning_content, "
+              "a call addressed to a function as tool_calls, whole and streamed, and a second turn")
         print("python tools test passed")
     finally:
         stop_all()

@@ -208,7 +208,7 @@ impl GrpcRouter {
         let stops = call.stops;
         let mut responses = translate::Responses::new(served, inbound.request_id.clone());
         if let Ok(tokenizer) = tokenizer {
-            responses = responses.with_text(tokenizer, stops);
+            responses = responses.with_text(tokenizer, stops, true);
         }
         let (headers, stream) = self.dispatch(inbound, &model, snapshot, trace).await?;
         Ok((headers, stream.translated(responses)))

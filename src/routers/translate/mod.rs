@@ -153,11 +153,16 @@ impl Responses {
         }
     }
 
-    /// Chunks carry text detokenized with `tokenizer`; output ends at the
-    /// first of `stops`.
-    pub fn with_text(mut self, tokenizer: Arc<ModelTokenizer>, stops: Vec<String>) -> Self {
+    /// Chunks carry text detokenized with `tokenizer` (special tokens left
+    /// out when `skip_special`); output ends at the first of `stops`.
+    pub fn with_text(
+        mut self,
+        tokenizer: Arc<ModelTokenizer>,
+        stops: Vec<String>,
+        skip_special: bool,
+    ) -> Self {
         self.text = Some(TextOut {
-            detokenizer: Detokenizer::new(tokenizer, true),
+            detokenizer: Detokenizer::new(tokenizer, skip_special),
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             held: String::new(),
             completion_tokens: 0,

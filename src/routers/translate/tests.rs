@@ -227,7 +227,7 @@ mod text {
         let tok = tokenizer();
         let reply = "日本語 🚂 café";
         let ids = tok.encode(reply, false).unwrap();
-        let mut t = Responses::new(sglang_engine(), "r".into()).with_text(tok, vec![]);
+        let mut t = Responses::new(sglang_engine(), "r".into()).with_text(tok, vec![], true);
         let (text, finish, done) = run(&mut t, &engine_stream(&ids));
         assert_eq!(text, reply);
         assert_eq!(finish.as_deref(), Some("length"));
@@ -238,16 +238,22 @@ mod text {
     fn a_stop_string_ends_the_output_before_it_even_across_tokens() {
         let tok = tokenizer();
         let ids = tok.encode("Hello, world! The router", false).unwrap();
-        let mut t = Responses::new(sglang_engine(), "r".into())
-            .with_text(tok.clone(), vec!["world!".into()]);
+        let mut t = Responses::new(sglang_engine(), "r".into()).with_text(
+            tok.clone(),
+            vec!["world!".into()],
+            true,
+        );
         let (text, finish, done) = run(&mut t, &engine_stream(&ids));
         assert_eq!(text, "Hello, ");
         assert_eq!(finish.as_deref(), Some("stop"));
         assert!(done, "the stream ends at the stop string");
 
         // A stop string that never completes: the held-back text comes out.
-        let mut t =
-            Responses::new(sglang_engine(), "r".into()).with_text(tok, vec!["router!".into()]);
+        let mut t = Responses::new(sglang_engine(), "r".into()).with_text(
+            tok,
+            vec!["router!".into()],
+            true,
+        );
         let (text, finish, _) = run(&mut t, &engine_stream(&ids));
         assert_eq!(text, "Hello, world! The router");
         assert_eq!(finish.as_deref(), Some("length"));

@@ -8,11 +8,77 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
+use super::output::Parsers;
 use super::request::{Fields, Message_};
-use crate::reasoning::ReasoningFormat;
+use crate::engines::translate::{Constraint, Sampling};
+use crate::reasoning::harmony::HarmonyParser;
+use crate::reasoning::{ReasoningFormat, ReasoningParser};
 use crate::services::HttpError;
 use crate::tokenizer::{ChatMessage, ModelTokenizer};
 use crate::tools::{ToolFormat, ToolParser};
+
+/// The formats of models' output, configured by model (a model not listed
+/// has its formats detected from its chat template).
+#[derive(Debug, Clone, Default)]
+pub struct Formats {
+    /// Tool-call formats (`[tool_parsers]`, `--tool-parser`).
+    pub tools: HashMap<String, ToolFormat>,
+    /// Reasoning formats (`[reasoning_parsers]`, `--reasoning-parser`).
+    pub reasoning: HashMap<String, ReasoningFormat>,
+}
+
+/// The parsers a chat request's output goes through (`prompt`: the
+/// rendered prompt), and what the engine must be asked for them (special
+/// tokens kept for formats whose markers are special tokens; the schema of
+/// a constrained tool choice).
+pub(super) fn parsers(
+    fields: &Fields,
+    formats: &Formats,
+    tokenizer: &ModelTokenizer,
+    prompt: &str,
+    sampling: &mut Sampling,
+) -> Result<Parsers, HttpError> {
+    let model = fields.model.as_str();
+    let reasoning = formats
+        .reasoning
+        .get(model)
+        .copied()
+        .or_else(|| tokenizer.chat_template().and_then(ReasoningFormat::detect));
+    let harmony = reasoning == Some(ReasoningFormat::Harmony);
+    let calls = offered(fields, &formats.tools, model, tokenizer, harmony)?;
+    let offers = calls.is_some();
+    let mut parsers = Parsers {
+        fold_thought: fields.separate_reasoning == Some(false),
+        ..Parsers::default()
+    };
+    match calls {
+        Some(Calls::Format(format)) => {
+            if format == ToolFormat::Mistral {
+                // Its calls open with a special token.
+                sampling.skip_special_tokens = false;
+            }
+            parsers.tools = Some(ToolParser::new(format));
+        }
+        Some(Calls::Constrained { parser, schema }) => {
+            if sampling.constraint.is_some() {
+                return Err(HttpError::bad_request(
+                    "tool_choice \"required\" or a named function constrains the output itself: leave out response_format",
+                ));
+            }
+            sampling.constraint = Some(Constraint::JsonSchema(schema));
+            parsers.tools = Some(parser);
+        }
+        Some(Calls::Harmony) | None => {}
+    }
+    if harmony {
+        // Its channels are special tokens.
+        sampling.skip_special_tokens = false;
+        parsers.harmony = Some(HarmonyParser::new(offers));
+    } else if let Some(format) = reasoning.filter(|_| !parsers.fold_thought) {
+        parsers.reasoning = Some(ReasoningParser::new(format, prompt));
+    }
+    Ok(parsers)
+}
 
 /// How a chat request's tool calls are read out of the output.
 pub(super) enum Calls {
@@ -21,16 +87,27 @@ pub(super) enum Calls {
     /// The output constrained to calls (`required`, a named function): the
     /// engine enforces `schema`, `parser` reads what it allows.
     Constrained { parser: ToolParser, schema: String },
+    /// In harmony's messages (gpt-oss), read with its thought and answer.
+    Harmony,
 }
 
 /// The tools a chat request offers and how its calls are read: `None` when
 /// it offers none (or `tool_choice` is `none`).
-pub(super) fn offered(
+fn offered(
     fields: &Fields,
     formats: &HashMap<String, ToolFormat>,
     model: &str,
     tokenizer: &ModelTokenizer,
+    harmony: bool,
 ) -> Result<Option<Calls>, HttpError> {
+    let constrained = matches!(&fields.tool_choice, Some(Value::Object(_)))
+        || fields.tool_choice.as_ref().and_then(Value::as_str) == Some("required");
+    if harmony && constrained {
+        return Err(HttpError::bad_request(
+            "tool_choice \"required\" or a named function is not supported for harmony (gpt-oss) models yet: \
+             its calls are messages of their own, which a JSON constraint would not allow; use \"auto\"",
+        ));
+    }
     let tools: &[Value] = match &fields.tools {
         None | Some(Value::Null) => &[],
         Some(Value::Array(tools)) => {
@@ -89,6 +166,9 @@ pub(super) fn offered(
     if tools.is_empty() {
         return Ok(None);
     }
+    if harmony {
+        return Ok(Some(Calls::Harmony));
+    }
     let format = formats
         .get(model)
         .copied()
@@ -141,23 +221,6 @@ fn required_schema(tools: &[Value], single: bool) -> Value {
         schema["maxItems"] = json!(1);
     }
     schema
-}
-
-/// The model's reasoning format, unless the request asks for the thought
-/// to stay in the content (`separate_reasoning: false`).
-pub(super) fn reasoning(
-    fields: &Fields,
-    formats: &HashMap<String, ReasoningFormat>,
-    model: &str,
-    tokenizer: &ModelTokenizer,
-) -> Option<ReasoningFormat> {
-    if fields.separate_reasoning == Some(false) {
-        return None;
-    }
-    formats
-        .get(model)
-        .copied()
-        .or_else(|| tokenizer.chat_template().and_then(ReasoningFormat::detect))
 }
 
 /// The request's variables for the template: `chat_template_kwargs` (such

@@ -4,8 +4,10 @@
 //! then, with tools, through its tool-call parser.
 
 use super::*;
-use crate::reasoning;
+use crate::reasoning::harmony::{self, HarmonyParser};
+use crate::reasoning::{self, ReasoningParser};
 use crate::tools;
+use crate::tools::ToolParser;
 
 /// What the response says about itself.
 #[derive(Debug)]
@@ -28,6 +30,11 @@ pub(super) struct Parsers {
     pub(super) tools: Option<ToolParser>,
     /// The thought, for a reasoning model.
     pub(super) reasoning: Option<ReasoningParser>,
+    /// Thought, answer and calls, for a model writing harmony (gpt-oss);
+    /// it takes the place of the other two.
+    pub(super) harmony: Option<HarmonyParser>,
+    /// The thought stays in the answer (`separate_reasoning: false`).
+    pub(super) fold_thought: bool,
 }
 
 /// One translated `switchyard.v1` message's content.
@@ -70,6 +77,18 @@ impl Reader {
 
     /// `text` through the parsers, or `end` of it (`finish`).
     fn parse(&mut self, text: &str, end: bool, out: &mut Vec<Piece>) {
+        if let Some(h) = &mut self.parsers.harmony {
+            let pieces = if end { h.finish() } else { h.push(text) };
+            let fold = self.parsers.fold_thought;
+            out.extend(pieces.into_iter().map(|p| match p {
+                harmony::Piece::Reasoning(r) if fold => Piece::Text(r),
+                harmony::Piece::Reasoning(r) => Piece::Reasoning(r),
+                harmony::Piece::Text(t) => Piece::Text(t),
+                harmony::Piece::Call { index, name } => Piece::Call(index, name),
+                harmony::Piece::Args { index, text } => Piece::Args(index, text),
+            }));
+            return;
+        }
         let split = match &mut self.parsers.reasoning {
             Some(r) if end => r.finish(),
             Some(r) => r.push(text),
@@ -99,7 +118,10 @@ impl Reader {
         while let Ok(Some(message)) = self.frames.next_message() {
             match pb::GenerateResponse::decode(message).map(|m| m.response) {
                 Ok(Some(pb::generate_response::Response::Chunk(c))) if !c.text.is_empty() => {
-                    if self.parsers.tools.is_none() && self.parsers.reasoning.is_none() {
+                    if self.parsers.tools.is_none()
+                        && self.parsers.reasoning.is_none()
+                        && self.parsers.harmony.is_none()
+                    {
                         out.push(Piece::Text(c.text));
                     } else {
                         self.parse(&c.text, false, &mut out);
@@ -109,7 +131,8 @@ impl Reader {
                     let mut finish_reason = c.finish_reason;
                     self.parse("", true, &mut out);
                     // A model that stopped after calling tools.
-                    let called = self.parsers.tools.as_ref().is_some_and(|p| p.calls() > 0);
+                    let called = self.parsers.tools.as_ref().is_some_and(|p| p.calls() > 0)
+                        || self.parsers.harmony.as_ref().is_some_and(|p| p.calls() > 0);
                     if called && matches!(finish_reason.as_str(), "" | "stop") {
                         finish_reason = "tool_calls".into();
                     }
