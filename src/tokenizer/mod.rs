@@ -66,6 +66,9 @@ pub struct ModelTokenizer {
     /// The quicker way to the same ids, for byte-level BPE tokenizers.
     fast: Option<fast::FastEncoder>,
     template: Option<String>,
+    /// The template compiled, once, on first use (or why it does not
+    /// compile).
+    compiled: std::sync::OnceLock<Result<minijinja::Environment<'static>, String>>,
     bos_token: String,
     eos_token: String,
 }
@@ -148,6 +151,7 @@ impl ModelTokenizer {
             fast: fast::FastEncoder::for_tokenizer(&inner),
             inner,
             template,
+            compiled: std::sync::OnceLock::new(),
             bos_token: token_text(config.get("bos_token")),
             eos_token: token_text(config.get("eos_token")),
         })
@@ -242,19 +246,11 @@ impl ModelTokenizer {
             .template
             .as_deref()
             .ok_or_else(|| TokenizerError::NoChatTemplate(model.to_string()))?;
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |message: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    message,
-                ))
-            },
-        );
-        env.add_template("chat", template)
-            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        let env = self
+            .compiled
+            .get_or_init(|| compile(template.to_string()))
+            .as_ref()
+            .map_err(|e| TokenizerError::Template(e.clone()))?;
         let rendered = env
             .get_template("chat")
             .and_then(|t| {
@@ -270,6 +266,25 @@ impl ModelTokenizer {
             .map_err(|e| TokenizerError::Template(e.to_string()))?;
         Ok(rendered)
     }
+}
+
+/// A chat template compiled into its own environment (Python-compatible
+/// methods, `raise_exception`), as `chat`.
+fn compile(template: String) -> Result<minijinja::Environment<'static>, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
+    env.add_template_owned("chat", template)
+        .map_err(|e| e.to_string())?;
+    Ok(env)
 }
 
 /// The tokenizers of the models the router tokenizes for: those given at
