@@ -100,9 +100,9 @@ pub struct ServeArgs {
     /// workers; repeatable.
     #[arg(long = "tokenizer", value_name = "MODEL=PATH")]
     pub tokenizers: Vec<String>,
-    /// A model's tool-call format, MODEL=FORMAT (hermes, llama3_json or
-    /// mistral), for chat requests with tools (default: detected from the
-    /// model's chat template).
+    /// A model's tool-call format, MODEL=FORMAT (hermes, llama3_json,
+    /// mistral, pythonic or deepseek_v3), for chat requests with tools
+    /// (default: detected from the model's chat template).
     #[arg(long = "tool-parser", value_name = "MODEL=FORMAT")]
     pub tool_parsers: Vec<String>,
     /// A model's reasoning format, MODEL=FORMAT (qwen3, deepseek-r1, kimi

@@ -92,7 +92,8 @@ pub struct Config {
     /// `tokenizer.json`), for text and chat requests to workers that take
     /// token ids.
     pub tokenizers: BTreeMap<String, PathBuf>,
-    /// Tool-call formats by model (`hermes`, `llama3_json`, `mistral`), for
+    /// Tool-call formats by model (`hermes`, `llama3_json`, `mistral`,
+    /// `pythonic`, `deepseek_v3`), for
     /// chat requests with `tools`; a model without one has its format
     /// detected from its chat template.
     pub tool_parsers: BTreeMap<String, String>,

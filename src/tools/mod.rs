@@ -19,18 +19,25 @@
 //!   "parameters": …}` (or several, split by `;`), optionally after
 //!   `<|python_tag|>` (Llama 3.1, 3.2, 3.3);
 //! - `mistral`: `[TOOL_CALLS]` then a JSON array of calls (Mistral 7B v0.3,
-//!   Mixtral 8x22B, Mistral Small and Nemo).
+//!   Mixtral 8x22B, Mistral Small and Nemo);
+//! - `pythonic`: a Python list of calls with keyword arguments, the
+//!   arguments' literals turned into JSON as they stream (Llama 4, Llama
+//!   3.2 1B/3B);
+//! - `deepseek_v3`: calls between DeepSeek's special tokens, V3's fenced
+//!   JSON or V3.1's inline JSON (DeepSeek V3, V3.1, R1-0528).
 //!
 //! Output the engine was constrained to write as calls (`tool_choice`
 //! `required` or a named function) is read by [`ToolParser::array`] and
 //! [`ToolParser::named`] (`forced`).
 
+mod deepseek;
 mod forced;
 mod framing;
 mod hermes;
 mod llama3;
 mod mistral;
 mod object;
+mod pythonic;
 #[cfg(test)]
 mod tests;
 
@@ -67,13 +74,19 @@ pub enum ToolFormat {
     Llama3Json,
     /// `[TOOL_CALLS]` and a JSON array: Mistral.
     Mistral,
+    /// A Python list of calls with keyword arguments: Llama 4.
+    Pythonic,
+    /// Calls between DeepSeek's special tokens: DeepSeek V3 and V3.1.
+    DeepSeek,
 }
 
 impl ToolFormat {
     /// Every format, in the order detection tries them.
-    pub const ALL: [ToolFormat; 3] = [
+    pub const ALL: [ToolFormat; 5] = [
         ToolFormat::Hermes,
+        ToolFormat::DeepSeek,
         ToolFormat::Mistral,
+        ToolFormat::Pythonic,
         ToolFormat::Llama3Json,
     ];
 
@@ -83,7 +96,14 @@ impl ToolFormat {
             ToolFormat::Hermes => "hermes",
             ToolFormat::Llama3Json => "llama3_json",
             ToolFormat::Mistral => "mistral",
+            ToolFormat::Pythonic => "pythonic",
+            ToolFormat::DeepSeek => "deepseek_v3",
         }
+    }
+
+    /// Its markers are special tokens, which the text must keep.
+    pub fn keeps_special_tokens(self) -> bool {
+        matches!(self, ToolFormat::Mistral | ToolFormat::DeepSeek)
     }
 
     /// The format a chat template writes tool calls in, if it shows one:
@@ -91,8 +111,12 @@ impl ToolFormat {
     pub fn detect(template: &str) -> Option<ToolFormat> {
         if template.contains("<tool_call>") {
             Some(ToolFormat::Hermes)
+        } else if template.contains("tool▁calls▁begin") {
+            Some(ToolFormat::DeepSeek)
         } else if template.contains("[TOOL_CALLS]") {
             Some(ToolFormat::Mistral)
+        } else if template.contains("<|python_start|>") || template.contains("[func_name1(") {
+            Some(ToolFormat::Pythonic)
         } else if template.contains("<|python_tag|>") || template.contains("ipython") {
             Some(ToolFormat::Llama3Json)
         } else {
@@ -185,6 +209,8 @@ pub struct ToolParser {
 enum Inner {
     Framed(framing::Framing),
     Named(forced::Named),
+    Pythonic(pythonic::Pythonic),
+    DeepSeek(deepseek::DeepSeek),
 }
 
 impl ToolParser {
@@ -194,6 +220,16 @@ impl ToolParser {
             ToolFormat::Hermes => hermes::SPEC,
             ToolFormat::Llama3Json => llama3::SPEC,
             ToolFormat::Mistral => mistral::SPEC,
+            ToolFormat::Pythonic => {
+                return ToolParser {
+                    inner: Inner::Pythonic(pythonic::Pythonic::new()),
+                }
+            }
+            ToolFormat::DeepSeek => {
+                return ToolParser {
+                    inner: Inner::DeepSeek(deepseek::DeepSeek::new()),
+                }
+            }
         };
         ToolParser {
             inner: Inner::Framed(framing::Framing::new(spec)),
@@ -226,6 +262,16 @@ impl ToolParser {
                 }
             }
             Inner::Named(named) => named.push(text, &mut out),
+            Inner::Pythonic(p) => {
+                for c in text.chars() {
+                    p.feed(c, &mut out);
+                }
+            }
+            Inner::DeepSeek(d) => {
+                for c in text.chars() {
+                    d.feed(c, &mut out);
+                }
+            }
         }
         out.pieces
     }
@@ -236,6 +282,8 @@ impl ToolParser {
         match &mut self.inner {
             Inner::Framed(framing) => framing.finish(&mut out),
             Inner::Named(named) => named.finish(&mut out),
+            Inner::Pythonic(p) => p.finish(&mut out),
+            Inner::DeepSeek(d) => d.finish(&mut out),
         }
         out.pieces
     }
@@ -245,6 +293,8 @@ impl ToolParser {
         match &self.inner {
             Inner::Framed(framing) => framing.calls(),
             Inner::Named(_) => 1,
+            Inner::Pythonic(p) => p.calls(),
+            Inner::DeepSeek(d) => d.calls(),
         }
     }
 }

@@ -162,12 +162,23 @@ fn formats_are_detected_from_templates_and_named_in_the_config() {
         ToolFormat::detect("Environment: ipython"),
         Some(ToolFormat::Llama3Json)
     );
+    assert_eq!(
+        ToolFormat::detect("{{- '<|python_start|>' }}"),
+        Some(ToolFormat::Pythonic)
+    );
+    assert_eq!(
+        ToolFormat::detect("{{'<｜tool▁calls▁begin｜>'}}"),
+        Some(ToolFormat::DeepSeek)
+    );
     assert_eq!(ToolFormat::detect("{{ message.content }}"), None);
     for format in ToolFormat::ALL {
         assert_eq!(format.name().parse::<ToolFormat>(), Ok(format));
     }
     let err = "qwen".parse::<ToolFormat>().unwrap_err();
-    assert!(err.contains("hermes, mistral, llama3_json"), "{err}");
+    assert!(
+        err.contains("hermes, deepseek_v3, mistral, pythonic, llama3_json"),
+        "{err}"
+    );
 }
 
 /// Splits `s` at the given character positions.
@@ -190,6 +201,10 @@ const SAMPLES: &[(ToolFormat, &str)] = &[
     (ToolFormat::Llama3Json, " <|python_tag|>{\"name\": \"a\", \"parameters\": {\"s\": \"\\\"}\"}} ; {\"name\": \"b\", \"parameters\": {}} tail"),
     (ToolFormat::Mistral, "ok [TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"k\": null}}, {\"name\": \"b\", \"arguments\": {}}] after"),
     (ToolFormat::Mistral, "[TOOL_CALLS] {oops} [TOOL_CALLS"),
+    (ToolFormat::Pythonic, "<|python_start|>[get_weather(city='San \\'F\\'', days=[1, 2.5], opts={'a': None, 'b': (True, False)}), now()]<|python_end|>"),
+    (ToolFormat::Pythonic, "[f(x=1, y=oops)] tail"),
+    (ToolFormat::DeepSeek, "Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\",\n \"days\": 2}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>now<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜> ok"),
+    (ToolFormat::DeepSeek, "<｜tool▁calls▁begin｜>oops <｜tool▁call▁begin｜>x"),
 ];
 
 fn parse_with(mut parser: ToolParser, chunks: &[&str]) -> (String, Vec<(String, String)>) {
@@ -235,6 +250,79 @@ fn output_constrained_to_one_functions_arguments_is_that_call() {
     );
 }
 
+#[test]
+fn pythonic_calls_become_json_arguments() {
+    let out = "<|python_start|>[get_weather(city=\"San Francisco\", unit='celsius', days=3, hourly=True, extra=None), get_time(zones=['UTC', \"it's\"], opts={'x': (1, -2.5e3)}), ping()]<|python_end|>";
+    let whole = parse(ToolFormat::Pythonic, &[out]);
+    assert_eq!(whole.0, "");
+    let calls: Vec<(String, serde_json::Value)> = whole
+        .1
+        .iter()
+        .map(|(n, a)| (n.clone(), serde_json::from_str(a).expect(a)))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            (
+                "get_weather".into(),
+                serde_json::json!({"city": "San Francisco", "unit": "celsius", "days": 3, "hourly": true, "extra": null})
+            ),
+            (
+                "get_time".into(),
+                serde_json::json!({"zones": ["UTC", "it's"], "opts": {"x": [1, -2.5e3]}})
+            ),
+            ("ping".into(), serde_json::json!({})),
+        ]
+    );
+    let chars: Vec<String> = out.chars().map(String::from).collect();
+    let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
+    assert_eq!(parse(ToolFormat::Pythonic, &refs), whole);
+}
+
+#[test]
+fn deepseek_v3_and_v3_1_calls() {
+    let v3 = "Let me see.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Tokyo\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+    let v31 = "Let me see.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Tokyo\"}<｜tool▁call▁end｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Paris\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+    for out in [v3, v31] {
+        let whole = parse(ToolFormat::DeepSeek, &[out]);
+        assert_eq!(
+            whole,
+            (
+                "Let me see.".to_string(),
+                vec![
+                    call("get_weather", "{\"city\": \"Tokyo\"}"),
+                    call("get_weather", "{\"city\": \"Paris\"}")
+                ]
+            ),
+            "{out}"
+        );
+        let chars: Vec<String> = out.chars().map(String::from).collect();
+        let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
+        assert_eq!(parse(ToolFormat::DeepSeek, &refs), whole);
+    }
+    // Markers alone that open no call are content.
+    let (text, calls) = parse(ToolFormat::DeepSeek, &["<｜tool▁calls▁begin｜>hello"]);
+    assert_eq!((text.as_str(), calls.len()), ("hello", 0));
+}
+
+#[test]
+fn pythonic_text_that_is_not_a_call_list_is_content() {
+    for text in [
+        "The list [1, 2] is short.",
+        "[not a call]",
+        "[f(1)]",
+        "  hello",
+    ] {
+        let (content, calls) = parse(ToolFormat::Pythonic, &[text]);
+        assert_eq!((content.as_str(), calls.len()), (text, 0), "{text:?}");
+    }
+    // A call announced keeps what was sent; the rest is content.
+    let (content, calls) = parse(ToolFormat::Pythonic, &["[f(x=1, y=oops)] tail"]);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, "f");
+    assert!(content.ends_with("] tail"), "{content:?}");
+}
+
 proptest! {
     /// However the text arrives, it parses to the same content and calls.
     #[test]
@@ -248,7 +336,7 @@ proptest! {
 
     /// Any text: no panic, and the content and calls account for it.
     #[test]
-    fn arbitrary_text_never_panics(format in 0..3usize, text in "[a-z{}\\[\\]\":,; <>/_\\\\]{0,80}") {
+    fn arbitrary_text_never_panics(format in 0..ToolFormat::ALL.len(), text in "[a-z{}\\[\\]\":,; <>/_\\\\]{0,80}") {
         let format = ToolFormat::ALL[format];
         let whole = parse(format, &[&text]);
         let chars: Vec<char> = text.chars().collect();

@@ -90,6 +90,16 @@ GPT_OSS = (
     "{%- else %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{%- endif %}"
     "{%- endfor %}{%- if add_generation_prompt %}<|start|>assistant{% endif %}"
 )
+# Llama 4's pythonic calls, and DeepSeek V3's between its special tokens
+# (templates reduced to the markers they are detected by).
+PYTHONIC = PLAIN + "{%- if tools %}{{ '<|python_start|>' if false }}{% endif %}"
+PYTHONIC_REPLY = "[get_weather(city='Lima', days=2), get_weather(city=\"Quito\")]"
+DEEPSEEK_SPECIALS = ["<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>",
+                     "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"]
+DEEPSEEK = PLAIN + "{%- if false %}<｜tool▁calls▁begin｜>{% endif %}"
+DEEPSEEK_REPLY = ("Checking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+                  "```json\n{\"city\": \"Lima\", \"days\": 2}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function"
+                  "<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Quito\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
 HARMONY_THOUGHT = "Need the weather in Rome."
 HARMONY_REPLY = ("<|channel|>analysis<|message|>" + HARMONY_THOUGHT + "<|end|><|start|>assistant<|channel|>"
                  "commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Rome\"}<|call|>")
@@ -104,7 +114,7 @@ def make_tokenizer(directory, template, specials=()):
         vocab_size=600, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", *specials], show_progress=False)
     tok.train_from_iterator([HERMES_REPLY, LLAMA_REPLY, NOT_A_CALL, THINKER_REPLY, REQUIRED_REPLY,
-                            HARMONY_REPLY, json.dumps(WEATHER)], trainer=trainer)
+                            HARMONY_REPLY, PYTHONIC_REPLY, DEEPSEEK_REPLY, json.dumps(WEATHER)], trainer=trainer)
     tok.save(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "chat_template": template}, f)
@@ -143,6 +153,9 @@ def main():
     hermes_dir, plain_dir = os.path.join(root, "hermes"), os.path.join(root, "plain")
     thinker_dir, oss_dir = os.path.join(root, "thinker"), os.path.join(root, "oss")
     make_tokenizer(oss_dir, GPT_OSS, HARMONY_SPECIALS)
+    pythonic_dir, deepseek_dir = os.path.join(root, "pythonic"), os.path.join(root, "deepseek")
+    make_tokenizer(pythonic_dir, PYTHONIC)
+    make_tokenizer(deepseek_dir, DEEPSEEK, DEEPSEEK_SPECIALS)
     make_tokenizer(hermes_dir, HERMES)
     make_tokenizer(plain_dir, PLAIN)
     make_tokenizer(thinker_dir, THINKER)
@@ -155,12 +168,15 @@ def main():
         engine("named", "sglang", plain_dir, FORCED_ARGS),
         engine("required", "vllm", plain_dir, REQUIRED_REPLY),
         engine("oss", "vllm", oss_dir, HARMONY_REPLY),
+        engine("llama4", "sglang", pythonic_dir, PYTHONIC_REPLY),
+        engine("deepseek", "vllm", deepseek_dir, DEEPSEEK_REPLY),
     ]
     router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--tokenizer", f"qwen={hermes_dir}", "--tokenizer", f"llama={plain_dir}",
                     "--tokenizer", f"plain={plain_dir}", "--tokenizer", f"liar={hermes_dir}",
                     "--tokenizer", f"thinker={thinker_dir}", "--tokenizer", f"named={plain_dir}",
                     "--tokenizer", f"required={plain_dir}", "--tokenizer", f"oss={oss_dir}",
+                    "--tokenizer", f"llama4={pythonic_dir}", "--tokenizer", f"deepseek={deepseek_dir}",
                     "--tool-parser", "llama=llama3_json",
                     *[a for url in urls for a in ("--worker", url)]])
     read_after(router, "switchyard listening on")
@@ -300,6 +316,20 @@ def main():
         assert plain.choices[0].message.tool_calls is None, "no tools offered: a call's body is content"
         print("ok: gpt-oss harmony (detected from the template): the analysis channel as reasoning_content, "
               "a call addressed to a function as tool_calls, whole and streamed, and a second turn")
+
+        for model, content in (("llama4", ""), ("deepseek", "Checking.")):
+            expected = [("get_weather", {"city": "Lima", "days": 2}), ("get_weather", {"city": "Quito"})]
+            out = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER])
+            message = out.choices[0].message
+            assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == expected, (
+                model, message)
+            assert (message.content or "") == content and out.choices[0].finish_reason == "tool_calls", message
+            got_content, got, finish = streamed(client.chat.completions.create(
+                model=model, messages=ask, tools=[WEATHER], stream=True))
+            assert [(c["name"], json.loads("".join(c["fragments"]))) for _, c in sorted(got.items())] == expected, got
+            assert got_content == content and finish == "tool_calls", (got_content, finish)
+        print("ok: Llama 4 pythonic calls (literals turned into JSON) and DeepSeek V3's (between its special "
+              "tokens), formats detected from the templates, whole and streamed")
         print("python tools test passed")
     finally:
         stop_all()

@@ -53,8 +53,8 @@ pub(super) fn parsers(
     };
     match calls {
         Some(Calls::Format(format)) => {
-            if format == ToolFormat::Mistral {
-                // Its calls open with a special token.
+            if format.keeps_special_tokens() {
+                // Its calls are marked by special tokens.
                 sampling.skip_special_tokens = false;
             }
             parsers.tools = Some(ToolParser::new(format));
