@@ -196,6 +196,7 @@ impl EngineSeam for Mlx {
                 ignore_eos: sampling.ignore_eos,
                 logit_bias: logit_bias(sampling, engine)?,
                 seed,
+                logprobs: sampling.logprobs.map(|n| n.min(i32::MAX as u32) as i32),
                 ..Default::default()
             }),
             stream: true,

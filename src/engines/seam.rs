@@ -52,21 +52,46 @@ pub enum Prompt {
 /// token count: every engine's responses have a chunk (`token_ids`,
 /// `prompt_tokens`) and a completion (`finish_reason`, `prompt_tokens`,
 /// `completion_tokens`), each in its own types, so one translation is
-/// written once for all.
+/// written once for all. Chunks' log probabilities come from
+/// `output_logprobs` (SGLang's, vLLM's and MLX's shape), or from the
+/// expression given with the chunk as `|c|`.
 macro_rules! engine_response {
-    ($engine:ident, $name:literal, $message:expr) => {{
+    // Engines whose chunks carry `output_logprobs` in the common shape.
+    ($engine:ident, $name:literal, $message:expr) => {
+        $crate::engines::seam::engine_response!($engine, $name, $message, |c| {
+            c.output_logprobs.map(|l| $crate::pb::LogProbs {
+                token_logprobs: l.token_logprobs,
+                token_ids: l.token_ids,
+                top_logprobs: l
+                    .top_logprobs
+                    .into_iter()
+                    .map(|t| $crate::pb::TopLogProbs {
+                        values: t.values,
+                        token_ids: t.token_ids,
+                    })
+                    .collect(),
+            })
+        })
+    };
+    ($engine:ident, $name:literal, $message:expr, |$c:ident| $logprobs:expr) => {{
         use $crate::pb::generate_response::Response as Out;
         use $engine::generate_response::Response as In;
         let decoded = <$engine::GenerateResponse as prost::Message>::decode($message)
             .map_err(|_| $crate::transport::Failure::BadReply($name))?;
         Ok(match decoded.response {
-            Some(In::Chunk(c)) => (
-                Some(Out::Chunk($crate::pb::GenerateChunk {
-                    token_ids: c.token_ids,
-                    text: String::new(),
-                })),
-                c.prompt_tokens,
-            ),
+            Some(In::Chunk(mut $c)) => {
+                let token_ids = std::mem::take(&mut $c.token_ids);
+                let prompt_tokens = $c.prompt_tokens;
+                let logprobs = $logprobs;
+                (
+                    Some(Out::Chunk($crate::pb::GenerateChunk {
+                        token_ids,
+                        text: String::new(),
+                        logprobs,
+                    })),
+                    prompt_tokens,
+                )
+            }
             Some(In::Complete(c)) => (
                 Some(Out::Complete($crate::pb::GenerateComplete {
                     finish_reason: c.finish_reason,

@@ -238,6 +238,12 @@ impl EngineSeam for Sglang {
                 ..Default::default()
             }),
             stream: true,
+            // Output tokens only (−1: no prompt logprobs).
+            return_logprob: sampling.logprobs.is_some(),
+            top_logprobs_num: sampling
+                .logprobs
+                .map_or(0, |n| n.min(i32::MAX as u32) as i32),
+            logprob_start_len: -1,
             ..Default::default()
         }
         .encode_to_vec()

@@ -103,6 +103,9 @@ pub struct Sampling {
     pub logit_bias: Vec<(u32, f32)>,
     /// What the output must match, enforced by the engine.
     pub constraint: Option<Constraint>,
+    /// Return each generated token's log probability and this many most
+    /// likely alternatives at its position.
+    pub logprobs: Option<u32>,
 }
 
 /// A constraint on the output the engine enforces while decoding.

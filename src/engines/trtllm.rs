@@ -159,6 +159,13 @@ impl EngineSeam for Trtllm {
                 engine: self.engine(),
             });
         }
+        // Its log probabilities come in a shape of their own, not read yet.
+        if sampling.logprobs.is_some() {
+            return Err(TranslateError::Unsupported {
+                field: "logprobs",
+                engine: self.engine(),
+            });
+        }
         Ok(trtllm::GenerateRequest {
             request_id: request_id.to_string(),
             tokenized: Some(trtllm::TokenizedInput {
@@ -208,6 +215,10 @@ impl EngineSeam for Trtllm {
         &self,
         message: Bytes,
     ) -> Result<(Option<pb::generate_response::Response>, u32), Failure> {
-        super::seam::engine_response!(trtllm, "trtllm.GenerateResponse", message)
+        // Its log probabilities are not asked for (`logprobs` is refused).
+        super::seam::engine_response!(trtllm, "trtllm.GenerateResponse", message, |c| {
+            let _ = &c;
+            None
+        })
     }
 }

@@ -248,6 +248,7 @@ impl EngineSeam for Vllm {
                 spaces_between_special_tokens: true,
                 n: 1,
                 seed,
+                logprobs: sampling.logprobs.map(|n| n.min(i32::MAX as u32) as i32),
                 ..Default::default()
             }),
             stream: true,

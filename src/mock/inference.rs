@@ -72,6 +72,7 @@ impl Inference for MockService {
                 Piece::Token(i, text) => R::Chunk(pb::GenerateChunk {
                     token_ids: vec![i],
                     text,
+                    logprobs: None,
                 }),
                 Piece::Finish(reason, completion) => R::Complete(pb::GenerateComplete {
                     finish_reason: reason.into(),

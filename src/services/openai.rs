@@ -21,6 +21,7 @@
 mod anthropic;
 mod anthropic_output;
 mod chat;
+mod logprobs;
 mod output;
 mod request;
 mod responses;
@@ -163,12 +164,13 @@ impl EngineFront {
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
         let mut sampling = fields.sampling()?;
         let (input, rendered) = self.prompt(endpoint, &tokenizer, &model, &fields)?;
-        let parsers = match (endpoint, &rendered) {
+        let mut parsers = match (endpoint, &rendered) {
             (Endpoint::Chat, Some(prompt)) => {
                 chat::parsers(&fields, &self.formats, &tokenizer, prompt, &mut sampling)?
             }
             _ => Parsers::default(),
         };
+        parsers.logprobs = sampling.logprobs.is_some().then(|| tokenizer.clone());
         let prompt_tokens = match &input {
             Input::TokenIds(ids) => ids.len(),
             Input::Text(_) => 0,

@@ -179,8 +179,8 @@ async fn stops_completions_generate_and_bad_parameters() {
 
     for (body, needle) in [
         (
-            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "logprobs": true}),
-            "logprobs",
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "best_of": 2}),
+            "best_of",
         ),
         (
             json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "n": 2}),

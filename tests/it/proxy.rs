@@ -369,6 +369,7 @@ async fn worker_that_resets_after(tokens: usize) -> String {
                                     pb::GenerateChunk {
                                         token_ids: vec![],
                                         text: format!("t{i} "),
+                                        logprobs: None,
                                     },
                                 )),
                             };

@@ -119,12 +119,40 @@ def main():
         assert reply("vl").startswith(out.choices[0].text) and out.usage.completion_tokens == 3, out
         print("ok: stop strings; /v1/completions")
 
-        try:
-            client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "x"}], logprobs=True)
-            raise AssertionError("logprobs accepted")
-        except BadRequestError as e:
-            assert "logprobs" in str(e), e
-        print("ok: an unsupported parameter is a 400 naming it")
+        # Log probabilities from the engine's own fields (the mock reports
+        # -(i mod 4 + 1)/8 for its token i, alternatives one lower each).
+        own = [-((i % 4) + 1) / 8 for i in range(engines["sg"][2])]
+        out = client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "x"}],
+                                             logprobs=True, top_logprobs=2)
+        content = out.choices[0].logprobs.content
+        assert [c.logprob for c in content] == own, content
+        assert all(len(c.top_logprobs) == 2 and c.top_logprobs[0].token == c.token
+                   and c.top_logprobs[1].logprob == c.logprob - 1 and c.bytes == list(c.token.encode())
+                   for c in content), content
+        streamed = []
+        for chunk in client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "x"}],
+                                                    logprobs=True, top_logprobs=2, stream=True):
+            for choice in chunk.choices:
+                if choice.logprobs and choice.logprobs.content:
+                    streamed.extend((c.token, c.logprob) for c in choice.logprobs.content)
+        assert streamed == [(c.token, c.logprob) for c in content], streamed
+        out = client.completions.create(model="vl", prompt="Hello", max_tokens=4, logprobs=1)
+        lp = out.choices[0].logprobs
+        assert lp.token_logprobs == own[:4] and len(lp.tokens) == 4, lp
+        assert [len(t) for t in lp.top_logprobs] == [1, 1, 1, 1] and lp.text_offset[0] == 0, lp
+        plain = client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "x"}])
+        assert plain.choices[0].logprobs is None
+        print("ok: logprobs and top_logprobs (chat, whole and streamed) and completions' logprobs, from the engines")
+
+        for bad, needle in (({"best_of": 2}, "best_of"), ({"top_logprobs": 3}, "needs logprobs"),
+                            ({"logprobs": True, "top_logprobs": 21}, "at most 20")):
+            try:
+                client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "x"}],
+                                               extra_body=bad)
+                raise AssertionError(f"accepted {bad}")
+            except BadRequestError as e:
+                assert needle in str(e), e
+        print("ok: an unsupported parameter or a bad value is a 400 naming it")
 
         # A client that goes away: the engine is sent Abort.
         host, port = base[len("http://"):].rsplit(":", 1)

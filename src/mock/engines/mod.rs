@@ -128,3 +128,15 @@ mod mlx;
 mod sglang;
 mod trtllm;
 mod vllm;
+
+/// The log probabilities the mock reports for its token `i` when asked for
+/// `top` alternatives: the token's own, −(i mod 4 + 1)/8, and alternatives
+/// (the token first, then the ids after it) each one lower:
+/// `(logprob, id, [(logprob, id)])`.
+pub(super) fn mock_logprobs(id: u32, i: u32, top: u32) -> (f32, Vec<(f32, u32)>) {
+    let own = -((i % 4) as f32 + 1.0) / 8.0;
+    let alternatives = (0..top)
+        .map(|k| (own - k as f32, id.wrapping_add(k)))
+        .collect();
+    (own, alternatives)
+}

@@ -53,6 +53,10 @@ impl sgl::sglang_scheduler_server::SglangScheduler for MockService {
                 .and_then(|s| s.max_new_tokens),
         );
         let request_id = request.request_id.clone();
+        // Log probabilities, when asked: how many alternatives.
+        let logprobs = request
+            .return_logprob
+            .then(|| u32::try_from(request.top_logprobs_num).unwrap_or(0));
         let ids = config.clone();
         let encode = move |piece: Piece| {
             use sgl::generate_response::Response as R;
@@ -61,6 +65,19 @@ impl sgl::sglang_scheduler_server::SglangScheduler for MockService {
                     token_ids: vec![ids.token_id(i)],
                     prompt_tokens,
                     completion_tokens: i + 1,
+                    output_logprobs: logprobs.map(|top| {
+                        let id = ids.token_id(i);
+                        let (own, alternatives) = super::mock_logprobs(id, i, top);
+                        sgl::OutputLogProbs {
+                            token_logprobs: vec![own],
+                            token_ids: vec![id],
+                            top_logprobs: vec![sgl::TopLogProbs {
+                                values: alternatives.iter().map(|a| a.0).collect(),
+                                token_ids: alternatives.iter().map(|a| a.1).collect(),
+                            }],
+                            ..Default::default()
+                        }
+                    }),
                     ..Default::default()
                 }),
                 Piece::Finish(reason, completion) => R::Complete(sgl::GenerateComplete {

@@ -74,6 +74,12 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
             })
             .to_string()
         });
+        // Log probabilities, when asked: how many alternatives.
+        let logprobs = request
+            .sampling_params
+            .as_ref()
+            .and_then(|s| s.logprobs)
+            .map(|n| u32::try_from(n).unwrap_or(0));
         let ids = config.clone();
         let encode = move |piece: Piece| {
             use vllm::generate_response::Response as R;
@@ -82,6 +88,19 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
                     token_ids: vec![ids.token_id(i)],
                     prompt_tokens,
                     completion_tokens: i + 1,
+                    output_logprobs: logprobs.map(|top| {
+                        let id = ids.token_id(i);
+                        let (own, alternatives) = super::mock_logprobs(id, i, top);
+                        vllm::OutputLogProbs {
+                            token_logprobs: vec![own],
+                            token_ids: vec![id],
+                            top_logprobs: vec![vllm::TopLogProbs {
+                                values: alternatives.iter().map(|a| a.0).collect(),
+                                token_ids: alternatives.iter().map(|a| a.1).collect(),
+                            }],
+                            ..Default::default()
+                        }
+                    }),
                     ..Default::default()
                 }),
                 Piece::Finish(reason, completion) => R::Complete(vllm::GenerateComplete {

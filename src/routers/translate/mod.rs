@@ -242,6 +242,7 @@ impl Responses {
                     out.push(self.respond(Some(R::Chunk(pb::GenerateChunk {
                         token_ids: Vec::new(),
                         text: emit,
+                        logprobs: None,
                     }))));
                 }
                 out.push(self.respond(Some(R::Complete(complete))));

@@ -98,6 +98,8 @@ impl Blocks {
 
     fn piece(&mut self, out: &Output, piece: Piece, buf: &mut String) {
         match piece {
+            // Not asked for on this API.
+            Piece::Logprobs(_) => {}
             Piece::Reasoning(t) => {
                 self.open(
                     Open::Thinking,
@@ -209,6 +211,7 @@ pub(super) async fn complete(
         for piece in reader.pieces(&item?) {
             let last = content.last_mut();
             match piece {
+                Piece::Logprobs(_) => {}
                 Piece::Reasoning(t) => match last {
                     Some(b) if b["type"] == "thinking" => {
                         let joined = format!("{}{t}", b["thinking"].as_str().unwrap_or_default());

@@ -9,6 +9,8 @@ use crate::reasoning::{self, ReasoningParser};
 use crate::tools;
 use crate::tools::ToolParser;
 
+use super::logprobs;
+
 /// What the response says about itself.
 #[derive(Debug)]
 pub(super) struct Output {
@@ -35,6 +37,8 @@ pub(super) struct Parsers {
     pub(super) harmony: Option<HarmonyParser>,
     /// The thought stays in the answer (`separate_reasoning: false`).
     pub(super) fold_thought: bool,
+    /// Log probabilities asked for: the tokenizer that names their tokens.
+    pub(super) logprobs: Option<Arc<ModelTokenizer>>,
 }
 
 /// One translated `switchyard.v1` message's content.
@@ -46,6 +50,8 @@ pub(super) enum Piece {
     Call(usize, String),
     /// More of a tool call's arguments.
     Args(usize, String),
+    /// The next tokens' log probabilities.
+    Logprobs(Vec<logprobs::Entry>),
     Done {
         finish_reason: String,
         usage: Usage,
@@ -117,7 +123,13 @@ impl Reader {
         let mut out = Vec::new();
         while let Ok(Some(message)) = self.frames.next_message() {
             match pb::GenerateResponse::decode(message).map(|m| m.response) {
-                Ok(Some(pb::generate_response::Response::Chunk(c))) if !c.text.is_empty() => {
+                Ok(Some(pb::generate_response::Response::Chunk(c))) => {
+                    if let (Some(l), Some(tokenizer)) = (&c.logprobs, &self.parsers.logprobs) {
+                        out.push(Piece::Logprobs(logprobs::entries(tokenizer, l)));
+                    }
+                    if c.text.is_empty() {
+                        continue;
+                    }
                     if self.parsers.tools.is_none()
                         && self.parsers.reasoning.is_none()
                         && self.parsers.harmony.is_none()
@@ -195,6 +207,15 @@ impl Output {
                     "index": index, "function": {"arguments": arguments},
                 }]}, "finish_reason": null}],
             })],
+            (Endpoint::Chat, Piece::Logprobs(entries)) => vec![json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": {}, "logprobs": logprobs::chat(entries), "finish_reason": null}],
+            })],
+            (Endpoint::Completions, Piece::Logprobs(entries)) => vec![json!({
+                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": "", "logprobs": logprobs::completion(entries, text.len()), "finish_reason": null}],
+            })],
+            (_, Piece::Logprobs(_)) => Vec::new(),
             (_, Piece::Reasoning(t)) => vec![json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": t}, "finish_reason": null}],
@@ -377,10 +398,13 @@ pub(super) async fn complete(
     let mut text = String::new();
     let mut thought = String::new();
     let mut calls: Vec<(String, String)> = Vec::new();
+    let mut entries = Vec::new();
     let mut done = None;
+    let asked = reader.parsers.logprobs.is_some();
     while let Some(item) = stream.next().await {
         for piece in reader.pieces(&item?) {
             match piece {
+                Piece::Logprobs(e) => entries.extend(e),
                 Piece::Text(t) => text.push_str(&t),
                 Piece::Reasoning(t) => thought.push_str(&t),
                 Piece::Call(_, name) => calls.push((name, String::new())),
@@ -402,8 +426,14 @@ pub(super) async fn complete(
             "the worker's stream ended without a completion",
         )
     })?;
-    Ok((
-        StatusCode::OK,
-        axum::Json(out.whole(&text, &thought, &calls, &reason, &usage)),
-    ))
+    let mut whole = out.whole(&text, &thought, &calls, &reason, &usage);
+    match out.endpoint {
+        Endpoint::Chat if asked => whole["choices"][0]["logprobs"] = logprobs::chat(&entries),
+        Endpoint::Chat => whole["choices"][0]["logprobs"] = Value::Null,
+        Endpoint::Completions if asked => {
+            whole["choices"][0]["logprobs"] = logprobs::completion(&entries, 0)
+        }
+        _ => {}
+    }
+    Ok((StatusCode::OK, axum::Json(whole)))
 }

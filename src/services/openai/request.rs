@@ -52,8 +52,10 @@ const SAMPLING_FIELDS: &[&str] = &[
     "response_format",
     "regex",
     "ebnf",
+    "logprobs",
 ];
 const CHAT_ONLY: &[&str] = &[
+    "top_logprobs",
     "messages",
     "max_completion_tokens",
     "tools",
@@ -167,6 +169,11 @@ pub(super) struct Fields {
     pub(super) response_format: Option<Value>,
     #[serde(default)]
     pub(super) max_completion_tokens: Option<u32>,
+    /// Chat: `true`; completions: how many alternatives.
+    #[serde(default)]
+    pub(super) logprobs: Option<Value>,
+    #[serde(default)]
+    pub(super) top_logprobs: Option<u32>,
     /// The sampling fields, at the top level (chat, completions).
     #[serde(flatten)]
     pub(super) params: Params,
@@ -325,7 +332,36 @@ impl Fields {
             ignore_eos: p.ignore_eos,
             logit_bias: logit_bias(p.logit_bias.as_ref())?,
             constraint: constraints.pop(),
+            logprobs: self.logprobs_asked()?,
         })
+    }
+
+    /// How many alternatives per token the request asks log probabilities
+    /// for, if it asks for any: chat's `logprobs: true` with
+    /// `top_logprobs`, completions' `logprobs: N` (0 to 20 either way).
+    fn logprobs_asked(&self) -> Result<Option<u32>, HttpError> {
+        let n = match (&self.logprobs, self.top_logprobs) {
+            (None | Some(Value::Null) | Some(Value::Bool(false)), None) => return Ok(None),
+            (None | Some(Value::Null) | Some(Value::Bool(false)), Some(_)) => {
+                return Err(HttpError::bad_request("top_logprobs needs logprobs: true"))
+            }
+            (Some(Value::Bool(true)), top) => top.unwrap_or(0),
+            (Some(Value::Number(n)), None) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| HttpError::bad_request("logprobs must be a count from 0 to 20"))?,
+            _ => {
+                return Err(HttpError::bad_request(
+                    "logprobs must be true (chat, with top_logprobs) or a count (completions)",
+                ))
+            }
+        };
+        if n > 20 {
+            return Err(HttpError::bad_request(
+                "at most 20 alternatives per token (top_logprobs / logprobs)",
+            ));
+        }
+        Ok(Some(n))
     }
 }
 

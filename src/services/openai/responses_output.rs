@@ -172,6 +172,8 @@ impl Builder {
     fn piece(&mut self, piece: Piece, buf: &mut String) -> Option<(String, Usage)> {
         let index = self.items.len();
         match piece {
+            // Not asked for on this API.
+            Piece::Logprobs(_) => {}
             Piece::Reasoning(t) => {
                 if self.open != Some(Open::Reasoning) {
                     let item = json!({"type": "reasoning", "id": format!("rs_{index}_{}", self.rid),
