@@ -197,7 +197,6 @@ impl EngineSeam for Mlx {
                 logit_bias: logit_bias(sampling, engine)?,
                 seed,
                 logprobs: sampling.logprobs.map(|n| n.min(i32::MAX as u32) as i32),
-                ..Default::default()
             }),
             stream: true,
         }

@@ -117,7 +117,7 @@ impl Pythonic {
             State::Start(held) => {
                 held.push(c);
                 let rest = held.trim_start();
-                if rest.is_empty() || (START.starts_with(rest) && rest != START) || rest == START {
+                if rest.is_empty() || START.starts_with(rest) {
                     return;
                 }
                 let after = rest.strip_prefix(START).unwrap_or(rest).trim_start();

@@ -98,7 +98,6 @@ impl vllm::vllm_engine_server::VllmEngine for MockService {
                                 values: alternatives.iter().map(|a| a.0).collect(),
                                 token_ids: alternatives.iter().map(|a| a.1).collect(),
                             }],
-                            ..Default::default()
                         }
                     }),
                     ..Default::default()

@@ -66,7 +66,7 @@ pub(super) fn parsers(
                 ));
             }
             sampling.constraint = Some(Constraint::JsonSchema(schema));
-            parsers.tools = Some(parser);
+            parsers.tools = Some(*parser);
         }
         Some(Calls::Harmony) | None => {}
     }
@@ -86,7 +86,10 @@ pub(super) enum Calls {
     Format(ToolFormat),
     /// The output constrained to calls (`required`, a named function): the
     /// engine enforces `schema`, `parser` reads what it allows.
-    Constrained { parser: ToolParser, schema: String },
+    Constrained {
+        parser: Box<ToolParser>,
+        schema: String,
+    },
     /// In harmony's messages (gpt-oss), read with its thought and answer.
     Harmony,
 }
@@ -139,7 +142,7 @@ fn offered(
             }
             let single = fields.parallel_tool_calls == Some(false);
             return Ok(Some(Calls::Constrained {
-                parser: ToolParser::array(),
+                parser: Box::new(ToolParser::array()),
                 schema: required_schema(tools, single).to_string(),
             }));
         }
@@ -157,7 +160,7 @@ fn offered(
                     ))
                 })?;
             return Ok(Some(Calls::Constrained {
-                parser: ToolParser::named(name),
+                parser: Box::new(ToolParser::named(name)),
                 schema: parameters(tool).to_string(),
             }));
         }

@@ -32,11 +32,12 @@ const FIELDS: &[&str] = &[
     "truncation",
 ];
 
+/// A JSON object.
+type Object = Map<String, Value>;
+
 /// The chat request a Responses request means, and the request's fields the
 /// response echoes (`tools`, `tool_choice`, ...).
-pub(super) fn to_chat(
-    mut object: Map<String, Value>,
-) -> Result<(Map<String, Value>, Map<String, Value>), HttpError> {
+pub(super) fn to_chat(mut object: Object) -> Result<(Object, Object), HttpError> {
     let extra: Vec<&str> = object
         .keys()
         .map(String::as_str)
