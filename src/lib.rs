@@ -30,10 +30,10 @@
 //! - [`kv`]: routing on the engines' own KV events: the router's chained block hash, the index (confirmed and pending blocks, engine loads), one `SubscribeKvEvents` stream per engine worker (resume, resync), decoded without a vector per block (`wire`).
 //! - [`replay`]: `switchyard bench replay|plot`: a Mooncake-format trace replayed against a router, TTFT and hit rates measured.
 //! - [`routers`]: `RouteError`, selection and retries from one snapshot per call (`select`), one PD dispatch (`pd`), one attempt's load and abort (`attempt`), running calls (`call`, with `chunk_clock` timing relayed chunks), the `switchyard.v1` ↔ engine translation (`translate`), `grpc` and `http` routers.
-//! - [`services`]: the gRPC listener and services, the HTTP API, the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
+//! - [`services`]: the gRPC listener and services, the HTTP API, the HTTP front of gRPC engine workers (`openai`: OpenAI's chat, completions and Responses APIs, Anthropic's Messages, SGLang's `/generate`), the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
-//! - [`reasoning`]: a reasoning model's thought split from its answer as the text streams (`<think>` tags and Kimi's), chosen per model or detected from its chat template.
-//! - [`tools`]: tool calls read out of a model's streaming text, one file per format (Hermes/Qwen, Llama 3 JSON, Mistral), chosen per model or detected from its chat template.
+//! - [`reasoning`]: a reasoning model's thought split from its answer as the text streams (`<think>` tags, Kimi's, and gpt-oss's harmony channels with their calls), chosen per model or detected from its chat template.
+//! - [`tools`]: tool calls read out of a model's streaming text, one file per format (Hermes/Qwen, Llama 3 JSON, Mistral, Llama 4 pythonic, DeepSeek V3), chosen per model or detected from its chat template, and the output of a constrained tool choice.
 //! - [`health`]: the worker health checker and the router's serving reporter.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP: a span per call, PD sides as children, `traceparent` to workers.
 //! - [`mock`]: a configurable fake worker (gRPC in any engine's protocol, or HTTP) for tests, demos and benchmarks, and a simulated engine (`sim`: KV cache, batching scheduler, GPU timing, KV events); knows nothing of the router.
