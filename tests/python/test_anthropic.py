@@ -29,8 +29,9 @@ import anthropic  # noqa: E402
 
 from procs import SWITCHYARD, read_after, spawn, stop_all  # noqa: E402
 from test_tools import (  # noqa: E402
-    FORCED_ARGS, HERMES, HERMES_REPLY, PLAIN, REQUIRED_REPLY, THINKER, THINKER_REPLY, THOUGHT, engine,
-    make_tokenizer)
+    DEEPSEEK, DEEPSEEK_REPLY, DEEPSEEK_SPECIALS, FORCED_ARGS, GPT_OSS, HARMONY_REPLY, HARMONY_SPECIALS,
+    HARMONY_THOUGHT, HERMES, HERMES_REPLY, LLAMA_REPLY, MISTRAL, MISTRAL_REPLY, PLAIN, PYTHONIC, PYTHONIC_REPLY,
+    REQUIRED_REPLY, THINKER, THINKER_REPLY, THOUGHT, engine, make_tokenizer)
 
 KEY = "client-key-for-anthropic-test"
 WEATHER = {"name": "get_weather", "description": "The weather in a city.",
@@ -62,18 +63,27 @@ def post(base, path, body, key=KEY):
 
 def main():
     root = tempfile.mkdtemp()
-    dirs = {name: os.path.join(root, name) for name in ("hermes", "plain", "thinker")}
-    for name, template in (("hermes", HERMES), ("plain", PLAIN), ("thinker", THINKER)):
-        make_tokenizer(dirs[name], template)
+    templates = {"hermes": (HERMES, ()), "plain": (PLAIN, ()), "thinker": (THINKER, ()),
+                 "pythonic": (PYTHONIC, ()), "deepseek": (DEEPSEEK, DEEPSEEK_SPECIALS),
+                 "mistral": (MISTRAL, ["[TOOL_CALLS]"]), "oss": (GPT_OSS, HARMONY_SPECIALS)}
+    dirs = {name: os.path.join(root, name) for name in templates}
+    for name, (template, specials) in templates.items():
+        make_tokenizer(dirs[name], template, specials)
     workers = [
         ("qwen", "sglang", "hermes", HERMES_REPLY),
         ("thinker", "vllm", "thinker", THINKER_REPLY),
         ("named", "sglang", "plain", FORCED_ARGS),
         ("required", "vllm", "plain", REQUIRED_REPLY),
+        ("llama", "vllm", "plain", LLAMA_REPLY),
+        ("llama4", "sglang", "pythonic", PYTHONIC_REPLY),
+        ("deepseek", "vllm", "deepseek", DEEPSEEK_REPLY),
+        ("mistral", "sglang", "mistral", MISTRAL_REPLY),
+        ("oss", "vllm", "oss", HARMONY_REPLY),
     ]
     urls = [engine(name, kind, dirs[d], reply) for name, kind, d, reply in workers]
     router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     *[a for name, _, d, _ in workers for a in ("--tokenizer", f"{name}={dirs[d]}")],
+                    "--tool-parser", "llama=llama3_json",
                     *[a for url in urls for a in ("--worker", url)]],
                    env={"SWITCHYARD_CLIENT_KEYS": KEY})
     read_after(router, "switchyard listening on")
@@ -129,6 +139,27 @@ def main():
             assert blocks(out) == [("tool_use", ("get_weather", {"city": "Oslo"}))], (model, out.content)
             assert out.stop_reason == "tool_use", out
         print("ok: tool_choice tool and any: the constrained output as a tool_use block")
+
+        two = [("tool_use", ("get_weather", {"city": "Lima", "days": 2})),
+               ("tool_use", ("get_weather", {"city": "Quito"}))]
+        for model, expected in (
+            ("llama", [("tool_use", ("get_weather", {"city": "Oslo"}))]),
+            ("llama4", two), ("deepseek", [("text", "Checking."), *two]), ("mistral", two),
+            ("oss", [("thinking", HARMONY_THOUGHT), ("tool_use", ("get_weather", {"city": "Rome"}))]),
+        ):
+            out = client.messages.create(model=model, max_tokens=256, messages=ask, tools=[WEATHER])
+            assert blocks(out) == expected and out.stop_reason == "tool_use", (model, out.content)
+            with client.messages.stream(model=model, max_tokens=256, messages=ask, tools=[WEATHER]) as stream:
+                final = stream.get_final_message()
+            assert blocks(final) == expected, (model, final.content)
+            use = next(b for b in out.content if b.type == "tool_use")
+            second = ask + [
+                {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in out.content]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "ok"}]}]
+            again = client.messages.create(model=model, max_tokens=256, messages=second, tools=[WEATHER])
+            assert again.usage.input_tokens > out.usage.input_tokens, (model, again.usage)
+        print("ok: every tool-call format (Llama 3 JSON, pythonic, DeepSeek V3, Mistral, harmony) through the "
+              "Messages API, whole and streamed, with a second turn")
 
         counted = client.messages.count_tokens(model="qwen", messages=ask, tools=[WEATHER])
         out = client.messages.create(model="qwen", max_tokens=256, messages=ask, tools=[WEATHER])

@@ -100,6 +100,9 @@ DEEPSEEK = PLAIN + "{%- if false %}<｜tool▁calls▁begin｜>{% endif %}"
 DEEPSEEK_REPLY = ("Checking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
                   "```json\n{\"city\": \"Lima\", \"days\": 2}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function"
                   "<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Quito\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
+# Mistral's calls after its special token.
+MISTRAL = PLAIN + "{%- if false %}[TOOL_CALLS]{% endif %}"
+MISTRAL_REPLY = "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lima\", \"days\": 2}}, {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Quito\"}}]"
 HARMONY_THOUGHT = "Need the weather in Rome."
 HARMONY_REPLY = ("<|channel|>analysis<|message|>" + HARMONY_THOUGHT + "<|end|><|start|>assistant<|channel|>"
                  "commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Rome\"}<|call|>")
@@ -114,7 +117,8 @@ def make_tokenizer(directory, template, specials=()):
         vocab_size=600, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", *specials], show_progress=False)
     tok.train_from_iterator([HERMES_REPLY, LLAMA_REPLY, NOT_A_CALL, THINKER_REPLY, REQUIRED_REPLY,
-                            HARMONY_REPLY, PYTHONIC_REPLY, DEEPSEEK_REPLY, json.dumps(WEATHER)], trainer=trainer)
+                            HARMONY_REPLY, PYTHONIC_REPLY, DEEPSEEK_REPLY, MISTRAL_REPLY, json.dumps(WEATHER)],
+                           trainer=trainer)
     tok.save(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "chat_template": template}, f)
@@ -156,6 +160,8 @@ def main():
     pythonic_dir, deepseek_dir = os.path.join(root, "pythonic"), os.path.join(root, "deepseek")
     make_tokenizer(pythonic_dir, PYTHONIC)
     make_tokenizer(deepseek_dir, DEEPSEEK, DEEPSEEK_SPECIALS)
+    mistral_dir = os.path.join(root, "mistral")
+    make_tokenizer(mistral_dir, MISTRAL, ["[TOOL_CALLS]"])
     make_tokenizer(hermes_dir, HERMES)
     make_tokenizer(plain_dir, PLAIN)
     make_tokenizer(thinker_dir, THINKER)
@@ -170,6 +176,7 @@ def main():
         engine("oss", "vllm", oss_dir, HARMONY_REPLY),
         engine("llama4", "sglang", pythonic_dir, PYTHONIC_REPLY),
         engine("deepseek", "vllm", deepseek_dir, DEEPSEEK_REPLY),
+        engine("mistral", "sglang", mistral_dir, MISTRAL_REPLY),
     ]
     router = spawn([SWITCHYARD, "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--tokenizer", f"qwen={hermes_dir}", "--tokenizer", f"llama={plain_dir}",
@@ -177,6 +184,7 @@ def main():
                     "--tokenizer", f"thinker={thinker_dir}", "--tokenizer", f"named={plain_dir}",
                     "--tokenizer", f"required={plain_dir}", "--tokenizer", f"oss={oss_dir}",
                     "--tokenizer", f"llama4={pythonic_dir}", "--tokenizer", f"deepseek={deepseek_dir}",
+                    "--tokenizer", f"mistral={mistral_dir}",
                     "--tool-parser", "llama=llama3_json",
                     *[a for url in urls for a in ("--worker", url)]])
     read_after(router, "switchyard listening on")
@@ -317,7 +325,7 @@ def main():
         print("ok: gpt-oss harmony (detected from the template): the analysis channel as reasoning_content, "
               "a call addressed to a function as tool_calls, whole and streamed, and a second turn")
 
-        for model, content in (("llama4", ""), ("deepseek", "Checking.")):
+        for model, content in (("llama4", ""), ("deepseek", "Checking."), ("mistral", "")):
             expected = [("get_weather", {"city": "Lima", "days": 2}), ("get_weather", {"city": "Quito"})]
             out = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER])
             message = out.choices[0].message
@@ -328,8 +336,8 @@ def main():
                 model=model, messages=ask, tools=[WEATHER], stream=True))
             assert [(c["name"], json.loads("".join(c["fragments"]))) for _, c in sorted(got.items())] == expected, got
             assert got_content == content and finish == "tool_calls", (got_content, finish)
-        print("ok: Llama 4 pythonic calls (literals turned into JSON) and DeepSeek V3's (between its special "
-              "tokens), formats detected from the templates, whole and streamed")
+        print("ok: Llama 4 pythonic calls (literals turned into JSON), DeepSeek V3's and Mistral's (after their "
+              "special tokens, kept in the text), formats detected from the templates, whole and streamed")
         print("python tools test passed")
     finally:
         stop_all()
