@@ -21,6 +21,7 @@
 mod anthropic;
 mod anthropic_output;
 mod chat;
+mod choices;
 mod logprobs;
 mod output;
 mod request;
@@ -63,6 +64,22 @@ pub struct EngineFront {
     tokenizers: Arc<Tokenizers>,
     /// Output formats configured by model.
     formats: Arc<Formats>,
+}
+
+/// The most choices (`n`) one request may ask for.
+const MAX_CHOICES: u32 = 16;
+
+/// What every choice of an `n` > 1 request shares.
+struct Choices<'a> {
+    n: u32,
+    engine: Engine,
+    endpoint: Endpoint,
+    fields: &'a Fields,
+    tokenizer: &'a Arc<ModelTokenizer>,
+    input: &'a Input,
+    rendered: Option<&'a str>,
+    sampling: &'a engines::translate::Sampling,
+    request_id: &'a str,
 }
 
 /// The API a request came in, and so the shape of its answer.
@@ -154,8 +171,11 @@ impl EngineFront {
         check_fields(&object, endpoint, engine)?;
         let fields: Fields = serde_json::from_value(Value::Object(object))
             .map_err(|e| HttpError::bad_request(format!("invalid request: {e}")))?;
-        if fields.n.is_some_and(|n| n != 1) {
-            return Err(HttpError::bad_request("n must be 1"));
+        let n = fields.n.unwrap_or(1);
+        if !(1..=MAX_CHOICES).contains(&n) {
+            return Err(HttpError::bad_request(format!(
+                "n must be from 1 to {MAX_CHOICES}"
+            )));
         }
         let model = fields.model.clone();
         let tokenizer = self
@@ -184,9 +204,6 @@ impl EngineFront {
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .map_or_else(generate_request_id, str::to_string);
-        let message = engines::seam(engine)
-            .generate_request(&request_id, input, &sampling)
-            .map_err(RouteError::from)?;
         let mut metadata = HeaderMap::with_capacity(4);
         let model_value = HeaderValue::from_str(&model)
             .map_err(|_| HttpError::bad_request("model must be printable ASCII"))?;
@@ -198,6 +215,23 @@ impl EngineFront {
                 metadata.insert(name, value.clone());
             }
         }
+        if n > 1 {
+            let choices = Choices {
+                n,
+                engine,
+                endpoint,
+                fields: &fields,
+                tokenizer: &tokenizer,
+                input: &input,
+                rendered: rendered.as_deref(),
+                sampling: &sampling,
+                request_id: &request_id,
+            };
+            return self.serve_choices(choices, metadata).await;
+        }
+        let message = engines::seam(engine)
+            .generate_request(&request_id, input, &sampling)
+            .map_err(RouteError::from)?;
         let (worker_headers, stream) = self.router.generate(engine, metadata, message).await?;
         let stream = stream.translated(Responses::new(engine, request_id.clone()).with_text(
             tokenizer,
@@ -219,6 +253,7 @@ impl EngineFront {
             include_usage: fields.stream_options.is_some_and(|o| o.include_usage),
             reasoning: parsers.reasoning.is_some() || parsers.harmony.is_some(),
             parsers,
+            choice: 0,
         };
         let mut response = match (wire, fields.stream) {
             (Wire::Anthropic, true) => anthropic_output::sse(out, prompt_tokens, stream),
@@ -241,6 +276,76 @@ impl EngineFront {
             if let Some(v) = worker_headers.get(name) {
                 response.headers_mut().insert(name, v.clone());
             }
+        }
+        Ok(response)
+    }
+
+    /// `n` > 1: one call per choice, merged (`choices`).
+    async fn serve_choices(
+        &self,
+        c: Choices<'_>,
+        metadata: HeaderMap,
+    ) -> Result<Response, HttpError> {
+        let mut outs = Vec::with_capacity(c.n as usize);
+        let mut streams: Vec<choices::ChoiceStream> = Vec::with_capacity(c.n as usize);
+        let mut worker_headers = None;
+        for i in 0..c.n {
+            let rid = format!("{}-{i}", c.request_id);
+            let mut sampling = c.sampling.clone();
+            sampling.seed = sampling.seed.map(|s| s.wrapping_add(u64::from(i)));
+            let mut parsers = match (c.endpoint, c.rendered) {
+                (Endpoint::Chat, Some(prompt)) => chat::parsers(
+                    c.fields,
+                    &self.formats,
+                    c.tokenizer,
+                    prompt,
+                    &mut sampling.clone(),
+                )?,
+                _ => Parsers::default(),
+            };
+            parsers.logprobs = sampling.logprobs.is_some().then(|| c.tokenizer.clone());
+            let message = engines::seam(c.engine)
+                .generate_request(&rid, c.input.clone(), &sampling)
+                .map_err(RouteError::from)?;
+            let (headers, stream) = self
+                .router
+                .generate(c.engine, metadata.clone(), message)
+                .await?;
+            worker_headers.get_or_insert(headers);
+            streams.push(Box::pin(stream.translated(
+                Responses::new(c.engine, rid).with_text(
+                    c.tokenizer.clone(),
+                    sampling.stop.clone(),
+                    sampling.skip_special_tokens,
+                ),
+            )));
+            outs.push(Output {
+                endpoint: c.endpoint,
+                id: match c.endpoint {
+                    Endpoint::Chat => format!("chatcmpl-{}", c.request_id),
+                    _ => format!("cmpl-{}", c.request_id),
+                },
+                model: c.fields.model.clone(),
+                created: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                include_usage: c
+                    .fields
+                    .stream_options
+                    .as_ref()
+                    .is_some_and(|o| o.include_usage),
+                reasoning: parsers.reasoning.is_some() || parsers.harmony.is_some(),
+                parsers,
+                choice: i as usize,
+            });
+        }
+        let mut response = if c.fields.stream {
+            choices::sse(outs, streams)
+        } else {
+            choices::complete(outs, streams).await?.into_response()
+        };
+        if let Some(v) = worker_headers.and_then(|h| h.get("x-request-id").cloned()) {
+            response.headers_mut().insert("x-request-id", v);
         }
         Ok(response)
     }

@@ -183,8 +183,8 @@ async fn stops_completions_generate_and_bad_parameters() {
             "best_of",
         ),
         (
-            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "n": 2}),
-            "n must be 1",
+            json!({"model": "sg", "messages": [{"role": "user", "content": "x"}], "n": 17}),
+            "n must be from 1 to 16",
         ),
         (
             // The sample tokenizer's template shows no tool-call format.
@@ -380,6 +380,33 @@ async fn sampling_fields_and_constraints_reach_the_engine_as_its_own_fields() {
         (-1, 0.0, 1.0, 0.0)
     );
     assert!(p.constraint.is_none() && p.logit_bias.is_empty());
+
+    // n > 1: a call per choice, each its own request id and seed.
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "vl", "messages": ask, "n": 2, "seed": 40}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = vl.stats().seen();
+    let last: Vec<_> = seen[seen.len() - 2..].iter().collect();
+    let seeds: Vec<Option<i32>> = last
+        .iter()
+        .map(|r| {
+            <vllm::SamplingParams as prost::Message>::decode(r.sampling.clone().unwrap())
+                .unwrap()
+                .seed
+        })
+        .collect();
+    let mut seeds = seeds;
+    seeds.sort();
+    assert_eq!(seeds, [Some(40), Some(41)]);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let id = v["id"].as_str().unwrap().trim_start_matches("chatcmpl-");
+    let mut ids: Vec<&str> = last.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, [format!("{id}-0"), format!("{id}-1")]);
 
     // vLLM: its own JSON mode; SGLang's regex through /generate.
     let (status, body) = post(

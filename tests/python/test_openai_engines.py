@@ -144,7 +144,26 @@ def main():
         assert plain.choices[0].logprobs is None
         print("ok: logprobs and top_logprobs (chat, whole and streamed) and completions' logprobs, from the engines")
 
-        for bad, needle in (({"best_of": 2}, "best_of"), ({"top_logprobs": 3}, "needs logprobs"),
+        out = client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "Hello"}], n=3)
+        assert [c.index for c in out.choices] == [0, 1, 2], out.choices
+        assert all(c.message.content == reply("sg") for c in out.choices), out.choices
+        assert out.usage.completion_tokens == 3 * engines["sg"][2], out.usage
+        assert out.usage.prompt_tokens == expected_prompt, out.usage
+        texts, usage = {}, None
+        for chunk in client.chat.completions.create(model="vl", messages=[{"role": "user", "content": "Hello"}],
+                                                    n=2, stream=True, stream_options={"include_usage": True}):
+            if chunk.usage:
+                assert usage is None, "one usage event"
+                usage = chunk.usage
+            for choice in chunk.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+        assert texts == {0: reply("vl"), 1: reply("vl")} and usage.completion_tokens == 2 * engines["vl"][2], (
+            texts, usage)
+        out = client.completions.create(model="vl", prompt="Hello", max_tokens=3, n=2)
+        assert [c.index for c in out.choices] == [0, 1] and out.usage.completion_tokens == 6, out
+        print("ok: n > 1 (chat and completions, whole and streamed): each choice a call of its own, usage summed")
+
+        for bad, needle in (({"best_of": 2}, "best_of"), ({"n": 17}, "n must be from 1 to 16"), ({"top_logprobs": 3}, "needs logprobs"),
                             ({"logprobs": True, "top_logprobs": 21}, "at most 20")):
             try:
                 client.chat.completions.create(model="sg", messages=[{"role": "user", "content": "x"}],

@@ -23,6 +23,8 @@ pub(super) struct Output {
     pub(super) reasoning: bool,
     /// The parsers of this response's text.
     pub(super) parsers: Parsers,
+    /// Which choice this is (`n` > 1: each is a call of its own).
+    pub(super) choice: usize,
 }
 
 /// The parsers one response's text passes through.
@@ -181,18 +183,21 @@ fn finish(reason: &str) -> &str {
 }
 
 impl Output {
-    fn usage(&self, u: &Usage) -> Value {
+    pub(super) fn usage(&self, u: &Usage) -> Value {
         json!({"prompt_tokens": u.prompt, "completion_tokens": u.completion, "total_tokens": u.prompt + u.completion,
                "prompt_tokens_details": {"cached_tokens": u.cached}})
     }
 
     /// Call `index`'s id.
     fn call_id(&self, index: usize) -> String {
-        format!("call_{index}_{}", self.id)
+        match self.choice {
+            0 => format!("call_{index}_{}", self.id),
+            choice => format!("call_{choice}_{index}_{}", self.id),
+        }
     }
 
     /// One streamed event for `piece` (`text` so far for `/generate`).
-    fn event(&self, piece: &Piece, text: &str) -> Vec<Value> {
+    pub(super) fn event(&self, piece: &Piece, text: &str) -> Vec<Value> {
         match (self.endpoint, piece) {
             (_, Piece::Call(index, name)) => vec![json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -291,7 +296,7 @@ impl Output {
     }
 
     /// The whole response of a non-streaming request.
-    fn whole(
+    pub(super) fn whole(
         &self,
         text: &str,
         thought: &str,
@@ -391,9 +396,17 @@ pub(super) fn sse(
 
 /// Reads the whole stream into one JSON response.
 pub(super) async fn complete(
+    out: Output,
+    stream: impl Stream<Item = Result<Bytes, RouteError>> + Unpin,
+) -> Result<(StatusCode, axum::Json<Value>), HttpError> {
+    Ok((StatusCode::OK, axum::Json(collect(out, stream).await?)))
+}
+
+/// Reads the whole stream into the response's JSON.
+pub(super) async fn collect(
     mut out: Output,
     mut stream: impl Stream<Item = Result<Bytes, RouteError>> + Unpin,
-) -> Result<(StatusCode, axum::Json<Value>), HttpError> {
+) -> Result<Value, HttpError> {
     let mut reader = Reader::new(std::mem::take(&mut out.parsers));
     let mut text = String::new();
     let mut thought = String::new();
@@ -435,5 +448,5 @@ pub(super) async fn complete(
         }
         _ => {}
     }
-    Ok((StatusCode::OK, axum::Json(whole)))
+    Ok(whole)
 }
