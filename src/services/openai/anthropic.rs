@@ -11,6 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::request::refuse_unknown;
 use crate::services::HttpError;
 
 /// Fields Anthropic's Messages API defines that this front takes.
@@ -36,18 +37,7 @@ pub(super) fn to_chat(
     mut object: Map<String, Value>,
     count: bool,
 ) -> Result<Map<String, Value>, HttpError> {
-    let extra: Vec<&str> = object
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !FIELDS.contains(k))
-        .collect();
-    if !extra.is_empty() {
-        return Err(HttpError::bad_request(format!(
-            "unsupported parameter(s) for a model served by gRPC engine workers: {} (supported: {})",
-            extra.join(", "),
-            FIELDS.join(", ")
-        )));
-    }
+    refuse_unknown(&object, FIELDS, "gRPC engine workers")?;
     let mut chat = Map::new();
     let take = |object: &mut Map<String, Value>, key: &str| object.remove(key);
     chat.insert(

@@ -5,7 +5,7 @@
 //! `text_delta`, `input_json_delta`) and `content_block_stop`, then
 //! `message_delta` (stop reason, usage) and `message_stop`.
 
-use super::output::{Piece, Reader, Usage};
+use super::output::{event_stream, no_completion, Piece, Reader, Usage};
 use super::*;
 
 /// Anthropic's stop reason for the engine's finish reason.
@@ -186,15 +186,7 @@ pub(super) fn sse(
         Ok(Bytes::from(buf))
     });
     let start = tokio_stream::once(Ok::<_, Infallible>(Bytes::from(start)));
-    let mut response = Response::new(Body::from_stream(start.chain(events)));
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
-        .headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-cache"));
-    response
+    event_stream(Body::from_stream(start.chain(events)))
 }
 
 /// Reads the whole stream into one Anthropic message.
@@ -242,12 +234,7 @@ pub(super) async fn complete(
             }
         }
     }
-    let (reason, u) = done.ok_or_else(|| {
-        HttpError::new(
-            StatusCode::BAD_GATEWAY,
-            "the worker's stream ended without a completion",
-        )
-    })?;
+    let (reason, u) = done.ok_or_else(no_completion)?;
     for (at, name, arguments) in calls {
         match input(&arguments) {
             Some(value) => content[at]["input"] = value,

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use tokio_stream::StreamMap;
 
-use super::output::{collect, Piece, Reader, Usage};
+use super::output::{collect, event_stream, Piece, Reader, Usage};
 use super::*;
 
 /// One choice's relayed stream.
@@ -100,15 +100,7 @@ pub(super) fn sse(mut outs: Vec<Output>, streams: Vec<ChoiceStream>) -> Response
         include_usage,
         ended: false,
     };
-    let mut response = Response::new(Body::from_stream(events));
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
-        .headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-cache"));
-    response
+    event_stream(Body::from_stream(events))
 }
 
 /// The merged stream of events.

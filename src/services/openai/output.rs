@@ -350,6 +350,27 @@ impl Output {
     }
 }
 
+/// A worker's stream that ended before its completion.
+pub(super) fn no_completion() -> HttpError {
+    HttpError::new(
+        StatusCode::BAD_GATEWAY,
+        "the worker's stream ended without a completion",
+    )
+}
+
+/// A response of server-sent events with `body`.
+pub(super) fn event_stream(body: Body) -> Response {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// Streams the response as server-sent events, ending with `[DONE]`; an
 /// error mid-stream becomes an `error` event.
 pub(super) fn sse(
@@ -383,15 +404,7 @@ pub(super) fn sse(
         Ok(Bytes::from(buf))
     });
     let done = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(b"data: [DONE]\n\n")));
-    let mut response = Response::new(Body::from_stream(events.chain(done)));
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
-        .headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-cache"));
-    response
+    event_stream(Body::from_stream(events.chain(done)))
 }
 
 /// Reads the whole stream into one JSON response.
@@ -433,12 +446,7 @@ pub(super) async fn collect(
             }
         }
     }
-    let (reason, usage) = done.ok_or_else(|| {
-        HttpError::new(
-            StatusCode::BAD_GATEWAY,
-            "the worker's stream ended without a completion",
-        )
-    })?;
+    let (reason, usage) = done.ok_or_else(no_completion)?;
     let mut whole = out.whole(&text, &thought, &calls, &reason, &usage);
     match out.endpoint {
         Endpoint::Chat if asked => whole["choices"][0]["logprobs"] = logprobs::chat(&entries),

@@ -115,12 +115,7 @@ pub(super) fn check_fields(
     engine: impl std::fmt::Display,
 ) -> Result<(), HttpError> {
     let known = known(endpoint);
-    if let Some(extra) = unsupported(object, &known) {
-        return Err(HttpError::bad_request(format!(
-            "unsupported parameter(s) for a model served by {engine} gRPC workers: {extra} (supported: {})",
-            known.join(", ")
-        )));
-    }
+    refuse_unknown(object, &known, &format!("{engine} gRPC workers"))?;
     if let Some(Value::Object(sp)) = object.get("sampling_params") {
         if let Some(extra) = unsupported(sp, GENERATE_SAMPLING) {
             return Err(HttpError::bad_request(format!(
@@ -210,6 +205,22 @@ pub(super) struct Params {
 pub(super) struct StreamOptions {
     #[serde(default)]
     pub(super) include_usage: bool,
+}
+
+/// A 400 naming `object`'s keys not in `known` (for a model served by
+/// `served_by`), if there are any.
+pub(super) fn refuse_unknown(
+    object: &Map<String, Value>,
+    known: &[&str],
+    served_by: &str,
+) -> Result<(), HttpError> {
+    match unsupported(object, known) {
+        Some(extra) => Err(HttpError::bad_request(format!(
+            "unsupported parameter(s) for a model served by {served_by}: {extra} (supported: {})",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The names of `object`'s keys not in `known`, for a 400 that names them.

@@ -9,6 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::request::refuse_unknown;
 use crate::services::HttpError;
 
 /// Fields of the Responses API this front takes.
@@ -38,23 +39,12 @@ type Object = Map<String, Value>;
 /// The chat request a Responses request means, and the request's fields the
 /// response echoes (`tools`, `tool_choice`, ...).
 pub(super) fn to_chat(mut object: Object) -> Result<(Object, Object), HttpError> {
-    let extra: Vec<&str> = object
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !FIELDS.contains(k))
-        .collect();
     if object.contains_key("previous_response_id") {
         return Err(HttpError::bad_request(
             "previous_response_id: this router keeps no responses; send the whole conversation in input",
         ));
     }
-    if !extra.is_empty() {
-        return Err(HttpError::bad_request(format!(
-            "unsupported parameter(s) for a model served by gRPC engine workers: {} (supported: {})",
-            extra.join(", "),
-            FIELDS.join(", ")
-        )));
-    }
+    refuse_unknown(&object, FIELDS, "gRPC engine workers")?;
     let mut echo = Map::new();
     for key in [
         "instructions",

@@ -12,7 +12,7 @@
 
 use serde_json::Map;
 
-use super::output::{Piece, Reader, Usage};
+use super::output::{event_stream, no_completion, Piece, Reader, Usage};
 use super::*;
 
 /// The item being written.
@@ -277,15 +277,7 @@ pub(super) fn sse(
         Ok(Bytes::from(buf))
     });
     let start = tokio_stream::once(Ok::<_, Infallible>(Bytes::from(start)));
-    let mut response = Response::new(Body::from_stream(start.chain(events)));
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
-        .headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-cache"));
-    response
+    event_stream(Body::from_stream(start.chain(events)))
 }
 
 /// Reads the whole stream into one response object.
@@ -305,11 +297,6 @@ pub(super) async fn complete(
             }
         }
     }
-    let (reason, usage) = done.ok_or_else(|| {
-        HttpError::new(
-            StatusCode::BAD_GATEWAY,
-            "the worker's stream ended without a completion",
-        )
-    })?;
+    let (reason, usage) = done.ok_or_else(no_completion)?;
     Ok(axum::Json(builder.finish(&reason, &usage, &mut unused)))
 }
