@@ -14,46 +14,16 @@ pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/switchyard.v1.Inference.rs"));
 }
 
-/// `sglang.grpc.scheduler`, `vllm.grpc.engine`, `trtllm`, `mlx.grpc.engine`
-/// and their shared
-/// `smg.grpc.common`: the engines' own protocols, from the published
-/// definitions in `proto/smg` (nested as their packages are, so that the
-/// generated cross-package paths resolve).
-pub mod sglang {
-    pub mod grpc {
-        pub mod scheduler {
-            tonic::include_proto!("sglang.grpc.scheduler");
-        }
-    }
+/// The engines' own protocols, one module per package of every published
+/// definition in `proto/smg` (`sglang.grpc.scheduler` as
+/// `sglang::grpc::scheduler`, aliased `sglang_scheduler`; `trtllm`;
+/// `mlx.grpc.engine`; `vllm.grpc.engine`; their shared `smg.grpc.common`),
+/// written by `build.rs`.
+mod engine_protos {
+    include!(concat!(env!("OUT_DIR"), "/engine_protos.rs"));
 }
-/// See [`sglang`].
-pub mod vllm {
-    pub mod grpc {
-        pub mod engine {
-            tonic::include_proto!("vllm.grpc.engine");
-        }
-    }
-}
-/// See [`sglang`]: TensorRT-LLM's `trtllm.TrtllmService`.
-pub mod trtllm {
-    tonic::include_proto!("trtllm");
-}
-/// See [`sglang`]: MLX's `mlx.grpc.engine.MlxEngine`.
-pub mod mlx {
-    pub mod grpc {
-        pub mod engine {
-            tonic::include_proto!("mlx.grpc.engine");
-        }
-    }
-}
-/// See [`sglang`].
-pub mod smg {
-    pub mod grpc {
-        pub mod common {
-            tonic::include_proto!("smg.grpc.common");
-        }
-    }
-}
+pub use engine_protos::*;
+
 /// etcd's v3 API, clients only (`proto/etcd`), for the shared registry
 /// (`store::etcd`); nested as their packages are.
 pub mod etcd {
@@ -67,9 +37,6 @@ pub mod etcd {
         tonic::include_proto!("authpb");
     }
 }
-pub use mlx::grpc::engine as mlx_engine;
-pub use sglang::grpc::scheduler as sglang_scheduler;
-pub use vllm::grpc::engine as vllm_engine;
 
 /// The encoded descriptor set of `proto/`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
