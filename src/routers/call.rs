@@ -230,8 +230,8 @@ impl ProxyStream {
     }
 
     /// Ties a companion call to this stream's fate (see [`Companion`]).
-    pub fn with_companion(mut self, companion: Companion) -> Self {
-        self.companion = Some(companion);
+    pub fn with_companion(mut self, companion: Option<Companion>) -> Self {
+        self.companion = companion;
         self
     }
 

@@ -114,16 +114,29 @@ pub trait PdWire {
     /// bytes), for the caller to relay.
     type Opened: Send;
 
-    /// Runs the prefill call on `worker` to its end, discarding its body.
+    /// What the prefill side's end hands the decode side (vLLM's KV
+    /// transfer parameters), for a wire whose sides run one after the other.
+    type Handoff: Send + 'static;
+
+    /// The prefill side must end before the decode side opens, with its
+    /// handoff (vLLM's sequential PD); otherwise both run at once.
+    fn sequential(&self) -> bool {
+        false
+    }
+
+    /// Runs the prefill call on `worker` to its end, discarding its body
+    /// but for the handoff.
     fn run_prefill(
         &self,
         worker: Arc<Worker>,
-    ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static;
+    ) -> impl Future<Output = Result<Self::Handoff, RouteError>> + Send + 'static;
 
-    /// Opens the decode call on `worker`, up to what the client gets first.
+    /// Opens the decode call on `worker`, up to what the client gets first
+    /// (with the prefill side's handoff when sequential).
     fn open_decode(
         &self,
         worker: &Arc<Worker>,
+        handoff: Option<Self::Handoff>,
     ) -> impl Future<Output = Result<Self::Opened, RouteError>> + Send;
 
     /// The listener the call came in on, and when routing it began (for
@@ -142,13 +155,16 @@ pub trait PdWire {
 pub struct Started<O> {
     /// The decode side, opened.
     pub decode: O,
-    /// The prefill side, running.
-    pub companion: Companion,
+    /// The prefill side, running (`None`: it ended before the decode side
+    /// opened, as sequential PD's does).
+    pub companion: Option<Companion>,
     /// The decode side's attempt: its load and its abort, armed.
     pub decode_attempt: Attempt,
 }
 
-/// Starts both sides of a PD call on `prefill` and `decode`.
+/// Starts both sides of a PD call on `prefill` and `decode`: at once, or
+/// (a sequential wire) the prefill side to its end and then the decode side
+/// with its handoff.
 pub async fn start<W: PdWire>(
     wire: &W,
     prefill: &Arc<Worker>,
@@ -158,6 +174,34 @@ pub async fn start<W: PdWire>(
         load: LoadGuard::new(prefill.clone()),
         abort: wire.abort_guard(prefill),
     };
+    if wire.sequential() {
+        let (route, received) = wire.received();
+        stats::overhead(route, stats::Dispatch::Pd).observe(
+            prefill_attempt
+                .load
+                .sent()
+                .saturating_duration_since(received),
+        );
+        let ran = wire.run_prefill(prefill.clone()).await;
+        match &ran {
+            // The worker ended the call itself: nothing to abort.
+            Ok(_) => prefill_attempt.ended(&ran),
+            // Unless the deadline cut it short, the worker ended it too.
+            Err(error) => prefill_attempt.failed(error),
+        }
+        let handoff = ran?;
+        let mut decode_attempt = Attempt {
+            load: LoadGuard::new(decode.clone()),
+            abort: wire.abort_guard(decode),
+        };
+        let opened = wire.open_decode(decode, Some(handoff)).await;
+        let decode = opened.inspect_err(|e| decode_attempt.failed(e))?;
+        return Ok(Started {
+            decode,
+            companion: None,
+            decode_attempt,
+        });
+    }
     let mut decode_attempt = Attempt {
         load: LoadGuard::new(decode.clone()),
         abort: wire.abort_guard(decode),
@@ -184,7 +228,7 @@ pub async fn start<W: PdWire>(
     });
     let mut companion = Companion::new(Some(failed_rx), TaskGuard::new(task.abort_handle()));
 
-    let open = wire.open_decode(decode);
+    let open = wire.open_decode(decode, None);
     tokio::pin!(open);
     let opened = tokio::select! {
         opened = &mut open => opened,
@@ -196,7 +240,7 @@ pub async fn start<W: PdWire>(
     let decode_opened = opened.inspect_err(|e| decode_attempt.failed(e))?;
     Ok(Started {
         decode: decode_opened,
-        companion,
+        companion: Some(companion),
         decode_attempt,
     })
 }

@@ -8,9 +8,12 @@
 //! can rendezvous and move the KV cache. Both calls start at once; the client
 //! receives the decode stream while a task drains the prefill stream.
 //!
-//! The dispatch itself (both sides at once, failure rules, cancellation,
-//! load) is the shared one in `routers::pd`; this file says how the gRPC
-//! wire calls each side ([`GrpcPd`]).
+//! vLLM's PD is sequential instead: the prefill side runs to its end and
+//! hands the decode side its KV transfer parameters.
+//!
+//! The dispatch itself (both sides at once or one after the other, failure
+//! rules, cancellation, load) is the shared one in `routers::pd`; this file
+//! says how the gRPC wire calls each side ([`GrpcPd`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::engines::{self, EngineSeam, PdStyle};
 use crate::policies::PolicyConfig;
-use crate::routers::call::{AbortOnDrop, Attempt};
+use crate::routers::call::AbortOnDrop;
 use crate::routers::grpc::{append_encoded, open, Inbound, Opened, Proxied};
 use crate::routers::pd::{self, Pair, PdPolicies, PdWire};
 use crate::routers::rooms::BootstrapRooms;
@@ -83,13 +86,31 @@ impl GrpcPdRouter {
 
         let sides = Sides::new(trace, &pair, self.policies.names(model));
         let seam = engines::seam(inbound.protocol);
-        let rooms_below = match seam.pd() {
-            PdStyle::Sequential => {
-                return self
-                    .generate_sequential(&inbound, pair, &facts, inflight, sides)
-                    .await
+        let (prefill_body, decode_body, sequential, room) = match seam.pd() {
+            // vLLM's: the prefill side first, told to keep its KV cache for
+            // a remote decode; the decode side then gets the transfer
+            // parameters the prefill side returned.
+            PdStyle::Sequential => (
+                append_encoded(inbound.body.clone(), &seam.prefill_fields()),
+                inbound.body.clone(),
+                Some(seam),
+                None,
+            ),
+            PdStyle::Bootstrap { rooms_below } => {
+                // The router picks rooms (a duplicate room crashes SGLang's
+                // schedulers) and replaces the client's.
+                let room = match rooms_below {
+                    Some(bound) => self.rooms.claim_below(bound),
+                    None => self.rooms.claim(),
+                };
+                let fields = seam.bootstrap(
+                    prefill.endpoint().bare_host(),
+                    pair.bootstrap_port,
+                    room.id(),
+                );
+                let body = append_encoded(inbound.body.clone(), &fields);
+                (body.clone(), body, None, Some(room))
             }
-            PdStyle::Bootstrap { rooms_below } => rooms_below,
             PdStyle::None => {
                 return Err(RouteError::InvalidRequest(format!(
                     "{} workers have no prefill/decode disaggregation",
@@ -97,24 +118,14 @@ impl GrpcPdRouter {
                 )))
             }
         };
-        // The router picks rooms (a duplicate room crashes SGLang's
-        // schedulers) and replaces the client's.
-        let room = match rooms_below {
-            Some(bound) => self.rooms.claim_below(bound),
-            None => self.rooms.claim(),
-        };
-        let fields = seam.bootstrap(
-            prefill.endpoint().bare_host(),
-            pair.bootstrap_port,
-            room.id(),
-        );
-        let body = append_encoded(inbound.body.clone(), &fields);
         self.policies.record(&pair, &facts);
         let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
 
         let wire = GrpcPd {
             headers: inbound.upstream_headers(),
-            body,
+            prefill_body,
+            decode_body,
+            sequential,
             deadline: inbound.deadline,
             request_id: &inbound.request_id,
             sides: &sides,
@@ -134,80 +145,6 @@ impl GrpcPdRouter {
                 Box::new((entry, room, sides.decode)),
             )
             .with_companion(started.companion);
-        Ok((headers, stream))
-    }
-}
-
-impl GrpcPdRouter {
-    /// Sequential PD ([`PdStyle::Sequential`], vLLM's): the prefill side
-    /// first (told by the engine's fields to keep its KV cache for a remote
-    /// decode), then the decode side with the transfer parameters the
-    /// prefill side returned; the decode stream is relayed. Cancelling
-    /// aborts whichever side is running.
-    async fn generate_sequential(
-        &self,
-        inbound: &Inbound,
-        pair: Pair,
-        facts: &crate::policies::RequestFacts<'_>,
-        inflight: &Arc<InflightCalls>,
-        sides: Sides,
-    ) -> Result<Proxied, RouteError> {
-        let Pair {
-            prefill, decode, ..
-        } = &pair;
-        self.policies.record(&pair, facts);
-        let entry = inflight.register(&inbound.request_id, vec![prefill.clone(), decode.clone()]);
-        let seam = engines::seam(inbound.protocol);
-        let prefill_body = append_encoded(inbound.body.clone(), &seam.prefill_fields());
-        let kv = {
-            let mut attempt = Attempt::new(prefill, Some(&inbound.request_id));
-            stats::overhead(stats::Route::Grpc, stats::Dispatch::Pd).observe(
-                attempt
-                    .load
-                    .sent()
-                    .saturating_duration_since(inbound.received),
-            );
-            let run = run_prefill(
-                seam,
-                prefill,
-                Sides::headers_for(inbound, &sides.prefill),
-                &prefill_body,
-            );
-            let ended = match tokio::time::timeout_at(inbound.deadline, run).await {
-                Ok(ended) => {
-                    attempt.ended(&ended);
-                    ended
-                }
-                Err(_) => {
-                    let error = RouteError::DeadlineExceeded {
-                        worker: prefill.id().clone(),
-                        streaming: false,
-                    };
-                    // Still running on the worker: the abort stays armed.
-                    attempt.failed(&error);
-                    Err(error)
-                }
-            };
-            if let Err(error) = &ended {
-                sides.prefill.fail(error);
-            }
-            ended?
-        };
-        drop(sides.prefill);
-        let body = append_encoded(inbound.body.clone(), &seam.decode_fields(kv));
-        let mut attempt = Attempt::new(decode, Some(&inbound.request_id));
-        let headers = Sides::headers_for(inbound, &sides.decode);
-        let opened = open(decode, headers, &body, inbound.deadline).await;
-        let (worker_headers, stream, timer) = opened.inspect_err(|e| attempt.failed(e))?;
-        let mut headers = inbound.response_headers(worker_headers);
-        headers.insert(PREFILL_WORKER_ID_HEADER, prefill.id_value().clone());
-        headers.insert(DECODE_WORKER_ID_HEADER, decode.id_value().clone());
-        let stream = attempt.opened(
-            decode.clone(),
-            stream,
-            timer,
-            Box::new((entry, sides.decode)),
-        );
         Ok((headers, stream))
     }
 }
@@ -275,19 +212,19 @@ impl Sides {
         side.inject(&mut headers);
         headers
     }
-
-    /// The call's upstream headers with `side`'s `traceparent`.
-    fn headers_for(inbound: &Inbound, side: &CallSpan) -> HeaderMap {
-        Sides::with(inbound.upstream_headers(), side)
-    }
 }
 
-/// How a gRPC PD call reaches each side: the same headers (but for each
-/// side's `traceparent`) and message (with bootstrap parameters) to both,
-/// within the call's deadline.
+/// How a gRPC PD call reaches each side: the call's headers (but for each
+/// side's `traceparent`) within its deadline, and each side's message (with
+/// the bootstrap parameters to both; or, sequential, the prefill fields to
+/// the prefill side and the transfer parameters it returns to the decode
+/// side).
 struct GrpcPd<'a> {
     headers: HeaderMap,
-    body: Bytes,
+    prefill_body: Bytes,
+    decode_body: Bytes,
+    /// The engine, when its PD is sequential (its fields and parameters).
+    sequential: Option<&'static dyn EngineSeam>,
     deadline: Instant,
     request_id: &'a str,
     sides: &'a Sides,
@@ -296,26 +233,44 @@ struct GrpcPd<'a> {
 
 impl PdWire for GrpcPd<'_> {
     type Opened = Opened;
+    /// The KV transfer parameters of a sequential prefill.
+    type Handoff = Option<String>;
+
+    fn sequential(&self) -> bool {
+        self.sequential.is_some()
+    }
 
     fn run_prefill(
         &self,
         worker: Arc<Worker>,
-    ) -> impl Future<Output = Result<(), RouteError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<String>, RouteError>> + Send + 'static {
         let headers = Sides::with(self.headers.clone(), &self.sides.prefill);
-        let (body, span) = (self.body.clone(), self.sides.prefill.clone());
+        let (body, span) = (self.prefill_body.clone(), self.sides.prefill.clone());
+        let (sequential, deadline) = (self.sequential, self.deadline);
         async move {
             let failed = |failure| RouteError::WorkerFailed {
                 worker: worker.id().clone(),
                 failure,
             };
             let ran = async {
+                if let Some(seam) = sequential {
+                    // The decode side waits on it: bounded by the deadline.
+                    let run = run_prefill(seam, &worker, headers, &body);
+                    return match tokio::time::timeout_at(deadline, run).await {
+                        Ok(params) => params.map(Some),
+                        Err(_) => Err(RouteError::DeadlineExceeded {
+                            worker: worker.id().clone(),
+                            streaming: false,
+                        }),
+                    };
+                }
                 let (_, mut stream) = worker
                     .upstream()
                     .call(worker.engine().generate_path(), headers, &body)
                     .await
                     .map_err(|e| failed(e.failure))?;
                 while stream.chunk().await.map_err(failed)?.is_some() {}
-                Ok(())
+                Ok(None)
             };
             // The prefill side's span ends with it.
             ran.await.inspect_err(|error| span.fail(error))
@@ -325,9 +280,17 @@ impl PdWire for GrpcPd<'_> {
     fn open_decode(
         &self,
         worker: &Arc<Worker>,
+        handoff: Option<Option<String>>,
     ) -> impl Future<Output = Result<Opened, RouteError>> + Send {
         let headers = Sides::with(self.headers.clone(), &self.sides.decode);
-        open(worker, headers, &self.body, self.deadline)
+        let body = match (self.sequential, handoff.flatten()) {
+            (Some(seam), Some(params)) => {
+                append_encoded(self.decode_body.clone(), &seam.decode_fields(params))
+            }
+            _ => self.decode_body.clone(),
+        };
+        let (worker, deadline) = (worker.clone(), self.deadline);
+        async move { open(&worker, headers, &body, deadline).await }
     }
 
     fn received(&self) -> (stats::Route, Instant) {

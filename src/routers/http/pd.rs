@@ -111,6 +111,7 @@ async fn success(worker: &Worker, response: HttpResponse) -> Result<HttpResponse
 
 impl PdWire for HttpPd<'_> {
     type Opened = HttpResponse;
+    type Handoff = ();
 
     fn run_prefill(
         &self,
@@ -146,6 +147,7 @@ impl PdWire for HttpPd<'_> {
     fn open_decode(
         &self,
         worker: &Arc<Worker>,
+        _: Option<()>,
     ) -> impl Future<Output = Result<HttpResponse, RouteError>> + Send {
         let body = self.body.clone();
         async move {

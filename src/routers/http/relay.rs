@@ -95,8 +95,8 @@ impl Relay {
 
     /// Ties a companion (the prefill side) to this body: its failure ends
     /// the body; the body ending badly cancels it.
-    pub fn with_companion(mut self, companion: Companion) -> Self {
-        self.body.companion = Some(companion);
+    pub fn with_companion(mut self, companion: Option<Companion>) -> Self {
+        self.body.companion = companion;
         self
     }
 }
