@@ -92,8 +92,10 @@ impl CallLimit {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(full);
         }
+        // Out of the queue however the wait ends, the caller's going away
+        // (the future dropped) included.
+        let _queued = Queued(&self.waiting);
         let waited = tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
         match waited {
             Ok(Ok(permit)) => Ok(Some(permit)),
             // The semaphore is never closed.
@@ -124,6 +126,15 @@ impl CallLimit {
             0 => 0,
             limit => limit - self.permits.available_permits(),
         }
+    }
+}
+
+/// A place in the queue, given up when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -186,6 +197,34 @@ mod tests {
             1,
             "the waiter's permit was dropped with it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_leaves_the_queue_gives_up_its_place() {
+        let limit = Arc::new(CallLimit::new(1, 1, Duration::from_secs(60)));
+        let _held = limit.acquire().await.unwrap();
+        let waiter = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire().await.map(|_| ()) })
+        };
+        while limit.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The client went away while queued.
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(limit.waiting(), 0, "the place was given up");
+        // So the next call may wait in the queue, not refused as if it
+        // were full.
+        let next = {
+            let limit = limit.clone();
+            tokio::spawn(async move { limit.acquire().await.map(|_| ()) })
+        };
+        while limit.waiting() == 0 && !next.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        assert!(!next.is_finished(), "queued, not refused");
+        next.abort();
     }
 
     #[tokio::test]

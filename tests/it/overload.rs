@@ -117,24 +117,37 @@ async fn eventually_admitted(
         || async { in_flight().await == 0 },
     )
     .await;
+    // A connection of their own: the storm's 10,000 reset streams on the
+    // shared one are the client's business, not the router's permits.
+    let fresh = tonic::transport::Channel::from_shared(format!("http://{}", router.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let send = || {
-        let mut client = router.inference();
+        let mut client = switchyard::pb::inference_client::InferenceClient::new(fresh.clone());
         tokio::spawn(async move {
             let _ = client.generate(request(MODEL, "hold")).await;
         })
     };
     let mut calls: Vec<_> = (0..n).map(|_| send()).collect();
+    let mut refusals = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         // The worker hangs: a call that ended was refused.
-        if in_flight().await == n as u32 && calls.iter().all(|c| !c.is_finished()) {
+        let admitted = in_flight().await;
+        if admitted == n as u32 && calls.iter().all(|c| !c.is_finished()) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{n} calls are not all admitted within 30 s: permits leaked"
+            "{n} calls are not all admitted within 30 s: {admitted} on the worker, {refusals} refused \
+             and sent again, {} still pending (refusals that never stop: a leaked permit; \
+             calls pending and never refused: a stall before the router's limit)",
+            calls.iter().filter(|c| !c.is_finished()).count()
         );
         for call in calls.iter_mut().filter(|c| c.is_finished()) {
+            refusals += 1;
             *call = send();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
