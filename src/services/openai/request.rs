@@ -2,6 +2,8 @@
 //! sampling parameters and output constraint as the engines take them.
 //! Anything not listed is refused with 400 naming it.
 
+use std::sync::LazyLock;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -96,14 +98,16 @@ const GENERATE_SAMPLING: &[&str] = &[
 ];
 
 /// The fields an endpoint takes.
-pub(super) fn known(endpoint: Endpoint) -> Vec<&'static str> {
+pub(super) fn known(endpoint: Endpoint) -> &'static [&'static str] {
+    // Joined once, not per request.
+    static CHAT: LazyLock<Vec<&str>> = LazyLock::new(|| [SAMPLING_FIELDS, CHAT_ONLY].concat());
+    static COMPLETIONS: LazyLock<Vec<&str>> =
+        LazyLock::new(|| [SAMPLING_FIELDS, COMPLETION_ONLY].concat());
     match endpoint {
         // Anthropic's requests are checked as the chat requests they become.
-        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens => {
-            [SAMPLING_FIELDS, CHAT_ONLY].concat()
-        }
-        Endpoint::Completions => [SAMPLING_FIELDS, COMPLETION_ONLY].concat(),
-        Endpoint::Generate => GENERATE_FIELDS.to_vec(),
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses | Endpoint::CountTokens => &CHAT,
+        Endpoint::Completions => &COMPLETIONS,
+        Endpoint::Generate => GENERATE_FIELDS,
     }
 }
 
@@ -114,8 +118,11 @@ pub(super) fn check_fields(
     endpoint: Endpoint,
     engine: impl std::fmt::Display,
 ) -> Result<(), HttpError> {
-    let known = known(endpoint);
-    refuse_unknown(object, &known, &format!("{engine} gRPC workers"))?;
+    refuse_unknown(
+        object,
+        known(endpoint),
+        format_args!("{engine} gRPC workers"),
+    )?;
     if let Some(Value::Object(sp)) = object.get("sampling_params") {
         if let Some(extra) = unsupported(sp, GENERATE_SAMPLING) {
             return Err(HttpError::bad_request(format!(
@@ -212,7 +219,7 @@ pub(super) struct StreamOptions {
 pub(super) fn refuse_unknown(
     object: &Map<String, Value>,
     known: &[&str],
-    served_by: &str,
+    served_by: impl std::fmt::Display,
 ) -> Result<(), HttpError> {
     match unsupported(object, known) {
         Some(extra) => Err(HttpError::bad_request(format!(
