@@ -86,8 +86,9 @@ pub enum WorkersCommand {
         /// The model it serves (SGLang and vLLM workers: asked when absent).
         #[arg(long, value_name = "ID", default_value = "")]
         model: String,
-        /// switchyard, sglang, vllm, trtllm or mlx (detected when absent).
-        #[arg(long, value_name = "ENGINE", value_parser = crate::engines::by_name)]
+        /// The engine (its help names every engine in `engines::ALL`).
+        #[arg(long, value_name = "ENGINE", value_parser = crate::engines::by_name,
+              help = format!("{} (detected when absent)", crate::engines::names(" or ")))]
         engine: Option<crate::worker::Engine>,
         /// regular, prefill or decode.
         #[arg(long, value_name = "ROLE", default_value = "regular", value_parser = ["regular", "prefill", "decode"])]

@@ -59,10 +59,8 @@ struct Args {
     /// How long the prefill/decode rendezvous waits for the other side, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rendezvous_timeout_ms: u64,
-    /// The gRPC protocol to serve: switchyard (switchyard.v1.Inference),
-    /// sglang (SglangScheduler), vllm (VllmEngine), trtllm (TrtllmService)
-    /// or mlx (MlxEngine).
-    #[arg(long, default_value = "switchyard")]
+    // Its help lists every mode in `MockEngine::ALL`.
+    #[arg(long, default_value = "switchyard", help = engine_help())]
     engine: MockEngine,
     /// The served model name the engine modes report in GetModelInfo.
     #[arg(long, default_value = "mock-model")]
@@ -323,4 +321,13 @@ async fn main() -> ExitCode {
         stats.completed()
     );
     code
+}
+
+/// `--engine`'s help: every mode with the service it serves.
+fn engine_help() -> String {
+    let modes: Vec<String> = MockEngine::ALL
+        .iter()
+        .map(|e| format!("{e} ({})", e.service()))
+        .collect();
+    format!("The gRPC protocol to serve: {}", modes.join(", "))
 }
