@@ -120,6 +120,8 @@ pub struct App {
     _discovery: Option<AbortOnDropHandle<()>>,
     /// The trace exporter, if tracing is on; flushed when serving ends.
     telemetry: Option<Telemetry>,
+    /// The tenants, reloaded from the config file.
+    tenants: Arc<crate::tenants::Tenants>,
 }
 
 impl App {
@@ -269,6 +271,7 @@ impl App {
             )
             .traced(tracer),
         );
+        let tenants = Arc::new(crate::tenants::Tenants::new(&config.tenants));
         Ok(App {
             config,
             registry,
@@ -286,6 +289,7 @@ impl App {
             _mirror: mirror,
             _discovery: discovery,
             telemetry,
+            tenants,
         })
     }
 

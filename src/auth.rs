@@ -84,9 +84,20 @@ impl fmt::Debug for Keys {
     }
 }
 
+/// The key a request presents: `authorization: Bearer KEY`, or
+/// `x-api-key: KEY` as Anthropic's clients send it.
+pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| bearer_key(v.as_bytes()))
+        .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))
+        .map(|k| k.trim_ascii())
+        .filter(|k| !k.is_empty())
+}
+
 /// Equal, in time that depends on the lengths only, not on where the
 /// bytes differ.
-fn same(key: &[u8], presented: &[u8]) -> bool {
+pub fn same(key: &[u8], presented: &[u8]) -> bool {
     if key.len() != presented.len() {
         return false;
     }
@@ -157,14 +168,12 @@ impl Keys {
         if self.is_open(role) {
             return Ok(());
         }
-        // Anthropic's clients send the key as `x-api-key`.
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| bearer_key(v.as_bytes()))
-            .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))
-            .map(|k| k.trim_ascii())
-            .filter(|k| !k.is_empty())
-            .ok_or(Denied::Missing)?;
+        self.check_key(presented_key(headers).ok_or(Denied::Missing)?, role)
+    }
+
+    /// Whether the key `presented` may use a surface of `role` (keys are
+    /// needed: see [`Keys::check`] for surfaces that may be open).
+    pub fn check_key(&self, presented: &[u8], role: Role) -> Result<(), Denied> {
         // Every key is compared, whichever matches.
         let admin = self.admin.iter().fold(false, |m, k| m | same(k, presented));
         let client = self

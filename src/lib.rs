@@ -68,6 +68,7 @@ pub mod routers;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod tokenizer;
 pub mod tools;
 pub mod transport;

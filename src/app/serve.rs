@@ -76,6 +76,15 @@ impl App {
             .is_some_and(|tls| tls.verifies_clients());
         let keys = Arc::new(Keys::new(&self.config.auth).with_admin_cert(verifies_clients));
         let limit = Arc::new(CallLimit::from_config(&self.config.limits));
+        let tenants = self.tenants.clone();
+        let reload_task = self.config.source.clone().map(|path| {
+            tokio::spawn(crate::tenants::reload::watch(
+                tenants.clone(),
+                path,
+                self.config.auth.clone(),
+                stopped(),
+            ))
+        });
         tracing::info!("access: {}", keys.describe());
         // The admin listener stays up through the drain (metrics and
         // readiness show it) and closes last.
@@ -124,7 +133,7 @@ impl App {
                     self.config.limits.max_metadata_bytes,
                 ),
                 keys.clone(),
-                limit.clone(),
+                (limit.clone(), tenants.clone()),
             );
             let tls = self.server_tls.is_some();
             tracing::info!(addr = ?listener.local_addr().ok(), tls, "serving HTTP");
@@ -161,7 +170,7 @@ impl App {
         let inference = InferenceService::new(
             self.router.clone(),
             self.config.limits.request_body_idle(),
-            limit,
+            (limit, tenants.clone()),
         );
 
         let routes = tonic::service::Routes::new(health)
@@ -181,7 +190,7 @@ impl App {
             listener,
             inference,
             routes,
-            (keys, self.config.limits.max_metadata_bytes),
+            (keys, tenants, self.config.limits.max_metadata_bytes),
             async move {
                 shutdown.await;
                 tracing::info!(
@@ -214,6 +223,9 @@ impl App {
             let _ = task.await;
         }
         if let Some(task) = tls_task {
+            let _ = task.await;
+        }
+        if let Some(task) = reload_task {
             let _ = task.await;
         }
         if let Some(telemetry) = self.telemetry {

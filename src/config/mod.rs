@@ -18,6 +18,7 @@ pub mod breaker;
 pub mod hosts;
 pub mod policy;
 pub mod server;
+pub mod tenants;
 pub mod workers;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ pub use policy::{
 pub use server::{
     HttpConfig, LimitsConfig, RetryConfig, ServerTlsConfig, ShutdownConfig, TracingConfig,
 };
+pub use tenants::{Priority, TenantConfig};
 pub use workers::{
     DiscoveryConfig, DiscoveryKind, HealthCheckConfig, RegistryConfig, StartupWorker,
     UpstreamConfig, WorkerTlsConfig,
@@ -130,6 +132,13 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// OpenTelemetry traces (see `telemetry`): off unless an endpoint is set.
     pub tracing: TracingConfig,
+    /// Tenants: their keys, limits and places in the queue (reloaded on
+    /// SIGHUP and when the file changes).
+    pub tenants: Vec<TenantConfig>,
+    /// The file this config was read from, if any (not a key of it): the
+    /// tenants are reloaded from it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -160,6 +169,8 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             discovery: DiscoveryConfig::default(),
             tracing: TracingConfig::default(),
+            tenants: Vec::new(),
+            source: None,
         }
     }
 }
@@ -171,10 +182,19 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
-        })
+        })?;
+        // Its tenants' errors name their lines.
+        config
+            .validate_tenants(Some(&text))
+            .map_err(|e| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Checks ranges and relations between values.
@@ -298,7 +318,44 @@ impl Config {
             }
         }
         self.retry.validate().map_err(ConfigError::Invalid)?;
+        self.validate_tenants(None)?;
         Ok(())
+    }
+
+    /// Checks the tenants against each other and the role keys; `text`,
+    /// the file's, lets an error name the line.
+    pub fn validate_tenants(&self, text: Option<&str>) -> Result<(), ConfigError> {
+        let role_keys: Vec<&String> = self
+            .auth
+            .admin_keys
+            .iter()
+            .chain(&self.auth.client_keys)
+            .collect();
+        tenants::validate(&self.tenants, &role_keys, text).map_err(ConfigError::Invalid)
+    }
+
+    /// The tenants of the file at `path` (for a reload): the whole file must
+    /// parse, and its tenants be valid beside `auth`'s keys.
+    pub fn tenants_from_file(
+        path: &Path,
+        auth: &AuthConfig,
+    ) -> Result<Vec<TenantConfig>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        config.auth = auth.clone();
+        config
+            .validate_tenants(Some(&text))
+            .map_err(|e| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(config.tenants)
     }
 }
 

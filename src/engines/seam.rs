@@ -47,6 +47,36 @@ pub enum Prompt {
     Tokenized(Bytes),
 }
 
+impl Prompt {
+    /// Its tokens: counted for token ids, estimated for text at
+    /// `bytes_per_token` (a `TokenizedInput`'s ids are counted without
+    /// decoding them: one varint ends in each byte below 128).
+    pub fn tokens(&self, bytes_per_token: u64) -> u64 {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Tokenized {
+            #[prost(string, tag = "1")]
+            text: String,
+            #[prost(bytes = "bytes", tag = "2")]
+            ids: Bytes,
+        }
+        let text = |len: usize| (len as u64).div_ceil(bytes_per_token.max(1));
+        match self {
+            Prompt::None => 0,
+            Prompt::Text(t) => text(t.len()),
+            Prompt::TokenIds(ids) => ids.len() as u64,
+            Prompt::Tokenized(bytes) => {
+                match <Tokenized as prost::Message>::decode(bytes.clone()) {
+                    Ok(t) if !t.ids.is_empty() => {
+                        t.ids.iter().filter(|b| **b < 0x80).count() as u64
+                    }
+                    Ok(t) => text(t.text.len()),
+                    Err(_) => text(bytes.len()),
+                }
+            }
+        }
+    }
+}
+
 /// Decodes `$message` as `$engine::GenerateResponse` (the type named
 /// `$name` in errors) into `switchyard.v1`'s response and the prompt's
 /// token count: every engine's responses have a chunk (`token_ids`,

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
@@ -24,6 +24,7 @@ use super::chunk_clock::ChunkClock;
 use super::RouteError;
 use crate::routers::translate::Responses;
 use crate::telemetry::CallSpan;
+use crate::tenants::{Meter, Slot, Ticket};
 use crate::transport::grpc::ResponseStream;
 use crate::worker::{LoadGuard, Outcome, Worker};
 
@@ -148,8 +149,13 @@ pub struct ProxyStream {
     /// Fails the stream when the worker has sent nothing for an interval
     /// (see [`Self::idle_after`]).
     idle: Option<Idle>,
-    /// The router's permit for the call (its limit on calls in flight).
-    _permit: Option<OwnedSemaphorePermit>,
+    /// The router's slot for the call (its limit on calls in flight).
+    _slot: Option<Slot>,
+    /// The call's tenant's ticket, settled (after the stream's drop has
+    /// counted on `meter`) when dropped.
+    _ticket: Option<Ticket>,
+    /// Where the stream counts its tokens as it ends.
+    meter: Option<Arc<Meter>>,
     /// Rewrites the worker's messages for the client (a `switchyard.v1`
     /// call served by an engine); `None` relays them as they are.
     translate: Option<Box<Responses>>,
@@ -164,6 +170,8 @@ pub struct ProxyStream {
     clock: ChunkClock,
     /// Chunks relayed so far, added to the worker's count at the end.
     chunks: u64,
+    /// Chunks relayed in all.
+    relayed: u64,
 }
 
 impl ProxyStream {
@@ -189,12 +197,15 @@ impl ProxyStream {
             abort,
             companion: None,
             idle: None,
-            _permit: None,
+            _slot: None,
+            _ticket: None,
+            meter: None,
             translate: None,
             _held: held,
             trace: CallSpan::default(),
             clock: ChunkClock::default(),
             chunks: 0,
+            relayed: 0,
         }
     }
 
@@ -224,9 +235,21 @@ impl ProxyStream {
         self
     }
 
-    /// Holds the router's `permit` for the call until the stream ends.
-    pub fn hold_permit(&mut self, permit: OwnedSemaphorePermit) {
-        self._permit = Some(permit);
+    /// Holds the router's `slot` and the tenant's `ticket` for the call
+    /// until the stream ends; the ticket is settled with the tokens the
+    /// stream counted.
+    pub fn hold(&mut self, slot: Option<Slot>, ticket: Option<Ticket>) {
+        self._slot = slot;
+        if let Some(mut ticket) = ticket {
+            self.meter = Some(ticket.meter());
+            self._ticket = Some(ticket);
+        }
+    }
+
+    /// Counts the stream's tokens on `meter` when it ends.
+    pub fn metered(mut self, meter: Option<Arc<Meter>>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// Ties a companion call to this stream's fate (see [`Companion`]).
@@ -246,6 +269,7 @@ impl ProxyStream {
     /// Adds the chunks relayed so far to the worker's count.
     fn count_chunks(&mut self) {
         let chunks = std::mem::take(&mut self.chunks);
+        self.relayed += chunks;
         if chunks > 0 {
             self.worker
                 .stats()
@@ -303,6 +327,17 @@ impl Stream for ProxyStream {
 impl Drop for ProxyStream {
     fn drop(&mut self) {
         self.count_chunks();
+        if let Some(meter) = self.meter.take() {
+            // Translated: the engine's counts. Relayed as they are: the
+            // messages relayed, one token each as engines stream them (a
+            // call answered whole counts one).
+            match self.translate.as_ref().map(|t| t.tokens()) {
+                Some((prompt, output)) => {
+                    meter.add((prompt > 0).then_some(u64::from(prompt)), u64::from(output))
+                }
+                None => meter.add(None, self.relayed),
+            }
+        }
         if self.upstream.is_some() && self.trace.is_on() {
             self.trace.event("cancelled", Vec::new);
             self.trace

@@ -24,8 +24,10 @@ use super::openai::{Endpoint, EngineFront};
 use crate::admission::{Admission, Target, WorkerRequest};
 use crate::auth::{Keys, Role};
 use crate::routers::http::{HttpRouter, Relay};
-use crate::services::overload::{CallLimit, RETRY_AFTER_SECS};
+use crate::services::admit::{admit, Admitted};
+use crate::services::overload::CallLimit;
 use crate::services::tls::Peer;
+use crate::tenants::{Cost, Meter, Slot, Tenants, Ticket, BYTES_PER_TOKEN};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
@@ -43,6 +45,8 @@ pub struct HttpState {
     keys: Arc<Keys>,
     /// The router's limit on calls in flight, shared with the gRPC side.
     limit: Arc<CallLimit>,
+    /// The tenants, by key.
+    tenants: Arc<Tenants>,
     /// The most header bytes an inference request may carry.
     max_metadata: usize,
 }
@@ -57,7 +61,7 @@ pub fn routes(
     engines: EngineFront,
     (body_idle, max_metadata): (Duration, usize),
     keys: Arc<Keys>,
-    limit: Arc<CallLimit>,
+    (limit, tenants): (Arc<CallLimit>, Arc<Tenants>),
 ) -> Router {
     let state = HttpState {
         registry,
@@ -67,6 +71,7 @@ pub fn routes(
         body_idle,
         keys,
         limit,
+        tenants,
         max_metadata,
     };
     // Worker management needs an admin key (when keys are configured).
@@ -157,44 +162,86 @@ async fn forward(
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
-    if let Err(denied) = state.keys.check(request.headers(), Role::Client) {
-        return HttpError::from(denied).into_response();
-    }
+    let tenant = match state.tenants.check(&state.keys, request.headers()) {
+        Ok(tenant) => tenant,
+        Err(denied) => return HttpError::from(denied).into_response(),
+    };
     if let Err(message) =
         crate::services::overload::check_metadata(request.headers(), state.max_metadata)
     {
         return HttpError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message)
             .into_response();
     }
-    let permit = match state.limit.acquire().await {
-        Ok(permit) => permit,
-        Err(overloaded) => {
-            let mut response =
-                HttpError::new(StatusCode::TOO_MANY_REQUESTS, overloaded.to_string())
-                    .into_response();
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS.into());
-            return response;
-        }
+    let (parts, body) = request.into_parts();
+    let bytes = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
     };
-    let response = dispatch(state, path, endpoint, request).await;
-    match permit {
-        // The permit goes with the body, released when it ends.
-        Some(permit) => response.map(|body| {
-            Body::new(Holding {
-                body,
-                _permit: permit,
-            })
-        }),
-        None => response,
+    let cost = match tenant.is_some() || state.tenants.any() {
+        true => cost_of(&bytes),
+        false => Cost::default(),
+    };
+    let admitted = match admit(&state.limit, tenant.as_ref(), cost, None).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.http(),
+    };
+    let Admitted { slot, mut ticket } = admitted;
+    let meter = ticket.as_mut().map(Ticket::meter);
+    let response = dispatch(state, path, endpoint, parts, bytes, meter).await;
+    if slot.is_none() && ticket.is_none() {
+        return response;
+    }
+    // The slot and ticket go with the body, released (and the ticket
+    // settled) when it ends.
+    response.map(|body| {
+        Body::new(Holding {
+            body,
+            _held: (slot, ticket),
+        })
+    })
+}
+
+/// What an HTTP inference request costs its tenant: its `input_ids`, or its
+/// body's bytes at [`BYTES_PER_TOKEN`] (settled with the engine's count
+/// when the router tokenizes), and the tokens it asks for, times `n`.
+fn cost_of(body: &[u8]) -> Cost {
+    #[derive(Deserialize, Default)]
+    struct Asked {
+        input_ids: Option<Vec<serde::de::IgnoredAny>>,
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
+        max_new_tokens: Option<u64>,
+        sampling_params: Option<Sampling>,
+        n: Option<u64>,
+    }
+    #[derive(Deserialize, Default)]
+    struct Sampling {
+        max_new_tokens: Option<u64>,
+    }
+    let asked: Asked = serde_json::from_slice(body).unwrap_or_default();
+    let prompt = asked.input_ids.as_ref().map_or_else(
+        || (body.len() as u64).div_ceil(BYTES_PER_TOKEN),
+        |ids| ids.len() as u64,
+    );
+    let output = asked
+        .max_completion_tokens
+        .or(asked.max_tokens)
+        .or(asked.max_output_tokens)
+        .or(asked.max_new_tokens)
+        .or(asked.sampling_params.and_then(|s| s.max_new_tokens))
+        .unwrap_or(0);
+    Cost {
+        prompt,
+        output: output.saturating_mul(asked.n.unwrap_or(1).clamp(1, 128)),
     }
 }
 
-/// A response body that holds the call's permit until it is dropped.
+/// A response body that holds the call's slot and ticket until it is
+/// dropped.
 struct Holding {
     body: Body,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _held: (Option<Slot>, Option<Ticket>),
 }
 
 impl http_body::Body for Holding {
@@ -221,13 +268,10 @@ async fn dispatch(
     state: &HttpState,
     path: &'static str,
     endpoint: Endpoint,
-    request: Request,
+    parts: http::request::Parts,
+    bytes: Bytes,
+    meter: Option<Arc<Meter>>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = match read_body(body, state.router.max_body_bytes(), state.body_idle).await {
-        Ok(bytes) => bytes,
-        Err(e) => return e.into_response(),
-    };
     // A model served by SGLang or vLLM gRPC workers: the router tokenizes
     // and calls them over gRPC. Looked at only when such workers exist.
     if state.engines.any() {
@@ -242,7 +286,7 @@ async fn dispatch(
         if let Some(engine) = state.engines.engine_of(&model) {
             return state
                 .engines
-                .serve(endpoint, engine, &parts.headers, &bytes)
+                .serve(endpoint, engine, &parts.headers, &bytes, meter)
                 .await
                 .unwrap_or_else(IntoResponse::into_response);
         }

@@ -36,8 +36,11 @@ use crate::pb;
 use crate::routers::call::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::RouteError;
-use crate::services::overload::{CallLimit, Overloaded, RETRY_AFTER_SECS};
+use crate::services::admit::admit;
+use crate::services::overload::CallLimit;
+use crate::tenants::{Cost, Tenant, Tenants, BYTES_PER_TOKEN};
 use crate::transport::grpc::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
+use crate::transport::grpc::metadata::parse_grpc_timeout;
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::Engine;
 
@@ -100,16 +103,23 @@ pub struct InferenceService {
     body_idle: Duration,
     /// The router's limit on calls in flight, shared with the HTTP side.
     limit: Arc<CallLimit>,
+    /// The tenants (a call's own is in its request's extensions).
+    tenants: Arc<Tenants>,
 }
 
 impl InferenceService {
     /// A service that routes with `router`, refusing request messages that
     /// stop arriving for `body_idle` and `Generate` calls beyond `limit`.
-    pub fn new(router: Arc<GrpcRouter>, body_idle: Duration, limit: Arc<CallLimit>) -> Self {
+    pub fn new(
+        router: Arc<GrpcRouter>,
+        body_idle: Duration,
+        (limit, tenants): (Arc<CallLimit>, Arc<Tenants>),
+    ) -> Self {
         InferenceService {
             router,
             body_idle,
             limit,
+            tenants,
         }
     }
 
@@ -118,6 +128,7 @@ impl InferenceService {
         protocol: Engine,
         headers: HeaderMap,
         message: Bytes,
+        tenant: Option<&Arc<Tenant>>,
     ) -> Result<http::Response<GrpcBody>, Status> {
         let span = tracing::debug_span!(
             "generate",
@@ -125,7 +136,27 @@ impl InferenceService {
             model = tracing::field::Empty,
             worker = tracing::field::Empty
         );
-        let permit = self.limit.acquire().await.map_err(overloaded)?;
+        // With tenants, a call costs its prompt's tokens (engines stream
+        // what they generate: it is counted as relayed).
+        let (cost, deadline) = match tenant.is_some() || self.tenants.any() {
+            true => (
+                Cost {
+                    prompt: engines::seam(protocol)
+                        .view(&message)
+                        .map_or(0, |v| v.prompt.tokens(BYTES_PER_TOKEN)),
+                    output: 0,
+                },
+                headers
+                    .get("grpc-timeout")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_grpc_timeout)
+                    .map(|t| std::time::Instant::now() + t),
+            ),
+            false => (Cost::default(), None),
+        };
+        let admitted = admit(&self.limit, tenant, cost, deadline)
+            .await
+            .map_err(|n| n.status())?;
         let result = self
             .router
             .generate(protocol, headers, message)
@@ -136,10 +167,9 @@ impl InferenceService {
             span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
             status
         })?;
-        // The permit goes with the response, released when it ends.
-        if let Some(permit) = permit {
-            stream.hold_permit(permit);
-        }
+        // The slot and ticket go with the response, released (and the
+        // ticket settled) when it ends.
+        stream.hold(admitted.slot, admitted.ticket);
         Ok(grpc_response(headers, GrpcBody::relay(stream)))
     }
 
@@ -207,7 +237,10 @@ impl InferenceService {
         let message = read_message(body, &parts.headers, self.body_idle).await?;
         let reply = match call {
             Call::Generate(protocol) => {
-                return self.generate(protocol, parts.headers, message).await
+                let tenant = parts.extensions.get::<Arc<Tenant>>();
+                return self
+                    .generate(protocol, parts.headers, message, tenant)
+                    .await;
             }
             Call::Abort => return self.abort(message).await,
             Call::EngineAbort(engine) => self.router.engine_abort(engine, message).await?,
@@ -225,16 +258,6 @@ impl InferenceService {
         };
         Ok(grpc_response(HeaderMap::new(), GrpcBody::unary(&reply)))
     }
-}
-
-/// `RESOURCE_EXHAUSTED`, with `retry-after` (seconds) and gRPC's own
-/// pushback hint (milliseconds) in its metadata.
-fn overloaded(why: Overloaded) -> Status {
-    let mut status = Status::resource_exhausted(why.to_string());
-    let metadata = status.metadata_mut();
-    metadata.insert("retry-after", RETRY_AFTER_SECS.into());
-    metadata.insert("grpc-retry-pushback-ms", (RETRY_AFTER_SECS * 1000).into());
-    status
 }
 
 /// Whether the request says it is gRPC (`application/grpc`, optionally

@@ -34,7 +34,8 @@ use tower::Service;
 use super::drain::drain_later;
 use super::inference::{GrpcBody, InferenceService};
 use super::tls::Accepting;
-use crate::auth::{Denied, Keys, Role};
+use crate::auth::{Denied, Keys};
+use crate::tenants::Tenants;
 
 /// The body of any response on the gRPC listener.
 pub type ResponseBody = Either<GrpcBody, tonic::body::Body>;
@@ -45,6 +46,7 @@ struct Dispatch {
     inference: InferenceService,
     routes: Routes,
     keys: Arc<Keys>,
+    tenants: Arc<Tenants>,
     /// This connection's client presented a verified certificate.
     client_cert: bool,
     /// The most metadata bytes a call may carry.
@@ -86,8 +88,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Dispatch {
             );
         }
         if InferenceService::serves(request.uri().path()) {
-            if let Err(denied) = self.keys.check(request.headers(), Role::Client) {
-                return early(request, refused(denied));
+            match self.tenants.check(&self.keys, request.headers()) {
+                Ok(Some(tenant)) => {
+                    request.extensions_mut().insert(tenant);
+                }
+                Ok(None) => {}
+                Err(denied) => return early(request, refused(denied)),
             }
             if let Some(refused) = InferenceService::refuse_unless_grpc(request.headers()) {
                 return early(request, refused.map(Either::Left));
@@ -117,7 +123,7 @@ pub async fn serve(
     mut listener: Accepting,
     inference: InferenceService,
     routes: Routes,
-    (keys, max_metadata): (Arc<Keys>, usize),
+    (keys, tenants, max_metadata): (Arc<Keys>, Arc<Tenants>, usize),
     stop_accepting: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -125,6 +131,7 @@ pub async fn serve(
         inference,
         routes: routes.prepare(),
         keys,
+        tenants,
         client_cert: false,
         max_metadata,
     };

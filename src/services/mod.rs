@@ -12,6 +12,7 @@
 //! drain the bodies of requests they answer early (`drain`).
 
 pub mod admin;
+pub mod admit;
 mod convert;
 pub mod dashboard;
 mod drain;

@@ -52,6 +52,7 @@ use crate::routers::grpc::GrpcRouter;
 use crate::routers::select::{is_known_model, model_engine};
 use crate::routers::translate::Responses;
 use crate::routers::{generate_request_id, RouteError, MODEL_HEADER, REQUEST_ID_HEADER};
+use crate::tenants::Meter;
 use crate::tokenizer::{ModelTokenizer, Tokenizers};
 use crate::transport::grpc::codec::Deframer;
 use crate::worker::{ConnectionMode, Engine, WorkerRegistry, WorkerRole};
@@ -80,6 +81,8 @@ struct Choices<'a> {
     rendered: Option<&'a str>,
     sampling: &'a engines::translate::Sampling,
     request_id: &'a str,
+    /// The tenant's meter, counted on by every choice's stream.
+    meter: Option<&'a Arc<Meter>>,
 }
 
 /// The API a request came in, and so the shape of its answer.
@@ -147,6 +150,7 @@ impl EngineFront {
         engine: Engine,
         headers: &HeaderMap,
         body: &[u8],
+        meter: Option<Arc<Meter>>,
     ) -> Result<Response, HttpError> {
         let object: serde_json::Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| HttpError::bad_request(format!("the body is not a JSON object: {e}")))?;
@@ -226,6 +230,7 @@ impl EngineFront {
                 rendered: rendered.as_deref(),
                 sampling: &sampling,
                 request_id: &request_id,
+                meter: meter.as_ref(),
             };
             return self.serve_choices(choices, metadata).await;
         }
@@ -233,11 +238,14 @@ impl EngineFront {
             .generate_request(&request_id, input, &sampling)
             .map_err(RouteError::from)?;
         let (worker_headers, stream) = self.router.generate(engine, metadata, message).await?;
-        let stream = stream.translated(Responses::new(engine, request_id.clone()).with_text(
-            tokenizer,
-            sampling.stop.clone(),
-            sampling.skip_special_tokens,
-        ));
+        let stream =
+            stream
+                .metered(meter)
+                .translated(Responses::new(engine, request_id.clone()).with_text(
+                    tokenizer,
+                    sampling.stop.clone(),
+                    sampling.skip_special_tokens,
+                ));
         let out = Output {
             endpoint,
             id: match (&wire, endpoint) {
@@ -312,7 +320,7 @@ impl EngineFront {
                 .generate(c.engine, metadata.clone(), message)
                 .await?;
             worker_headers.get_or_insert(headers);
-            streams.push(Box::pin(stream.translated(
+            streams.push(Box::pin(stream.metered(c.meter.cloned()).translated(
                 Responses::new(c.engine, rid).with_text(
                     c.tokenizer.clone(),
                     sampling.stop.clone(),

@@ -118,6 +118,9 @@ pub struct Responses {
     text: Option<TextOut>,
     /// A stop string matched: nothing more is translated.
     stopped: bool,
+    /// Prompt tokens (as the engine reported them) and generated tokens so
+    /// far, for the tenant's meter.
+    tokens: (u32, u32),
 }
 
 /// Detokenizing and stop strings.
@@ -150,6 +153,7 @@ impl Responses {
             frames: Deframer::default(),
             text: None,
             stopped: false,
+            tokens: (0, 0),
         }
     }
 
@@ -266,7 +270,22 @@ impl Responses {
     ) -> Result<Option<pb::generate_response::Response>, Failure> {
         let (response, prompt_tokens) = engines::seam(self.engine).response(message)?;
         self.note_prompt(prompt_tokens);
+        use pb::generate_response::Response as R;
+        self.tokens.0 = self.tokens.0.max(prompt_tokens);
+        match &response {
+            Some(R::Chunk(chunk)) => self.tokens.1 += chunk.token_ids.len() as u32,
+            Some(R::Complete(c)) => {
+                self.tokens.0 = self.tokens.0.max(c.prompt_tokens);
+                self.tokens.1 = self.tokens.1.max(c.completion_tokens);
+            }
+            _ => {}
+        }
         Ok(response)
+    }
+
+    /// Prompt tokens (0: not reported) and tokens generated so far.
+    pub fn tokens(&self) -> (u32, u32) {
+        self.tokens
     }
 
     fn note_prompt(&mut self, prompt_tokens: u32) {
