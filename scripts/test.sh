@@ -53,6 +53,7 @@ fi
 .venv/bin/python tests/python/test_responses.py
 .venv/bin/python tests/python/test_real_models.py
 .venv/bin/python tests/python/test_auth.py
+.venv/bin/python tests/python/test_tenants.py
 .venv/bin/python tests/python/test_tls.py
 .venv/bin/python tests/python/test_metrics.py
 .venv/bin/python tests/python/test_tracing.py

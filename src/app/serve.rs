@@ -86,6 +86,12 @@ impl App {
             ))
         });
         tracing::info!("access: {}", keys.describe());
+        if tenants.any() {
+            tracing::info!(
+                tenants = tenants.list().len(),
+                "tenants configured: inference needs a tenant's key (or a client or admin key)"
+            );
+        }
         // The admin listener stays up through the drain (metrics and
         // readiness show it) and closes last.
         let (admin_close, admin_closed) = tokio::sync::oneshot::channel::<()>();
@@ -104,7 +110,7 @@ impl App {
                 self.registry.clone(),
                 limit.clone(),
                 self.retries.clone(),
-                policies.clone(),
+                (policies.clone(), tenants.clone()),
             );
             let routes = crate::services::admin::routes(
                 Arc::new(metrics),

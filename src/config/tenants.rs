@@ -107,7 +107,7 @@ pub fn validate(
     keys.extend(role_keys.iter().map(|k| k.as_str()));
     for (i, t) in tenants.iter().enumerate() {
         let at = || {
-            let line = text.and_then(|text| name_line(text, &t.name));
+            let line = text.and_then(|text| entry_line(text, i));
             match line {
                 Some(line) => format!("tenants[{i}] {:?} (line {line})", t.name),
                 None => format!("tenants[{i}] {:?}", t.name),
@@ -169,13 +169,11 @@ pub fn validate(
     Ok(())
 }
 
-/// The 1-based line of `name = "NAME"` in a TOML text.
-fn name_line(text: &str, name: &str) -> Option<usize> {
-    let quoted = format!("{name:?}");
+/// The 1-based line of the `index`th `[[tenants]]` header in a TOML text.
+fn entry_line(text: &str, index: usize) -> Option<usize> {
     text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.starts_with("name") && l.contains(&quoted)
-        })
-        .map(|i| i + 1)
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "[[tenants]]")
+        .nth(index)
+        .map(|(i, _)| i + 1)
 }

@@ -24,6 +24,8 @@ use super::openai::{Endpoint, EngineFront};
 use crate::admission::{Admission, Target, WorkerRequest};
 use crate::auth::{Keys, Role};
 use crate::routers::http::{HttpRouter, Relay};
+use tracing::Instrument;
+
 use crate::services::admit::{admit, Admitted};
 use crate::services::overload::CallLimit;
 use crate::services::tls::Peer;
@@ -187,7 +189,10 @@ async fn forward(
     };
     let Admitted { slot, mut ticket } = admitted;
     let meter = ticket.as_mut().map(Ticket::meter);
-    let response = dispatch(state, path, endpoint, parts, bytes, meter).await;
+    let span = tracing::debug_span!("call", path, tenant = tenant.as_ref().map(|t| t.name()));
+    let response = dispatch(state, path, endpoint, parts, bytes, meter)
+        .instrument(span)
+        .await;
     if slot.is_none() && ticket.is_none() {
         return response;
     }

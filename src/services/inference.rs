@@ -134,7 +134,8 @@ impl InferenceService {
             "generate",
             request_id = tracing::field::Empty,
             model = tracing::field::Empty,
-            worker = tracing::field::Empty
+            worker = tracing::field::Empty,
+            tenant = tenant.map(|t| t.name())
         );
         // With tenants, a call costs its prompt's tokens (engines stream
         // what they generate: it is counted as relayed).

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use super::overload::CallLimit;
 use crate::policies::Policy;
 use crate::routers::select::Retries;
+use crate::tenants::Tenants;
 use crate::worker::stats::{self, Ending, Snapshot};
 use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
@@ -32,6 +33,7 @@ struct RouterCollector {
     limit: Arc<CallLimit>,
     retries: Arc<Retries>,
     policies: Policies,
+    tenants: Arc<Tenants>,
 }
 
 /// Every policy instance of a router's routers (read at scrape time).
@@ -46,7 +48,7 @@ pub fn registry(
     registry: Arc<WorkerRegistry>,
     limit: Arc<CallLimit>,
     retries: Arc<Retries>,
-    policies: Policies,
+    (policies, tenants): (Policies, Arc<Tenants>),
 ) -> Registry {
     let mut metrics = Registry::with_prefix("switchyard");
     metrics.register_collector(Box::new(RouterCollector {
@@ -54,6 +56,7 @@ pub fn registry(
         limit,
         retries,
         policies,
+        tenants,
     }));
     metrics
 }
@@ -94,9 +97,9 @@ fn worker_labels(w: &Worker) -> [(&'static str, String); 4] {
     ]
 }
 
-type Result = std::result::Result<(), std::fmt::Error>;
+pub(super) type Result = std::result::Result<(), std::fmt::Error>;
 
-fn gauge(
+pub(super) fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -109,7 +112,7 @@ fn gauge(
     Ok(())
 }
 
-fn counter(
+pub(super) fn counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -415,6 +418,6 @@ impl Collector for RouterCollector {
             "Prompt bytes and token ids a cache-aware tree remembers for a model, every worker's share summed (bounded by policy.cache_aware.max_tree_size per worker).",
             trees,
         )?;
-        Ok(())
+        super::tenant_metrics::encode(&mut encoder, &self.tenants)
     }
 }

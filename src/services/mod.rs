@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod openai;
 pub mod overload;
 mod status;
+mod tenant_metrics;
 pub mod tls;
 mod worker_management;
 

@@ -82,17 +82,14 @@ impl TenantStats {
             .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
     }
 
-    /// The wait histogram: cumulative counts per bound of [`WAIT_BUCKETS`]
-    /// then the total count, and the sum in seconds.
+    /// The wait histogram: the count in each bucket of [`WAIT_BUCKETS`]
+    /// then beyond (not cumulative: the encoder sums them), and the sum
+    /// in seconds.
     pub fn wait_histogram(&self) -> (Vec<u64>, f64) {
-        let mut total = 0;
         let counts = self
             .waits
             .iter()
-            .map(|n| {
-                total += n.load(Ordering::Relaxed);
-                total
-            })
+            .map(|n| n.load(Ordering::Relaxed))
             .collect();
         let sum = self.wait_micros.load(Ordering::Relaxed) as f64 / 1e6;
         (counts, sum)

@@ -11,11 +11,13 @@ MOCK_WORKER = os.environ.get("MOCK_WORKER_BIN", os.path.join(TARGET, "debug", "m
 _PROCS = []
 
 
-def spawn(cmd, env=None):
+def spawn(cmd, env=None, stderr=None):
     """Starts `cmd` with its stdout piped (and `env` added to the
-    environment), and remembers it for stop_all()."""
+    environment; its stderr to the file `stderr`, else discarded), and
+    remembers it for stop_all()."""
     full_env = {**os.environ, **env} if env else None
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=full_env)
+    err = open(stderr, "w") if stderr else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=full_env)
     _PROCS.append(proc)
     return proc
 
