@@ -116,6 +116,9 @@ pub struct App {
     store: Arc<Store>,
     /// The etcd mirror, if the registry is shared; stops with the app.
     _mirror: Option<AbortOnDropHandle<()>>,
+    /// This router's announcement in etcd (the routers sharing tenants'
+    /// limits), if the registry is shared; withdrawn with the app.
+    _presence: Option<AbortOnDropHandle<()>>,
     /// Kubernetes discovery, if configured; stops with the app.
     _discovery: Option<AbortOnDropHandle<()>>,
     /// The trace exporter, if tracing is on; flushed when serving ends.
@@ -166,6 +169,18 @@ impl App {
             Store::Etcd(shared) => Some(AbortOnDropHandle::new(tokio::spawn(
                 shared.clone().mirror(),
             ))),
+            _ => None,
+        };
+        let tenants = Arc::new(crate::tenants::Tenants::new(&config.tenants));
+        // With a shared registry, each router enforces its share of every
+        // tenant's limits.
+        let presence = match &*store {
+            Store::Etcd(shared) => {
+                let tenants = tenants.clone();
+                Some(AbortOnDropHandle::new(tokio::spawn(
+                    shared.clone().announce(move |n| tenants.set_share(n)),
+                )))
+            }
             _ => None,
         };
         let admission = Admission::new(
@@ -271,7 +286,6 @@ impl App {
             )
             .traced(tracer),
         );
-        let tenants = Arc::new(crate::tenants::Tenants::new(&config.tenants));
         Ok(App {
             config,
             registry,
@@ -287,6 +301,7 @@ impl App {
             probes,
             store,
             _mirror: mirror,
+            _presence: presence,
             _discovery: discovery,
             telemetry,
             tenants,

@@ -43,6 +43,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Manage a running router's workers (list, get, add, remove, watch).
     Workers(crate::ctl::WorkersArgs),
+    /// Show a running router's tenants (list).
+    Tenants(crate::ctl::TenantsArgs),
     /// Send a prompt to a running router and print the reply as it streams.
     Generate(crate::ctl::GenerateArgs),
     /// Measure a router: replay a production trace (`bench replay`), plot runs (`bench plot`).

@@ -1,5 +1,5 @@
-//! The admin CLI: `switchyard workers list|get|add|remove|watch` and
-//! `switchyard generate`, talking to a running router over gRPC with the
+//! The admin CLI: `switchyard workers list|get|add|remove|watch`,
+//! `switchyard tenants list` and `switchyard generate`, talking to a running router over gRPC with the
 //! generated clients. Tables for people, `--json` for scripts (one JSON
 //! document, or one object a line for `watch` and `generate`).
 //!
@@ -8,6 +8,9 @@
 //! 3 the router could not be reached.
 
 mod print;
+mod tenants;
+
+pub use tenants::{tenants, TenantsArgs, TenantsCommand};
 
 use print::{get_target, health_of, print_json, print_table, url_of, worker_json};
 use std::collections::BTreeMap;

@@ -41,6 +41,11 @@ fn main() -> ExitCode {
                 rt.block_on(switchyard::ctl::workers(args))
             })
         }
+        Command::Tenants(args) => {
+            return client_runtime().map_or(ExitCode::FAILURE, |rt| {
+                rt.block_on(switchyard::ctl::tenants(args))
+            })
+        }
         Command::Generate(args) => {
             return client_runtime().map_or(ExitCode::FAILURE, |rt| {
                 rt.block_on(switchyard::ctl::generate(args))

@@ -171,7 +171,7 @@ impl App {
             HealthService::from_health_reporter(self.health.clone()),
         );
         let management = pb::worker_management_server::WorkerManagementServer::new(
-            WorkerManagementService::new(self.registry.clone(), self.admission()),
+            WorkerManagementService::new(self.registry.clone(), self.admission(), tenants.clone()),
         );
         let inference = InferenceService::new(
             self.router.clone(),

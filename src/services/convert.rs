@@ -284,3 +284,28 @@ impl From<WorkerSpecJson> for WorkerRequest {
         }
     }
 }
+
+/// A tenant as `ListTenants` describes it (never its keys).
+pub fn tenant_info(t: &crate::tenants::Tenant, routers: u32) -> pb::TenantInfo {
+    let c = t.config();
+    let (prompt_tokens, output_tokens) = t.stats.tokens();
+    pb::TenantInfo {
+        name: t.name().to_string(),
+        priority: c.priority.name().to_string(),
+        weight: c.weight,
+        requests_per_second: c.requests_per_second,
+        prompt_tokens_per_minute: c.prompt_tokens_per_minute,
+        output_tokens_per_minute: c.output_tokens_per_minute,
+        max_concurrent: c.max_concurrent.map(|m| m as u64),
+        routers,
+        in_flight: t.in_flight() as u64,
+        calls: t.stats.calls(),
+        prompt_tokens,
+        output_tokens,
+        refused: t
+            .stats
+            .refusals()
+            .map(|(reason, n)| (reason.to_string(), n))
+            .collect(),
+    }
+}

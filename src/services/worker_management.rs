@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::tenants::Tenants;
+
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -17,14 +19,16 @@ use crate::worker::{Worker, WorkerRegistry};
 pub struct WorkerManagementService {
     registry: Arc<WorkerRegistry>,
     admission: Admission,
+    tenants: Arc<Tenants>,
 }
 
 impl WorkerManagementService {
     /// A service over `registry`, adding workers through `admission`.
-    pub fn new(registry: Arc<WorkerRegistry>, admission: Admission) -> Self {
+    pub fn new(registry: Arc<WorkerRegistry>, admission: Admission, tenants: Arc<Tenants>) -> Self {
         WorkerManagementService {
             registry,
             admission,
+            tenants,
         }
     }
 
@@ -43,6 +47,20 @@ const WATCH_BUFFER: usize = 256;
 
 #[tonic::async_trait]
 impl WorkerManagement for WorkerManagementService {
+    async fn list_tenants(
+        &self,
+        _: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let routers = self.tenants.share();
+        let tenants = self
+            .tenants
+            .list()
+            .iter()
+            .map(|t| convert::tenant_info(t, routers))
+            .collect();
+        Ok(Response::new(pb::ListTenantsResponse { tenants }))
+    }
+
     async fn add_worker(
         &self,
         request: Request<pb::AddWorkerRequest>,

@@ -29,6 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::record::{StoreError, StoredWorker};
 
 mod mirror;
+mod presence;
 mod wire;
 
 use crate::pb::etcd::etcdserverpb::{
@@ -53,6 +54,8 @@ pub struct SharedRegistry {
     url: String,
     /// `/PREFIX/workers/`.
     prefix: Vec<u8>,
+    /// The routers' keys' prefix (`/PREFIX/routers/`).
+    routers: Vec<u8>,
     channel: Channel,
     registry: Arc<WorkerRegistry>,
     /// The latest etcd revision the mirror has applied.
@@ -93,6 +96,7 @@ impl SharedRegistry {
         let shared = Arc::new(SharedRegistry {
             url: url.to_string(),
             prefix: format!("{}/workers/", parsed.prefix).into_bytes(),
+            routers: format!("{}/routers/", parsed.prefix).into_bytes(),
             channel,
             registry,
             applied: watch::channel(0).0,

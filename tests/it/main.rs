@@ -28,5 +28,6 @@ mod proxy;
 mod routing;
 mod shutdown;
 mod store;
+mod tenants;
 mod tls;
 mod worker_management;

@@ -15,7 +15,7 @@ use switchyard::{App, Config};
 use tonic::Code;
 
 /// A real etcd server on two free loopback ports.
-struct Etcd {
+pub(crate) struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
@@ -31,7 +31,7 @@ fn free_port() -> u16 {
 }
 
 impl Etcd {
-    async fn start() -> Etcd {
+    pub(crate) async fn start() -> Etcd {
         let mut etcd = Etcd {
             dir: tempfile::tempdir().unwrap(),
             client_port: free_port(),
@@ -84,7 +84,7 @@ impl Etcd {
     }
 
     /// The registry URL for routers sharing `prefix`.
-    fn url(&self, prefix: &str) -> String {
+    pub(crate) fn url(&self, prefix: &str) -> String {
         format!("etcd://127.0.0.1:{}/{prefix}", self.client_port)
     }
 }

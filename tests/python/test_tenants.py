@@ -293,6 +293,23 @@ def main():
     generate("gold")
     print("ok: a bad file is refused and the running tenants stay")
 
+    # The CLI lists them, with what each used.
+    import json
+    import subprocess
+    out = subprocess.run([SWITCHYARD, "tenants", "list", "--json", "--router", grpc_addr],
+                         env={**os.environ, "SWITCHYARD_API_KEY": ADMIN}, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    listed = {t["name"]: t for t in json.loads(out.stdout)}
+    assert list(listed) == ["small", "big", "gold", "bronze", "chat", "bulk"], listed
+    assert listed["small"]["prompt_tokens_per_minute"] == 1_000_000, listed["small"]
+    assert listed["small"]["refused"]["prompt_tokens_per_minute"] >= 3, listed["small"]
+    assert listed["gold"]["weight"] == 3 and listed["chat"]["priority"] == "interactive", listed
+    assert listed["bulk"]["calls"] > 40 and listed["bulk"]["output_tokens"] > 240, listed["bulk"]
+    assert all("keys" not in t for t in listed.values())
+    out = subprocess.run([SWITCHYARD, "tenants", "list", "--router", grpc_addr],
+                         env={**os.environ, "SWITCHYARD_API_KEY": KEYS["big"]}, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "admin key" in out.stderr, out
+    print("ok: switchyard tenants list shows each tenant's limits and use; a tenant's key cannot list them")
     stop_all()
     print("all tenant checks passed")
 

@@ -1,0 +1,131 @@
+//! Tenants across several routers: every router on one etcd registry
+//! counts the routers announced there and enforces its share of each
+//! tenant's limits, so two routers hold a tenant to its limit, not twice
+//! it. (One router's limits, queue and reload: `tests/python/test_tenants.py`.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::store::Etcd;
+use switchyard::config::{Priority, RegistryConfig, TenantConfig};
+use switchyard::pb;
+use switchyard::Config;
+use tonic::transport::Channel;
+
+const KEY: &str = "tenant-key-0123456789";
+/// The tenant's limit, for both routers together.
+const RATE: f64 = 40.0;
+
+fn config(url: &str) -> Config {
+    Config {
+        registry: RegistryConfig {
+            url: Some(url.to_string()),
+            ..RegistryConfig::default()
+        },
+        tenants: vec![TenantConfig {
+            name: "t".into(),
+            keys: vec![KEY.into()],
+            requests_per_second: Some(RATE),
+            prompt_tokens_per_minute: None,
+            output_tokens_per_minute: None,
+            max_concurrent: None,
+            priority: Priority::Standard,
+            weight: 1,
+            max_queued: None,
+        }],
+        ..test_config()
+    }
+}
+
+async fn tenant(router: &Router) -> pb::TenantInfo {
+    let mut listed = router
+        .management()
+        .list_tenants(pb::ListTenantsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    listed.tenants.remove(0)
+}
+
+/// One call as the tenant: admitted (and finished) or refused.
+async fn call(channel: &Channel) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(request("m", "hi"));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+    let mut client = pb::inference_client::InferenceClient::new(channel.clone());
+    let mut stream = client.generate(request).await?.into_inner();
+    while stream.message().await?.is_some() {}
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_on_one_etcd_hold_a_tenant_to_its_limit() {
+    let etcd = Etcd::start().await;
+    let url = etcd.url("tenants");
+    let routers = [
+        start_router_with(config(&url)).await,
+        start_router_with(config(&url)).await,
+    ];
+    let worker = mock("w").await;
+    routers[0].add(&worker.url(), "m").await;
+    for router in &routers {
+        eventually(
+            Duration::from_secs(15),
+            "both routers count two",
+            || async { tenant(router).await.routers == 2 },
+        )
+        .await;
+        eventually(Duration::from_secs(5), "the worker is routable", || async {
+            call(&router.channel).await.is_ok()
+        })
+        .await;
+    }
+    // Empty both routers' buckets first: from here, what is admitted is
+    // what the limit lets through.
+    for router in &routers {
+        while call(&router.channel).await.is_ok() {}
+    }
+    // Eight callers per router, as fast as they are answered (a refused
+    // one pauses 5 ms), for five seconds.
+    let window = Duration::from_secs(5);
+    let admitted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut callers = Vec::new();
+    for router in &routers {
+        for _ in 0..8 {
+            let (admitted, refused) = (admitted.clone(), refused.clone());
+            let channel = router.channel.clone();
+            callers.push(tokio::spawn(async move {
+                while start.elapsed() < window {
+                    match call(&channel).await {
+                        Ok(()) => admitted.fetch_add(1, Ordering::Relaxed),
+                        Err(status) => {
+                            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    let limit = RATE * start.elapsed().as_secs_f64();
+    println!("two routers admitted {admitted} calls; the limit is {limit:.0}");
+    assert!(
+        refused.load(Ordering::Relaxed) > 0,
+        "the callers did not press the limit"
+    );
+    assert!(
+        (admitted - limit).abs() <= 0.1 * limit,
+        "two routers admitted {admitted} calls in {:?}; the tenant's limit is {limit:.0}",
+        start.elapsed()
+    );
+}
