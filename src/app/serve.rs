@@ -114,7 +114,13 @@ impl App {
             );
             let routes = crate::services::admin::routes(
                 Arc::new(metrics),
-                (self.registry.clone(), limit.clone(), self.store.clone(), policies),
+                (
+                    self.registry.clone(),
+                    limit.clone(),
+                    self.store.clone(),
+                    policies,
+                    tenants.clone(),
+                ),
                 stop_tx.subscribe(),
             );
             tracing::info!(addr = ?listener.local_addr().ok(), "serving admin (dashboard, metrics, livez, readyz)");

@@ -27,6 +27,7 @@ use super::metrics::Policies;
 use super::overload::CallLimit;
 use super::{dashboard, metrics};
 use crate::store::Store;
+use crate::tenants::Tenants;
 use crate::worker::WorkerRegistry;
 
 #[derive(Clone)]
@@ -36,6 +37,7 @@ struct AdminState {
     limit: Arc<CallLimit>,
     store: Arc<Store>,
     policies: Policies,
+    tenants: Arc<Tenants>,
     /// True once the router is shutting down.
     stopping: watch::Receiver<bool>,
 }
@@ -44,7 +46,13 @@ struct AdminState {
 /// `stopping` turns true when a shutdown begins.
 pub fn routes(
     metrics: Arc<Registry>,
-    (registry, limit, store, policies): (Arc<WorkerRegistry>, Arc<CallLimit>, Arc<Store>, Policies),
+    (registry, limit, store, policies, tenants): (
+        Arc<WorkerRegistry>,
+        Arc<CallLimit>,
+        Arc<Store>,
+        Policies,
+        Arc<Tenants>,
+    ),
     stopping: watch::Receiver<bool>,
 ) -> Router {
     Router::new()
@@ -60,24 +68,25 @@ pub fn routes(
             limit,
             store,
             policies,
+            tenants,
             stopping,
         })
 }
 
 async fn events(State(s): State<AdminState>) -> Response {
-    dashboard::events(s.registry, s.limit, s.policies).into_response()
+    dashboard::events(s.registry, (s.limit, s.tenants), s.policies).into_response()
 }
 
 async fn page(State(s): State<AdminState>) -> Html<String> {
     Html(dashboard::page(&dashboard::History::default().snapshot(
         &s.registry,
-        &s.limit,
+        (&s.limit, &s.tenants),
         &s.policies,
     )))
 }
 
 async fn snapshot(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    Json(dashboard::History::default().snapshot(&s.registry, &s.limit, &s.policies))
+    Json(dashboard::History::default().snapshot(&s.registry, (&s.limit, &s.tenants), &s.policies))
 }
 
 async fn scrape(State(s): State<AdminState>) -> Response {

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::services::http_error::HttpError;
-use crate::tenants::{CallLimit, Cost, Overloaded, Place, Refusal, Slot, Tenant, Ticket};
+use serde::Deserialize;
+
+use crate::tenants::{
+    CallLimit, Cost, Overloaded, Place, Refusal, Slot, Tenant, Ticket, BYTES_PER_TOKEN,
+};
 
 /// What an admitted call holds until its response ends.
 #[derive(Debug)]
@@ -107,5 +111,41 @@ pub async fn admit(
             ticket.refused();
             Err(overloaded.into())
         }
+    }
+}
+
+/// What an HTTP inference request costs its tenant: its `input_ids`, or its
+/// body's bytes at [`BYTES_PER_TOKEN`] (settled with the engine's count
+/// when the router tokenizes), and the tokens it asks for, times `n`.
+pub fn cost_of(body: &[u8]) -> Cost {
+    #[derive(Deserialize, Default)]
+    struct Asked {
+        input_ids: Option<Vec<serde::de::IgnoredAny>>,
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
+        max_output_tokens: Option<u64>,
+        max_new_tokens: Option<u64>,
+        sampling_params: Option<Sampling>,
+        n: Option<u64>,
+    }
+    #[derive(Deserialize, Default)]
+    struct Sampling {
+        max_new_tokens: Option<u64>,
+    }
+    let asked: Asked = serde_json::from_slice(body).unwrap_or_default();
+    let prompt = asked.input_ids.as_ref().map_or_else(
+        || (body.len() as u64).div_ceil(BYTES_PER_TOKEN),
+        |ids| ids.len() as u64,
+    );
+    let output = asked
+        .max_completion_tokens
+        .or(asked.max_tokens)
+        .or(asked.max_output_tokens)
+        .or(asked.max_new_tokens)
+        .or(asked.sampling_params.and_then(|s| s.max_new_tokens))
+        .unwrap_or(0);
+    Cost {
+        prompt,
+        output: output.saturating_mul(asked.n.unwrap_or(1).clamp(1, 128)),
     }
 }

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::metrics::Policies;
 use super::overload::CallLimit;
+use crate::tenants::Tenants;
 use crate::worker::stats::{Ending, Snapshot as Histogram};
 use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
@@ -129,7 +130,7 @@ impl History {
     pub fn snapshot(
         &mut self,
         registry: &WorkerRegistry,
-        limit: &CallLimit,
+        (limit, tenants): (&CallLimit, &Tenants),
         policies: &Policies,
     ) -> Value {
         let now = Instant::now();
@@ -240,9 +241,30 @@ impl History {
             })
             .collect();
         self.past.push_back((now, current));
+        let routers = tenants.share();
+        let tenants: Vec<Value> = tenants
+            .list()
+            .iter()
+            .map(|t| {
+                let c = t.config();
+                let (prompt, output) = t.stats.tokens();
+                json!({
+                    "name": t.name(),
+                    "priority": c.priority.name(),
+                    "weight": c.weight,
+                    "in_flight": t.in_flight(),
+                    "calls": t.stats.calls(),
+                    "prompt_tokens": prompt,
+                    "output_tokens": output,
+                    "refused": t.stats.refusals().map(|(_, n)| n).sum::<u64>(),
+                    "routers": routers,
+                })
+            })
+            .collect();
         json!({
             "workers": rows,
             "models": models,
+            "tenants": tenants,
             "router": {
                 "in_flight": limit.in_flight(),
                 "queued": limit.waiting(),
@@ -257,7 +279,7 @@ impl History {
 /// whenever the registry changes, until the page goes away.
 pub fn events(
     registry: Arc<WorkerRegistry>,
-    limit: Arc<CallLimit>,
+    (limit, tenants): (Arc<CallLimit>, Arc<Tenants>),
     policies: Policies,
 ) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(4);
@@ -275,7 +297,7 @@ pub fn events(
                 }
                 _ = tx.closed() => return,
             }
-            let snapshot = history.snapshot(&registry, &limit, &policies);
+            let snapshot = history.snapshot(&registry, (&limit, &tenants), &policies);
             let event = Event::default()
                 .event("snapshot")
                 .data(snapshot.to_string());

@@ -26,10 +26,10 @@ use crate::auth::{Keys, Role};
 use crate::routers::http::{HttpRouter, Relay};
 use tracing::Instrument;
 
-use crate::services::admit::{admit, Admitted};
+use crate::services::admit::{admit, cost_of, Admitted};
 use crate::services::overload::CallLimit;
 use crate::services::tls::Peer;
-use crate::tenants::{Cost, Meter, Slot, Tenants, Ticket, BYTES_PER_TOKEN};
+use crate::tenants::{Cost, Meter, Slot, Tenants, Ticket};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
@@ -204,42 +204,6 @@ async fn forward(
             _held: (slot, ticket),
         })
     })
-}
-
-/// What an HTTP inference request costs its tenant: its `input_ids`, or its
-/// body's bytes at [`BYTES_PER_TOKEN`] (settled with the engine's count
-/// when the router tokenizes), and the tokens it asks for, times `n`.
-fn cost_of(body: &[u8]) -> Cost {
-    #[derive(Deserialize, Default)]
-    struct Asked {
-        input_ids: Option<Vec<serde::de::IgnoredAny>>,
-        max_tokens: Option<u64>,
-        max_completion_tokens: Option<u64>,
-        max_output_tokens: Option<u64>,
-        max_new_tokens: Option<u64>,
-        sampling_params: Option<Sampling>,
-        n: Option<u64>,
-    }
-    #[derive(Deserialize, Default)]
-    struct Sampling {
-        max_new_tokens: Option<u64>,
-    }
-    let asked: Asked = serde_json::from_slice(body).unwrap_or_default();
-    let prompt = asked.input_ids.as_ref().map_or_else(
-        || (body.len() as u64).div_ceil(BYTES_PER_TOKEN),
-        |ids| ids.len() as u64,
-    );
-    let output = asked
-        .max_completion_tokens
-        .or(asked.max_tokens)
-        .or(asked.max_output_tokens)
-        .or(asked.max_new_tokens)
-        .or(asked.sampling_params.and_then(|s| s.max_new_tokens))
-        .unwrap_or(0);
-    Cost {
-        prompt,
-        output: output.saturating_mul(asked.n.unwrap_or(1).clamp(1, 128)),
-    }
 }
 
 /// A response body that holds the call's slot and ticket until it is

@@ -13,17 +13,15 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
+use super::families::{counter, gauge, histogram, Result};
 use super::overload::CallLimit;
 use crate::policies::Policy;
 use crate::routers::select::Retries;
 use crate::tenants::Tenants;
-use crate::worker::stats::{self, Ending, Snapshot};
+use crate::worker::stats::{self, Ending};
 use crate::worker::{CircuitState, ConnectionMode, Worker, WorkerRegistry, WorkerRole};
 
 /// What a scrape reads.
@@ -95,49 +93,6 @@ fn worker_labels(w: &Worker) -> [(&'static str, String); 4] {
         ("mode", mode_label(w.mode()).to_string()),
         ("role", role_label(w.role()).to_string()),
     ]
-}
-
-pub(super) type Result = std::result::Result<(), std::fmt::Error>;
-
-pub(super) fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, i64)>,
-) -> Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in values {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-pub(super) fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
-) -> Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in values {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-fn histogram(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: impl IntoIterator<Item = (Vec<(&'static str, String)>, Snapshot)>,
-) -> Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, h) in values {
-        family
-            .encode_family(&labels)?
-            .encode_histogram::<Vec<(String, String)>>(h.sum, h.count, &h.buckets, None)?;
-    }
-    Ok(())
 }
 
 impl Collector for RouterCollector {

@@ -16,6 +16,7 @@ pub mod admit;
 mod convert;
 pub mod dashboard;
 mod drain;
+mod families;
 pub mod http;
 mod http_error;
 pub mod http_listener;

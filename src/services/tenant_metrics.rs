@@ -5,7 +5,7 @@
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use super::metrics::{counter, gauge, Result};
+use super::families::{counter, gauge, Result};
 use crate::tenants::{Tenants, WAIT_BUCKETS};
 
 /// Encodes every tenant's series.

@@ -310,6 +310,14 @@ def main():
                          env={**os.environ, "SWITCHYARD_API_KEY": KEYS["big"]}, capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "admin key" in out.stderr, out
     print("ok: switchyard tenants list shows each tenant's limits and use; a tenant's key cannot list them")
+    # The dashboard's snapshot has the tenants view.
+    with urllib.request.urlopen(f"http://{admin_addr}/api/snapshot", timeout=10) as r:
+        snapshot = json.loads(r.read())
+    shown = {t["name"]: t for t in snapshot["tenants"]}
+    assert shown["bulk"]["calls"] == listed["bulk"]["calls"] and shown["bulk"]["priority"] == "batch", shown
+    with urllib.request.urlopen(f"http://{admin_addr}/", timeout=10) as r:
+        assert "<h2>Tenants" in r.read().decode()
+    print("ok: the dashboard shows the tenants")
     stop_all()
     print("all tenant checks passed")
 
