@@ -241,8 +241,10 @@ impl ProxyStream {
     pub fn hold(&mut self, slot: Option<Slot>, ticket: Option<Ticket>) {
         self._slot = slot;
         if let Some(mut ticket) = ticket {
-            self.trace
-                .set("switchyard.tenant", ticket.tenant().name().to_string());
+            if self.trace.is_on() {
+                self.trace
+                    .set("switchyard.tenant", ticket.tenant().name().to_string());
+            }
             self.meter = Some(ticket.meter());
             self._ticket = Some(ticket);
         }

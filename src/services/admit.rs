@@ -97,10 +97,9 @@ pub async fn admit(
         return Ok(Admitted { slot, ticket: None });
     };
     let ticket = tenant.admit(cost)?;
-    let began = Instant::now();
-    match limit.acquire(&tenant.place(cost, deadline)).await {
-        Ok(slot) => {
-            tenant.stats.waited(began.elapsed());
+    match limit.acquire_timed(&tenant.place(cost, deadline)).await {
+        Ok((slot, waited)) => {
+            tenant.stats.waited(waited);
             Ok(Admitted {
                 slot,
                 ticket: Some(ticket),

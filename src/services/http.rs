@@ -22,7 +22,7 @@ use super::convert::{page, worker_json, WorkerJson, WorkerSpecJson};
 use super::http_error::HttpError;
 use super::openai::{Endpoint, EngineFront};
 use crate::admission::{Admission, Target, WorkerRequest};
-use crate::auth::{Keys, Role};
+use crate::auth::Keys;
 use crate::routers::http::{HttpRouter, Relay};
 use tracing::Instrument;
 
@@ -312,7 +312,7 @@ async fn models(
     State(s): State<HttpState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    s.keys.check(&headers, Role::Client)?;
+    s.tenants.check(&s.keys, &headers)?;
     let names: std::collections::BTreeSet<String> = s
         .registry
         .list()

@@ -138,29 +138,27 @@ impl InferenceService {
             tenant = tenant.map(|t| t.name())
         );
         // With tenants, a call costs its prompt's tokens (engines stream
-        // what they generate: it is counted as relayed).
-        let (cost, deadline) = match tenant.is_some() || self.tenants.any() {
-            true => (
-                Cost {
-                    prompt: engines::seam(protocol)
-                        .view(&message)
-                        .map_or(0, |v| v.prompt.tokens(BYTES_PER_TOKEN)),
-                    output: 0,
-                },
-                headers
+        // what they generate: it is counted as relayed). The message's view
+        // is read once, here, and handed to the router.
+        let (cost, deadline, view) = match tenant.is_some() || self.tenants.any() {
+            true => {
+                let view = engines::seam(protocol).view(&message).ok();
+                let deadline = headers
                     .get("grpc-timeout")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_grpc_timeout)
-                    .map(|t| std::time::Instant::now() + t),
-            ),
-            false => (Cost::default(), None),
+                    .map(|t| std::time::Instant::now() + t);
+                let prompt = view.as_ref().map_or(0, |v| v.prompt.tokens(BYTES_PER_TOKEN));
+                (Cost { prompt, output: 0 }, deadline, view)
+            }
+            false => (Cost::default(), None, None),
         };
         let admitted = admit(&self.limit, tenant, cost, deadline)
             .await
             .map_err(|n| n.status())?;
         let result = self
             .router
-            .generate(protocol, headers, message)
+            .generate_viewed(protocol, headers, message, view)
             .instrument(span.clone())
             .await;
         let (headers, mut stream) = result.map_err(|err| {

@@ -3,6 +3,7 @@
 //! of) the difference. A bucket may go below empty (a call that used more
 //! than it was charged): it then admits nothing until it has refilled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Bucket {
     state: Mutex<State>,
+    /// Whether there is a limit: an unlimited bucket is not locked.
+    limited: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -41,6 +44,7 @@ impl Bucket {
                 level: capacity,
                 at: now,
             }),
+            limited: AtomicBool::new(rate.is_some()),
         }
     }
 
@@ -55,17 +59,21 @@ impl Bucket {
         s.rate = rate;
         s.capacity = capacity;
         s.level = s.level.min(capacity);
+        self.limited.store(rate.is_some(), Ordering::Relaxed);
     }
 
     /// Whether there is a limit.
     pub fn is_limited(&self) -> bool {
-        self.lock().rate.is_some()
+        self.limited.load(Ordering::Relaxed)
     }
 
     /// Takes `n` if the bucket holds it (and is not below empty); else how
     /// long until it will. A charge larger than the whole bucket is taken
     /// from a full one (it could never be admitted otherwise).
     pub fn take(&self, n: f64, now: Instant) -> Result<(), Duration> {
+        if !self.is_limited() {
+            return Ok(());
+        }
         let mut s = self.lock();
         let Some(rate) = s.rate else {
             return Ok(());
@@ -83,6 +91,9 @@ impl Bucket {
     /// Gives back `n` (a negative `n` takes more): a settled call's
     /// difference from its charge.
     pub fn give(&self, n: f64) {
+        if !self.is_limited() || n == 0.0 {
+            return;
+        }
         let mut s = self.lock();
         if s.rate.is_some() {
             s.level = (s.level + n).min(s.capacity);

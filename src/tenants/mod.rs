@@ -143,6 +143,8 @@ pub struct Tenant {
     max_queued: AtomicUsize,
     /// Its counts, for metrics and the CLI.
     pub stats: TenantStats,
+    /// When it was made (the time unlimited buckets are read at).
+    created: Instant,
 }
 
 /// A rate a second and a bucket capacity for a per-minute limit, this
@@ -176,6 +178,7 @@ impl Tenant {
             max_queued: AtomicUsize::new(0),
             config: Mutex::new(config.clone()),
             stats: TenantStats::default(),
+            created: now,
         };
         tenant.set_scalars(&config);
         tenant
@@ -267,7 +270,14 @@ impl Tenant {
             used: None,
             meter: None,
         };
-        let now = Instant::now();
+        // One clock read, and none when no bucket is limited.
+        let limited = self.requests.is_limited()
+            || self.prompt.is_limited()
+            || self.output.is_limited();
+        let now = match limited {
+            true => Instant::now(),
+            false => self.created,
+        };
         let config = || self.config();
         if let Err(retry) = self.requests.take(1.0, now) {
             return refused(Refusal::Requests {

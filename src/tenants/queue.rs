@@ -241,22 +241,31 @@ impl CallLimit {
         self.waiting.store(s.waiting.len(), Ordering::Relaxed);
     }
 
-    fn refuse(&self, why: Overloaded) -> Result<Permit, Overloaded> {
+    fn refuse<T>(&self, why: Overloaded) -> Result<T, Overloaded> {
         self.refused.fetch_add(1, Ordering::Relaxed);
         Err(why)
     }
 
     /// A slot for one call at `place`, waiting in the queue if there is room.
     pub async fn acquire(self: &Arc<Self>, place: &Place) -> Result<Permit, Overloaded> {
+        self.acquire_timed(place).await.map(|(permit, _)| permit)
+    }
+
+    /// [`CallLimit::acquire`], and how long the call waited (zero, read
+    /// from no clock, when it did not queue).
+    pub async fn acquire_timed(
+        self: &Arc<Self>,
+        place: &Place,
+    ) -> Result<(Permit, Duration), Overloaded> {
         if self.limit == 0 {
-            return Ok(None);
+            return Ok((None, Duration::ZERO));
         }
         let (key, granted) = {
             let mut s = self.lock();
             if s.in_flight < self.limit && s.waiting.is_empty() {
                 s.in_flight += 1;
                 self.mirror(&s);
-                return Ok(Some(Slot(self.clone())));
+                return Ok((Some(Slot(self.clone())), Duration::ZERO));
             }
             if s.waiting.len() >= self.queue {
                 drop(s);
@@ -300,11 +309,11 @@ impl CallLimit {
         let deadline_first = place.deadline.is_some_and(|d| d <= began + self.timeout);
         if let Ok(Ok(())) = tokio::time::timeout(until, granted).await {
             waiting.queued = false;
-            return Ok(Some(Slot(self.clone())));
+            return Ok((Some(Slot(self.clone())), began.elapsed()));
         }
         // Given a slot just as the wait ended: take it.
         if !waiting.leave() {
-            return Ok(Some(Slot(self.clone())));
+            return Ok((Some(Slot(self.clone())), began.elapsed()));
         }
         let waited = began.elapsed();
         self.refuse(match deadline_first {

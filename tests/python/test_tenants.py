@@ -162,6 +162,7 @@ def main():
     print("ok: grpcio: RESOURCE_EXHAUSTED with grpc-retry-pushback-ms")
     # Another tenant is not refused; a call of no tenant key is refused.
     big = OpenAI(base_url=f"http://{http_addr}/v1", api_key=KEYS["big"], max_retries=0)
+    assert "chat" in [m.id for m in big.models.list()]
     for _ in range(4):
         big.chat.completions.create(model="chat", messages=[{"role": "user", "content": prompt}], max_tokens=2)
     assert any(c.HasField("complete") for c in generate("big", text=prompt))

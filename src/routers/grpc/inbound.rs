@@ -29,6 +29,7 @@ use crate::worker::Engine;
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 pub use crate::engines::Prompt;
+use crate::engines::RequestView;
 
 /// A parsed `Generate` call.
 #[derive(Debug)]
@@ -67,8 +68,20 @@ impl Inbound {
         body: Bytes,
         default_deadline: Duration,
     ) -> Result<Inbound, RouteError> {
+        Inbound::parse_viewed(protocol, headers, body, default_deadline, None)
+    }
+
+    /// [`Inbound::parse`], with the message's view already read from it
+    /// (by admission) if `view` is given.
+    pub fn parse_viewed(
+        protocol: Engine,
+        headers: HeaderMap,
+        body: Bytes,
+        default_deadline: Duration,
+        view: Option<RequestView>,
+    ) -> Result<Inbound, RouteError> {
         let now = Instant::now();
-        let (message_id, model, prompt) = read(protocol, &body, &headers)?;
+        let (message_id, model, prompt) = read(protocol, &body, &headers, view)?;
         let timeout = match headers.get(GRPC_TIMEOUT) {
             Some(v) => v
                 .to_str()
@@ -162,8 +175,13 @@ fn read(
     protocol: Engine,
     body: &Bytes,
     headers: &HeaderMap,
+    view: Option<RequestView>,
 ) -> Result<(String, String, Prompt), RouteError> {
-    let view = engines::seam(protocol).view(body).map_err(|e| {
+    let view = match view {
+        Some(view) => Ok(view),
+        None => engines::seam(protocol).view(body),
+    };
+    let view = view.map_err(|e| {
         RouteError::InvalidRequest(format!(
             "the message is not a valid {}.GenerateRequest: {e}",
             protocol

@@ -23,6 +23,7 @@ pub use inbound::{append_encoded, append_fields, Inbound, Prompt};
 pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
+use crate::engines::RequestView;
 use crate::config::LimitsConfig;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
@@ -120,6 +121,18 @@ impl GrpcRouter {
         headers: HeaderMap,
         message: Bytes,
     ) -> Result<Proxied, RouteError> {
+        self.generate_viewed(protocol, headers, message, None).await
+    }
+
+    /// [`GrpcRouter::generate`], with the message's view already read from
+    /// it (by admission) if `view` is given.
+    pub async fn generate_viewed(
+        &self,
+        protocol: Engine,
+        headers: HeaderMap,
+        message: Bytes,
+        view: Option<RequestView>,
+    ) -> Result<Proxied, RouteError> {
         // The span of the call, ended with its stream (or its refusal).
         let trace = self
             .tracer
@@ -130,7 +143,7 @@ impl GrpcRouter {
                     KeyValue::new("rpc.method", "Generate"),
                 ]
             });
-        match self.route(protocol, headers, message, &trace).await {
+        match self.route(protocol, headers, message, view, &trace).await {
             Ok((headers, stream)) => Ok((headers, stream.traced(trace))),
             Err(error) => {
                 trace.fail(&error);
@@ -144,9 +157,11 @@ impl GrpcRouter {
         protocol: Engine,
         headers: HeaderMap,
         message: Bytes,
+        view: Option<RequestView>,
         trace: &CallSpan,
     ) -> Result<Proxied, RouteError> {
-        let inbound = Inbound::parse(protocol, headers, message, self.default_deadline)?;
+        let inbound =
+            Inbound::parse_viewed(protocol, headers, message, self.default_deadline, view)?;
         tracing::Span::current().record("request_id", inbound.request_id.as_str());
         if trace.is_on() {
             trace.set("switchyard.request_id", inbound.request_id.clone());
