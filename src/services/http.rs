@@ -196,6 +196,13 @@ async fn forward(
     if slot.is_none() && ticket.is_none() {
         return response;
     }
+    // Refused (by the router or a worker) before anything was generated:
+    // the tenant is not charged.
+    if !response.status().is_success() {
+        if let Some(ticket) = ticket.take() {
+            ticket.refused();
+        }
+    }
     // The slot and ticket go with the body, released (and the ticket
     // settled) when it ends.
     response.map(|body| {

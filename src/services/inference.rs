@@ -148,7 +148,9 @@ impl InferenceService {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_grpc_timeout)
                     .map(|t| std::time::Instant::now() + t);
-                let prompt = view.as_ref().map_or(0, |v| v.prompt.tokens(BYTES_PER_TOKEN));
+                let prompt = view
+                    .as_ref()
+                    .map_or(0, |v| v.prompt.tokens(BYTES_PER_TOKEN));
                 (Cost { prompt, output: 0 }, deadline, view)
             }
             false => (Cost::default(), None, None),
@@ -161,11 +163,18 @@ impl InferenceService {
             .generate_viewed(protocol, headers, message, view)
             .instrument(span.clone())
             .await;
-        let (headers, mut stream) = result.map_err(|err| {
-            let status = Status::from(err);
-            span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
-            status
-        })?;
+        let (headers, mut stream) = match result {
+            Ok(opened) => opened,
+            Err(err) => {
+                let status = Status::from(err);
+                span.in_scope(|| tracing::debug!(code = ?status.code(), message = status.message(), "generate refused"));
+                // No worker generated anything: the tenant is not charged.
+                if let Some(ticket) = admitted.ticket {
+                    ticket.refused();
+                }
+                return Err(status);
+            }
+        };
         // The slot and ticket go with the response, released (and the
         // ticket settled) when it ends.
         stream.hold(admitted.slot, admitted.ticket);

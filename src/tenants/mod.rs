@@ -271,9 +271,8 @@ impl Tenant {
             meter: None,
         };
         // One clock read, and none when no bucket is limited.
-        let limited = self.requests.is_limited()
-            || self.prompt.is_limited()
-            || self.output.is_limited();
+        let limited =
+            self.requests.is_limited() || self.prompt.is_limited() || self.output.is_limited();
         let now = match limited {
             true => Instant::now(),
             false => self.created,

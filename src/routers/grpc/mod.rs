@@ -23,8 +23,8 @@ pub use inbound::{append_encoded, append_fields, Inbound, Prompt};
 pub use pd::GrpcPdRouter;
 pub use regular::GrpcRegularRouter;
 
-use crate::engines::RequestView;
 use crate::config::LimitsConfig;
+use crate::engines::RequestView;
 use crate::policies::{PolicyConfig, PolicySet};
 use crate::routers::call::ProxyStream;
 use crate::routers::rooms::BootstrapRooms;
