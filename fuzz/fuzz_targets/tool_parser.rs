@@ -30,8 +30,14 @@ fn joined(format: usize, parts: &[&str]) -> (String, Vec<(String, String)>) {
                 calls.push((name, String::new()));
             }
             Piece::Args { index, text } => calls[index].1.push_str(&text),
+            // No call after all: its text is content.
+            Piece::Void { index, text: t } => {
+                calls[index].0.clear();
+                text.push_str(&t);
+            }
         }
     }
+    calls.retain(|(name, _)| !name.is_empty());
     (text, calls)
 }
 

@@ -49,6 +49,8 @@ pub(super) struct Framing {
     /// it turns out not to be a call.
     raw: String,
     calls: usize,
+    /// Calls announced that did not parse (given back as content).
+    voided: usize,
 }
 
 impl Framing {
@@ -66,11 +68,21 @@ impl Framing {
             state,
             raw: String::new(),
             calls: 0,
+            voided: 0,
         }
     }
 
+    /// Calls read whole (a call that did not parse is not one).
     pub(super) fn calls(&self) -> usize {
-        self.calls
+        self.calls - self.voided
+    }
+
+    /// The call being read was announced but does not parse: it is void,
+    /// and what was read of it is content.
+    fn void(&mut self, out: &mut Out) {
+        out.void(self.calls, &self.raw);
+        self.calls += 1;
+        self.voided += 1;
     }
 
     fn back_to_text(&mut self) {
@@ -83,8 +95,9 @@ impl Framing {
     /// Not a call after all: what was read is content, and so is `c`.
     fn give_back(&mut self, c: Option<char>, out: &mut Out) {
         let announced = matches!(&self.state, State::Object(o) if o.announced());
-        if !announced {
-            out.text(&self.raw);
+        match announced {
+            true => self.void(out),
+            false => out.text(&self.raw),
         }
         self.raw.clear();
         self.back_to_text();
@@ -215,15 +228,11 @@ impl Framing {
         let State::Object(object) = &mut self.state else {
             return;
         };
-        let was = object.announced();
+        // Kept until the call is read whole: a call that turns out not to
+        // parse is given back as content.
         self.raw.push(c);
         match object.feed(c, self.calls, out) {
-            Step::More => {
-                if !was && object.announced() {
-                    // Announced: this call's text is no longer given back.
-                    self.raw.clear();
-                }
-            }
+            Step::More => {}
             Step::Done => {
                 self.calls += 1;
                 self.raw.clear();
@@ -231,9 +240,6 @@ impl Framing {
             }
             Step::Invalid => {
                 self.raw.pop();
-                if object.announced() {
-                    self.calls += 1;
-                }
                 self.give_back(Some(c), out);
             }
         }
@@ -248,13 +254,11 @@ impl Framing {
                 }
                 out.text(&held);
             }
-            State::Object(object) => {
-                if object.announced() {
-                    self.calls += 1;
-                } else {
-                    out.text(&self.raw);
-                }
-            }
+            // A call cut short: void if announced, content either way.
+            State::Object(object) => match object.announced() {
+                true => self.void(out),
+                false => out.text(&self.raw),
+            },
             State::ArrayOpen | State::Expect => out.text(&self.raw),
             State::After | State::Close(_) => {}
         }

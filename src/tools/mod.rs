@@ -63,6 +63,14 @@ pub enum Piece {
         /// JSON text, to be appended to what came before.
         text: String,
     },
+    /// A call announced (its name read) turned out not to parse: it is no
+    /// call, and its text is content. Its number is not used again.
+    Void {
+        /// The call's number.
+        index: usize,
+        /// What the model wrote of it, to be given as content.
+        text: String,
+    },
 }
 
 /// A format tool calls are written in.
@@ -169,6 +177,13 @@ impl Out {
             Some(Piece::Text(t)) => t.push(c),
             _ => self.pieces.push(Piece::Text(c.to_string())),
         }
+    }
+
+    fn void(&mut self, index: usize, text: &str) {
+        self.pieces.push(Piece::Void {
+            index,
+            text: text.to_string(),
+        });
     }
 
     fn call(&mut self, index: usize, name: &str) {

@@ -59,6 +59,8 @@ enum Part {
     Last,
     /// Not part of the value, which ended before it (a number, `true`...).
     After,
+    /// Not JSON: the value does not parse.
+    Bad,
 }
 
 impl Scan {
@@ -98,7 +100,15 @@ impl Scan {
                         return Part::Last;
                     }
                 }
-                _ => {}
+                // What JSON allows outside strings: structure, numbers,
+                // true, false and null. Anything else (a format's closing
+                // tag inside an unclosed object) is not JSON.
+                c if c.is_whitespace()
+                    || matches!(c, ',' | ':' | '-' | '+' | '.')
+                    || c.is_ascii_digit()
+                    || "truefalsn".contains(c)
+                    || c == 'E' => {}
+                _ => return Part::Bad,
             }
             return Part::In;
         }
@@ -197,6 +207,7 @@ impl CallObject {
                     self.state = State::ExpectNext;
                     self.end_value(index, out)
                 }
+                Part::Bad => Step::Invalid,
                 Part::After => {
                     self.state = State::ExpectNext;
                     match self.end_value(index, out) {

@@ -112,6 +112,8 @@ impl Blocks {
                 self.open(Open::Text, json!({"type": "text", "text": ""}), buf);
                 self.delta(json!({"type": "text_delta", "text": t}), buf);
             }
+            // A call that did not parse: its text follows as text.
+            Piece::Void(_, t) => self.piece(out, Piece::Text(t), buf),
             Piece::Call(index, name) => self.open(
                 Open::Tool,
                 json!({"type": "tool_use", "id": tool_id(out, index), "name": name, "input": {}}),
@@ -227,6 +229,13 @@ pub(super) async fn complete(
                         call.2.push_str(&arguments);
                     }
                 }
+                // No call after all: its block becomes its text.
+                Piece::Void(index, t) => {
+                    if let Some(call) = calls.get_mut(index) {
+                        content[call.0] = json!({"type": "text", "text": t});
+                        call.1.clear();
+                    }
+                }
                 Piece::Done {
                     finish_reason,
                     usage,
@@ -236,6 +245,9 @@ pub(super) async fn complete(
     }
     let (reason, u) = done.ok_or_else(no_completion)?;
     for (at, name, arguments) in calls {
+        if name.is_empty() {
+            continue;
+        }
         match input(&arguments) {
             Some(value) => content[at]["input"] = value,
             // Cut short: what the model wrote is kept, as text.

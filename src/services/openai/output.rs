@@ -52,6 +52,10 @@ pub(super) enum Piece {
     Call(usize, String),
     /// More of a tool call's arguments.
     Args(usize, String),
+    /// A tool call announced that did not parse: no call; its text is
+    /// content (a stream has sent the call's start: the text follows as
+    /// content, and the finish reason is not `tool_calls` for it).
+    Void(usize, String),
     /// The next tokens' log probabilities.
     Logprobs(Vec<logprobs::Entry>),
     Done {
@@ -171,6 +175,7 @@ fn piece(p: tools::Piece) -> Piece {
         tools::Piece::Text(t) => Piece::Text(t),
         tools::Piece::Call { index, name } => Piece::Call(index, name),
         tools::Piece::Args { index, text } => Piece::Args(index, text),
+        tools::Piece::Void { index, text } => Piece::Void(index, text),
     }
 }
 
@@ -199,6 +204,7 @@ impl Output {
     /// One streamed event for `piece` (`text` so far for `/generate`).
     pub(super) fn event(&self, piece: &Piece, text: &str) -> Vec<Value> {
         match (self.endpoint, piece) {
+            (_, Piece::Void(_, t)) => self.event(&Piece::Text(t.clone()), text),
             (_, Piece::Call(index, name)) => vec![json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{
@@ -439,6 +445,13 @@ pub(super) async fn collect(
                         call.1.push_str(&arguments);
                     }
                 }
+                // No call after all: its text is content.
+                Piece::Void(index, t) => {
+                    if let Some(call) = calls.get_mut(index) {
+                        call.0.clear();
+                    }
+                    text.push_str(&t);
+                }
                 Piece::Done {
                     finish_reason,
                     usage,
@@ -447,6 +460,7 @@ pub(super) async fn collect(
         }
     }
     let (reason, usage) = done.ok_or_else(no_completion)?;
+    calls.retain(|(name, _)| !name.is_empty());
     let mut whole = out.whole(&text, &thought, &calls, &reason, &usage);
     match out.endpoint {
         Endpoint::Chat if asked => whole["choices"][0]["logprobs"] = logprobs::chat(&entries),

@@ -197,6 +197,8 @@ impl Builder {
                 self.calls += 1;
                 self.open(Open::Call, item, buf);
             }
+            // A call that did not parse: its text follows as text.
+            Piece::Void(_, t) => return self.piece(Piece::Text(t), buf),
             Piece::Args(_, arguments) => {
                 if self.open == Some(Open::Call) {
                     self.append(
