@@ -178,21 +178,27 @@ impl Default for Config {
 impl Config {
     /// Reads a TOML file into a config (defaults for what it leaves out).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path, None)
+    }
+
+    /// Reads and parses `path`, with `auth` in place of its `[auth]` if
+    /// given; its tenants' errors name their lines.
+    fn read(path: &Path, auth: Option<&AuthConfig>) -> Result<Config, ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        // Its tenants' errors name their lines.
+        let mut config: Config = toml::from_str(&text).map_err(|e| parse(e.to_string()))?;
+        if let Some(auth) = auth {
+            config.auth = auth.clone();
+        }
         config
             .validate_tenants(Some(&text))
-            .map_err(|e| ConfigError::Parse {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| parse(e.to_string()))?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -340,22 +346,7 @@ impl Config {
         path: &Path,
         auth: &AuthConfig,
     ) -> Result<Vec<TenantConfig>, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        config.auth = auth.clone();
-        config
-            .validate_tenants(Some(&text))
-            .map_err(|e| ConfigError::Parse {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(config.tenants)
+        Config::read(path, Some(auth)).map(|c| c.tenants)
     }
 }
 

@@ -68,6 +68,23 @@ fn one() -> u32 {
     1
 }
 
+/// No name, no keys, no limits, standard class, weight 1.
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            name: String::new(),
+            keys: Vec::new(),
+            requests_per_second: None,
+            prompt_tokens_per_minute: None,
+            output_tokens_per_minute: None,
+            max_concurrent: None,
+            priority: Priority::Standard,
+            weight: one(),
+            max_queued: None,
+        }
+    }
+}
+
 /// Keys are never printed.
 impl fmt::Debug for TenantConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -9,13 +9,7 @@ fn tenant(name: &str, key: &str) -> TenantConfig {
     TenantConfig {
         name: name.into(),
         keys: vec![key.into()],
-        requests_per_second: None,
-        prompt_tokens_per_minute: None,
-        output_tokens_per_minute: None,
-        max_concurrent: None,
-        priority: Priority::Standard,
-        weight: 1,
-        max_queued: None,
+        ..TenantConfig::default()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::store::Etcd;
-use switchyard::config::{Priority, RegistryConfig, TenantConfig};
+use switchyard::config::{RegistryConfig, TenantConfig};
 use switchyard::pb;
 use switchyard::Config;
 use tonic::transport::Channel;
@@ -28,12 +28,7 @@ fn config(url: &str) -> Config {
             name: "t".into(),
             keys: vec![KEY.into()],
             requests_per_second: Some(RATE),
-            prompt_tokens_per_minute: None,
-            output_tokens_per_minute: None,
-            max_concurrent: None,
-            priority: Priority::Standard,
-            weight: 1,
-            max_queued: None,
+            ..TenantConfig::default()
         }],
         ..test_config()
     }
