@@ -160,6 +160,10 @@ struct Waiting<'a> {
     limit: &'a CallLimit,
     key: Key,
     flow: u64,
+    /// Fires when the call is given a slot. Kept here, alive until the
+    /// call has left the queue, so a slot handed over is never lost: while
+    /// the call's entry is in the queue, a send to it succeeds.
+    granted: oneshot::Receiver<()>,
     /// Still in the queue, as far as this call knows.
     queued: bool,
 }
@@ -176,8 +180,12 @@ impl Waiting<'_> {
         if waiting {
             s.left_queue(self.flow);
             self.limit.mirror(&s);
+            return true;
         }
-        waiting
+        // Out of the queue without this call removing it: the slot was
+        // sent (under the lock, before it was taken here).
+        drop(s);
+        self.granted.try_recv().is_err()
     }
 }
 
@@ -300,6 +308,7 @@ impl CallLimit {
             limit: self,
             key,
             flow: place.flow,
+            granted,
             queued: true,
         };
         let began = Instant::now();
@@ -307,7 +316,7 @@ impl CallLimit {
             d.saturating_duration_since(began).min(self.timeout)
         });
         let deadline_first = place.deadline.is_some_and(|d| d <= began + self.timeout);
-        if let Ok(Ok(())) = tokio::time::timeout(until, granted).await {
+        if let Ok(Ok(())) = tokio::time::timeout(until, &mut waiting.granted).await {
             waiting.queued = false;
             return Ok((Some(Slot(self.clone())), began.elapsed()));
         }
@@ -339,7 +348,8 @@ impl CallLimit {
                 return;
             }
         }
-        s.in_flight -= 1;
+        debug_assert!(s.in_flight > 0, "a slot released twice");
+        s.in_flight = s.in_flight.saturating_sub(1);
         self.mirror(&s);
     }
 

@@ -228,3 +228,34 @@ async fn no_slot_is_lost_when_callers_come_and_go() {
     }
     assert_eq!((limit.in_flight(), limit.waiting()), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_handed_over_as_waits_time_out_are_neither_lost_nor_doubled() {
+    // Waits of a millisecond end while slots are being handed over, on two
+    // threads: every slot comes back once, whichever side wins each race.
+    let limit = Arc::new(CallLimit::new(2, 1_000, Duration::from_millis(1)));
+    let mut tasks = Vec::new();
+    for i in 0..2_000u64 {
+        let limit = limit.clone();
+        tasks.push(tokio::spawn(async move {
+            let place = Place {
+                flow: i % 3,
+                ..Place::default()
+            };
+            if let Ok(slot) = limit.acquire(&place).await {
+                if i % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                drop(slot);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!((limit.in_flight(), limit.waiting()), (0, 0));
+    // And the limit still admits its two.
+    let a = limit.acquire(&Place::default()).await.unwrap();
+    let b = limit.acquire(&Place::default()).await.unwrap();
+    assert!(a.is_some() && b.is_some());
+}
