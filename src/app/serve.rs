@@ -10,8 +10,8 @@ use tonic_health::server::HealthService;
 use crate::auth::Keys;
 use crate::health::{HealthChecker, LoadPoller, ServingReporter};
 use crate::pb;
+use crate::services::admit::Gates;
 use crate::services::openai::EngineFront;
-use crate::services::overload::CallLimit;
 use crate::services::tls::{Accepting, Protocol};
 use crate::services::{InferenceService, WorkerManagementService};
 
@@ -75,8 +75,9 @@ impl App {
             .as_ref()
             .is_some_and(|tls| tls.verifies_clients());
         let keys = Arc::new(Keys::new(&self.config.auth).with_admin_cert(verifies_clients));
-        let limit = Arc::new(CallLimit::from_config(&self.config.limits));
         let tenants = self.tenants.clone();
+        let gates = Gates::new(&self.config.limits, tenants.clone());
+        let limit = gates.limit.clone();
         let reload_task = self.config.source.clone().map(|path| {
             tokio::spawn(crate::tenants::reload::watch(
                 tenants.clone(),
@@ -145,7 +146,7 @@ impl App {
                     self.config.limits.max_metadata_bytes,
                 ),
                 keys.clone(),
-                (limit.clone(), tenants.clone()),
+                gates.clone(),
             );
             let tls = self.server_tls.is_some();
             tracing::info!(addr = ?listener.local_addr().ok(), tls, "serving HTTP");
@@ -182,7 +183,7 @@ impl App {
         let inference = InferenceService::new(
             self.router.clone(),
             self.config.limits.request_body_idle(),
-            (limit, tenants.clone()),
+            gates,
         );
 
         let routes = tonic::service::Routes::new(health)

@@ -31,7 +31,7 @@ pub enum Method {
 }
 
 /// What a call's prompt is, for policies.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum Prompt {
     /// None given.
     #[default]
@@ -161,7 +161,7 @@ pub fn tokenized_ids(raw: &Bytes) -> Vec<u32> {
 }
 
 /// The routing fields of an inbound `GenerateRequest`.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestView {
     /// Its request id (empty: none).
     pub request_id: String,

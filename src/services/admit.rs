@@ -4,15 +4,109 @@
 //! `grpc-retry-pushback-ms`) or HTTP 429 (with `retry-after`), naming the
 //! limit; nothing is sent to a worker.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::services::http_error::HttpError;
 use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::config::LimitsConfig;
+use crate::services::http_error::HttpError;
 
 use crate::tenants::{
-    CallLimit, Cost, Overloaded, Place, Refusal, Slot, Tenant, Ticket, BYTES_PER_TOKEN,
+    CallLimit, Cost, Overloaded, Place, Refusal, Slot, Tenant, Tenants, Ticket, BYTES_PER_TOKEN,
 };
+
+/// What admission checks, shared by both listeners: the router's limit on
+/// calls in flight, the turn of calls waiting for a worker under
+/// `limits.max_in_flight_per_worker`, and the tenants.
+#[derive(Debug, Clone)]
+pub struct Gates {
+    /// The router's limit on calls in flight, and its fair queue.
+    pub limit: Arc<CallLimit>,
+    /// One call at a time tries again for a busy model's workers, in the
+    /// same fair order (see [`until_not_busy`]).
+    pub busy: Arc<CallLimit>,
+    /// The tenants, by key.
+    pub tenants: Arc<Tenants>,
+}
+
+impl Gates {
+    /// The gates `[limits]` describes, for `tenants`.
+    pub fn new(limits: &LimitsConfig, tenants: Arc<Tenants>) -> Self {
+        Gates {
+            limit: Arc::new(CallLimit::from_config(limits)),
+            busy: Arc::new(CallLimit::new(
+                1,
+                limits.queue_size,
+                Duration::from_millis(limits.queue_timeout_ms),
+            )),
+            tenants,
+        }
+    }
+}
+
+/// How often a call whose turn it is tries a busy model's workers again
+/// when no worker has said it finished a call (a wake-up can be missed
+/// between a try and the wait).
+const BUSY_POLL: Duration = Duration::from_millis(50);
+
+/// Routes a call with `attempt` until its answer is not `busy` (refused
+/// because every worker of its model is at
+/// `limits.max_in_flight_per_worker`). Such a call
+/// waits its turn in `busy` (one call at a time tries again, taken in the
+/// fair queue's order: class, then tenant weight and cost, at `place`),
+/// then tries whenever a worker at its limit finishes a call (`freed`),
+/// for at most `busy`'s timeout or the call's deadline. It is then
+/// answered as it was refused.
+pub async fn until_not_busy<T, F, Fut>(
+    (busy, place, freed): (&Arc<CallLimit>, &Place, &Notify),
+    is_busy: impl Fn(&T) -> bool,
+    mut attempt: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    // Calls already waiting for the model's workers go first: a new call
+    // tries at once only when none is.
+    let waiters = busy.in_flight() > 0 || busy.waiting() > 0;
+    let mut last = match waiters {
+        true => None,
+        false => Some(attempt().await),
+    };
+    if let Some(answer) = last.take_if(|a| !is_busy(a)) {
+        return answer;
+    }
+    let give_up = tokio::time::Instant::now()
+        + place.deadline.map_or(busy.timeout(), |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(busy.timeout())
+        });
+    // The queue's own refusal (full, timed out) leaves the call refused as
+    // it was (or as it is now, if it did not try yet).
+    let Ok(_turn) = busy.acquire(place).await else {
+        return match last {
+            Some(answer) => answer,
+            None => attempt().await,
+        };
+    };
+    loop {
+        let notified = freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let answer = attempt().await;
+        if !is_busy(&answer) {
+            return answer;
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(BUSY_POLL) => {}
+            () = tokio::time::sleep_until(give_up) => return answer,
+        }
+    }
+}
 
 /// What an admitted call holds until its response ends.
 #[derive(Debug)]
@@ -21,6 +115,40 @@ pub struct Admitted {
     pub slot: Option<Slot>,
     /// Its tenant's charge (`None`: a call of no tenant).
     pub ticket: Option<Ticket>,
+}
+
+/// A response body that holds the call's slot and ticket until it is
+/// dropped (the body first: its streams count on the ticket's meter).
+pub struct Holding {
+    body: axum::body::Body,
+    _held: (Option<Slot>, Option<Ticket>),
+}
+
+impl Holding {
+    /// `body`, holding `held` until it is dropped.
+    pub fn body(body: axum::body::Body, held: (Option<Slot>, Option<Ticket>)) -> axum::body::Body {
+        axum::body::Body::new(Holding { body, _held: held })
+    }
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why a call was not admitted.
@@ -79,6 +207,18 @@ impl NotAdmitted {
     }
 }
 
+/// Where a call of `tenant` (if any) costing `cost` waits.
+pub fn place_of(tenant: Option<&Arc<Tenant>>, cost: Cost, deadline: Option<Instant>) -> Place {
+    match tenant {
+        Some(tenant) => tenant.place(cost, deadline),
+        None => Place {
+            cost: cost.tokens(),
+            deadline,
+            ..Place::default()
+        },
+    }
+}
+
 /// Admits a call of `tenant` (if any) costing `cost`, which must start
 /// before `deadline` (if it says).
 pub async fn admit(
@@ -88,12 +228,7 @@ pub async fn admit(
     deadline: Option<Instant>,
 ) -> Result<Admitted, NotAdmitted> {
     let Some(tenant) = tenant else {
-        let place = Place {
-            cost: cost.tokens(),
-            deadline,
-            ..Place::default()
-        };
-        let slot = limit.acquire(&place).await?;
+        let slot = limit.acquire(&place_of(None, cost, deadline)).await?;
         return Ok(Admitted { slot, ticket: None });
     };
     let ticket = tenant.admit(cost)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,17 +19,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::convert::{page, worker_json, WorkerJson, WorkerSpecJson};
-use super::http_error::HttpError;
+use super::http_error::{HttpError, WorkersBusy};
 use super::openai::{Endpoint, EngineFront};
 use crate::admission::{Admission, Target, WorkerRequest};
 use crate::auth::Keys;
 use crate::routers::http::{HttpRouter, Relay};
 use tracing::Instrument;
 
-use crate::services::admit::{admit, cost_of, Admitted};
-use crate::services::overload::CallLimit;
+use crate::services::admit::{admit, cost_of, place_of, until_not_busy, Admitted, Gates, Holding};
 use crate::services::tls::Peer;
-use crate::tenants::{Cost, Meter, Slot, Tenants, Ticket};
+use crate::tenants::{Cost, Meter, Ticket};
 use crate::transport::idle::{BodyIdle, IdleTimeout};
 use crate::worker::{ConnectionMode, WorkerRegistry, WorkerRole};
 
@@ -45,10 +44,8 @@ pub struct HttpState {
     body_idle: Duration,
     /// Who may call what.
     keys: Arc<Keys>,
-    /// The router's limit on calls in flight, shared with the gRPC side.
-    limit: Arc<CallLimit>,
-    /// The tenants, by key.
-    tenants: Arc<Tenants>,
+    /// The router's limits and tenants, shared with the gRPC side.
+    gates: Gates,
     /// The most header bytes an inference request may carry.
     max_metadata: usize,
 }
@@ -63,7 +60,7 @@ pub fn routes(
     engines: EngineFront,
     (body_idle, max_metadata): (Duration, usize),
     keys: Arc<Keys>,
-    (limit, tenants): (Arc<CallLimit>, Arc<Tenants>),
+    gates: Gates,
 ) -> Router {
     let state = HttpState {
         registry,
@@ -72,8 +69,7 @@ pub fn routes(
         router,
         body_idle,
         keys,
-        limit,
-        tenants,
+        gates,
         max_metadata,
     };
     // Worker management needs an admin key (when keys are configured).
@@ -164,7 +160,7 @@ async fn forward(
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
-    let tenant = match state.tenants.check(&state.keys, request.headers()) {
+    let tenant = match state.gates.tenants.check(&state.keys, request.headers()) {
         Ok(tenant) => tenant,
         Err(denied) => return HttpError::from(denied).into_response(),
     };
@@ -179,20 +175,41 @@ async fn forward(
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    let cost = match tenant.is_some() || state.tenants.any() {
+    let cost = match tenant.is_some() || state.gates.tenants.any() {
         true => cost_of(&bytes),
         false => Cost::default(),
     };
-    let admitted = match admit(&state.limit, tenant.as_ref(), cost, None).await {
+    let admitted = match admit(&state.gates.limit, tenant.as_ref(), cost, None).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused.http(),
     };
     let Admitted { slot, mut ticket } = admitted;
     let meter = ticket.as_mut().map(Ticket::meter);
     let span = tracing::debug_span!("call", path, tenant = tenant.as_ref().map(|t| t.name()));
-    let response = dispatch(state, path, endpoint, parts, bytes, meter)
-        .instrument(span)
-        .await;
+    let headers = &parts.headers;
+    let routed = async {
+        match state.registry.max_in_flight_per_worker() {
+            0 => dispatch(state, (path, endpoint), headers, bytes, meter).await,
+            // Every worker of the model may be at its limit: the call then
+            // waits its turn for one.
+            _ => {
+                let place = place_of(tenant.as_ref(), cost, None);
+                let gate = (&state.gates.busy, &place, state.registry.slot_freed());
+                let busy = |r: &Response| r.extensions().get::<WorkersBusy>().is_some();
+                until_not_busy(gate, busy, || {
+                    dispatch(
+                        state,
+                        (path, endpoint),
+                        headers,
+                        bytes.clone(),
+                        meter.clone(),
+                    )
+                })
+                .await
+            }
+        }
+    };
+    let response = routed.instrument(span).await;
     if slot.is_none() && ticket.is_none() {
         return response;
     }
@@ -205,46 +222,13 @@ async fn forward(
     }
     // The slot and ticket go with the body, released (and the ticket
     // settled) when it ends.
-    response.map(|body| {
-        Body::new(Holding {
-            body,
-            _held: (slot, ticket),
-        })
-    })
-}
-
-/// A response body that holds the call's slot and ticket until it is
-/// dropped.
-struct Holding {
-    body: Body,
-    _held: (Option<Slot>, Option<Ticket>),
-}
-
-impl http_body::Body for Holding {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
+    response.map(|body| Holding::body(body, (slot, ticket)))
 }
 
 async fn dispatch(
     state: &HttpState,
-    path: &'static str,
-    endpoint: Endpoint,
-    parts: http::request::Parts,
+    (path, endpoint): (&'static str, Endpoint),
+    headers: &HeaderMap,
     bytes: Bytes,
     meter: Option<Arc<Meter>>,
 ) -> Response {
@@ -262,14 +246,14 @@ async fn dispatch(
         if let Some(engine) = state.engines.engine_of(&model) {
             return state
                 .engines
-                .serve(endpoint, engine, &parts.headers, &bytes, meter)
+                .serve(endpoint, engine, headers, &bytes, meter)
                 .await
                 .unwrap_or_else(IntoResponse::into_response);
         }
     }
     state
         .router
-        .forward(path, &parts.headers, bytes)
+        .forward(path, headers, bytes)
         .await
         .map(relay_response)
         .map_err(HttpError::from)
@@ -319,7 +303,7 @@ async fn models(
     State(s): State<HttpState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    s.tenants.check(&s.keys, &headers)?;
+    s.gates.tenants.check(&s.keys, &headers)?;
     let names: std::collections::BTreeSet<String> = s
         .registry
         .list()

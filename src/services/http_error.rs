@@ -19,7 +19,15 @@ use crate::worker::RegistryError;
 pub struct HttpError {
     status: StatusCode,
     message: String,
+    /// Every worker of the model was at its limit of calls in flight.
+    busy: bool,
 }
+
+/// Marks a response (in its extensions) refused because every worker of
+/// the model was at `limits.max_in_flight_per_worker`: the call may wait
+/// for one (`admit::until_not_busy`).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkersBusy;
 
 impl HttpError {
     /// An error with this status and message.
@@ -27,6 +35,7 @@ impl HttpError {
         HttpError {
             status,
             message: message.into(),
+            busy: false,
         }
     }
 
@@ -71,6 +80,9 @@ impl IntoResponse for HttpError {
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
             );
+        }
+        if self.busy {
+            response.extensions_mut().insert(WorkersBusy);
         }
         response
     }
@@ -149,7 +161,12 @@ impl From<RouteError> for HttpError {
                 StatusCode::BAD_GATEWAY
             }
             RouteError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            RouteError::WorkersBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RouteError::WorkersBusy { .. } => {
+                return HttpError {
+                    busy: true,
+                    ..HttpError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+                }
+            }
             RouteError::WorkerIdle { .. } => StatusCode::BAD_GATEWAY,
             RouteError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

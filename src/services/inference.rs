@@ -36,9 +36,8 @@ use crate::pb;
 use crate::routers::call::ProxyStream;
 use crate::routers::grpc::GrpcRouter;
 use crate::routers::RouteError;
-use crate::services::admit::admit;
-use crate::services::overload::CallLimit;
-use crate::tenants::{Cost, Tenant, Tenants, BYTES_PER_TOKEN};
+use crate::services::admit::{admit, place_of, until_not_busy, Gates};
+use crate::tenants::{Cost, Tenant, BYTES_PER_TOKEN};
 use crate::transport::grpc::codec::{frame, unary_message, MAX_MESSAGE_BYTES};
 use crate::transport::grpc::metadata::parse_grpc_timeout;
 use crate::transport::idle::{BodyIdle, IdleTimeout};
@@ -101,25 +100,19 @@ pub struct InferenceService {
     router: Arc<GrpcRouter>,
     /// A request message that stops arriving for this long is refused.
     body_idle: Duration,
-    /// The router's limit on calls in flight, shared with the HTTP side.
-    limit: Arc<CallLimit>,
-    /// The tenants (a call's own is in its request's extensions).
-    tenants: Arc<Tenants>,
+    /// The router's limits and tenants, shared with the HTTP side (a
+    /// call's tenant is in its request's extensions).
+    gates: Gates,
 }
 
 impl InferenceService {
     /// A service that routes with `router`, refusing request messages that
     /// stop arriving for `body_idle` and `Generate` calls beyond `limit`.
-    pub fn new(
-        router: Arc<GrpcRouter>,
-        body_idle: Duration,
-        (limit, tenants): (Arc<CallLimit>, Arc<Tenants>),
-    ) -> Self {
+    pub fn new(router: Arc<GrpcRouter>, body_idle: Duration, gates: Gates) -> Self {
         InferenceService {
             router,
             body_idle,
-            limit,
-            tenants,
+            gates,
         }
     }
 
@@ -140,7 +133,7 @@ impl InferenceService {
         // With tenants, a call costs its prompt's tokens (engines stream
         // what they generate: it is counted as relayed). The message's view
         // is read once, here, and handed to the router.
-        let (cost, deadline, view) = match tenant.is_some() || self.tenants.any() {
+        let (cost, deadline, view) = match tenant.is_some() || self.gates.tenants.any() {
             true => {
                 let view = engines::seam(protocol).view(&message).ok();
                 let deadline = headers
@@ -155,14 +148,32 @@ impl InferenceService {
             }
             false => (Cost::default(), None, None),
         };
-        let admitted = admit(&self.limit, tenant, cost, deadline)
+        let admitted = admit(&self.gates.limit, tenant, cost, deadline)
             .await
             .map_err(|n| n.status())?;
-        let result = self
-            .router
-            .generate_viewed(protocol, headers, message, view)
-            .instrument(span.clone())
-            .await;
+        let registry = self.router.registry();
+        let result = match registry.max_in_flight_per_worker() {
+            0 => {
+                self.router
+                    .generate_viewed(protocol, headers, message, view)
+                    .instrument(span.clone())
+                    .await
+            }
+            // Every worker of the model may be at its limit: the call then
+            // waits its turn for one (and so keeps what it would resend).
+            _ => {
+                let place = place_of(tenant, cost, deadline);
+                let gate = (&self.gates.busy, &place, registry.slot_freed());
+                let busy =
+                    |r: &Result<_, RouteError>| matches!(r, Err(RouteError::WorkersBusy { .. }));
+                until_not_busy(gate, busy, || {
+                    self.router
+                        .generate_viewed(protocol, headers.clone(), message.clone(), view.clone())
+                        .instrument(span.clone())
+                })
+                .await
+            }
+        };
         let (headers, mut stream) = match result {
             Ok(opened) => opened,
             Err(err) => {

@@ -128,8 +128,11 @@ struct State {
     /// Each waiting call's flow and the sender that grants its slot.
     waiting: BTreeMap<Key, (u64, oneshot::Sender<()>)>,
     flows: HashMap<u64, Flow>,
-    /// The virtual start of the call last given a slot.
-    now: u64,
+    /// Each class's virtual time: the virtual start of its call last given
+    /// a slot. One clock per class: a class served ahead of the others must
+    /// not move the others' clock past their flows' finishes, which would
+    /// erase their weights.
+    now: [u64; 3],
     arrivals: u64,
 }
 
@@ -138,6 +141,8 @@ struct Flow {
     /// The virtual finish of its last call queued.
     finish: u64,
     queued: usize,
+    /// The class its calls wait in.
+    class: Priority,
 }
 
 impl State {
@@ -147,7 +152,7 @@ impl State {
         let now = self.now;
         if let Some(f) = self.flows.get_mut(&flow) {
             f.queued -= 1;
-            if f.queued == 0 && f.finish <= now {
+            if f.queued == 0 && f.finish <= now[f.class as usize] {
                 self.flows.remove(&flow);
             }
         }
@@ -282,8 +287,9 @@ impl CallLimit {
                     queue: self.queue,
                 });
             }
-            let now = s.now;
+            let now = s.now[place.class as usize];
             let flow = s.flows.entry(place.flow).or_default();
+            flow.class = place.class;
             if place.max_queued > 0 && flow.queued >= place.max_queued {
                 let queued = flow.queued;
                 drop(s);
@@ -340,8 +346,9 @@ impl CallLimit {
     /// A slot freed: to the first waiting call still there, else back.
     fn release(&self) {
         let mut s = self.lock();
-        while let Some(((_, start, _), (flow, tx))) = s.waiting.pop_first() {
-            s.now = s.now.max(start);
+        while let Some(((class, start, _), (flow, tx))) = s.waiting.pop_first() {
+            let now = &mut s.now[class as usize];
+            *now = (*now).max(start);
             s.left_queue(flow);
             if tx.send(()).is_ok() {
                 self.mirror(&s);
@@ -351,6 +358,11 @@ impl CallLimit {
         debug_assert!(s.in_flight > 0, "a slot released twice");
         s.in_flight = s.in_flight.saturating_sub(1);
         self.mirror(&s);
+    }
+
+    /// How long a call may wait for a slot.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Calls waiting for a slot now.

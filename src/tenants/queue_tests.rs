@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -258,4 +259,75 @@ async fn slots_handed_over_as_waits_time_out_are_neither_lost_nor_doubled() {
     let a = limit.acquire(&Place::default()).await.unwrap();
     let b = limit.acquire(&Place::default()).await.unwrap();
     assert!(a.is_some() && b.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_that_come_back_after_each_call_share_by_weight() {
+    // Six callers a flow, each calling again as soon as its call ends (a
+    // closed loop, as clients do): one slot, each call 10 ms.
+    let limit = Arc::new(CallLimit::new(1, 1_000, Duration::from_secs(3600)));
+    let served = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut callers = Vec::new();
+    for (i, weight) in [(0usize, 3u32), (1, 1)] {
+        for _ in 0..6 {
+            let (limit, served) = (limit.clone(), served.clone());
+            callers.push(tokio::spawn(async move {
+                loop {
+                    let place = place(i as u64 + 1, Priority::Standard, weight);
+                    let _slot = limit.acquire(&place).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    served[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for c in &callers {
+        c.abort();
+    }
+    let (a, b) = (
+        served[0].load(Ordering::Relaxed),
+        served[1].load(Ordering::Relaxed),
+    );
+    assert!((a as f64 / b as f64 - 3.0).abs() < 0.3, "{a}:{b}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_served_first_leaves_the_weights_of_the_next_whole() {
+    // As above, with an interactive caller too, calling again 15 ms after
+    // each of its calls: it goes first each time, and the standard flows
+    // still share 3:1. (With one virtual clock for all classes, each
+    // interactive call moved it past both standard flows' finishes, and
+    // those then alternated.)
+    let limit = Arc::new(CallLimit::new(1, 1_000, Duration::from_secs(3600)));
+    let served = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut callers = Vec::new();
+    for (i, weight, class, count) in [
+        (0usize, 3u32, Priority::Standard, 6),
+        (1, 1, Priority::Standard, 6),
+        (2, 1, Priority::Interactive, 1),
+    ] {
+        for _ in 0..count {
+            let (limit, served) = (limit.clone(), served.clone());
+            callers.push(tokio::spawn(async move {
+                loop {
+                    let place = place(i as u64 + 1, class, weight);
+                    let slot = limit.acquire(&place).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    drop(slot);
+                    served[i].fetch_add(1, Ordering::Relaxed);
+                    if class == Priority::Interactive {
+                        tokio::time::sleep(Duration::from_millis(15)).await;
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for c in &callers {
+        c.abort();
+    }
+    let [a, b, c] = [0, 1, 2].map(|i| served[i].load(Ordering::Relaxed));
+    assert!(c > 100, "the interactive caller went first: {c}");
+    assert!((a as f64 / b as f64 - 3.0).abs() < 0.3, "{a}:{b}");
 }

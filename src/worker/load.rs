@@ -110,7 +110,13 @@ impl LoadGuard {
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.worker.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let before = self.worker.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if before == self.worker.max_in_flight {
+            // A call waiting for a worker of this one's model may go now.
+            if let Some(freed) = &self.worker.slot_freed {
+                freed.notify_waiters();
+            }
+        }
         if self.settled {
             return;
         }

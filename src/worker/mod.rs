@@ -205,6 +205,8 @@ pub struct Worker {
     announcer: Announcer,
     /// Calls in flight at which it is passed over (`u32::MAX`: no limit).
     max_in_flight: u32,
+    /// Told when a call ends with the worker at that limit (with a limit).
+    slot_freed: Option<Arc<tokio::sync::Notify>>,
     /// What its calls did, for metrics.
     stats: stats::WorkerStats,
 }
@@ -216,7 +218,7 @@ impl Worker {
         spec: WorkerSpec,
         channel_config: ChannelConfig,
         (circuit_config, announcer): (Arc<CircuitConfig>, Announcer),
-        max_in_flight: u32,
+        (max_in_flight, slot_freed): (u32, Option<Arc<tokio::sync::Notify>>),
     ) -> Self {
         let endpoint = spec.endpoint().clone();
         let model = Arc::from(spec.model_id.as_str());
@@ -258,6 +260,7 @@ impl Worker {
             circuit: circuit::Circuit::default(),
             circuit_config,
             announcer,
+            slot_freed,
             max_in_flight: if max_in_flight == 0 {
                 u32::MAX
             } else {

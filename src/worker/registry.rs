@@ -60,6 +60,8 @@ pub struct WorkerRegistry {
     max_workers: usize,
     /// Calls in flight to one worker beyond which it is passed over (0: none).
     max_in_flight_per_worker: u32,
+    /// Told when a worker at that limit finishes a call.
+    slot_freed: Arc<tokio::sync::Notify>,
 }
 
 /// How many events an async watcher may fall behind before it is told to resync.
@@ -76,7 +78,19 @@ impl WorkerRegistry {
             circuit_config: Arc::new(CircuitConfig::default()),
             max_workers: usize::MAX,
             max_in_flight_per_worker: 0,
+            slot_freed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Calls in flight to one worker beyond which it is passed over (0: none).
+    pub fn max_in_flight_per_worker(&self) -> u32 {
+        self.max_in_flight_per_worker
+    }
+
+    /// Notified (every waiter) when a worker at its limit of calls in
+    /// flight finishes one.
+    pub fn slot_freed(&self) -> &tokio::sync::Notify {
+        &self.slot_freed
     }
 
     /// The same registry, whose workers are passed over while `max` calls
@@ -158,7 +172,10 @@ impl WorkerRegistry {
             spec,
             self.channel_config.clone(),
             (self.circuit_config.clone(), self.announcer()),
-            self.max_in_flight_per_worker,
+            (
+                self.max_in_flight_per_worker,
+                (self.max_in_flight_per_worker > 0).then(|| self.slot_freed.clone()),
+            ),
         ));
         state.by_url.insert(worker.url().to_string(), id.clone());
         state.by_id.insert(id, worker.clone());

@@ -217,6 +217,28 @@ async fn a_worker_at_its_limit_is_passed_over_then_refused() {
         2,
         "the refused call reached the worker"
     );
+    // It was refused after waiting for the worker as long as a call waits
+    // in the queue (limits.queue_timeout_ms, 1 s): a call that finds the
+    // worker busy waits its turn, and goes when a call of the worker's
+    // ends.
+    let mut held = held;
+    let waiting = {
+        let mut client = router.inference();
+        tokio::spawn(async move {
+            let _ = client.generate(request(MODEL, "waits")).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(worker.stats().calls(), 2, "it went past the limit");
+    held.pop().unwrap().abort();
+    eventually(
+        Duration::from_secs(5),
+        "the waiting call reaches the worker",
+        || async { worker.stats().calls() == 3 },
+    )
+    .await;
+    // It holds the worker's freed place: the worker is at its limit again.
+    held.push(waiting);
 
     // A second worker takes the calls the first cannot.
     let other = mock("other").await;

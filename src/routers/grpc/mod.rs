@@ -124,6 +124,11 @@ impl GrpcRouter {
         self.generate_viewed(protocol, headers, message, None).await
     }
 
+    /// The registry it routes from.
+    pub fn registry(&self) -> &Arc<WorkerRegistry> {
+        &self.registry
+    }
+
     /// [`GrpcRouter::generate`], with the message's view already read from
     /// it (by admission) if `view` is given.
     pub async fn generate_viewed(
