@@ -15,10 +15,11 @@
 //!
 //! - `main.rs`: the `switchyard` binary: [`cli`] → [`config::Config`] → [`app::App`], signals.
 //! - [`cli`]: clap flags, each overriding a field of the one config tree; `demo`.
-//! - [`ctl`]: the admin CLI (`workers list|get|add|remove|watch`, `generate`) over gRPC.
+//! - [`ctl`]: the admin CLI (`workers list|get|add|remove|watch`, `tenants list`, `generate`) over gRPC.
 //! - [`config`]: the config tree, data only, one file per concern (serde + defaults + `validate`); imports nothing else of the crate.
 //! - [`app`]: wiring; `App::build(config)`, then `serve(listeners, shutdown)`.
 //! - [`auth`]: API keys (admin and client roles), checked in constant time; headers stripped before workers.
+//! - [`tenants`]: tenants by key, their token buckets and tickets settled with what calls used, reloads, and the router's limit on calls in flight with its fair queue (priority classes, then weighted start-time fair queueing).
 //! - [`pb`]: generated protobuf code, included once.
 //! - [`transport`]: the wire to workers: gRPC over HTTP/2 (`grpc`), HTTP/1 (`http1`), idle request bodies (`idle`), TLS to workers and PEM files (`tls`); typed `Failure`s.
 //! - [`engines`]: the engine seam (`EngineSeam`) and one file per engine (Switchyard, SGLang, vLLM, TensorRT-LLM, MLX): paths, the request view, PD, `Abort`, loads, model info, tokenizer, health, the engine's messages for translation; detection and the calls made the same way for all.
@@ -30,7 +31,7 @@
 //! - [`kv`]: routing on the engines' own KV events: the router's chained block hash, the index (confirmed and pending blocks, engine loads), one `SubscribeKvEvents` stream per engine worker (resume, resync), decoded without a vector per block (`wire`).
 //! - [`replay`]: `switchyard bench replay|plot`: a Mooncake-format trace replayed against a router, TTFT and hit rates measured.
 //! - [`routers`]: `RouteError`, selection and retries from one snapshot per call (`select`), one PD dispatch (`pd`), one attempt's load and abort (`attempt`), running calls (`call`, with `chunk_clock` timing relayed chunks), the `switchyard.v1` ↔ engine translation (`translate`), `grpc` and `http` routers.
-//! - [`services`]: the gRPC listener and services, the HTTP API, the HTTP front of gRPC engine workers (`openai`: OpenAI's chat, completions and Responses APIs, Anthropic's Messages, SGLang's `/generate`), the limit on calls in flight (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
+//! - [`services`]: the gRPC listener and services, the HTTP API, the HTTP front of gRPC engine workers (`openai`: OpenAI's chat, completions and Responses APIs, Anthropic's Messages, SGLang's `/generate`), admission (`admit`: a tenant's limits, then a slot; a call waiting for a busy model's workers), the metadata limit (`overload`), the listeners' TLS and accept loop (`tls`), the admin listener (`admin`: Prometheus `metrics`, the live `dashboard`), and the one error mapping per wire.
 //! - [`tokenizer`]: per-model tokenizers (Hugging Face files), chat templates, incremental detokenization.
 //! - [`reasoning`]: a reasoning model's thought split from its answer as the text streams (`<think>` tags, Kimi's, and gpt-oss's harmony channels with their calls), chosen per model or detected from its chat template.
 //! - [`tools`]: tool calls read out of a model's streaming text, one file per format (Hermes/Qwen, Llama 3 JSON, Mistral, Llama 4 pythonic, DeepSeek V3), chosen per model or detected from its chat template, and the output of a constrained tool choice.
