@@ -211,3 +211,6 @@ impl EngineSeam for Mlx {
         super::seam::engine_response!(mlx, "mlx.grpc.engine.GenerateResponse", message)
     }
 }
+
+/// MLX's completion names a stop token, not a string.
+impl super::seam::MatchedStop for mlx::GenerateComplete {}

@@ -124,6 +124,7 @@ macro_rules! engine_response {
             }
             Some(In::Complete(c)) => (
                 Some(Out::Complete($crate::pb::GenerateComplete {
+                    matched_stop: $crate::engines::seam::MatchedStop::matched_stop(&c),
                     finish_reason: c.finish_reason,
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
@@ -136,6 +137,14 @@ macro_rules! engine_response {
     }};
 }
 pub(super) use engine_response;
+
+/// The stop string an engine's completion says ended the output (empty
+/// when it says none, or its protocol cannot say).
+pub(super) trait MatchedStop {
+    fn matched_stop(&self) -> String {
+        String::new()
+    }
+}
 
 /// The served model name, else the model path (engines' `GetModelInfo`).
 pub(super) fn model_name(served: String, path: String) -> String {

@@ -257,3 +257,12 @@ impl EngineSeam for Sglang {
         super::seam::engine_response!(sglang, "sglang.grpc.scheduler.GenerateResponse", message)
     }
 }
+
+impl super::seam::MatchedStop for sglang::GenerateComplete {
+    fn matched_stop(&self) -> String {
+        match &self.matched_stop {
+            Some(sglang::generate_complete::MatchedStop::MatchedStopStr(s)) => s.clone(),
+            _ => String::new(),
+        }
+    }
+}

@@ -222,3 +222,12 @@ impl EngineSeam for Trtllm {
         })
     }
 }
+
+impl super::seam::MatchedStop for trtllm::GenerateComplete {
+    fn matched_stop(&self) -> String {
+        match &self.matched_stop {
+            Some(trtllm::generate_complete::MatchedStop::MatchedStopStr(s)) => s.clone(),
+            _ => String::new(),
+        }
+    }
+}

@@ -265,3 +265,6 @@ impl EngineSeam for Vllm {
         super::seam::engine_response!(vllm, "vllm.grpc.engine.GenerateResponse", message)
     }
 }
+
+/// vLLM's completion does not say which stop matched.
+impl super::seam::MatchedStop for vllm::GenerateComplete {}

@@ -79,6 +79,7 @@ impl Inference for MockService {
                     prompt_tokens,
                     completion_tokens: completion,
                     cached_tokens: 0,
+                    matched_stop: String::new(),
                 }),
                 Piece::Fail(message) => return Err(Status::internal(message)),
             };

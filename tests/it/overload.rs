@@ -102,7 +102,7 @@ async fn eventually_admitted(
     router: &Router,
     worker: &switchyard::mock::MockWorker,
     n: u64,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Vec<tokio::task::JoinHandle<Option<tonic::Status>>> {
     let url = worker.url();
     let in_flight = || async {
         let listed = router.list().await;
@@ -126,12 +126,11 @@ async fn eventually_admitted(
         .unwrap();
     let send = || {
         let mut client = switchyard::pb::inference_client::InferenceClient::new(fresh.clone());
-        tokio::spawn(async move {
-            let _ = client.generate(request(MODEL, "hold")).await;
-        })
+        tokio::spawn(async move { client.generate(request(MODEL, "hold")).await.err() })
     };
     let mut calls: Vec<_> = (0..n).map(|_| send()).collect();
     let mut refusals = 0;
+    let mut last = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         // The worker hangs: a call that ended was refused.
@@ -143,12 +142,12 @@ async fn eventually_admitted(
             tokio::time::Instant::now() < deadline,
             "{n} calls are not all admitted within 30 s: {admitted} on the worker, {refusals} refused \
              and sent again, {} still pending (refusals that never stop: a leaked permit; \
-             calls pending and never refused: a stall before the router's limit)",
+             calls pending and never refused: a stall before the router's limit); the last refusal: {last:?}",
             calls.iter().filter(|c| !c.is_finished()).count()
         );
         for call in calls.iter_mut().filter(|c| c.is_finished()) {
             refusals += 1;
-            *call = send();
+            last = std::mem::replace(call, send()).await.ok().flatten();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

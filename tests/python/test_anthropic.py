@@ -9,7 +9,8 @@ second turn carrying the `tool_use` and `tool_result` blocks), the same
 message streamed (the SDK's own accumulator builds it from the events), a
 reasoning model's thought as a `thinking` block, `tool_choice` `tool` and
 `any` (constrained output read as calls), `count_tokens` agreeing with the
-message's usage, the key sent as `x-api-key` (a wrong one refused with
+message's usage, a stop sequence named as the one that ended the text
+(whole and streamed), the key sent as `x-api-key` (a wrong one refused with
 401), and bad requests refused with 400 in Anthropic's error shape.
 
 Run with: python3 tests/python/test_anthropic.py   (after cargo build --bins)
@@ -166,6 +167,18 @@ def main():
         assert counted.input_tokens == out.usage.input_tokens + (out.usage.cache_read_input_tokens or 0), (
             counted, out.usage)
         print("ok: count_tokens agrees with the message's usage")
+
+        stops = ["Paris", "check."]
+        out = client.messages.create(model="qwen", max_tokens=256, messages=ask, stop_sequences=stops)
+        assert blocks(out) == [("text", "Let me ")], out.content
+        assert out.stop_reason == "stop_sequence" and out.stop_sequence == "check.", out
+        with client.messages.stream(model="qwen", max_tokens=256, messages=ask, stop_sequences=stops) as stream:
+            final = stream.get_final_message()
+        assert blocks(final) == blocks(out), final.content
+        assert final.stop_reason == "stop_sequence" and final.stop_sequence == "check.", final
+        out = client.messages.create(model="qwen", max_tokens=256, messages=ask, stop_sequences=["Lisbon"])
+        assert out.stop_reason == "end_turn" and out.stop_sequence is None, out
+        print("ok: the stop sequence that ended the text is named (stop_reason stop_sequence), whole and streamed")
 
         try:
             anthropic.Anthropic(base_url=base, api_key="wrong-key-0123456789", max_retries=0).messages.create(

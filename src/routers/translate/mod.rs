@@ -210,13 +210,14 @@ impl Responses {
                 let delta = detokenized(text.detokenizer.push(&chunk.token_ids))?;
                 let (emit, stop) = text.apply_stops(delta);
                 chunk.text = emit;
-                if stop {
+                if let Some(matched_stop) = stop {
                     self.stopped = true;
                     let complete = R::Complete(pb::GenerateComplete {
                         finish_reason: "stop".into(),
                         prompt_tokens: text.prompt_tokens,
                         completion_tokens: text.completion_tokens,
                         cached_tokens: 0,
+                        matched_stop,
                     });
                     vec![
                         self.respond(Some(R::Chunk(chunk))),
@@ -230,16 +231,16 @@ impl Responses {
                 // What the detokenizer and the stop check still hold.
                 let mut rest = detokenized(text.detokenizer.finish())?;
                 let (mut emit, stop) = text.apply_stops(std::mem::take(&mut rest));
-                if !stop {
-                    emit.push_str(&std::mem::take(&mut text.held));
-                }
-                let complete = if stop {
-                    pb::GenerateComplete {
+                let complete = match stop {
+                    Some(matched_stop) => pb::GenerateComplete {
                         finish_reason: "stop".into(),
+                        matched_stop,
                         ..complete
+                    },
+                    None => {
+                        emit.push_str(&std::mem::take(&mut text.held));
+                        complete
                     }
-                } else {
-                    complete
                 };
                 let mut out = Vec::with_capacity(2);
                 if !emit.is_empty() {
@@ -296,23 +297,26 @@ impl Responses {
 }
 
 impl TextOut {
-    /// Adds `delta` to the text: what can be emitted, and whether a stop
-    /// string matched (the emitted text then ends before it). Text that may
-    /// be the start of a stop string is held back until it cannot be.
-    fn apply_stops(&mut self, delta: String) -> (String, bool) {
+    /// Adds `delta` to the text: what can be emitted, and the stop string
+    /// that matched, if one did (the emitted text then ends before it; the
+    /// first in the text wins, the first listed at the same place). Text
+    /// that may be the start of a stop string is held back until it cannot
+    /// be.
+    fn apply_stops(&mut self, delta: String) -> (String, Option<String>) {
         if self.stops.is_empty() {
-            return (delta, false);
+            return (delta, None);
         }
         self.held.push_str(&delta);
-        if let Some(at) = self
+        if let Some((at, i)) = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
+            .enumerate()
+            .filter_map(|(i, s)| self.held.find(s.as_str()).map(|at| (at, i)))
             .min()
         {
             let emit = self.held[..at].to_string();
             self.held.clear();
-            return (emit, true);
+            return (emit, Some(self.stops[i].clone()));
         }
         // Keep the longest tail that is a prefix of some stop string.
         let keep = self
@@ -329,7 +333,7 @@ impl TextOut {
         let cut = self.held.len() - keep;
         let emit = self.held[..cut].to_string();
         self.held.drain(..cut);
-        (emit, false)
+        (emit, None)
     }
 }
 

@@ -193,8 +193,9 @@ mod text {
     }
 
     /// Every message the translator emits for `wire`, fed in one chunk per
-    /// message, and whether it stopped.
-    fn run(t: &mut Responses, wire: &[u8]) -> (String, Option<String>, bool) {
+    /// message: the text, the finish reason and the stop string it names,
+    /// and whether it stopped.
+    fn run(t: &mut Responses, wire: &[u8]) -> (String, Option<(String, String)>, bool) {
         let mut frames = Deframer::default();
         let mut done = false;
         let mut all = Deframer::default();
@@ -214,7 +215,7 @@ mod text {
             match pb::GenerateResponse::decode(m).unwrap().response {
                 Some(pb::generate_response::Response::Chunk(c)) => text += &c.text,
                 Some(pb::generate_response::Response::Complete(c)) => {
-                    finish = Some(c.finish_reason)
+                    finish = Some((c.finish_reason, c.matched_stop))
                 }
                 _ => {}
             }
@@ -230,7 +231,7 @@ mod text {
         let mut t = Responses::new(sglang_engine(), "r".into()).with_text(tok, vec![], true);
         let (text, finish, done) = run(&mut t, &engine_stream(&ids));
         assert_eq!(text, reply);
-        assert_eq!(finish.as_deref(), Some("length"));
+        assert_eq!(finish, Some(("length".into(), String::new())));
         assert!(!done);
     }
 
@@ -240,12 +241,13 @@ mod text {
         let ids = tok.encode("Hello, world! The router", false).unwrap();
         let mut t = Responses::new(sglang_engine(), "r".into()).with_text(
             tok.clone(),
-            vec!["world!".into()],
+            vec!["The".into(), "world!".into()],
             true,
         );
         let (text, finish, done) = run(&mut t, &engine_stream(&ids));
         assert_eq!(text, "Hello, ");
-        assert_eq!(finish.as_deref(), Some("stop"));
+        // The first in the text, named (Anthropic's stop_sequence).
+        assert_eq!(finish, Some(("stop".into(), "world!".into())));
         assert!(done, "the stream ends at the stop string");
 
         // A stop string that never completes: the held-back text comes out.
@@ -256,7 +258,7 @@ mod text {
         );
         let (text, finish, _) = run(&mut t, &engine_stream(&ids));
         assert_eq!(text, "Hello, world! The router");
-        assert_eq!(finish.as_deref(), Some("length"));
+        assert_eq!(finish, Some(("length".into(), String::new())));
     }
 
     #[test]

@@ -8,12 +8,14 @@
 use super::output::{event_stream, no_completion, Piece, Reader, Usage};
 use super::*;
 
-/// Anthropic's stop reason for the engine's finish reason.
-fn stop_reason(finish: &str) -> &'static str {
-    match finish {
-        "length" => "max_tokens",
-        "tool_calls" => "tool_use",
-        _ => "end_turn",
+/// Anthropic's stop reason and stop sequence for the engine's finish reason
+/// and the stop string that ended the output.
+fn stop_reason(finish: &str, matched_stop: &str) -> (&'static str, Option<String>) {
+    match (finish, matched_stop) {
+        ("length", _) => ("max_tokens", None),
+        ("tool_calls", _) => ("tool_use", None),
+        ("stop", matched) if !matched.is_empty() => ("stop_sequence", Some(matched.to_string())),
+        _ => ("end_turn", None),
     }
 }
 
@@ -130,13 +132,15 @@ impl Blocks {
             Piece::Done {
                 finish_reason,
                 usage: u,
+                matched_stop,
             } => {
                 self.close(buf);
+                let (reason, sequence) = stop_reason(&finish_reason, &matched_stop);
                 Self::event(
                     buf,
                     "message_delta",
                     &json!({"type": "message_delta",
-                            "delta": {"stop_reason": stop_reason(&finish_reason), "stop_sequence": null},
+                            "delta": {"stop_reason": reason, "stop_sequence": sequence},
                             "usage": usage(&u)}),
                 );
                 Self::event(buf, "message_stop", &json!({"type": "message_stop"}));
@@ -239,11 +243,13 @@ pub(super) async fn complete(
                 Piece::Done {
                     finish_reason,
                     usage,
-                } => done = Some((finish_reason, usage)),
+                    matched_stop,
+                } => done = Some((finish_reason, usage, matched_stop)),
             }
         }
     }
-    let (reason, u) = done.ok_or_else(no_completion)?;
+    let (reason, u, matched) = done.ok_or_else(no_completion)?;
+    let (stop_reason, stop_sequence) = stop_reason(&reason, &matched);
     for (at, name, arguments) in calls {
         if name.is_empty() {
             continue;
@@ -256,7 +262,7 @@ pub(super) async fn complete(
     }
     Ok(axum::Json(json!({
         "id": out.id, "type": "message", "role": "assistant", "model": out.model,
-        "content": content, "stop_reason": stop_reason(&reason), "stop_sequence": null,
+        "content": content, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
         "usage": usage(&u),
     })))
 }

@@ -61,6 +61,8 @@ pub(super) enum Piece {
     Done {
         finish_reason: String,
         usage: Usage,
+        /// The stop string that ended the output (empty: none did).
+        matched_stop: String,
     },
 }
 
@@ -161,6 +163,7 @@ impl Reader {
                             completion: c.completion_tokens,
                             cached: c.cached_tokens,
                         },
+                        matched_stop: c.matched_stop,
                     })
                 }
                 _ => {}
@@ -184,6 +187,15 @@ fn finish(reason: &str) -> &str {
     match reason {
         "" => "stop",
         other => other,
+    }
+}
+
+/// SGLang's `meta_info.finish_reason`: its type, and the stop string that
+/// ended the output as `matched`.
+fn generate_finish(reason: &str, matched_stop: &str) -> Value {
+    match matched_stop {
+        "" => json!({"type": finish(reason)}),
+        matched => json!({"type": finish(reason), "matched": matched}),
     }
 }
 
@@ -245,6 +257,7 @@ impl Output {
                 Piece::Done {
                     finish_reason,
                     usage,
+                    ..
                 },
             ) => {
                 let mut events = vec![json!({
@@ -268,6 +281,7 @@ impl Output {
                 Piece::Done {
                     finish_reason,
                     usage,
+                    ..
                 },
             ) => {
                 let mut events = vec![json!({
@@ -291,10 +305,11 @@ impl Output {
                 Piece::Done {
                     finish_reason,
                     usage,
+                    matched_stop,
                 },
             ) => vec![json!({
                 "text": text,
-                "meta_info": {"id": self.id, "finish_reason": {"type": finish(finish_reason)},
+                "meta_info": {"id": self.id, "finish_reason": generate_finish(finish_reason, matched_stop),
                               "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
                               "cached_tokens": usage.cached},
             })],
@@ -307,7 +322,7 @@ impl Output {
         text: &str,
         thought: &str,
         calls: &[(String, String)],
-        finish_reason: &str,
+        (finish_reason, matched_stop): (&str, &str),
         usage: &Usage,
     ) -> Value {
         match self.endpoint {
@@ -348,7 +363,7 @@ impl Output {
             }),
             Endpoint::Generate => json!({
                 "text": text,
-                "meta_info": {"id": self.id, "finish_reason": {"type": finish(finish_reason)},
+                "meta_info": {"id": self.id, "finish_reason": generate_finish(finish_reason, matched_stop),
                               "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
                               "cached_tokens": usage.cached},
             }),
@@ -455,13 +470,14 @@ pub(super) async fn collect(
                 Piece::Done {
                     finish_reason,
                     usage,
-                } => done = Some((finish_reason, usage)),
+                    matched_stop,
+                } => done = Some((finish_reason, usage, matched_stop)),
             }
         }
     }
-    let (reason, usage) = done.ok_or_else(no_completion)?;
+    let (reason, usage, matched) = done.ok_or_else(no_completion)?;
     calls.retain(|(name, _)| !name.is_empty());
-    let mut whole = out.whole(&text, &thought, &calls, &reason, &usage);
+    let mut whole = out.whole(&text, &thought, &calls, (&reason, &matched), &usage);
     match out.endpoint {
         Endpoint::Chat if asked => whole["choices"][0]["logprobs"] = logprobs::chat(&entries),
         Endpoint::Chat => whole["choices"][0]["logprobs"] = Value::Null,

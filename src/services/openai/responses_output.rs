@@ -212,6 +212,7 @@ impl Builder {
             Piece::Done {
                 finish_reason,
                 usage,
+                ..
             } => {
                 self.close(buf);
                 return Some((finish_reason, usage));
