@@ -230,6 +230,7 @@ impl EngineSeam for Sglang {
                         Constraint::JsonSchema(s) => C::JsonSchema(s.clone()),
                         Constraint::Regex(r) => C::Regex(r.clone()),
                         Constraint::Grammar(g) => C::EbnfGrammar(g.clone()),
+                        Constraint::StructuralTag(t) => C::StructuralTag(t.clone()),
                     }
                 }),
                 skip_special_tokens: sampling.skip_special_tokens,

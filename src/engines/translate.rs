@@ -119,6 +119,10 @@ pub enum Constraint {
     Regex(String),
     /// Text in this EBNF grammar.
     Grammar(String),
+    /// Free text until a trigger, then calls held to their frames and
+    /// their arguments to their schemas (an xgrammar structural tag, as
+    /// JSON: strict tools in the model's own call format).
+    StructuralTag(String),
 }
 
 /// `logit_bias` keyed by `i32` token id, as vLLM's and MLX's protocols take

@@ -199,6 +199,7 @@ impl EngineSeam for Trtllm {
                     Constraint::JsonSchema(s) => (G::JsonSchema, s.clone()),
                     Constraint::Regex(r) => (G::Regex, r.clone()),
                     Constraint::Grammar(g) => (G::EbnfGrammar, g.clone()),
+                    Constraint::StructuralTag(t) => (G::StructuralTag, t.clone()),
                 };
                 trtllm::GuidedDecodingParams {
                     guide_type: kind as i32,

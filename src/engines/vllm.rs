@@ -242,6 +242,7 @@ impl EngineSeam for Vllm {
                         Constraint::JsonSchema(s) => C::JsonSchema(s.clone()),
                         Constraint::Regex(r) => C::Regex(r.clone()),
                         Constraint::Grammar(g) => C::Grammar(g.clone()),
+                        Constraint::StructuralTag(t) => C::StructuralTag(t.clone()),
                     }
                 }),
                 skip_special_tokens: sampling.skip_special_tokens,

@@ -133,6 +133,77 @@ impl ToolFormat {
     }
 }
 
+/// How a call of one function is written in a format: the text before its
+/// arguments' JSON object, the text after it, and the text that starts any
+/// call. An engine's structural tag (xgrammar's `begin`, `schema`, `end`
+/// and `triggers`, which SGLang, vLLM and TensorRT-LLM take) leaves the
+/// output free until a trigger, then holds a call to its frame and its
+/// arguments to the function's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFrame {
+    /// Before the arguments' object.
+    pub begin: String,
+    /// After it.
+    pub end: &'static str,
+    /// What every call's `begin` starts with.
+    pub trigger: &'static str,
+}
+
+impl ToolFormat {
+    /// The frame of a call of `name`, for the formats whose call is one
+    /// JSON object of arguments between fixed text: Hermes, Llama 3 JSON
+    /// and Mistral (a one-call list). `None` for pythonic (Python
+    /// literals, not JSON) and DeepSeek (V3 fences the object, V3.1 does
+    /// not: one frame would hold either model to the other's spelling).
+    pub fn call_frame(self, name: &str) -> Option<CallFrame> {
+        let name = serde_json::Value::from(name).to_string();
+        match self {
+            ToolFormat::Hermes => Some(CallFrame {
+                begin: format!("<tool_call>\n{{\"name\": {name}, \"arguments\": "),
+                end: "}\n</tool_call>",
+                trigger: "<tool_call>",
+            }),
+            ToolFormat::Llama3Json => Some(CallFrame {
+                begin: format!("{{\"name\": {name}, \"parameters\": "),
+                end: "}",
+                trigger: "{\"name\": ",
+            }),
+            ToolFormat::Mistral => Some(CallFrame {
+                begin: format!("[TOOL_CALLS] [{{\"name\": {name}, \"arguments\": "),
+                end: "}]",
+                trigger: "[TOOL_CALLS]",
+            }),
+            ToolFormat::Pythonic | ToolFormat::DeepSeek => None,
+        }
+    }
+
+    /// The engine's structural tag holding calls of `tools` (each a
+    /// function's name and its parameters' schema) to this format's frame,
+    /// or `None` when the format has no frame or there are no tools.
+    pub fn structural_tag(self, tools: &[(&str, serde_json::Value)]) -> Option<String> {
+        let mut triggers = Vec::new();
+        let mut structures = Vec::new();
+        for (name, schema) in tools {
+            let frame = self.call_frame(name)?;
+            if !triggers.contains(&frame.trigger) {
+                triggers.push(frame.trigger);
+            }
+            structures.push(serde_json::json!({
+                "begin": frame.begin, "schema": schema, "end": frame.end,
+            }));
+        }
+        if structures.is_empty() {
+            return None;
+        }
+        Some(
+            serde_json::json!({
+                "type": "structural_tag", "structures": structures, "triggers": triggers,
+            })
+            .to_string(),
+        )
+    }
+}
+
 impl fmt::Display for ToolFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

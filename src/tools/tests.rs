@@ -189,6 +189,42 @@ fn formats_are_detected_from_templates_and_named_in_the_config() {
 }
 
 /// Splits `s` at the given character positions.
+/// What an engine held to a format's frame writes is read back by that
+/// format's own parser as the call it framed (the name JSON-escaped).
+#[test]
+fn a_framed_call_is_read_back_as_that_call() {
+    let args = r#"{"city": "Zürich", "days": [1, 2]}"#;
+    for format in ToolFormat::ALL {
+        for name in ["get_weather", "say \"hi\""] {
+            let Some(frame) = format.call_frame(name) else {
+                assert!(matches!(
+                    format,
+                    ToolFormat::Pythonic | ToolFormat::DeepSeek
+                ));
+                continue;
+            };
+            assert!(frame.begin.starts_with(frame.trigger), "{format}");
+            // (Llama 3's calls are the whole output.)
+            let before = match format {
+                ToolFormat::Llama3Json => "",
+                _ => "Checking.\n",
+            };
+            let out = format!("{before}{}{args}{}", frame.begin, frame.end);
+            let (_, calls) = parse(format, &[&out]);
+            assert_eq!(calls, [call(name, args)], "{format}: {out}");
+        }
+    }
+    let tag: serde_json::Value = serde_json::from_str(
+        &ToolFormat::Mistral
+            .structural_tag(&[("a", serde_json::json!({})), ("b", serde_json::json!({}))])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tag["triggers"], serde_json::json!(["[TOOL_CALLS]"]));
+    assert_eq!(tag["structures"].as_array().unwrap().len(), 2);
+    assert_eq!(ToolFormat::Hermes.structural_tag(&[]), None);
+}
+
 fn split(s: &str, cuts: &[usize]) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (chars.len() + 1)).collect();

@@ -21,9 +21,12 @@ struct Setup {
 }
 
 async fn setup(models: &[&str]) -> Setup {
+    setup_with(models, test_config()).await
+}
+
+async fn setup_with(models: &[&str], mut config: switchyard::Config) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     sample::write_sample(dir.path()).unwrap();
-    let mut config = test_config();
     for m in models {
         config
             .tokenizers
@@ -532,6 +535,94 @@ async fn sampling_fields_and_constraints_reach_the_engine_as_its_own_fields() {
         calls_before,
         "nothing refused reached the engine"
     );
+}
+
+#[tokio::test]
+async fn strict_tools_under_auto_are_held_to_the_call_format_by_the_engine() {
+    use switchyard::pb::{sglang_scheduler as sgl, vllm_engine as vllm};
+    let mut config = test_config();
+    for (model, format) in [("sg", "hermes"), ("vl", "llama3_json"), ("py", "pythonic")] {
+        config.tool_parsers.insert(model.into(), format.into());
+    }
+    let s = setup_with(&["sg", "vl", "py"], config).await;
+    let sg = engine(&s, "sg-1", MockEngine::Sglang, "sg", MockRole::Regular, 0).await;
+    let vl = engine(&s, "vl-1", MockEngine::Vllm, "vl", MockRole::Regular, 0).await;
+    let py = engine(&s, "py-1", MockEngine::Sglang, "py", MockRole::Regular, 0).await;
+    let ask = json!([{"role": "user", "content": "Hi"}]);
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"], "additionalProperties": false});
+    let strict = json!({"type": "function",
+                        "function": {"name": "get_weather", "parameters": schema, "strict": true}});
+    let loose = json!({"type": "function", "function": {"name": "note", "parameters": {}}});
+    let tag = |sent: &str| serde_json::from_str::<Value>(sent).unwrap();
+
+    // Hermes on SGLang: free text until `<tool_call>`, then only a call of
+    // the strict function with arguments of its schema.
+    let (status, body) = post(
+        &s.router,
+        "/v1/chat/completions",
+        json!({"model": "sg", "messages": ask, "tools": [loose, strict]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: sgl::SamplingParams = last_sampling(&sg);
+    let Some(sgl::sampling_params::Constraint::StructuralTag(sent)) = p.constraint else {
+        panic!("no structural tag sent: {:?}", p.constraint)
+    };
+    assert_eq!(
+        tag(&sent),
+        json!({"type": "structural_tag", "triggers": ["<tool_call>"], "structures": [{
+            "begin": "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ",
+            "schema": schema, "end": "}\n</tool_call>"}]})
+    );
+
+    // Llama 3 JSON on vLLM, through the Responses API (flat tools).
+    let (status, body) = post(
+        &s.router,
+        "/v1/responses",
+        json!({"model": "vl", "input": "Hi", "tools": [{"type": "function", "name": "get_weather",
+               "parameters": schema, "strict": true}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p: vllm::SamplingParams = last_sampling(&vl);
+    let Some(vllm::sampling_params::Constraint::StructuralTag(sent)) = p.constraint else {
+        panic!("no structural tag sent: {:?}", p.constraint)
+    };
+    let sent = tag(&sent);
+    assert_eq!(sent["triggers"], json!(["{\"name\": "]));
+    assert_eq!(
+        sent["structures"][0]["begin"],
+        "{\"name\": \"get_weather\", \"parameters\": "
+    );
+
+    // No strict tool, a response_format beside one, or a format whose calls
+    // are not one JSON object (pythonic): nothing but what was asked.
+    for (model, extra) in [
+        ("sg", json!({"tools": [loose]})),
+        (
+            "sg",
+            json!({"tools": [strict], "response_format": {"type": "json_object"}}),
+        ),
+        ("py", json!({"tools": [strict]})),
+    ] {
+        let mut request = json!({"model": model, "messages": ask});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = post(&s.router, "/v1/chat/completions", request).await;
+        assert_eq!(status, 200, "{body}");
+        let p: sgl::SamplingParams = last_sampling(if model == "py" { &py } else { &sg });
+        assert!(
+            !matches!(
+                p.constraint,
+                Some(sgl::sampling_params::Constraint::StructuralTag(_))
+            ),
+            "{model} {extra}: {:?}",
+            p.constraint
+        );
+    }
 }
 
 #[tokio::test]

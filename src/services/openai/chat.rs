@@ -57,6 +57,15 @@ pub(super) fn parsers(
                 // Its calls are marked by special tokens.
                 sampling.skip_special_tokens = false;
             }
+            // Strict tools: the engine holds their calls to the format and
+            // their arguments to the schemas (a response_format, which
+            // constrains the whole output, goes first).
+            if sampling.constraint.is_none() {
+                let strict = strict_tools(fields);
+                sampling.constraint = format
+                    .structural_tag(&strict)
+                    .map(Constraint::StructuralTag);
+            }
             parsers.tools = Some(ToolParser::new(format));
         }
         Some(Calls::Constrained { parser, schema }) => {
@@ -194,6 +203,18 @@ fn function_name(tool: &Value) -> Option<&str> {
     tool.pointer("/function/name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
+}
+
+/// The offered functions marked `strict`, with their parameters' schemas.
+fn strict_tools(fields: &Fields) -> Vec<(&str, Value)> {
+    let Some(Value::Array(tools)) = &fields.tools else {
+        return Vec::new();
+    };
+    tools
+        .iter()
+        .filter(|t| t.pointer("/function/strict") == Some(&Value::Bool(true)))
+        .filter_map(|t| Some((function_name(t)?, parameters(t))))
+        .collect()
 }
 
 /// A tool's parameters' schema (any object when it gives none).

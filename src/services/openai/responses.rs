@@ -230,7 +230,7 @@ fn chat_tools(tools: &Value) -> Result<Value, HttpError> {
             ) {
                 (Some("function"), Some(name)) if !name.is_empty() => {
                     let mut function = json!({"name": name});
-                    for key in ["description", "parameters"] {
+                    for key in ["description", "parameters", "strict"] {
                         if let Some(v) = tool.get(key).filter(|v| !v.is_null()) {
                             function[key] = v.clone();
                         }
