@@ -188,6 +188,9 @@ impl ProxyStream {
     ) -> Self {
         // Its first chunk is here.
         load.answered();
+        if first.is_some() {
+            load.proven();
+        }
         ProxyStream {
             load,
             first,

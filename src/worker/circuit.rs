@@ -18,8 +18,10 @@
 //! is its one probe ([`Circuit::take_probe`]), and no other call is let
 //! through while the probe runs. (Two calls that chose the worker in the
 //! same instant both go to it; only the first is the probe, and the other's
-//! outcome is not counted.) `close_after` probe successes in a row
-//! close it; a probe failure opens it again, for longer. A probe the
+//! outcome is not counted.) A probe succeeds at the worker's first good
+//! answer (`LoadGuard::proven`), not at the end of a long stream.
+//! `close_after` probe successes in a row close it; a probe failure opens
+//! it again, for longer. A probe the
 //! client cancels decides nothing: the next call probes instead.
 //!
 //! Only failures that are the worker's count: no connection, a lost

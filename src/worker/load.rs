@@ -77,6 +77,18 @@ impl LoadGuard {
         }
     }
 
+    /// The worker answered well (a first chunk of its stream, a success
+    /// status): a half-open probe has shown the worker serves again, and
+    /// the circuit hears it now rather than when the call ends, so a probe
+    /// streaming a long generation does not keep every other call off a
+    /// recovered worker until it ends. How the call then ends counts as
+    /// any call's.
+    pub fn proven(&mut self) {
+        if std::mem::take(&mut self.probe) {
+            self.worker.record_outcome(true, Outcome::Success);
+        }
+    }
+
     /// When the call was sent.
     pub fn sent(&self) -> Instant {
         self.sent

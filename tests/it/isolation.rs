@@ -256,6 +256,84 @@ async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_t
     .await;
 }
 
+/// A probe proves the worker at its first chunk: a recovered worker whose
+/// probe streams a long generation is back in rotation at once, not when
+/// that stream ends.
+#[tokio::test]
+async fn a_probe_closes_the_circuit_at_its_first_chunk_not_at_its_end() {
+    let router = start_router_with(config(CircuitConfig {
+        consecutive_failures: 1,
+        base_ejection_ms: 200,
+        max_ejection_ms: 200,
+        ..CircuitConfig::default()
+    }))
+    .await;
+    let good = mock("good").await;
+    let bad = mock_with(MockConfig {
+        name: "bad".into(),
+        tokens: 4,
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    router.add(&good.url(), MODEL).await;
+    let bad_id = router.add(&bad.url(), MODEL).await.id;
+    for _ in 0..2 {
+        let _ = router.generate(request(MODEL, "x")).await;
+    }
+    assert_eq!(circuit_of(&router, &bad_id).await, pb::CircuitState::Open);
+
+    // It recovers, and streams slowly: 40 tokens 100 ms apart (4 s).
+    bad.update(|c| {
+        c.fail_rate = 0.0;
+        c.tokens = 40;
+        c.token_delay = Duration::from_millis(100);
+    });
+    eventually(Duration::from_secs(5), "the ejection runs out", || async {
+        circuit_of(&router, &bad_id).await == pb::CircuitState::HalfOpen
+    })
+    .await;
+    let mut probe = None;
+    for _ in 0..4 {
+        let mut stream = router
+            .inference()
+            .generate(request(MODEL, "probe"))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.next().await.unwrap().unwrap();
+        if bad.stats().calls() == 2 {
+            probe = Some(stream);
+            break;
+        }
+    }
+    let mut probe = probe.expect("a call reached the recovered worker");
+    assert_eq!(bad.stats().calls(), 2, "the probe reached the worker");
+    // Its first chunk closed the circuit while it still streams, and the
+    // next calls are shared with the worker again.
+    assert_eq!(circuit_of(&router, &bad_id).await, pb::CircuitState::Closed);
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut client = router.inference();
+        others.push(tokio::spawn(async move {
+            client.generate(request(MODEL, "x")).await.map(|_| ())
+        }));
+    }
+    eventually(
+        Duration::from_secs(2),
+        "calls reach the worker beside its probe",
+        || async { bad.stats().calls() >= 3 },
+    )
+    .await;
+    assert!(
+        probe.next().await.is_some_and(|m| m.is_ok()),
+        "the probe is still streaming"
+    );
+    for other in others {
+        other.abort();
+    }
+}
+
 #[tokio::test]
 async fn three_dead_workers_and_one_live_fail_no_call() {
     // Ejections that outlast the test: the circuits are checked open after

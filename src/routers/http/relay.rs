@@ -57,6 +57,8 @@ impl Relay {
             load.settle(Outcome::Failure);
         } else if !response.status.is_success() {
             load.settle(Outcome::Neutral);
+        } else {
+            load.proven();
         }
         let mut headers = HeaderMap::with_capacity(6);
         if let Some(ct) = response.content_type {
