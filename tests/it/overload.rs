@@ -42,7 +42,19 @@ async fn hold(
 
 #[tokio::test]
 async fn no_permit_outlives_its_call_after_10000_cancelled_calls() {
-    let router = start_router_with(limited(4, 0)).await;
+    // The worker's circuit breaker off: this is about the router's permits.
+    // An occasional failure here (one call on the worker, three refused for
+    // 30 s, on a busy machine) matches the breaker rather than a leak: had
+    // the storm opened the circuit (the worker's HTTP/2 server ends a
+    // connection on which too many streams were reset before it accepted
+    // them, failing the calls on it), its half-open probe would hang on
+    // this worker, which never answers, and every other call would be
+    // refused as UNAVAILABLE. Not reproduced with the circuit's state
+    // logged (closed after the storm in every run); a failure now names the
+    // last refusal's status, which tells the two apart.
+    let mut config = limited(4, 0);
+    config.breaker.enabled = false;
+    let router = start_router_with(config).await;
     let worker = hung_mock().await;
     router.add(&worker.url(), MODEL).await;
 
