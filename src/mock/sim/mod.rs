@@ -117,6 +117,10 @@ struct Inner {
     last_record: Option<std::time::Instant>,
 }
 
+/// How far behind its own clock a busy engine may run and catch up (the
+/// timer wakes a millisecond or so late; a longer stall is not made up).
+const MAX_LAG: Duration = Duration::from_millis(5);
+
 /// One simulated engine: its state, driven by its own task.
 #[derive(Debug)]
 pub struct SimEngine {
@@ -269,9 +273,20 @@ impl SimEngine {
     /// Runs the scheduler: a step, its duration (divided by the speed-up),
     /// then its outputs and events; a load record while idle every
     /// heartbeat. Ends when `stop` resolves.
+    ///
+    /// Steps end on a clock of their own: each ends its duration after the
+    /// previous one's end (not after the wake-up that followed it), so the
+    /// timer's millisecond granularity delays a step's outputs by less
+    /// than a millisecond of wall time but never adds up. (Sleeping each
+    /// duration from the wake-up made every step about a millisecond
+    /// longer: at a speed-up of 10, a 7 ms decode step took some 15 ms of
+    /// simulated time, and the whole fleet ran slower than its physics.)
     pub async fn drive(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut window = (tokio::time::Instant::now(), 0u64);
+        // When the last step ended, as the engine's clock has it (`None`
+        // while idle: the next step starts when work arrives).
+        let mut clock: Option<tokio::time::Instant> = None;
         loop {
             let step = {
                 let mut inner = self.lock();
@@ -282,6 +297,7 @@ impl SimEngine {
                 }
             };
             let Some(step) = step else {
+                clock = None;
                 let load = self.load();
                 self.events.publish_load(load);
                 tokio::select! {
@@ -291,9 +307,18 @@ impl SimEngine {
                 }
                 continue;
             };
-            let pause = step.seconds / self.config.speedup_ratio.max(1e-9);
+            let pause = Duration::from_secs_f64(step.seconds / self.config.speedup_ratio.max(1e-9));
+            let now = tokio::time::Instant::now();
+            // A step starts when the last ended, or when its work arrived
+            // after an idle spell; an engine behind its clock by more than
+            // `MAX_LAG` (a stalled process) drops the rest rather than
+            // racing through a burst of steps.
+            let floor = now.checked_sub(MAX_LAG).unwrap_or(now);
+            let start = clock.map_or(now, |c| c.max(floor));
+            let end = start + pause;
+            clock = Some(end);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs_f64(pause)) => {}
+                _ = tokio::time::sleep_until(end) => {}
                 _ = &mut stop => return,
             }
             self.deliver(step, &mut window);
