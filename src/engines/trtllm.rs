@@ -159,13 +159,6 @@ impl EngineSeam for Trtllm {
                 engine: self.engine(),
             });
         }
-        // Its log probabilities come in a shape of their own, not read yet.
-        if sampling.logprobs.is_some() {
-            return Err(TranslateError::Unsupported {
-                field: "logprobs",
-                engine: self.engine(),
-            });
-        }
         Ok(trtllm::GenerateRequest {
             request_id: request_id.to_string(),
             tokenized: Some(trtllm::TokenizedInput {
@@ -188,6 +181,12 @@ impl EngineSeam for Trtllm {
                 ..Default::default()
             }),
             max_tokens: sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            // Each output token's log probability and this many of the most
+            // likely at its position (0: the token's own only, as vLLM).
+            output_config: sampling.logprobs.map(|top| trtllm::OutputConfig {
+                logprobs: Some(top.min(i32::MAX as u32) as i32),
+                ..Default::default()
+            }),
             streaming: true,
             stop: sampling.stop.clone(),
             stop_token_ids: sampling.stop_token_ids.clone(),
@@ -216,10 +215,20 @@ impl EngineSeam for Trtllm {
         &self,
         message: Bytes,
     ) -> Result<(Option<pb::generate_response::Response>, u32), Failure> {
-        // Its log probabilities are not asked for (`logprobs` is refused).
+        // Its log probabilities come per token, each with its alternatives.
         super::seam::engine_response!(trtllm, "trtllm.GenerateResponse", message, |c| {
-            let _ = &c;
-            None
+            (!c.logprobs.is_empty()).then(|| pb::LogProbs {
+                token_logprobs: c.logprobs.iter().map(|l| l.logprob).collect(),
+                token_ids: c.logprobs.iter().map(|l| l.token_id).collect(),
+                top_logprobs: c
+                    .logprobs
+                    .iter()
+                    .map(|l| pb::TopLogProbs {
+                        values: l.top_logprobs.iter().map(|t| t.logprob).collect(),
+                        token_ids: l.top_logprobs.iter().map(|t| t.token_id).collect(),
+                    })
+                    .collect(),
+            })
         })
     }
 }

@@ -297,11 +297,39 @@ async fn the_openai_front_serves_trtllm_with_the_tokenizer_it_fetched() {
         async move { post(chat).await.0 == 200 }
     })
     .await;
-    let (_, body) = post(chat).await;
+    let (_, body) = post(chat.clone()).await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], reply_text("t"));
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     // The engine got the prompt as token ids.
     let seen = w.stats().seen().pop().unwrap();
     assert!(!seen.token_ids.is_empty());
+
+    // Log probabilities, from TensorRT-LLM's own per-token shape: each
+    // token's own and the two likeliest at its place, named by the
+    // tokenizer (the mock: −(i mod 4 + 1)/8 for token i, alternatives one
+    // lower each, the token itself first).
+    let mut asked = chat.clone();
+    asked["logprobs"] = json!(true);
+    asked["top_logprobs"] = json!(2);
+    let (status, body) = post(asked).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), reply_tokens);
+    for (i, entry) in content.iter().enumerate() {
+        let own = -((i % 4) as f64 + 1.0) / 8.0;
+        assert_eq!(entry["logprob"].as_f64(), Some(own), "{entry}");
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "{entry}");
+        assert_eq!(top[0]["token"], entry["token"]);
+        assert_eq!(top[1]["logprob"].as_f64(), Some(own - 1.0));
+    }
+    // Each token's bytes (a character may span tokens) make the reply.
+    let bytes: Vec<u8> = content
+        .iter()
+        .flat_map(|e| e["bytes"].as_array().unwrap().iter())
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(String::from_utf8(bytes).unwrap(), reply_text("t"));
 }

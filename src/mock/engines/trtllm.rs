@@ -1,5 +1,6 @@
 //! The mock as TensorRT-LLM (`trtllm.TrtllmService`): token ids in, a
-//! stream of token-id deltas out, `max_tokens` as the call sets it.
+//! stream of token-id deltas out, `max_tokens` as the call sets it, each
+//! token's log probabilities when `output_config.logprobs` asks.
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -26,17 +27,41 @@ impl trtllm::trtllm_service_server::TrtllmService for MockService {
         let record = seen(&metadata, &request.request_id, token_ids, None, None);
         let config = self.admit(record, None).await?;
         let tokens = Self::max_tokens(&config, Some(request.max_tokens));
+        let logprobs = request
+            .output_config
+            .as_ref()
+            .and_then(|o| o.logprobs)
+            .map(|top| u32::try_from(top).unwrap_or(0));
         let request_id = request.request_id.clone();
         let ids = config.clone();
         let encode = move |piece: Piece| {
             use trtllm::generate_response::Response as R;
             let response = match piece {
-                Piece::Token(i, _) => R::Chunk(trtllm::GenerateStreamChunk {
-                    token_ids: vec![ids.token_id(i)],
-                    prompt_tokens,
-                    completion_tokens: i + 1,
-                    ..Default::default()
-                }),
+                Piece::Token(i, _) => {
+                    let id = ids.token_id(i);
+                    R::Chunk(trtllm::GenerateStreamChunk {
+                        token_ids: vec![id],
+                        prompt_tokens,
+                        completion_tokens: i + 1,
+                        logprobs: logprobs
+                            .map(|top| {
+                                let (own, alternatives) = super::mock_logprobs(id, i, top);
+                                vec![trtllm::TokenLogprob {
+                                    token_id: id,
+                                    logprob: own,
+                                    top_logprobs: alternatives
+                                        .into_iter()
+                                        .map(|(logprob, token_id)| trtllm::TopLogprob {
+                                            token_id,
+                                            logprob,
+                                        })
+                                        .collect(),
+                                }]
+                            })
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    })
+                }
                 Piece::Finish(reason, completion) => R::Complete(trtllm::GenerateComplete {
                     output_token_ids: (0..completion).map(|i| ids.token_id(i)).collect(),
                     finish_reason: reason.into(),

@@ -1,6 +1,8 @@
 //! Log probabilities as OpenAI returns them: the engine's per-token figures
 //! (`switchyard.v1.LogProbs`) with each token's text, in chat's shape
-//! (`logprobs.content`: token, logprob, bytes, top_logprobs) or the legacy
+//! (`logprobs.content`: token, logprob, bytes — the token's own, so that a
+//! character split over tokens is whole when they are joined —
+//! top_logprobs) or the legacy
 //! completions shape (`tokens`, `token_logprobs`, `top_logprobs`,
 //! `text_offset`).
 
@@ -12,14 +14,25 @@ use crate::tokenizer::ModelTokenizer;
 /// One generated token's log probability and its alternatives.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
-    token: String,
+    token: Token,
     logprob: f32,
-    top: Vec<(String, f32)>,
+    top: Vec<(Token, f32)>,
 }
 
-/// A token's text on its own (special tokens included).
-fn text(tokenizer: &ModelTokenizer, id: u32) -> String {
-    tokenizer.decode(&[id], false).unwrap_or_default()
+/// A token's text on its own (special tokens included) and the bytes it
+/// stands for (whole where its text has a replacement character for a
+/// character split over tokens).
+#[derive(Debug, Clone)]
+struct Token {
+    text: String,
+    bytes: Vec<u8>,
+}
+
+fn token(tokenizer: &ModelTokenizer, id: u32) -> Token {
+    Token {
+        text: tokenizer.decode(&[id], false).unwrap_or_default(),
+        bytes: tokenizer.token_bytes(id),
+    }
 }
 
 /// The entries of one chunk's log probabilities.
@@ -29,7 +42,7 @@ pub(super) fn entries(tokenizer: &ModelTokenizer, l: &pb::LogProbs) -> Vec<Entry
         .zip(&l.token_logprobs)
         .enumerate()
         .map(|(i, (id, logprob))| Entry {
-            token: text(tokenizer, *id),
+            token: token(tokenizer, *id),
             logprob: *logprob,
             top: l
                 .top_logprobs
@@ -38,7 +51,7 @@ pub(super) fn entries(tokenizer: &ModelTokenizer, l: &pb::LogProbs) -> Vec<Entry
                     t.token_ids
                         .iter()
                         .zip(&t.values)
-                        .map(|(id, v)| (text(tokenizer, *id), *v))
+                        .map(|(id, v)| (token(tokenizer, *id), *v))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -46,8 +59,8 @@ pub(super) fn entries(tokenizer: &ModelTokenizer, l: &pb::LogProbs) -> Vec<Entry
         .collect()
 }
 
-fn bytes(token: &str) -> Value {
-    Value::Array(token.bytes().map(Value::from).collect())
+fn bytes(token: &Token) -> Value {
+    Value::Array(token.bytes.iter().copied().map(Value::from).collect())
 }
 
 /// Chat's `logprobs` object.
@@ -56,8 +69,8 @@ pub(super) fn chat(entries: &[Entry]) -> Value {
         .iter()
         .map(|e| {
             json!({
-                "token": e.token, "logprob": e.logprob, "bytes": bytes(&e.token),
-                "top_logprobs": e.top.iter().map(|(t, v)| json!({"token": t, "logprob": v, "bytes": bytes(t)})).collect::<Vec<_>>(),
+                "token": e.token.text, "logprob": e.logprob, "bytes": bytes(&e.token),
+                "top_logprobs": e.top.iter().map(|(t, v)| json!({"token": t.text, "logprob": v, "bytes": bytes(t)})).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -70,13 +83,13 @@ pub(super) fn completion(entries: &[Entry], mut offset: usize) -> Value {
     let mut text_offset = Vec::with_capacity(entries.len());
     for e in entries {
         text_offset.push(offset);
-        offset += e.token.len();
+        offset += e.token.text.len();
     }
     json!({
-        "tokens": entries.iter().map(|e| e.token.clone()).collect::<Vec<_>>(),
+        "tokens": entries.iter().map(|e| e.token.text.clone()).collect::<Vec<_>>(),
         "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
         "top_logprobs": entries.iter().map(|e| {
-            e.top.iter().map(|(t, v)| (t.clone(), json!(v))).collect::<Map<String, Value>>()
+            e.top.iter().map(|(t, v)| (t.text.clone(), json!(v))).collect::<Map<String, Value>>()
         }).collect::<Vec<_>>(),
         "text_offset": text_offset,
     })
