@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use switchyard::mock::MockConfig;
+use switchyard::mock::{MockConfig, MockWorker};
 use switchyard::pb;
 use switchyard::policies::PolicyKind;
 use switchyard::worker::CircuitConfig;
@@ -166,8 +166,10 @@ async fn watchers_hear_the_circuit_turn_half_open_when_its_ejection_ends_without
     assert_eq!(bad.stats().calls(), 1);
 }
 
-#[tokio::test]
-async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_the_turn() {
+/// A router (round robin, one failure opens a circuit for 200 ms) with a
+/// good worker and a failing one, whose circuit one failed call has
+/// opened: the router, both workers and the failing one's id.
+async fn one_failure_opens() -> (Router, MockWorker, MockWorker, String) {
     let router = start_router_with(config(CircuitConfig {
         consecutive_failures: 1,
         base_ejection_ms: 200,
@@ -185,12 +187,17 @@ async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_t
     .await;
     router.add(&good.url(), MODEL).await;
     let bad_id = router.add(&bad.url(), MODEL).await.id;
-    // One failure opens it.
     for _ in 0..2 {
         let _ = router.generate(request(MODEL, "x")).await;
     }
     assert_eq!(bad.stats().calls(), 1);
     assert_eq!(circuit_of(&router, &bad_id).await, pb::CircuitState::Open);
+    (router, good, bad, bad_id)
+}
+
+#[tokio::test]
+async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_the_turn() {
+    let (router, _good, bad, bad_id) = one_failure_opens().await;
 
     // Now it hangs: the probe will not finish while the others run.
     bad.update(|c| {
@@ -261,27 +268,7 @@ async fn a_half_open_worker_gets_exactly_one_probe_and_a_cancelled_probe_frees_t
 /// that stream ends.
 #[tokio::test]
 async fn a_probe_closes_the_circuit_at_its_first_chunk_not_at_its_end() {
-    let router = start_router_with(config(CircuitConfig {
-        consecutive_failures: 1,
-        base_ejection_ms: 200,
-        max_ejection_ms: 200,
-        ..CircuitConfig::default()
-    }))
-    .await;
-    let good = mock("good").await;
-    let bad = mock_with(MockConfig {
-        name: "bad".into(),
-        tokens: 4,
-        fail_rate: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
-    router.add(&good.url(), MODEL).await;
-    let bad_id = router.add(&bad.url(), MODEL).await.id;
-    for _ in 0..2 {
-        let _ = router.generate(request(MODEL, "x")).await;
-    }
-    assert_eq!(circuit_of(&router, &bad_id).await, pb::CircuitState::Open);
+    let (router, _good, bad, bad_id) = one_failure_opens().await;
 
     // It recovers, and streams slowly: 40 tokens 100 ms apart (4 s).
     bad.update(|c| {
