@@ -131,25 +131,7 @@ impl ToolFormat {
             None
         }
     }
-}
 
-/// How a call of one function is written in a format: the text before its
-/// arguments' JSON object, the text after it, and the text that starts any
-/// call. An engine's structural tag (xgrammar's `begin`, `schema`, `end`
-/// and `triggers`, which SGLang, vLLM and TensorRT-LLM take) leaves the
-/// output free until a trigger, then holds a call to its frame and its
-/// arguments to the function's schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallFrame {
-    /// Before the arguments' object.
-    pub begin: String,
-    /// After it.
-    pub end: &'static str,
-    /// What every call's `begin` starts with.
-    pub trigger: &'static str,
-}
-
-impl ToolFormat {
     /// The frame of a call of `name`, for the formats whose call is one
     /// JSON object of arguments between fixed text: Hermes, Llama 3 JSON
     /// and Mistral (a one-call list). `None` for pythonic (Python
@@ -202,6 +184,22 @@ impl ToolFormat {
             .to_string(),
         )
     }
+}
+
+/// How a call of one function is written in a format: the text before its
+/// arguments' JSON object, the text after it, and the text that starts any
+/// call. An engine's structural tag (xgrammar's `begin`, `schema`, `end`
+/// and `triggers`, which SGLang, vLLM and TensorRT-LLM take) leaves the
+/// output free until a trigger, then holds a call to its frame and its
+/// arguments to the function's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFrame {
+    /// Before the arguments' object.
+    pub begin: String,
+    /// After it.
+    pub end: &'static str,
+    /// What every call's `begin` starts with.
+    pub trigger: &'static str,
 }
 
 impl fmt::Display for ToolFormat {
