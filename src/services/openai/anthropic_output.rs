@@ -5,7 +5,7 @@
 //! `text_delta`, `input_json_delta`) and `content_block_stop`, then
 //! `message_delta` (stop reason, usage) and `message_stop`.
 
-use super::output::{event_stream, no_completion, Piece, Reader, Usage};
+use super::output::{event_stream, no_completion, write_event, Piece, Reader, Usage};
 use super::*;
 
 /// Anthropic's stop reason and stop sequence for the engine's finish reason
@@ -57,15 +57,11 @@ struct Blocks {
 }
 
 impl Blocks {
-    fn event(buf: &mut String, name: &str, data: &Value) {
-        buf.push_str("event: ");
-        buf.push_str(name);
-        buf.push_str("\ndata: ");
-        buf.push_str(&data.to_string());
-        buf.push_str("\n\n");
+    fn event(buf: &mut Vec<u8>, name: &str, data: &Value) {
+        write_event(buf, Some(name), data);
     }
 
-    fn close(&mut self, buf: &mut String) {
+    fn close(&mut self, buf: &mut Vec<u8>) {
         if self.open.take().is_some() {
             Self::event(
                 buf,
@@ -76,7 +72,7 @@ impl Blocks {
     }
 
     /// Opens a block of `kind` (closing the one open) unless it is open.
-    fn open(&mut self, kind: Open, block: Value, buf: &mut String) {
+    fn open(&mut self, kind: Open, block: Value, buf: &mut Vec<u8>) {
         if self.open == Some(kind) && kind != Open::Tool {
             return;
         }
@@ -90,7 +86,7 @@ impl Blocks {
         self.open = Some(kind);
     }
 
-    fn delta(&self, delta: Value, buf: &mut String) {
+    fn delta(&self, delta: Value, buf: &mut Vec<u8>) {
         Self::event(
             buf,
             "content_block_delta",
@@ -98,7 +94,7 @@ impl Blocks {
         );
     }
 
-    fn piece(&mut self, out: &Output, piece: Piece, buf: &mut String) {
+    fn piece(&mut self, out: &Output, piece: Piece, buf: &mut Vec<u8>) {
         match piece {
             // Not asked for on this API.
             Piece::Logprobs(_) => {}
@@ -162,7 +158,7 @@ pub(super) fn sse(
         next: 0,
         open: None,
     };
-    let mut start = String::new();
+    let mut start = Vec::new();
     Blocks::event(
         &mut start,
         "message_start",
@@ -173,7 +169,7 @@ pub(super) fn sse(
         }}),
     );
     let events = stream.map(move |item| -> Result<Bytes, Infallible> {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         match item {
             Ok(bytes) => {
                 for piece in reader.pieces(&bytes) {

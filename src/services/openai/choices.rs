@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use tokio_stream::StreamMap;
 
-use super::output::{collect, event_stream, Piece, Reader, Usage};
+use super::output::{collect, event_stream, write_error, write_event, Piece, Reader, Usage};
 use super::*;
 
 /// One choice's relayed stream.
@@ -117,15 +117,9 @@ struct Merged {
 }
 
 impl Merged {
-    fn write(buf: &mut String, event: &Value) {
-        buf.push_str("data: ");
-        buf.push_str(&event.to_string());
-        buf.push_str("\n\n");
-    }
-
     /// The end: one usage event for every choice, and `[DONE]`.
-    fn end(&self) -> String {
-        let mut buf = String::new();
+    fn end(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
         if let (true, Some(out)) = (self.include_usage, self.outs.first()) {
             let total = Usage {
                 prompt: self.usage.iter().map(|u| u.prompt).max().unwrap_or(0),
@@ -140,9 +134,9 @@ impl Merged {
                 "id": out.id, "object": object, "created": out.created, "model": out.model,
                 "choices": [], "usage": out.usage(&total),
             });
-            Self::write(&mut buf, &event);
+            write_event(&mut buf, None, &event);
         }
-        buf.push_str("data: [DONE]\n\n");
+        buf.extend_from_slice(b"data: [DONE]\n\n");
         buf
     }
 }
@@ -162,7 +156,7 @@ impl Stream for Merged {
                 Poll::Ready(Some(Ok(Bytes::from(this.end()))))
             }
             Poll::Ready(Some((i, item))) => {
-                let mut buf = String::new();
+                let mut buf = Vec::new();
                 match item {
                     Ok(bytes) => {
                         for piece in this.readers[i].pieces(&bytes) {
@@ -173,17 +167,11 @@ impl Stream for Merged {
                                 this.usage.push(*usage);
                             }
                             for event in this.outs[i].event(&piece, &this.texts[i]) {
-                                Self::write(&mut buf, &indexed(event, i));
+                                write_event(&mut buf, None, &indexed(event, i));
                             }
                         }
                     }
-                    Err(error) => {
-                        let status = HttpError::from(error);
-                        Self::write(
-                            &mut buf,
-                            &json!({"error": {"message": status.message(), "code": status.status().as_u16()}}),
-                        );
-                    }
+                    Err(error) => write_error(&mut buf, error),
                 }
                 Poll::Ready(Some(Ok(Bytes::from(buf))))
             }

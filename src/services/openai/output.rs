@@ -392,6 +392,30 @@ pub(super) fn event_stream(body: Body) -> Response {
     response
 }
 
+/// Appends one server-sent event to `buf`: `event: NAME` when named, then
+/// `data` as JSON. Written straight into the buffer: a `Value`'s `Display`
+/// goes through the formatter a fragment at a time, which cost a streamed
+/// chat request about a third of its instructions.
+pub(super) fn write_event(buf: &mut Vec<u8>, name: Option<&str>, data: &Value) {
+    if let Some(name) = name {
+        buf.extend_from_slice(b"event: ");
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(b"data: ");
+    // A `Value`'s keys are strings and a `Vec` takes every write, so this
+    // cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, data);
+    buf.extend_from_slice(b"\n\n");
+}
+
+/// Appends the `error` event that ends an OpenAI stream cut short.
+pub(super) fn write_error(buf: &mut Vec<u8>, error: RouteError) {
+    let status = HttpError::from(error);
+    let error = json!({"error": {"message": status.message(), "code": status.status().as_u16()}});
+    write_event(buf, None, &error);
+}
+
 /// Streams the response as server-sent events, ending with `[DONE]`; an
 /// error mid-stream becomes an `error` event.
 pub(super) fn sse(
@@ -401,7 +425,7 @@ pub(super) fn sse(
     let mut reader = Reader::new(std::mem::take(&mut out.parsers));
     let mut text = String::new();
     let events = stream.map(move |item| -> Result<Bytes, Infallible> {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         match item {
             Ok(bytes) => {
                 for piece in reader.pieces(&bytes) {
@@ -409,18 +433,11 @@ pub(super) fn sse(
                         text.push_str(t);
                     }
                     for event in out.event(&piece, &text) {
-                        buf.push_str("data: ");
-                        buf.push_str(&event.to_string());
-                        buf.push_str("\n\n");
+                        write_event(&mut buf, None, &event);
                     }
                 }
             }
-            Err(error) => {
-                let status = HttpError::from(error);
-                buf.push_str("data: ");
-                buf.push_str(&json!({"error": {"message": status.message(), "code": status.status().as_u16()}}).to_string());
-                buf.push_str("\n\n");
-            }
+            Err(error) => write_error(&mut buf, error),
         }
         Ok(Bytes::from(buf))
     });

@@ -12,7 +12,7 @@
 
 use serde_json::Map;
 
-use super::output::{event_stream, no_completion, Piece, Reader, Usage};
+use super::output::{event_stream, no_completion, write_event, Piece, Reader, Usage};
 use super::*;
 
 /// The item being written.
@@ -60,18 +60,14 @@ impl Builder {
         }
     }
 
-    fn event(&mut self, buf: &mut String, kind: &str, mut data: Value) {
+    fn event(&mut self, buf: &mut Vec<u8>, kind: &str, mut data: Value) {
         if !self.stream {
             return;
         }
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        buf.push_str("event: ");
-        buf.push_str(kind);
-        buf.push_str("\ndata: ");
-        buf.push_str(&data.to_string());
-        buf.push_str("\n\n");
+        write_event(buf, Some(kind), &data);
     }
 
     /// The response as it stands, with `status`.
@@ -82,14 +78,14 @@ impl Builder {
         r
     }
 
-    fn start(&mut self, buf: &mut String) {
+    fn start(&mut self, buf: &mut Vec<u8>) {
         let r = self.response("in_progress");
         self.event(buf, "response.created", json!({"response": r}));
         self.event(buf, "response.in_progress", json!({"response": r}));
     }
 
     /// Closes the open item: its `.done` events.
-    fn close(&mut self, buf: &mut String) {
+    fn close(&mut self, buf: &mut Vec<u8>) {
         let Some(open) = self.open.take() else {
             return;
         };
@@ -130,7 +126,7 @@ impl Builder {
     }
 
     /// Opens an item (closing the one open).
-    fn open(&mut self, kind: Open, item: Value, buf: &mut String) {
+    fn open(&mut self, kind: Open, item: Value, buf: &mut Vec<u8>) {
         self.close(buf);
         let index = self.items.len();
         self.items.push(item.clone());
@@ -153,7 +149,7 @@ impl Builder {
     }
 
     /// Appends `delta` to the open item's `pointer` and writes its event.
-    fn append(&mut self, pointer: &str, delta: &str, kind: &str, buf: &mut String) {
+    fn append(&mut self, pointer: &str, delta: &str, kind: &str, buf: &mut Vec<u8>) {
         let index = self.items.len() - 1;
         if let Some(Value::String(s)) = self.items[index].pointer_mut(pointer) {
             s.push_str(delta);
@@ -169,7 +165,7 @@ impl Builder {
         self.event(buf, kind, data);
     }
 
-    fn piece(&mut self, piece: Piece, buf: &mut String) -> Option<(String, Usage)> {
+    fn piece(&mut self, piece: Piece, buf: &mut Vec<u8>) -> Option<(String, Usage)> {
         let index = self.items.len();
         match piece {
             // Not asked for on this API.
@@ -222,7 +218,7 @@ impl Builder {
     }
 
     /// The whole response, `finish` and `usage` being the engine's.
-    fn finish(&mut self, finish: &str, u: &Usage, buf: &mut String) -> Value {
+    fn finish(&mut self, finish: &str, u: &Usage, buf: &mut Vec<u8>) -> Value {
         let incomplete = finish == "length";
         let mut r = self.response(if incomplete {
             "incomplete"
@@ -256,10 +252,10 @@ pub(super) fn sse(
 ) -> Response {
     let mut reader = Reader::new(std::mem::take(&mut out.parsers));
     let mut builder = Builder::new(&out, &echo, true);
-    let mut start = String::new();
+    let mut start = Vec::new();
     builder.start(&mut start);
     let events = stream.map(move |item| -> Result<Bytes, Infallible> {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         match item {
             Ok(bytes) => {
                 for piece in reader.pieces(&bytes) {
@@ -291,7 +287,7 @@ pub(super) async fn complete(
 ) -> Result<axum::Json<Value>, HttpError> {
     let mut reader = Reader::new(std::mem::take(&mut out.parsers));
     let mut builder = Builder::new(&out, &echo, false);
-    let mut unused = String::new();
+    let mut unused = Vec::new();
     let mut done = None;
     while let Some(item) = stream.next().await {
         for piece in reader.pieces(&item?) {
