@@ -187,13 +187,25 @@ impl EngineFront {
             .get(&model)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
         let mut sampling = fields.sampling()?;
-        let (input, rendered) = self.prompt(endpoint, &tokenizer, &model, &fields)?;
+        let (mut input, mut rendered) = self.prompt(endpoint, &tokenizer, &model, &fields)?;
         let mut parsers = match (endpoint, &rendered) {
             (Endpoint::Chat, Some(prompt)) => {
                 chat::parsers(&fields, &self.formats, &tokenizer, prompt, &mut sampling)?
             }
             _ => Parsers::default(),
         };
+        if let (Some(prefill), Input::TokenIds(ids), Some(prompt)) =
+            (parsers.prefill.take(), &mut input, &mut rendered)
+        {
+            // Encoded on its own: it starts with a special token, which
+            // no merge crosses.
+            ids.extend(
+                tokenizer
+                    .encode(&prefill, false)
+                    .map_err(|e| HttpError::bad_request(e.to_string()))?,
+            );
+            prompt.push_str(&prefill);
+        }
         parsers.logprobs = sampling.logprobs.is_some().then(|| tokenizer.clone());
         let prompt_tokens = match &input {
             Input::TokenIds(ids) => ids.len(),

@@ -24,9 +24,24 @@ async fn setup(models: &[&str]) -> Setup {
     setup_with(models, test_config()).await
 }
 
-async fn setup_with(models: &[&str], mut config: switchyard::Config) -> Setup {
+async fn setup_with(models: &[&str], config: switchyard::Config) -> Setup {
+    setup_templated(models, config, None).await
+}
+
+/// `setup_with`, the sample tokenizer's chat template replaced by `template`.
+async fn setup_templated(
+    models: &[&str],
+    mut config: switchyard::Config,
+    template: Option<&str>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     sample::write_sample(dir.path()).unwrap();
+    if let Some(template) = template {
+        let path = dir.path().join("tokenizer_config.json");
+        let mut tc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        tc["chat_template"] = json!(template);
+        std::fs::write(&path, tc.to_string()).unwrap();
+    }
     for m in models {
         config
             .tokenizers
@@ -683,4 +698,132 @@ async fn usage_counts_the_prompt_tokens_the_engine_found_cached() {
         last["usage"]["prompt_tokens_details"]["cached_tokens"],
         cached
     );
+}
+
+/// A harmony (gpt-oss) model asked for a call (`required`, a named
+/// function): the engine is sent the message's header at the prompt's end
+/// and a JSON constraint for what follows, and what it writes comes back as
+/// calls, whole and streamed.
+#[tokio::test]
+async fn harmony_models_take_required_and_named_tool_choice_with_the_header_given() {
+    use switchyard::pb::sglang_scheduler as sgl;
+    // gpt-oss's template reduced to its shape: the prompt ends with the
+    // assistant's turn opened, and channels make it harmony.
+    let template = "{%- for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{%- endfor %}\
+                    {%- if false %}<|channel|>{% endif %}<|start|>assistant";
+    let s = setup_templated(&["named", "required"], test_config(), Some(template)).await;
+    let mock = |model: &'static str, reply: &str| {
+        let ids = s.tokenizer.encode(reply, false).unwrap();
+        mock_with(MockConfig {
+            name: model.into(),
+            engine: MockEngine::Sglang,
+            model: model.into(),
+            tokens: ids.len() as u32,
+            reply_ids: Some(Arc::new(ids)),
+            reply_ends: true,
+            ..MockConfig::default()
+        })
+    };
+    let named = mock("named", "{\"city\": \"Oslo\"}").await;
+    let required = mock(
+        "required",
+        "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]",
+    )
+    .await;
+    for w in [&named, &required] {
+        s.router
+            .try_add_spec(pb::WorkerSpec {
+                url: w.url(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let params = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+    let tool =
+        json!({"type": "function", "function": {"name": "get_weather", "parameters": params}});
+    let ask = json!([{"role": "user", "content": "Weather in Oslo?"}]);
+    let cases = [
+        (
+            "named",
+            &named,
+            json!({"type": "function", "function": {"name": "get_weather"}}),
+            "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>",
+        ),
+        (
+            "required",
+            &required,
+            json!("required"),
+            "<|start|>assistant<|channel|>final<|message|>",
+        ),
+    ];
+    for (model, worker, choice, ends) in cases {
+        for stream in [false, true] {
+            let (status, body) = post(
+                &s.router,
+                "/v1/chat/completions",
+                json!({"model": model, "messages": ask, "tools": [tool], "tool_choice": choice,
+                       "stream": stream}),
+            )
+            .await;
+            assert_eq!(status, 200, "{model}: {body}");
+            let (name, args, finish) = if stream {
+                let events = events(&body);
+                let name = events
+                    .iter()
+                    .find_map(|e| {
+                        e["choices"][0]["delta"]["tool_calls"][0]["function"]["name"].as_str()
+                    })
+                    .unwrap()
+                    .to_string();
+                let args: String = events
+                    .iter()
+                    .filter_map(|e| {
+                        e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+                    })
+                    .collect();
+                let finish = events
+                    .iter()
+                    .find_map(|e| e["choices"][0]["finish_reason"].as_str())
+                    .unwrap()
+                    .to_string();
+                (name, args, finish)
+            } else {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+                (
+                    call["name"].as_str().unwrap().to_string(),
+                    call["arguments"].as_str().unwrap().to_string(),
+                    v["choices"][0]["finish_reason"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            };
+            assert_eq!(name, "get_weather", "{model}: {body}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&args).unwrap(),
+                json!({"city": "Oslo"})
+            );
+            assert_eq!(finish, "tool_calls", "{model}: {body}");
+            let seen = worker.stats().seen();
+            let prompt = s
+                .tokenizer
+                .decode(&seen.last().unwrap().token_ids, false)
+                .unwrap();
+            assert!(
+                prompt.ends_with(ends),
+                "{model}: the prompt sent ends {prompt:?}"
+            );
+            let p: sgl::SamplingParams = last_sampling(worker);
+            assert!(
+                matches!(
+                    p.constraint,
+                    Some(sgl::sampling_params::Constraint::JsonSchema(_))
+                ),
+                "{model}: no JSON constraint sent: {:?}",
+                p.constraint
+            );
+        }
+    }
 }

@@ -47,6 +47,7 @@ pub(super) fn parsers(
     let harmony = reasoning == Some(ReasoningFormat::Harmony);
     let calls = offered(fields, &formats.tools, model, tokenizer, harmony)?;
     let offers = calls.is_some();
+    let constrained = matches!(calls, Some(Calls::Constrained { .. }));
     let mut parsers = Parsers {
         fold_thought: fields.separate_reasoning == Some(false),
         ..Parsers::default()
@@ -68,7 +69,11 @@ pub(super) fn parsers(
             }
             parsers.tools = Some(ToolParser::new(format));
         }
-        Some(Calls::Constrained { parser, schema }) => {
+        Some(Calls::Constrained {
+            parser,
+            schema,
+            prefill,
+        }) => {
             if sampling.constraint.is_some() {
                 return Err(HttpError::bad_request(
                     "tool_choice \"required\" or a named function constrains the output itself: leave out response_format",
@@ -76,13 +81,17 @@ pub(super) fn parsers(
             }
             sampling.constraint = Some(Constraint::JsonSchema(schema));
             parsers.tools = Some(*parser);
+            parsers.prefill = prefill;
         }
         Some(Calls::Harmony) | None => {}
     }
     if harmony {
-        // Its channels are special tokens.
-        sampling.skip_special_tokens = false;
-        parsers.harmony = Some(HarmonyParser::new(offers));
+        // Its channels are special tokens. A constrained call's header is
+        // in the prompt: what follows is JSON, with no channels to read.
+        if !constrained {
+            sampling.skip_special_tokens = false;
+            parsers.harmony = Some(HarmonyParser::new(offers));
+        }
     } else if let Some(format) = reasoning.filter(|_| !parsers.fold_thought) {
         parsers.reasoning = Some(ReasoningParser::new(format, prompt));
     }
@@ -94,10 +103,12 @@ pub(super) enum Calls {
     /// In the model's own format, when it chooses to call (`auto`).
     Format(ToolFormat),
     /// The output constrained to calls (`required`, a named function): the
-    /// engine enforces `schema`, `parser` reads what it allows.
+    /// engine enforces `schema`, `parser` reads what it allows; `prefill`
+    /// opens the assistant's message for it (harmony models).
     Constrained {
         parser: Box<ToolParser>,
         schema: String,
+        prefill: Option<String>,
     },
     /// In harmony's messages (gpt-oss), read with its thought and answer.
     Harmony,
@@ -112,14 +123,6 @@ fn offered(
     tokenizer: &ModelTokenizer,
     harmony: bool,
 ) -> Result<Option<Calls>, HttpError> {
-    let constrained = matches!(&fields.tool_choice, Some(Value::Object(_)))
-        || fields.tool_choice.as_ref().and_then(Value::as_str) == Some("required");
-    if harmony && constrained {
-        return Err(HttpError::bad_request(
-            "tool_choice \"required\" or a named function is not supported for harmony (gpt-oss) models yet: \
-             its calls are messages of their own, which a JSON constraint would not allow; use \"auto\"",
-        ));
-    }
     let tools: &[Value] = match &fields.tools {
         None | Some(Value::Null) => &[],
         Some(Value::Array(tools)) => {
@@ -150,9 +153,14 @@ fn offered(
                 ));
             }
             let single = fields.parallel_tool_calls == Some(false);
+            // Harmony (gpt-oss) writes its calls as messages of their own,
+            // whose headers are special tokens no JSON constraint allows:
+            // the calls' array is written as the final answer, its header
+            // given (as vLLM does), and the model does not reason first.
             return Ok(Some(Calls::Constrained {
                 parser: Box::new(ToolParser::array()),
                 schema: required_schema(tools, single).to_string(),
+                prefill: harmony.then(|| HARMONY_FINAL.to_string()),
             }));
         }
         Some(choice @ Value::Object(_)) => {
@@ -168,9 +176,12 @@ fn offered(
                         "tool_choice names {name:?}, which is not among the tools"
                     ))
                 })?;
+            // Harmony: the call's own header, as the model writes it; the
+            // arguments follow.
             return Ok(Some(Calls::Constrained {
                 parser: Box::new(ToolParser::named(name)),
                 schema: parameters(tool).to_string(),
+                prefill: harmony.then(|| harmony_call_header(name)),
             }));
         }
         Some(_) => return Err(choice_error()),
@@ -193,6 +204,16 @@ fn offered(
             ToolFormat::ALL.map(ToolFormat::name).join(", ")
         ))
     })
+}
+
+/// The header of a harmony (gpt-oss) assistant message in its final
+/// channel.
+const HARMONY_FINAL: &str = "<|channel|>final<|message|>";
+
+/// The header of a harmony assistant message calling function `name` with
+/// JSON arguments.
+fn harmony_call_header(name: &str) -> String {
+    format!("<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>")
 }
 
 /// A tool's function name, if it is a function with one.

@@ -41,6 +41,10 @@ pub(super) struct Parsers {
     pub(super) fold_thought: bool,
     /// Log probabilities asked for: the tokenizer that names their tokens.
     pub(super) logprobs: Option<Arc<ModelTokenizer>>,
+    /// Text the prompt must end with for these parsers: the start of the
+    /// assistant's message that a constrained call is written in (harmony's
+    /// header, which a JSON constraint would not let the model write).
+    pub(super) prefill: Option<String>,
 }
 
 /// One translated `switchyard.v1` message's content.
