@@ -18,7 +18,11 @@
 #   (Hermes/Qwen style), the engine's reply is a tool call, and each router
 #   is measured twice: the request without tools (the call is plain text)
 #   and with a tool offered (the call parsed into tool_calls; smg with
-#   --tool-call-parser qwen))
+#   --tool-call-parser qwen));
+#   INSTRUCTIONS=1 with SEQUENTIAL (Switchyard only; needs valgrind): the
+#   router runs under callgrind and each kind of request is counted in
+#   instructions per request (100 of each to warm up, then N counted),
+#   which repeat where CPU time varies by a fifth between runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,10 +67,17 @@ target/release/mock-worker --listen "127.0.0.1:$WORKER_PORT" --name bench --engi
   --tokenizer "$WORK/tok" "${REPLY[@]}" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 wait_port "$WORKER_PORT"
-target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
+UNDER=()
+if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+  UNDER=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out")
+  TARGETS=switchyard
+fi
+"${UNDER[@]}" target/release/switchyard serve --grpc-listen "127.0.0.1:$ROUTER_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
   --worker "grpc://127.0.0.1:$WORKER_PORT" --tokenizer "chat=$WORK/tok" --worker-threads 1 >"$WORK/router.log" 2>&1 &
 PIDS+=($!)
 ROUTER_PID=$!
+# Under valgrind the router takes a while to start.
+for _ in $(seq 1 5); do (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null && break; sleep 10; done
 wait_port "$HTTP_PORT"
 
 if [[ " $TARGETS " == *" smg "* ]]; then
@@ -105,6 +116,22 @@ for target in $TARGETS; do
     switchyard) port=$HTTP_PORT; pid=$ROUTER_PID ;;
     smg) port=$SMG_PORT; pid=$SMG_PID ;;
   esac
+  if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+    kinds=(plain)
+    [ "${TOOLS:-0}" = 1 ] && kinds+=(tools)
+    for kind in "${kinds[@]}"; do
+      python3 bench/chat_cpu.py "$pid" "$port" 100 512 ${kind/plain/} >/dev/null
+    done
+    for kind in "${kinds[@]}"; do
+      callgrind_control -z "$pid" >/dev/null 2>&1
+      python3 bench/chat_cpu.py "$pid" "$port" "${SEQUENTIAL:-300}" 512 ${kind/plain/} >/dev/null
+      callgrind_control -d "$pid" >/dev/null 2>&1
+      dump=$(ls -t "$WORK"/callgrind.out.* | head -1)
+      total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+      echo "switchyard, $kind: $((total / ${SEQUENTIAL:-300})) instructions per request"
+    done
+    continue
+  fi
   if [ -n "${SEQUENTIAL:-}" ]; then
     if [ "${TOOLS:-0}" = 1 ]; then
       echo "$target, no tools: $(python3 bench/chat_cpu.py "$pid" "$port" "$SEQUENTIAL" 512)"
