@@ -27,11 +27,13 @@ mod output;
 mod request;
 mod responses;
 mod responses_output;
+mod sse;
 
 pub use chat::Formats;
-use output::{complete, sse, Output, Parsers};
+use output::{complete, Output, Parsers};
 pub use request::Endpoint;
 use request::{check_fields, Fields};
+use sse::sse;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -5,7 +5,8 @@
 //! `text_delta`, `input_json_delta`) and `content_block_stop`, then
 //! `message_delta` (stop reason, usage) and `message_stop`.
 
-use super::output::{event_stream, no_completion, write_event, Piece, Reader, Usage};
+use super::output::{no_completion, Piece, Reader, Usage};
+use super::sse::{event_stream, write_event};
 use super::*;
 
 /// Anthropic's stop reason and stop sequence for the engine's finish reason

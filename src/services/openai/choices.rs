@@ -12,7 +12,8 @@ use std::task::{Context, Poll};
 
 use tokio_stream::StreamMap;
 
-use super::output::{collect, event_stream, write_error, write_event, Piece, Reader, Usage};
+use super::output::{collect, Piece, Reader, Usage};
+use super::sse::{event_stream, write_error, write_event};
 use super::*;
 
 /// One choice's relayed stream.

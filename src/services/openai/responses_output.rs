@@ -12,7 +12,8 @@
 
 use serde_json::Map;
 
-use super::output::{event_stream, no_completion, write_event, Piece, Reader, Usage};
+use super::output::{no_completion, Piece, Reader, Usage};
+use super::sse::{event_stream, write_event};
 use super::*;
 
 /// The item being written.
