@@ -31,9 +31,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Each run's questions are its own: a router that keeps the ids of text it
+# has seen tokenizes every message afresh, as it would a user's.
+RUN = os.getpid()
+
+
 def prompt(i):
     prefix = (f"shared context {i % 16}: " * 64)[:960]
-    return prefix + (f" question {i}: " * 8)[:64]
+    return prefix + (f" question {RUN}-{i}: " * 8)[:64]
 
 
 def main():

@@ -23,6 +23,8 @@
 //! regex. Any other tokenizer goes the crate's usual way.
 
 use regex_automata::meta::Regex;
+
+use super::segments::{self, Segments};
 use regex_automata::{Anchored, Input};
 use tokenizers::{
     Encoding, Model, ModelWrapper, NormalizerWrapper, OffsetReferential, OffsetType,
@@ -44,6 +46,8 @@ pub(crate) struct FastEncoder {
     pieces: Regex,
     /// The byte-level alphabet: the character standing for each byte.
     bytes: [char; 256],
+    /// Ids of long stretches between added tokens that prompts repeat.
+    segments: Segments,
     /// Whether a call that adds special tokens must go through the
     /// post-processor (it adds some), and any call (truncation, padding).
     post_process_special: bool,
@@ -75,6 +79,7 @@ impl FastEncoder {
         let pieces = Regex::new_many(&[head, r"\s+"]).ok()?;
         Some(FastEncoder {
             pieces,
+            segments: Segments::default(),
             bytes: byte_alphabet(),
             post_process_special: !matches!(
                 tokenizer.get_post_processor(),
@@ -105,19 +110,43 @@ impl FastEncoder {
                 ids.extend(tokens.iter().map(|t| t.id));
                 continue;
             }
-            let mut at = 0;
-            while at < part.len() {
-                let (start, end) = self.next_piece(part, at);
-                word.clear();
-                word.extend(part[start..end].bytes().map(|b| self.bytes[b as usize]));
-                ids.extend(model.tokenize(&word)?.into_iter().map(|t| t.id));
-                at = end;
+            if part.len() >= segments::MIN_BYTES {
+                // Text between added tokens is tokenized on its own:
+                // a stretch that prompts repeat is kept.
+                let kept = self.segments.get_or_encode(part, |part| {
+                    let mut out = Vec::with_capacity(part.len() / 3);
+                    self.encode_part(model, part, &mut word, &mut out)?;
+                    Ok::<_, tokenizers::Error>(out)
+                })?;
+                ids.extend_from_slice(&kept);
+                continue;
             }
+            self.encode_part(model, part, &mut word, &mut ids)?;
         }
         if self.post_process_always || (special && self.post_process_special) {
             return self.post_process(tokenizer, ids, special);
         }
         Ok(ids)
+    }
+
+    /// The ids of `part`, text with no added token in it, appended to `ids`
+    /// (`word`: a buffer).
+    fn encode_part(
+        &self,
+        model: &ModelWrapper,
+        part: &str,
+        word: &mut String,
+        ids: &mut Vec<u32>,
+    ) -> tokenizers::Result<()> {
+        let mut at = 0;
+        while at < part.len() {
+            let (start, end) = self.next_piece(part, at);
+            word.clear();
+            word.extend(part[start..end].bytes().map(|b| self.bytes[b as usize]));
+            ids.extend(model.tokenize(word)?.into_iter().map(|t| t.id));
+            at = end;
+        }
+        Ok(())
     }
 
     /// The piece of `text` that starts at `at`: the next match, or the text
@@ -289,6 +318,29 @@ mod tests {
                 let got = fast.encode(tokenizer, text, special).unwrap();
                 assert_eq!(got, want.get_ids(), "{name}, special {special}: {text:?}");
             }
+        }
+    }
+
+    /// A long stretch between special tokens that prompts repeat (a system
+    /// prompt with tools) is kept after its second sighting: every prompt
+    /// still gets the crate's ids, around it and in it.
+    #[test]
+    fn a_repeated_long_stretch_gets_the_crate_ids_when_kept() {
+        let system = "You may call these functions:\n{\"name\": \"get_weather\", \"parameters\": \
+                      {\"city\": {\"type\": \"string\"}}}\n "
+            .repeat(6);
+        for (tokenizer, name) in tokenizers().iter().zip(["GPT-2", "Llama 3"]) {
+            let fast = FastEncoder::for_tokenizer(tokenizer).expect(name);
+            for i in 0..4 {
+                let text = format!(
+                    "<|im_start|>system\n{system}<|im_end|><|im_start|>user\nquestion {i}<|im_end|>{system}"
+                );
+                let want = tokenizer.encode_fast(text.as_str(), false).unwrap();
+                let got = fast.encode(tokenizer, &text, false).unwrap();
+                assert_eq!(got, want.get_ids(), "{name}, prompt {i}");
+            }
+            // `system\n…` and the bare copy after the last special token.
+            assert_eq!(fast.segments.kept().0, 2, "{name}: both stretches kept");
         }
     }
 

@@ -21,6 +21,7 @@ mod error;
 mod fast;
 pub mod fetch;
 pub mod sample;
+mod segments;
 mod token_bytes;
 
 use std::collections::HashMap;
