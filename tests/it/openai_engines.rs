@@ -291,13 +291,7 @@ async fn without_a_configured_tokenizer_the_workers_is_fetched_and_used() {
         ..MockConfig::default()
     })
     .await;
-    router
-        .try_add_spec(pb::WorkerSpec {
-            url: w.url(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    router.add_found(&w.url()).await;
     let chat = json!({"model": "fetched", "messages": [{"role": "user", "content": "Hello"}]});
     eventually(
         Duration::from_secs(10),
@@ -317,13 +311,7 @@ async fn without_a_configured_tokenizer_the_workers_is_fetched_and_used() {
         ..MockConfig::default()
     })
     .await;
-    router
-        .try_add_spec(pb::WorkerSpec {
-            url: bare.url(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    router.add_found(&bare.url()).await;
     let chat = json!({"model": "bare", "messages": [{"role": "user", "content": "Hello"}]});
     eventually(
         Duration::from_secs(10),
@@ -660,13 +648,7 @@ async fn usage_counts_the_prompt_tokens_the_engine_found_cached() {
     )
     .await
     .unwrap();
-    s.router
-        .try_add_spec(pb::WorkerSpec {
-            url: sim.url(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.router.add_found(&sim.url()).await;
     let ask = json!({"model": "sim", "max_tokens": 3,
         "messages": [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. ".repeat(20)}]});
     let (status, body) = post(&s.router, "/v1/chat/completions", ask.clone()).await;
@@ -731,13 +713,7 @@ async fn harmony_models_take_required_and_named_tool_choice_with_the_header_give
     )
     .await;
     for w in [&named, &required] {
-        s.router
-            .try_add_spec(pb::WorkerSpec {
-                url: w.url(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        s.router.add_found(&w.url()).await;
     }
     let params = json!({"type": "object", "properties": {"city": {"type": "string"}}});
     let tool =

@@ -146,6 +146,17 @@ impl Router {
         .await
     }
 
+    /// Adds a worker by its url alone (the router asks it its engine,
+    /// model and role).
+    pub async fn add_found(&self, url: &str) -> pb::WorkerInfo {
+        self.try_add_spec(pb::WorkerSpec {
+            url: url.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("AddWorker")
+    }
+
     pub async fn try_add_spec(
         &self,
         spec: pb::WorkerSpec,
