@@ -24,6 +24,8 @@ pub struct Detokenizer {
     /// End of what has been emitted.
     read: usize,
     skip_special: bool,
+    /// Byte-level decoding: the bytes of a character not yet whole.
+    pending: Option<Vec<u8>>,
 }
 
 impl Detokenizer {
@@ -31,6 +33,7 @@ impl Detokenizer {
     /// out of the text.
     pub fn new(tokenizer: Arc<ModelTokenizer>, skip_special: bool) -> Self {
         Detokenizer {
+            pending: tokenizer.decodes_byte_level().then(Vec::new),
             tokenizer,
             ids: Vec::new(),
             prefix: 0,
@@ -43,6 +46,14 @@ impl Detokenizer {
     /// unfinished).
     pub fn push(&mut self, new_ids: &[u32]) -> Result<String, TokenizerError> {
         self.ids.extend_from_slice(new_ids);
+        if let Some(pending) = &mut self.pending {
+            // Byte-level: no context to decode again, only bytes to join.
+            for &id in new_ids {
+                self.tokenizer
+                    .push_decoded_bytes(id, self.skip_special, pending);
+            }
+            return Ok(whole_characters(pending));
+        }
         let before = self
             .tokenizer
             .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
@@ -66,6 +77,11 @@ impl Detokenizer {
     /// What is left at the end of the stream (an unfinished character
     /// decodes as U+FFFD, as it would whole).
     pub fn finish(&mut self) -> Result<String, TokenizerError> {
+        if let Some(pending) = &mut self.pending {
+            let rest = String::from_utf8_lossy(pending).into_owned();
+            pending.clear();
+            return Ok(rest);
+        }
         let before = self
             .tokenizer
             .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
@@ -84,4 +100,38 @@ impl Detokenizer {
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }
+}
+
+/// The text of `bytes`' whole characters, taken out of it, as a lossy
+/// reading of all of them would give it (an invalid sequence as U+FFFD);
+/// an unfinished character at the end stays.
+fn whole_characters(bytes: &mut Vec<u8>) -> String {
+    let mut text = String::new();
+    let mut at = 0;
+    loop {
+        match std::str::from_utf8(&bytes[at..]) {
+            Ok(s) => {
+                text.push_str(s);
+                at = bytes.len();
+                break;
+            }
+            Err(e) => {
+                let valid = at + e.valid_up_to();
+                // Valid by the check above.
+                text.push_str(std::str::from_utf8(&bytes[at..valid]).unwrap_or_default());
+                match e.error_len() {
+                    Some(n) => {
+                        text.push('\u{FFFD}');
+                        at = valid + n;
+                    }
+                    None => {
+                        at = valid;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    bytes.drain(..at);
+    text
 }

@@ -156,18 +156,24 @@ mod tests {
             let t = sample_shared();
             let vocab = t.inner.get_vocab_size(true) as u32;
             let ids: Vec<u32> = picks.iter().map(|p| *p as u32 % vocab).collect();
-            let whole = t.decode(&ids, false).unwrap();
-            let mut d = Detokenizer::new(t.clone(), false);
-            let mut streamed = String::new();
-            let mut at = 0;
-            let mut cut = cuts.iter().cycle();
-            while at < ids.len() {
-                let n = (*cut.next().unwrap_or(&1)).min(ids.len() - at);
-                streamed += &d.push(&ids[at..at + n]).unwrap();
-                at += n;
+            for skip in [false, true] {
+                let whole = t.decode(&ids, skip).unwrap();
+                let mut d = Detokenizer::new(t.clone(), skip);
+                let mut streamed = String::new();
+                let mut at = 0;
+                let mut cut = cuts.iter().cycle();
+                while at < ids.len() {
+                    let n = (*cut.next().unwrap_or(&1)).min(ids.len() - at);
+                    let piece = d.push(&ids[at..at + n]).unwrap();
+                    // Nothing is emitted before its character is whole.
+                    let unfinished = piece.ends_with('\u{FFFD}') && !whole.contains('\u{FFFD}');
+                    prop_assert!(!unfinished, "an unfinished character emitted");
+                    streamed += &piece;
+                    at += n;
+                }
+                streamed += &d.finish().unwrap();
+                prop_assert_eq!(streamed, whole);
             }
-            streamed += &d.finish().unwrap();
-            prop_assert_eq!(streamed, whole);
         }
     }
 

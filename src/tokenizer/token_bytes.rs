@@ -15,14 +15,46 @@ fn byte_of(c: char) -> Option<u8> {
     if code < 256 {
         return printable(code).then_some(code as u8);
     }
-    let n = code - 256;
-    (0..=255u32)
-        .filter(|b| !printable(*b))
-        .nth(n as usize)
-        .map(|b| b as u8)
+    // The unprintable bytes, in order: 0..=32, 127..=160, 173.
+    match code - 256 {
+        n @ 0..=32 => Some(n as u8),
+        n @ 33..=66 => Some((n - 33 + 127) as u8),
+        67 => Some(173),
+        _ => None,
+    }
 }
 
 impl ModelTokenizer {
+    /// Whether decoding is byte-level (GPT-2's alphabet): the text of ids
+    /// is then the bytes of their tokens, joined, read as UTF-8.
+    pub(crate) fn decodes_byte_level(&self) -> bool {
+        matches!(self.inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_)))
+    }
+
+    /// Appends the bytes of token `id` as a byte-level decoder gives them
+    /// (nothing for an unknown id, or a special token when `skip_special`):
+    /// its symbols mapped back to bytes, or its text's bytes when one of
+    /// them is not a byte's symbol.
+    pub(crate) fn push_decoded_bytes(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) {
+        let Some(token) = self.inner.id_to_token(id) else {
+            return;
+        };
+        if skip_special && self.inner.get_added_vocabulary().is_special_token(&token) {
+            return;
+        }
+        let start = out.len();
+        for c in token.chars() {
+            match byte_of(c) {
+                Some(b) => out.push(b),
+                None => {
+                    out.truncate(start);
+                    out.extend_from_slice(token.as_bytes());
+                    return;
+                }
+            }
+        }
+    }
+
     /// The bytes token `id` stands for: a byte-level BPE token's symbols
     /// mapped back to their bytes (Llama 3, Qwen, GPT-2-style tokenizers),
     /// a SentencePiece byte token `<0xHH>` as its byte, `▁` as a space;

@@ -110,22 +110,30 @@ impl Reader {
         let split = match &mut self.parsers.reasoning {
             Some(r) if end => r.finish(),
             Some(r) => r.push(text),
-            None if end => Vec::new(),
-            None => vec![reasoning::Piece::Text(text.to_string())],
+            None => Vec::new(),
         };
+        if self.parsers.reasoning.is_none() && !end {
+            // All of it is answer (no copy on the way).
+            self.answer(text, out);
+        }
         for p in split {
             match p {
                 reasoning::Piece::Reasoning(r) => out.push(Piece::Reasoning(r)),
-                reasoning::Piece::Text(t) => match &mut self.parsers.tools {
-                    Some(parser) => out.extend(parser.push(&t).into_iter().map(piece)),
-                    None => out.push(Piece::Text(t)),
-                },
+                reasoning::Piece::Text(t) => self.answer(&t, out),
             }
         }
         if end {
             if let Some(parser) = &mut self.parsers.tools {
                 out.extend(parser.finish().into_iter().map(piece));
             }
+        }
+    }
+
+    /// Answer text, through the tool-call parser when there is one.
+    fn answer(&mut self, text: &str, out: &mut Vec<Piece>) {
+        match &mut self.parsers.tools {
+            Some(parser) => out.extend(parser.push(text).into_iter().map(piece)),
+            None => out.push(Piece::Text(text.to_string())),
         }
     }
 
