@@ -9,6 +9,11 @@
 //! decoding of a window that starts a few tokens back (`prefix`); what it
 //! adds beyond the window's previous decoding is emitted, unless it ends
 //! in U+FFFD (an unfinished character: wait for more).
+//!
+//! A byte-level decoder (GPT-2's alphabet) has no context: its text is the
+//! tokens' bytes joined and read as UTF-8. For such a tokenizer each
+//! token's bytes are appended and every whole character is emitted, with
+//! no decoding again.
 
 use std::sync::Arc;
 
