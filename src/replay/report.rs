@@ -65,6 +65,10 @@ pub struct Report {
     pub bounds: Bounds,
     /// Every request's TTFT, seconds (for CDFs).
     pub ttfts: Vec<f64>,
+    /// Every request as it went, in the trace's order (failed ones too):
+    /// for per-request analysis against the trace.
+    #[serde(default)]
+    pub outcomes: Vec<Outcome>,
     /// The first few errors.
     pub errors: Vec<String>,
 }
@@ -97,6 +101,7 @@ impl Report {
             hit_rate: cached as f64 / prompt.max(1) as f64,
             bounds,
             ttfts,
+            outcomes: outcomes.to_vec(),
             errors: outcomes
                 .iter()
                 .filter_map(|o| o.error.clone())

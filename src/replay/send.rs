@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pb::sglang_scheduler as sgl;
 
 /// How one request went.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Outcome {
     /// Scheduled arrival, seconds from the replay's start.
     pub at: f64,
@@ -26,6 +26,10 @@ pub struct Outcome {
     pub cached: u64,
     /// Tokens received.
     pub output: u64,
+    /// The worker that served it, when the router says
+    /// (`x-switchyard-worker-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -146,11 +150,16 @@ async fn grpc(
         stream: true,
         ..Default::default()
     };
-    let mut stream = client
+    let response = client
         .generate(request)
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+    outcome.worker = response
+        .metadata()
+        .get(crate::routers::WORKER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut stream = response.into_inner();
     while let Some(message) = stream
         .message()
         .await
@@ -211,6 +220,11 @@ async fn http(
         .map_err(|_| "no response in 600 s".to_string())?
         .map_err(|e| e.to_string())?;
     let status = response.status();
+    outcome.worker = response
+        .headers()
+        .get(crate::routers::WORKER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut body = response.into_body();
     let mut buf = Vec::new();
     if !status.is_success() {

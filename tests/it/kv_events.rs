@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-const BLOCK: usize = 16;
+pub(crate) const BLOCK: usize = 16;
 
 fn sim_config(history: usize) -> SimConfig {
     SimConfig {
@@ -37,13 +37,13 @@ fn sim_config(history: usize) -> SimConfig {
     }
 }
 
-async fn sim(history: usize) -> SimWorker {
+pub(crate) async fn sim(history: usize) -> SimWorker {
     SimWorker::start("127.0.0.1:0".parse().unwrap(), sim_config(history))
         .await
         .unwrap()
 }
 
-async fn kv_router() -> Router {
+pub(crate) async fn kv_router() -> Router {
     start_router_with(Config {
         policy: PolicyConfig {
             name: PolicyKind::KvAware,
@@ -99,7 +99,7 @@ async fn direct(worker: &SimWorker) -> Channel {
 }
 
 /// Registers an SGLang worker (the router asks it for its model).
-async fn add_sglang(router: &Router, url: &str) -> String {
+pub(crate) async fn add_sglang(router: &Router, url: &str) -> String {
     router
         .try_add_spec(pb::WorkerSpec {
             url: url.into(),
@@ -123,7 +123,7 @@ async fn kv_of(router: &Router, id: &str) -> pb::KvEventStream {
 }
 
 /// Waits until the router's index holds `blocks` blocks for worker `id`.
-async fn until_blocks(router: &Router, id: &str, blocks: u64) {
+pub(crate) async fn until_blocks(router: &Router, id: &str, blocks: u64) {
     eventually(Duration::from_secs(10), "the index catches up", || async {
         let kv = kv_of(router, id).await;
         kv.state == "live" && kv.blocks == blocks

@@ -25,6 +25,7 @@ mod overload;
 mod pd;
 mod policies;
 mod proxy;
+mod replay;
 mod routing;
 mod shutdown;
 mod store;
