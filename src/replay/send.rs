@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::pb::sglang_scheduler as sgl;
 
+/// The response header (gRPC metadata) naming the worker that served a
+/// call, as Switchyard's README documents it; the replay is a client and
+/// reads it as one.
+const WORKER_ID_HEADER: &str = "x-switchyard-worker-id";
+
 /// How one request went.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Outcome {
@@ -156,7 +161,7 @@ async fn grpc(
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
     outcome.worker = response
         .metadata()
-        .get(crate::routers::WORKER_ID_HEADER)
+        .get(WORKER_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut stream = response.into_inner();
@@ -222,7 +227,7 @@ async fn http(
     let status = response.status();
     outcome.worker = response
         .headers()
-        .get(crate::routers::WORKER_ID_HEADER)
+        .get(WORKER_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut body = response.into_body();
