@@ -5,7 +5,7 @@
 //! with the run's hit rate beside the trace's bounds; a bad trace line is
 //! refused by its line number.
 
-use crate::kv_events::{add_sglang, kv_router, sim, until_blocks};
+use crate::kv_events::{add_sglang, kv_router, sim, until_blocks, BLOCK};
 
 /// Two conversations in 512-token trace blocks: A grows over three turns,
 /// B over two; each turn comes after the last one ended.
@@ -47,7 +47,7 @@ async fn a_replay_reports_each_requests_worker_and_cached_tokens_beside_the_boun
         "--speedup",
         "5",
         "--block-size",
-        "16",
+        &BLOCK.to_string(),
         "--label",
         "kv",
         "--out",
